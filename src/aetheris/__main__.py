@@ -1,0 +1,3 @@
+from aetheris.cli import main
+
+main(prog_name="aetheris")

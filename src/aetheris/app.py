@@ -1,0 +1,400 @@
+"""``App``: the registry of agents and tools, and the entry point to start, watch and run jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+
+from aetheris.effects import (
+    CompensationRequest,
+    Reconciliation,
+    Resolution,
+    RetryPolicy,
+    Tool,
+    ToolDef,
+    resolve_effect,
+    return_adapter,
+    revive,
+)
+from aetheris.errors import (
+    ConfigurationError,
+    InvalidInput,
+    JobFailed,
+    JobNotFound,
+    UnknownAgent,
+)
+from aetheris.journal import canonical
+from aetheris.store import create_store, default_url
+from aetheris.store.port import EffectClass, Job, JobStatus, NewJob, Store
+
+if TYPE_CHECKING:
+    from aetheris.scheduler import Worker
+
+P = ParamSpec("P")
+R = TypeVar("R")
+AgentFn = Callable[..., Awaitable[Any]]
+DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AgentDef:
+    """A registered agent: its function and the validator of its input."""
+
+    name: str
+    fn: AgentFn
+    model: type[BaseModel] | None
+    adapter: TypeAdapter[Any] | None
+
+    def validate(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and coerce a job's input into the agent's keyword arguments."""
+        if self.model is None:
+            return dict(data)
+        try:
+            parsed = self.model.model_validate(dict(data))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise InvalidInput(f"invalid input for agent {self.name!r}: {problems}") from None
+        values = {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        values.update(parsed.model_extra or {})
+        return values
+
+
+def _input_model(name: str, fn: AgentFn) -> type[BaseModel] | None:
+    params = list(inspect.signature(fn).parameters.values())
+    if not params or params[0].kind not in (
+        params[0].POSITIONAL_ONLY,
+        params[0].POSITIONAL_OR_KEYWORD,
+    ):
+        raise ConfigurationError(f"agent {name!r} must take the Context as its first argument")
+    hints = _hints(fn)
+    fields: dict[str, Any] = {}
+    extra: Literal["allow", "forbid"] = "forbid"
+    for param in params[1:]:
+        if param.kind is param.VAR_KEYWORD:
+            extra = "allow"
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.POSITIONAL_ONLY):
+            raise ConfigurationError(
+                f"agent {name!r}: parameter {param.name!r} must be passable by keyword"
+            )
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hints.get(param.name, Any), default)
+    if not fields and extra == "allow":
+        return None
+    config = ConfigDict(extra=extra, arbitrary_types_allowed=True)
+    model: type[BaseModel] = create_model(f"{name}_input", __config__=config, **fields)
+    return model
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        return {}
+
+
+class JobHandle:
+    """A started job: wait for its result or read its state."""
+
+    def __init__(self, app: App, job_id: str) -> None:
+        self.app = app
+        self.job_id = job_id
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.job_id}>"
+
+    async def job(self) -> Job:
+        return await self.app.get_job(self.job_id)
+
+    async def status(self) -> JobStatus:
+        return (await self.job()).status
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait until the job ends; return its result or raise :class:`JobFailed`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            job = await self.job()
+            if job.status is JobStatus.SUCCEEDED:
+                return self.app.revive_result(job)
+            if job.status.terminal:
+                raise JobFailed(job.id, job.status, job.error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.job_id} is still {job.status} after {timeout}s")
+            pause = delay if deadline is None else min(delay, deadline - time.monotonic())
+            await asyncio.sleep(max(pause, 0.0))
+            delay = min(delay * 1.5, 0.25)
+
+    def result_sync(self, timeout: float | None = None) -> Any:
+        return asyncio.run(self.result(timeout))
+
+
+class App:
+    """A set of agents and tools bound to one database.
+
+    ``database_url`` defaults to ``AETHERIS_DATABASE_URL``, else ``sqlite:///.aetheris/aetheris.db``.
+    Several Apps on several databases work side by side in one process: there is no global state.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        lease_ttl: float = 30.0,
+        poll_interval: float = 0.2,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        name: str | None = None,
+    ) -> None:
+        if lease_ttl <= 0:
+            raise ConfigurationError("lease_ttl must be positive")
+        self.database_url = database_url or default_url()
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval
+        self.max_payload_bytes = max_payload_bytes
+        self.name = name
+        self._agents: dict[str, AgentDef] = {}
+        self._tools: dict[str, ToolDef] = {}
+        self._store: Store | None = None
+        self._store_lock: asyncio.Lock | None = None
+        self._workers: list[Worker] = []
+
+    def __repr__(self) -> str:
+        return f"<aetheris.App {self.database_url} agents={sorted(self._agents)}>"
+
+    # -- registration -----------------------------------------------------------------------
+
+    @overload
+    def agent(self, fn: AgentFn, /) -> AgentFn: ...
+    @overload
+    def agent(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[AgentFn], AgentFn]: ...
+
+    def agent(
+        self, fn: AgentFn | None = None, /, *, name: str | None = None
+    ) -> AgentFn | Callable[[AgentFn], AgentFn]:
+        """Register ``async def f(ctx, **input)`` as an agent (``name`` defaults to f's name)."""
+
+        def register(func: AgentFn) -> AgentFn:
+            if not inspect.iscoroutinefunction(func):
+                raise ConfigurationError(f"agent {func.__name__!r} must be an async function")
+            agent_name = name or func.__name__
+            if agent_name in self._agents:
+                raise ConfigurationError(f"agent {agent_name!r} is already registered")
+            model = _input_model(agent_name, func)
+            self._agents[agent_name] = AgentDef(agent_name, func, model, return_adapter(func))
+            func.__aetheris_agent__ = agent_name  # type: ignore[attr-defined]
+            return func
+
+        return register(fn) if fn is not None else register
+
+    def tool(
+        self,
+        fn: Callable[P, Awaitable[R]] | Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        effect: str | EffectClass = EffectClass.PURE,
+        retry: RetryPolicy | None = None,
+        reconcile: Callable[[str], Reconciliation | Awaitable[Reconciliation]] | None = None,
+        compensate: Callable[[CompensationRequest], Any] | None = None,
+    ) -> Any:
+        """Register a tool. ``effect`` is ``pure``, ``idempotent`` or ``at_most_once``."""
+        try:
+            effect_class = EffectClass(effect)
+        except ValueError:
+            raise ConfigurationError(
+                f"effect must be one of {[e.value for e in EffectClass]}, got {effect!r}"
+            ) from None
+
+        def register(func: Callable[..., Any]) -> Tool[Any, Any]:
+            tool_name = name or func.__name__
+            if tool_name in self._tools:
+                raise ConfigurationError(f"tool {tool_name!r} is already registered")
+            if reconcile is not None and effect_class is not EffectClass.AT_MOST_ONCE:
+                raise ConfigurationError(f"tool {tool_name!r}: reconcile is for at_most_once tools")
+            definition = ToolDef(
+                tool_name, func, effect_class, retry or RetryPolicy(), reconcile, compensate
+            )
+            self._tools[tool_name] = definition
+            return Tool(definition)
+
+        return register(fn) if fn is not None else register
+
+    @property
+    def agent_names(self) -> list[str]:
+        return sorted(self._agents)
+
+    def agent_def(self, name: str) -> AgentDef:
+        try:
+            return self._agents[name]
+        except KeyError:
+            raise UnknownAgent(name, list(self._agents)) from None
+
+    def revive_result(self, job: Job) -> Any:
+        definition = self._agents.get(job.agent)
+        return revive(definition.adapter if definition else None, job.result)
+
+    # -- the store --------------------------------------------------------------------------
+
+    async def open_store(self) -> Store:
+        """The opened (and migrated) store of this app."""
+        if self._store is not None:
+            return self._store
+        if self._store_lock is None:
+            self._store_lock = asyncio.Lock()
+        async with self._store_lock:
+            if self._store is None:
+                store = create_store(self.database_url)
+                await store.open()
+                self._store = store
+        return self._store
+
+    async def close(self) -> None:
+        store, self._store = self._store, None
+        self._store_lock = None
+        if store is not None:
+            await store.close()
+
+    async def __aenter__(self) -> App:
+        await self.open_store()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        agent: str | AgentFn,
+        input: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> JobHandle:
+        """Start a job of ``agent``; starting twice with one ``idempotency_key`` gives one job."""
+        name = agent if isinstance(agent, str) else getattr(agent, "__aetheris_agent__", None)
+        if name is None:
+            raise ConfigurationError(f"{agent!r} is not a registered agent")
+        data = {} if input is None else input
+        if not isinstance(data, Mapping):
+            raise InvalidInput(f"input must be a JSON object, got {type(data).__name__}")
+        size = len(canonical(data))
+        if size > self.max_payload_bytes:
+            raise InvalidInput(
+                f"input is {size} bytes, over the payload limit of {self.max_payload_bytes}"
+            )
+        store = await self.open_store()
+        await self._check_agent(store, name, data)
+        new = NewJob(
+            id=job_id or new_job_id(),
+            agent=name,
+            input=data,
+            idempotency_key=idempotency_key,
+            queue=queue,
+            priority=priority,
+        )
+        job, _ = await store.create_job(new)
+        for worker in self._workers:
+            worker.wake()
+        return JobHandle(self, job.id)
+
+    async def _check_agent(self, store: Store, name: str, data: Mapping[str, Any]) -> None:
+        definition = self._agents.get(name)
+        if definition is not None:
+            definition.validate(data)
+            return
+        known = await store.agents()
+        if name not in known:
+            raise UnknownAgent(name, sorted({*known, *self._agents}))
+
+    def start_sync(
+        self, agent: str | AgentFn, input: Mapping[str, Any] | None = None, **options: Any
+    ) -> JobHandle:
+        return asyncio.run(self.start(agent, input, **options))
+
+    def handle(self, job_id: str) -> JobHandle:
+        return JobHandle(self, job_id)
+
+    async def get_job(self, job_id: str) -> Job:
+        job = await (await self.open_store()).get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        return await (await self.open_store()).list_jobs(status=status, limit=limit)
+
+    async def resolve_effect(
+        self,
+        job_id: str,
+        position: int,
+        *,
+        committed: bool = False,
+        result: Any = None,
+        not_executed: bool = False,
+        fail: bool = False,
+        reason: str | None = None,
+        by: str | None = None,
+    ) -> Job:
+        """Resolve an in-doubt effect: it happened (with ``result``), did not, or failed."""
+        resolution = Resolution(committed, result, not_executed, fail, reason, by)
+        job: Job = await resolve_effect(await self.open_store(), job_id, position, resolution)
+        for worker in self._workers:
+            worker.wake()
+        return job
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def worker(self, **options: Any) -> Worker:
+        from aetheris.scheduler import Worker
+
+        return Worker(self, **options)
+
+    async def run_worker(
+        self,
+        concurrency: int = 10,
+        *,
+        queues: Sequence[str] | None = None,
+        stop: asyncio.Event | None = None,
+        **options: Any,
+    ) -> None:
+        """Run a worker in this event loop until ``stop`` is set."""
+        if not self._agents:
+            raise ConfigurationError("this App has no agents: nothing for a worker to run")
+        await self.worker(concurrency=concurrency, queues=queues, **options).run(stop)
+
+    def run_worker_sync(self, concurrency: int = 10, **options: Any) -> None:
+        asyncio.run(self.run_worker(concurrency, **options))
+
+    def attach(self, worker: Worker) -> None:
+        self._workers.append(worker)
+
+    def detach(self, worker: Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+
+
+def new_job_id() -> str:
+    """A UUIDv7-style id: time-ordered, so listings and indexes follow creation order."""
+    millis = int(time.time() * 1000)
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    value = (millis & ((1 << 48) - 1)) << 80 | (0x7 << 76) | (rand & ((1 << 76) - 1))
+    value = (value & ~(0xC << 60)) | (0x8 << 60)
+    return str(uuid.UUID(int=value))

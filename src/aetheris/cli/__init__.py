@@ -1,0 +1,395 @@
+"""The ``aetheris`` command: a thin shell over the public Python API.
+
+Every command reads the database from ``--database-url`` or ``AETHERIS_DATABASE_URL``; every read
+command has ``--json`` with a stable schema (see :mod:`aetheris.cli.render`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from aetheris.app import App
+from aetheris.errors import AetherisError, JobFailed
+from aetheris.journal import verify_chain
+from aetheris.store import create_store, default_url
+from aetheris.store.port import EffectState, JobStatus
+
+from . import render
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning Aetheris errors into a one-line message and exit code 1."""
+    try:
+        return asyncio.run(coro)
+    except AetherisError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def load_app(spec: str) -> App:
+    """Import ``MODULE:ATTRIBUTE`` (the working directory is importable) and return the App."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"expected MODULE:APP, got {spec!r}", param_hint="--app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="--app"
+        ) from None
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise click.BadParameter(f"{spec!r} is not an aetheris.App", param_hint="--app")
+    return app
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=what) from None
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Output JSON.")(fn)
+
+
+class Env:
+    def __init__(self, database_url: str | None) -> None:
+        self.database_url = database_url
+
+    def app(self, spec: str | None = None) -> App:
+        app = load_app(spec) if spec else App(self.database_url or default_url())
+        if self.database_url:
+            app.database_url = self.database_url
+        return app
+
+
+pass_env = click.make_pass_decorator(Env)
+
+
+def with_app(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Give a command an opened App and close it afterwards."""
+
+    @pass_env
+    @functools.wraps(fn)
+    def command(env: Env, *args: Any, **kwargs: Any) -> None:
+        async def main() -> None:
+            app = env.app(kwargs.pop("app_spec", None))
+            try:
+                await fn(app, *args, **kwargs)
+            finally:
+                await app.close()
+
+        run(main())
+
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--database-url",
+    envvar="AETHERIS_DATABASE_URL",
+    show_envvar=True,
+    help="memory://, sqlite:///file.db or postgresql://… [default: sqlite:///.aetheris/aetheris.db]",
+)
+@click.version_option(package_name="aetheris")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
+    """Aetheris: durable execution for AI agents."""
+    ctx.obj = Env(database_url)
+
+
+@main.command()
+@click.option("--app", "app_spec", required=True, metavar="MOD:APP", help="The App to serve.")
+@click.option("--concurrency", default=10, show_default=True, help="Jobs run at once.")
+@click.option("--lease-ttl", type=float, help="Seconds a claim lasts without a heartbeat.")
+@click.option("--queue", "queues", multiple=True, help="Serve only these queues (repeatable).")
+@click.option("--poll-interval", type=float, help="Seconds between claims when idle.")
+@click.option("--grace", default=10.0, show_default=True, help="Seconds to finish on SIGTERM.")
+@pass_env
+def worker(
+    env: Env,
+    app_spec: str,
+    concurrency: int,
+    lease_ttl: float | None,
+    queues: tuple[str, ...],
+    poll_interval: float | None,
+    grace: float,
+) -> None:
+    """Run jobs of an App until SIGTERM or Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = env.app(app_spec)
+    w = app.worker(
+        concurrency=concurrency,
+        queues=queues or None,
+        lease_ttl=lease_ttl,
+        poll_interval=poll_interval,
+        grace=grace,
+    )
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, w.stop)
+        click.echo(
+            f"worker {w.owner} serving {', '.join(app.agent_names)} on {app.database_url}", err=True
+        )
+        try:
+            await w.run()
+        finally:
+            await app.close()
+
+    run(serve())
+
+
+@main.command()
+@click.argument("agent")
+@click.option("--input", "input_json", default="{}", show_default=True, help="Input as JSON.")
+@click.option("--idempotency-key", help="Starting twice with one key returns the same job.")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--priority", default=0, show_default=True)
+@click.option("--wait", is_flag=True, help="Wait for the job to end and print its result.")
+@click.option("--timeout", type=float, help="Seconds to wait with --wait.")
+@click.option("--app", "app_spec", metavar="MOD:APP", help="Validate the input against this App.")
+@json_option
+@with_app
+async def start(
+    app: App,
+    agent: str,
+    input_json: str,
+    idempotency_key: str | None,
+    queue: str,
+    priority: int,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Start a job of AGENT."""
+    data = parse_json(input_json, "--input")
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--input")
+    handle = await app.start(
+        agent, data, idempotency_key=idempotency_key, queue=queue, priority=priority
+    )
+    if not wait:
+        job = await handle.job()
+        if as_json:
+            render.print_json(render.job_json(job))
+        else:
+            click.echo(job.id)
+        return
+    try:
+        await handle.result(timeout=timeout)
+    except JobFailed:
+        job = await handle.job()
+        _print_outcome(job, as_json)
+        sys.exit(1)
+    _print_outcome(await handle.job(), as_json)
+
+
+def _print_outcome(job: Any, as_json: bool) -> None:
+    if as_json:
+        render.print_json(render.job_json(job))
+    elif job.status is JobStatus.SUCCEEDED:
+        click.echo(json.dumps(job.result, ensure_ascii=False))
+    else:
+        click.echo(f"job {job.id} {job.status}: {json.dumps(job.error)}", err=True)
+
+
+@main.group()
+def jobs() -> None:
+    """List and inspect jobs."""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice([s.value for s in JobStatus]))
+@click.option("--limit", default=50, show_default=True)
+@json_option
+@with_app
+async def jobs_list(app: App, status: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    found = await app.list_jobs(status=JobStatus(status) if status else None, limit=limit)
+    if as_json:
+        render.print_json([render.job_json(j) for j in found])
+    else:
+        render.console().print(render.jobs_table(found))
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@json_option
+@with_app
+async def jobs_show(app: App, job_id: str, as_json: bool) -> None:
+    """Show one job."""
+    job = await app.get_job(job_id)
+    view = render.job_json(job)
+    if as_json:
+        render.print_json(view)
+        return
+    out = render.console()
+    for key, value in view.items():
+        if key in ("park_detail", "error") and value:
+            continue
+        out.print(f"[bold]{key:>17}[/bold]  {json.dumps(value, ensure_ascii=False)}")
+    if job.park_detail:
+        out.print("[bold]      park detail[/bold]")
+        diff = job.park_detail.get("diff")
+        out.print(diff if diff else json.dumps(job.park_detail, indent=2), markup=False)
+    if job.error:
+        out.print(
+            f"[bold]            error[/bold]  {job.error.get('type')}: {job.error.get('message')}",
+            markup=False,
+        )
+
+
+@main.command()
+@click.argument("job_id")
+@json_option
+@with_app
+async def trace(app: App, job_id: str, as_json: bool) -> None:
+    """The journal of a job as a table of steps."""
+    job = await app.get_job(job_id)
+    events = await (await app.open_store()).events(job_id)
+    if as_json:
+        render.print_json(
+            {"job": render.job_json(job), "events": [render.event_json(e) for e in events]}
+        )
+    else:
+        render.console().print(render.trace_table(job, events))
+
+
+@main.command()
+@click.argument("job_id")
+@json_option
+@with_app
+async def verify(app: App, job_id: str, as_json: bool) -> None:
+    """Recompute a job's hash chain over the stored bytes; exit 1 on any mismatch."""
+    job = await app.get_job(job_id)
+    events = await (await app.open_store()).events(job_id)
+    report = verify_chain(job_id, events)
+    if report.ok and report.head != job.head_hash:
+        report = type(report)(
+            False, report.events, report.head, "the job's head hash does not match the last event"
+        )
+    if as_json:
+        render.print_json(
+            {
+                "job_id": job_id,
+                "ok": report.ok,
+                "events": report.events,
+                "head": report.head,
+                "problem": report.problem,
+                "seq": report.seq,
+            }
+        )
+    elif report.ok:
+        click.echo(f"ok: {report.events} events, head {report.head}")
+    else:
+        click.echo(f"BROKEN at seq {report.seq}: {report.problem}", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.group()
+def effects() -> None:
+    """The effects ledger: list and resolve in-doubt effects."""
+
+
+@effects.command("list")
+@click.option("--in-doubt", is_flag=True, help="Only effects that need an operator.")
+@click.option("--job", "job_id", help="Only this job's effects.")
+@json_option
+@with_app
+async def effects_list(app: App, in_doubt: bool, job_id: str | None, as_json: bool) -> None:
+    """List ledger rows."""
+    store = await app.open_store()
+    rows = await store.effects(job_id=job_id, states=[EffectState.IN_DOUBT] if in_doubt else None)
+    if as_json:
+        render.print_json([render.effect_json(e) for e in rows])
+    else:
+        render.console().print(render.effects_table(rows))
+
+
+@effects.command("resolve")
+@click.argument("job_id")
+@click.argument("position", type=int)
+@click.option(
+    "--committed", "committed_json", metavar="JSON", help="It happened; this is its result."
+)
+@click.option("--not-executed", is_flag=True, help="It did not happen; allow one dispatch.")
+@click.option("--fail", is_flag=True, help="Record it as failed; the agent sees ToolFailed.")
+@click.option("--reason", help="Why (recorded in the journal).")
+@click.option("--by", default=lambda: os.environ.get("USER", "operator"), show_default="$USER")
+@json_option
+@with_app
+async def effects_resolve(
+    app: App,
+    job_id: str,
+    position: int,
+    committed_json: str | None,
+    not_executed: bool,
+    fail: bool,
+    reason: str | None,
+    by: str,
+    as_json: bool,
+) -> None:
+    """Resolve the in-doubt effect at POSITION of JOB_ID; the job resumes."""
+    if sum((committed_json is not None, not_executed, fail)) != 1:
+        raise click.UsageError("give exactly one of --committed JSON, --not-executed, --fail")
+    result = parse_json(committed_json, "--committed") if committed_json is not None else None
+    job = await app.resolve_effect(
+        job_id,
+        position,
+        committed=committed_json is not None,
+        result=result,
+        not_executed=not_executed,
+        fail=fail,
+        reason=reason,
+        by=by,
+    )
+    if as_json:
+        render.print_json(render.job_json(job))
+    else:
+        click.echo(f"job {job.id} is {job.status} again")
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command()
+@click.option("--check", is_flag=True, help="Only check; exit 1 if a migration is pending.")
+@pass_env
+def migrate(env: Env, check: bool) -> None:
+    """Apply pending migrations (or check for them)."""
+    url = env.database_url or default_url()
+
+    async def main() -> None:
+        store = create_store(url)
+        await store.open(migrate=False)
+        try:
+            state = await store.schema() if check else await store.migrate()
+        finally:
+            await store.close()
+        if check and not state.up_to_date:
+            click.echo(f"{url}: schema {state.current}, latest {state.latest}: migration pending")
+            sys.exit(1)
+        click.echo(f"{url}: schema version {state.current} (latest {state.latest})")
+
+    run(main())

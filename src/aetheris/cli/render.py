@@ -1,0 +1,212 @@
+"""Stable JSON views (the ``--json`` schema) and tables for people."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.table import Table
+
+from aetheris.journal import Event, EventType
+from aetheris.store.port import Effect, Job
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "compensated": "magenta",
+    "cancelled": "red",
+    "parked": "yellow",
+    "running": "cyan",
+    "pending": "white",
+}
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "agent": job.agent,
+        "status": job.status.value,
+        "park_reason": job.park_reason.value if job.park_reason else None,
+        "park_detail": job.park_detail,
+        "input": job.input,
+        "result": job.result,
+        "error": job.error,
+        "idempotency_key": job.idempotency_key,
+        "queue": job.queue,
+        "priority": job.priority,
+        "lease_epoch": job.lease_epoch,
+        "lease_owner": job.lease_owner,
+        "lease_expires_at": iso(job.lease_expires_at),
+        "attempts": job.attempts,
+        "events": job.event_count,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "type": event.type.value,
+        "position": event.position,
+        "at": iso(event.at),
+        "data": event.data,
+        "hash": event.hash,
+        "prev_hash": event.prev_hash,
+    }
+
+
+def effect_json(effect: Effect) -> dict[str, Any]:
+    return {
+        "job_id": effect.job_id,
+        "position": effect.position,
+        "tool": effect.tool,
+        "effect": effect.effect.value,
+        "state": effect.state.value,
+        "idempotency_key": effect.idempotency_key,
+        "args_hash": effect.args_hash,
+        "attempt": effect.attempt,
+        "result": effect.result,
+        "error": effect.error,
+        "created_at": iso(effect.created_at),
+        "updated_at": iso(effect.updated_at),
+    }
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
+
+
+def styled_status(status: str) -> str:
+    style = STATUS_STYLE.get(status, "white")
+    return f"[{style}]{status}[/{style}]"
+
+
+def jobs_table(jobs: Sequence[Job]) -> Table:
+    table = Table(title=f"{len(jobs)} job(s)", title_justify="left")
+    for column in ("id", "agent", "status", "reason", "attempts", "events", "created"):
+        table.add_column(column, no_wrap=column in ("id", "created"))
+    for job in jobs:
+        table.add_row(
+            job.id,
+            job.agent,
+            styled_status(job.status.value),
+            job.park_reason.value if job.park_reason else "",
+            str(job.attempts),
+            str(job.event_count),
+            (iso(job.created_at) or "")[:23],
+        )
+    return table
+
+
+def _short(value: Any, width: int = 48) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True) if value is not None else ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _describe(event: Event) -> tuple[str, str, str, str, str]:
+    """(kind, name, outcome, duration, detail) of one event for the trace table."""
+    d = event.data
+    if event.type is EventType.OP:
+        name = f"{d['name']}#{d.get('ordinal', 1)}"
+        duration = f"{d['duration_ms']:.1f} ms" if "duration_ms" in d else ""
+        detail = _short(d.get("error") or d.get("result"))
+        if d.get("attempts", 1) > 1:
+            detail = f"{d['attempts']} attempts; {detail}"
+        if d.get("resolved_by"):
+            detail = f"resolved by {d['resolved_by']}; {detail}"
+        return d["kind"], name, d.get("outcome", ""), duration, detail
+    if event.type is EventType.INTENT:
+        again = f"attempt {d['attempt']}; " if d.get("attempt", 1) > 1 else ""
+        name = f"{d['name']}#{d.get('ordinal', 1)}"
+        return d["kind"], name, "intent", "", again + d["idempotency_key"]
+    if event.type is EventType.JOB_CLAIMED:
+        recovered = f" (recovered from {d['recovered_from']})" if d.get("recovered_from") else ""
+        return "", "", "", "", f"{d['owner']} epoch {d['epoch']}{recovered}"
+    if event.type is EventType.EFFECT_IN_DOUBT:
+        return "tool", d["name"], "in_doubt", "", d["idempotency_key"]
+    if event.type is EventType.EFFECT_RESOLVED:
+        return "tool", d["name"], d["resolution"], "", f"by {d['by']}"
+    if event.type is EventType.JOB_PARKED:
+        return "", "", d["reason"], "", _short(d.get("detail"), 60)
+    if event.type in (EventType.JOB_FAILED, EventType.JOB_COMPENSATED):
+        error = d.get("error") or {}
+        return "", "", "", "", f"{error.get('type')}: {error.get('message')}"[:80]
+    if event.type is EventType.JOB_CREATED:
+        return "", "", "", "", f"agent {d['agent']} input {_short(d.get('input'), 60)}"
+    if event.type is EventType.JOB_SUCCEEDED:
+        return "", "", "", "", _short(d.get("result"))
+    return "", "", "", "", _short(d, 60)
+
+
+def trace_table(job: Job, events: Sequence[Event]) -> Table:
+    table = Table(
+        title=f"job {job.id}  agent {job.agent}  {styled_status(job.status.value)}",
+        title_justify="left",
+    )
+    for column in ("seq", "pos", "event", "kind", "name", "outcome", "duration"):
+        justify: Literal["left", "right"] = (
+            "right" if column in ("seq", "pos", "duration") else "left"
+        )
+        table.add_column(column, justify=justify, no_wrap=True)
+    table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=72)
+    for event in events:
+        kind, name, outcome, duration, detail = _describe(event)
+        position = "" if event.position is None else str(event.position)
+        table.add_row(
+            str(event.seq),
+            position,
+            event.type.value,
+            kind,
+            name,
+            _outcome_style(outcome),
+            duration,
+            detail,
+        )
+    return table
+
+
+def _outcome_style(outcome: str) -> str:
+    styles = {
+        "permanent_failure": "red",
+        "in_doubt": "yellow",
+        "side_effect_committed": "blue",
+        "compensated": "magenta",
+        "failed": "red",
+    }
+    style = styles.get(outcome)
+    return f"[{style}]{outcome}[/{style}]" if style else outcome
+
+
+def effects_table(effects: Sequence[Effect]) -> Table:
+    table = Table(title=f"{len(effects)} effect(s)", title_justify="left")
+    for column in ("job", "pos", "tool", "effect", "state", "attempt", "idempotency key"):
+        table.add_column(column)
+    for e in effects:
+        table.add_row(
+            e.job_id,
+            str(e.position),
+            e.tool,
+            e.effect.value,
+            _outcome_style(e.state.value),
+            str(e.attempt),
+            e.idempotency_key,
+        )
+    return table
+
+
+def console() -> Console:
+    """A console that is wide enough for traces even when output goes to a pipe or a file."""
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
+    return Console(highlight=False, soft_wrap=False, width=width)

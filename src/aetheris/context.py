@@ -1,0 +1,135 @@
+"""The durable operations agent code calls: :class:`Context` and :func:`tool_context`.
+
+Determinism lives here and in :mod:`aetheris.runner`. Agent code is re-executed from the top on
+every resume; each durable operation takes the next position in the journal, and a recorded
+position returns its recorded result instead of executing. So agent code must reach the same
+operations in the same order, and anything not deterministic (clocks, randomness, ids) must come
+from the context, which journals it.
+
+Designs considered and rejected:
+
+* A sandbox that re-imports modules and proxies ``datetime``/``random`` (Temporal's Python SDK):
+  it catches more mistakes, but its import and pickling friction is the most reported pain of
+  that SDK, and agent frameworks import half of PyPI. We detect divergence instead: every entry
+  records kind, name and an args hash, and a mismatch parks the job with a readable diff.
+* Keying operations by name only (Inngest, Absurd): tolerant of inserted steps, but a replay that
+  no longer lines up silently returns wrong cached values. We key by position and record
+  ``name#ordinal`` so that a lenient policy can be added without a journal format change.
+* Making ``now()``/``uuid()``/``random()`` coroutines that write before returning: correct but
+  slow and awkward. Their values are buffered and written in the same transaction as the next
+  write, which always precedes anything the value can influence outside the process (a tool
+  dispatch is preceded by its intent write; a result by the job's final write).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid as uuid_module
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aetheris.errors import AetherisError
+
+if TYPE_CHECKING:
+    from aetheris.runner import JobRun
+
+T = TypeVar("T")
+
+current_run: ContextVar[JobRun | None] = ContextVar("aetheris_current_run", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a running tool may know about its call (see :func:`tool_context`)."""
+
+    job_id: str
+    tool: str
+    position: int
+    idempotency_key: str
+    fencing_token: int
+    attempt: int
+
+
+_tool_context: ContextVar[ToolContext | None] = ContextVar("aetheris_tool_context", default=None)
+
+
+def tool_context() -> ToolContext:
+    """The call context of the tool that is running: forward ``idempotency_key`` downstream."""
+    found = _tool_context.get()
+    if found is None:
+        raise AetherisError("tool_context() is only available inside a tool called by an agent")
+    return found
+
+
+class Context:
+    """Handed to every agent as its first argument; the gateway to durable operations."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: JobRun) -> None:
+        self._run = run
+
+    @property
+    def job_id(self) -> str:
+        return self._run.job.id
+
+    @property
+    def input(self) -> dict[str, Any]:
+        return self._run.job.input
+
+    def now(self) -> dt.datetime:
+        """Current UTC time, recorded on first execution and replayed after."""
+        return dt.datetime.fromtimestamp(self._run.record_value("now", _wall_clock), dt.UTC)
+
+    def uuid(self) -> uuid_module.UUID:
+        """A random UUID, recorded on first execution and replayed after."""
+        return uuid_module.UUID(self._run.record_value("uuid", _new_uuid))
+
+    def random(self) -> float:
+        """A random float in [0, 1), recorded on first execution and replayed after."""
+        value: float = self._run.record_value("random", _new_random)
+        return value
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        *args: Any,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` as a journaled step named ``name``.
+
+        A step is pure: if the worker dies before its result is recorded, it runs again. Use a
+        tool with ``effect="at_most_once"`` for anything that must not happen twice.
+        """
+        result: T = await self._run.step(name, fn, args, kwargs)
+        return result
+
+
+def _wall_clock() -> float:
+    import time
+
+    return time.time()
+
+
+def _new_uuid() -> str:
+    return str(uuid_module.uuid4())
+
+
+def _new_random() -> float:
+    import random
+
+    return random.random()
+
+
+def enter_tool(ctx: ToolContext) -> Any:
+    """Set the tool context (and hide the run, so a nested tool call executes directly)."""
+    return _tool_context.set(ctx), current_run.set(None)
+
+
+def leave_tool(tokens: Any) -> None:
+    tool_token, run_token = tokens
+    current_run.reset(run_token)
+    _tool_context.reset(tool_token)

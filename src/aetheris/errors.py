@@ -1,0 +1,139 @@
+"""Every error Aetheris raises, in one tree.
+
+Errors (``Exception``) are things a caller can handle::
+
+    AetherisError
+    ├── ConfigurationError      bad database URL, bad ``MOD:APP`` spec, bad registration
+    ├── InvalidInput            input that is not a JSON object, fails validation, or is too large
+    │   └── EncodingError       a value that has no canonical JSON form (NaN, a socket, ...)
+    ├── UnknownAgent            no agent of that name is registered
+    ├── JobNotFound             no job with that id
+    ├── IdempotencyConflict     the idempotency key is taken by a job with other arguments
+    ├── Conflict                a control-plane action whose precondition no longer holds
+    ├── ToolFailed              a tool or step failed for good (live and on replay alike)
+    ├── JobFailed               ``handle.result()`` of a job that did not succeed
+    └── StoreError              the database failed; driver errors are translated into these
+        ├── StoreUnavailable    cannot reach or open the database
+        └── SchemaMismatch      the schema is older or newer than this code
+
+Control-flow signals derive from ``BaseException`` so that agent code's ``except Exception``
+cannot swallow them::
+
+    ControlSignal
+    ├── LeaseLost               another worker owns the job now: stop, dispatch nothing more
+    └── Suspend                 the job parks (waits for a human, an operator, a timer)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AetherisError(Exception):
+    """Root of every error raised by Aetheris."""
+
+
+class ConfigurationError(AetherisError):
+    """The runtime was configured or used in a way that cannot work."""
+
+
+class InvalidInput(AetherisError):
+    """Input rejected before anything was written."""
+
+
+class EncodingError(InvalidInput):
+    """A value cannot be encoded as canonical JSON."""
+
+
+class UnknownAgent(AetherisError):
+    """No agent of that name is registered."""
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        self.name = name
+        self.known = sorted(known or [])
+        hint = f" (known agents: {', '.join(self.known)})" if self.known else ""
+        super().__init__(f"unknown agent {name!r}{hint}")
+
+
+class JobNotFound(AetherisError):
+    """No job with this id exists."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} not found")
+
+
+class IdempotencyConflict(AetherisError):
+    """An idempotency key was reused for a different agent or input."""
+
+
+class Conflict(AetherisError):
+    """A control-plane action's precondition does not hold (e.g. resolving an effect twice)."""
+
+
+class ToolFailed(AetherisError):
+    """A tool or step failed permanently.
+
+    Agent code sees the same exception live and on replay: the original exception's type name
+    and message are recorded in the journal; ``__cause__`` is only set on the live path.
+    """
+
+    def __init__(self, name: str, error_type: str, message: str, *, position: int) -> None:
+        self.name = name
+        self.error_type = error_type
+        self.message = message
+        self.position = position
+        super().__init__(f"{name} failed at position {position}: {error_type}: {message}")
+
+
+class JobFailed(AetherisError):
+    """The job ended without succeeding (failed, compensated or cancelled)."""
+
+    def __init__(self, job_id: str, status: str, error: dict[str, Any] | None) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.error = error or {}
+        detail = f"{self.error.get('type', '')}: {self.error.get('message', '')}".strip(": ")
+        super().__init__(f"job {job_id} ended {status}" + (f" ({detail})" if detail else ""))
+
+
+class StoreError(AetherisError):
+    """The database failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or opened."""
+
+
+class SchemaMismatch(StoreError):
+    """The database schema version does not match this code."""
+
+
+class RetryableError(Exception):
+    """Raise from a tool to say: nothing happened, trying again is safe.
+
+    For ``at_most_once`` tools this is the only exception that is retried: any other exception
+    means the tool ran and failed, and the failure is recorded as its outcome.
+    """
+
+
+class ControlSignal(BaseException):
+    """Base of control-flow signals; not an ``Exception`` on purpose."""
+
+
+class LeaseLost(ControlSignal):
+    """A fenced write found another lease epoch: this worker no longer owns the job."""
+
+    def __init__(self, job_id: str, epoch: int) -> None:
+        self.job_id = job_id
+        self.epoch = epoch
+        super().__init__(f"lease on job {job_id} at epoch {epoch} was lost")
+
+
+class Suspend(ControlSignal):
+    """Unwinds agent code so that the job can park without holding a worker."""
+
+    def __init__(self, reason: str, detail: dict[str, Any]) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"parked: {reason}")

@@ -1,0 +1,206 @@
+"""Journal events: canonical JSON encoding and the hash chain.
+
+Every payload Aetheris stores is canonical JSON: keys sorted, no insignificant whitespace, UTF-8,
+no NaN or infinities. Never pickle: a journal must be readable by people and by other languages,
+and unpickling database content is code execution.
+
+Each event stores ``hash = sha256(prev_hash || body)`` where ``body`` is the exact byte string
+stored. The chain is therefore checked over stored bytes, not over a re-encoding of a parsed
+value, so it verifies identically on every backend (a JSONB column would reorder keys and break
+it; that is why bodies are stored as bytes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aetheris.errors import EncodingError
+
+GENESIS_HASH = "0" * 64
+
+
+class EventType(enum.StrEnum):
+    """What an event records. Operation results are ``op``; the rest is the job's lifecycle."""
+
+    JOB_CREATED = "job_created"
+    JOB_CLAIMED = "job_claimed"
+    OP = "op"
+    INTENT = "intent"
+    EFFECT_IN_DOUBT = "effect_in_doubt"
+    EFFECT_RESOLVED = "effect_resolved"
+    JOB_PARKED = "job_parked"
+    JOB_RESUMED = "job_resumed"
+    JOB_RELEASED = "job_released"
+    JOB_SUCCEEDED = "job_succeeded"
+    JOB_FAILED = "job_failed"
+    JOB_COMPENSATED = "job_compensated"
+    JOB_CANCELLED = "job_cancelled"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert pydantic models, dataclasses, enums, dates and tuples into plain JSON values."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise EncodingError(f"JSON object keys must be strings, got {type(key).__name__}")
+            out[key] = to_jsonable(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return to_jsonable(dump(mode="json"))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise EncodingError(f"value of type {type(value).__name__} is not JSON-serializable")
+
+
+def canonical(value: Any) -> bytes:
+    """Encode ``value`` as canonical JSON bytes."""
+    return _dumps(to_jsonable(value))
+
+
+def _dumps(jsonable: Any) -> bytes:
+    try:
+        text = json.dumps(
+            jsonable,
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+    except ValueError as exc:
+        raise EncodingError(f"value is not canonical JSON: {exc}") from exc
+    return text.encode("utf-8")
+
+
+def decode(data: bytes | str) -> Any:
+    """Decode bytes written by :func:`canonical`."""
+    return json.loads(data)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def args_hash(args: Iterable[Any], kwargs: Mapping[str, Any]) -> str:
+    """Hash of a call's arguments, recorded with every operation and bound into approvals."""
+    return sha256_hex(canonical({"args": list(args), "kwargs": dict(kwargs)}))
+
+
+def chain_hash(prev_hash: str, body: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """An event to append; the store assigns ``seq`` and the hash inside the transaction."""
+
+    type: EventType
+    data: Mapping[str, Any]
+    position: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A stored journal event."""
+
+    job_id: str
+    seq: int
+    type: EventType
+    position: int | None
+    at: float
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+    body: bytes
+
+
+def seal(job_id: str, seq: int, prev_hash: str, draft: EventDraft, at: float) -> Event:
+    """Encode a draft as the exact bytes to store and link it into the chain."""
+    data = to_jsonable(draft.data)
+    body = _dumps(
+        {
+            "at": at,
+            "data": data,
+            "job_id": job_id,
+            "position": draft.position,
+            "seq": seq,
+            "type": draft.type.value,
+        }
+    )
+    return Event(
+        job_id=job_id,
+        seq=seq,
+        type=draft.type,
+        position=draft.position,
+        at=at,
+        data=data,
+        prev_hash=prev_hash,
+        hash=chain_hash(prev_hash, body),
+        body=body,
+    )
+
+
+def open_event(job_id: str, seq: int, body: bytes, prev_hash: str, stored_hash: str) -> Event:
+    """Rebuild an :class:`Event` from stored bytes (the hash is checked by :func:`verify_chain`)."""
+    doc = decode(body)
+    return Event(
+        job_id=job_id,
+        seq=seq,
+        type=EventType(doc["type"]),
+        position=doc["position"],
+        at=doc["at"],
+        data=doc["data"],
+        prev_hash=prev_hash,
+        hash=stored_hash,
+        body=body,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    ok: bool
+    events: int
+    head: str
+    problem: str | None = None
+    seq: int | None = None
+
+
+def verify_chain(job_id: str, events: Iterable[Event]) -> ChainReport:
+    """Recompute the chain over the stored bytes; report the first event that does not match."""
+    prev = GENESIS_HASH
+    count = 0
+    for expected_seq, event in enumerate(events):
+        count += 1
+        doc = decode(event.body)
+        problem = None
+        if event.seq != expected_seq or doc.get("seq") != expected_seq:
+            problem = f"expected seq {expected_seq}, found {event.seq}"
+        elif doc.get("job_id") != job_id:
+            problem = f"event belongs to job {doc.get('job_id')!r}"
+        elif event.prev_hash != prev:
+            problem = "prev_hash does not link to the previous event"
+        elif chain_hash(prev, event.body) != event.hash:
+            problem = "hash does not match the stored bytes"
+        if problem:
+            return ChainReport(False, count, prev, problem, event.seq)
+        prev = event.hash
+    return ChainReport(True, count, prev)

@@ -1,0 +1,119 @@
+"""Deterministic replay of a job's journal against the current code, executing nothing.
+
+Replay runs the agent with every durable operation answered from the journal. It stops at the
+first position the journal does not hold (no tool, step or model call is ever executed) and
+reports a divergence with the same readable diff a worker would park with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aetheris.app import App
+from aetheris.errors import JobNotFound
+from aetheris.journal import Event, EventDraft, EventType
+from aetheris.runner import JobRun, ReplayEnded
+from aetheris.store.port import Commit, Lease
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    """What replaying a job's journal against the code found.
+
+    ``outcome`` is ``matched`` (the code ends as the journal does), ``diverged`` (``diff`` says
+    where), ``incomplete`` (the journal stops at ``position``: the job has not finished) or
+    ``different_end`` (same operations, but the job ends differently now).
+    """
+
+    job_id: str
+    outcome: str
+    operations: int
+    position: int | None = None
+    diff: str | None = None
+    recorded_end: dict[str, Any] | None = None
+    replayed_end: dict[str, Any] | None = None
+    executed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("matched", "incomplete")
+
+
+class _Capture:
+    """Stands in for the store: keeps what the replayed run would have written."""
+
+    def __init__(self) -> None:
+        self.commits: list[Commit] = []
+
+    async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
+        self.commits.append(commit)
+        return []
+
+
+_END_EVENTS = (
+    EventType.JOB_SUCCEEDED,
+    EventType.JOB_FAILED,
+    EventType.JOB_COMPENSATED,
+    EventType.JOB_PARKED,
+    EventType.JOB_CANCELLED,
+)
+
+
+def _end(entries: Sequence[Event | EventDraft]) -> dict[str, Any] | None:
+    """How a run ended (its last end event), without the traceback, which may differ."""
+    ends = [e for e in entries if e.type in _END_EVENTS]
+    if not ends:
+        return None
+    data = dict(ends[-1].data)
+    if isinstance(data.get("error"), dict):
+        data["error"] = {k: v for k, v in data["error"].items() if k != "traceback"}
+    return {"type": ends[-1].type.value, **data}
+
+
+async def replay(app: App, job_id: str) -> ReplayReport:
+    """Replay ``job_id``'s journal against ``app``'s code (read-only)."""
+    store = await app.open_store()
+    job = await store.get_job(job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    events = await store.events(job_id)
+    effects = await store.effects(job_id=job_id)
+    capture = _Capture()
+    run = JobRun(
+        job=job,
+        lease=Lease(job.id, job.lease_epoch, "replay"),
+        agent=app.agent_def(job.agent),
+        store=capture,
+        events=events,
+        effects=effects,
+        lease_deadline=lambda: math.inf,
+        max_payload_bytes=app.max_payload_bytes,
+        replay_only=True,
+    )
+    operations = sum(1 for e in events if e.type is EventType.OP)
+    try:
+        await run.execute()
+    except ReplayEnded as ended:
+        return ReplayReport(
+            job_id, "incomplete", operations, position=ended.position, recorded_end=_end(events)
+        )
+    replayed = [d for c in capture.commits for d in c.events]
+    parked = [d for d in replayed if d.type is EventType.JOB_PARKED]
+    if parked and parked[-1].data["reason"] == "nondeterminism":
+        detail = parked[-1].data["detail"]
+        return ReplayReport(
+            job_id,
+            "diverged",
+            operations,
+            position=detail["position"],
+            diff=detail["diff"],
+            recorded_end=_end(events),
+        )
+    recorded, replayed_end = _end(events), _end(replayed)
+    outcome = "matched" if recorded is None or recorded == replayed_end else "different_end"
+    return ReplayReport(
+        job_id, outcome, operations, recorded_end=recorded, replayed_end=replayed_end
+    )

@@ -1,0 +1,286 @@
+"""Replay and live execution of one job under one lease.
+
+The agent function is called from the top. Each durable operation takes the next position; a
+position the journal already holds returns its recorded result (or raises its recorded error)
+without executing anything. The first position past the recorded prefix is live: from there,
+every result is written before the code continues.
+
+The journal is read once when the job is claimed; nothing re-reads it per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aetheris.context import Context, current_run
+from aetheris.effects import (
+    NO_RETRY,
+    Call,
+    CompensationFailed,
+    CompensationRequest,
+    ToolDef,
+    call_tool,
+    compensate_all,
+    deliver,
+    error_doc,
+    return_adapter,
+    run_pure,
+)
+from aetheris.errors import (
+    ControlSignal,
+    EncodingError,
+    InvalidInput,
+    LeaseLost,
+    Suspend,
+    ToolFailed,
+)
+from aetheris.journal import Event, EventDraft, EventType, args_hash, canonical, to_jsonable
+from aetheris.store.port import (
+    Commit,
+    Effect,
+    EffectClass,
+    EffectWrite,
+    Job,
+    JobStatus,
+    Lease,
+    ParkReason,
+    StatusWrite,
+)
+
+if TYPE_CHECKING:
+    from aetheris.app import AgentDef
+
+
+class Committer(Protocol):
+    """The one store operation a run needs: a fenced commit."""
+
+    async def commit(self, lease: Lease, commit: Commit) -> list[Event]: ...
+
+
+class ReplayEnded(ControlSignal):
+    """A replay-only run reached the end of the recorded prefix; nothing live may run."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        super().__init__(f"the journal ends before position {position}")
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """The journal position an operation takes, and what the journal holds there."""
+
+    position: int
+    ordinal: int
+    recorded: Event | None
+
+
+class JobRun:
+    """One execution of a job: replays the recorded prefix, runs and records the rest."""
+
+    def __init__(
+        self,
+        *,
+        job: Job,
+        lease: Lease,
+        agent: AgentDef,
+        store: Committer,
+        events: Sequence[Event],
+        effects: Sequence[Effect],
+        lease_deadline: Callable[[], float],
+        max_payload_bytes: int,
+        replay_only: bool = False,
+    ) -> None:
+        self.job = job
+        self.lease = lease
+        self.agent = agent
+        self.store = store
+        self._ops = {
+            e.position: e for e in events if e.type is EventType.OP and e.position is not None
+        }
+        self._ledger = {e.position: e for e in effects}
+        self._deadline = lease_deadline
+        self._max_payload = max_payload_bytes
+        self._position = 0
+        self._ordinals: dict[str, int] = {}
+        self._pending: list[EventDraft] = []
+        self._replay_only = replay_only
+        self.compensable: list[tuple[ToolDef, CompensationRequest]] = []
+
+    # -- the journal cursor -----------------------------------------------------------------
+
+    def next_op(self, kind: str, name: str, args_digest: str) -> Slot:
+        """Take the next position; check that a recorded entry there is the same operation."""
+        position = self._position
+        self._position += 1
+        ordinal = self._ordinals.get(name, 0) + 1
+        self._ordinals[name] = ordinal
+        recorded = self._ops.get(position)
+        if recorded is None and self._replay_only:
+            raise ReplayEnded(position)
+        if recorded is not None:
+            data = recorded.data
+            if (data["kind"], data["name"], data["args_hash"]) != (kind, name, args_digest):
+                self.diverged(
+                    position,
+                    {"kind": data["kind"], "name": data["name"], "args_hash": data["args_hash"]},
+                    {"kind": kind, "name": name, "args_hash": args_digest},
+                )
+        return Slot(position, ordinal, recorded)
+
+    def ledger_row(self, position: int) -> Effect | None:
+        return self._ledger.get(position)
+
+    def diverged(self, position: int, expected: Mapping[str, Any], got: Mapping[str, Any]) -> None:
+        """The code no longer matches the journal: park, never continue on a wrong prefix."""
+
+        def show(entry: Mapping[str, Any]) -> str:
+            if not entry:
+                return "(nothing)"
+            digest = entry.get("args_hash") or ""
+            return f"{entry.get('kind')} {entry.get('name')} (args {digest[:12]})"
+
+        diff = (
+            f"nondeterminism at position {position}: the journal and the code disagree\n"
+            f"  journal: {show(expected)}\n"
+            f"  code:    {show(got)}"
+        )
+        detail = {"position": position, "expected": dict(expected), "got": dict(got), "diff": diff}
+        raise Suspend(ParkReason.NONDETERMINISM, detail)
+
+    def check_lease(self) -> None:
+        """Refuse to dispatch once the lease may have expired (e.g. after a SIGSTOP)."""
+        if time.monotonic() >= self._deadline():
+            raise LeaseLost(self.lease.job_id, self.lease.epoch)
+
+    async def commit(
+        self,
+        *events: EventDraft,
+        effects: Sequence[EffectWrite] = (),
+        status: StatusWrite | None = None,
+    ) -> list[Event]:
+        """A fenced write; buffered ``now``/``uuid``/``random`` values travel with it."""
+        drafts, self._pending = [*self._pending, *events], []
+        return await self.store.commit(self.lease, Commit(drafts, effects, status))
+
+    def encode_result(self, value: Any, what: str) -> Any:
+        """JSON form of a result, within the payload limit (raises :class:`InvalidInput`)."""
+        jsonable = to_jsonable(value)
+        size = len(canonical(jsonable))
+        if size > self._max_payload:
+            raise InvalidInput(
+                f"{what} returned {size} bytes, over the payload limit of {self._max_payload}"
+            )
+        return jsonable
+
+    # -- operations agent code reaches through Context and tools ---------------------------
+
+    def record_value(self, kind: str, produce: Callable[[], Any]) -> Any:
+        slot = self.next_op(kind, kind, "")
+        if slot.recorded is not None:
+            return slot.recorded.data["result"]
+        value = produce()
+        data = {
+            "kind": kind,
+            "name": kind,
+            "ordinal": slot.ordinal,
+            "args_hash": "",
+            "effect": "pure",
+            "outcome": "pure",
+            "result": value,
+        }
+        self._pending.append(EventDraft(EventType.OP, data, slot.position))
+        return value
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[Any]] | Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        ahash = args_hash(args, kwargs)
+        slot = self.next_op("step", name, ahash)
+        is_async = asyncio.iscoroutinefunction(fn)
+        call = Call(
+            "step", name, fn, is_async, args, kwargs, ahash, NO_RETRY, EffectClass.PURE, slot
+        )
+        adapter = return_adapter(fn)
+        if slot.recorded is not None:
+            return deliver(call, slot.recorded.data, adapter)
+        return await run_pure(self, call, adapter)
+
+    async def call_tool(self, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return await call_tool(self, tool, args, kwargs)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        """Run the agent to its end, a park, or the loss of the lease (which propagates)."""
+        token = current_run.set(self)
+        try:
+            await self._execute()
+        except Suspend as suspend:
+            await self._park(suspend)
+        finally:
+            current_run.reset(token)
+
+    async def _execute(self) -> None:
+        try:
+            kwargs = self.agent.validate(self.job.input)
+            value = await self.agent.fn(Context(self), **kwargs)
+            self._check_consumed()
+            result = self.encode_result(value, f"agent {self.agent.name!r}")
+        except Exception as exc:
+            await self._fail(exc)
+            return
+        await self.commit(
+            EventDraft(EventType.JOB_SUCCEEDED, {"result": result}),
+            status=StatusWrite(JobStatus.SUCCEEDED, result=result),
+        )
+
+    def _check_consumed(self) -> None:
+        leftover = sorted(p for p in self._ops if p >= self._position)
+        if leftover:
+            data = self._ops[leftover[0]].data
+            self.diverged(
+                leftover[0],
+                {"kind": data["kind"], "name": data["name"], "args_hash": data["args_hash"]},
+                {},
+            )
+
+    async def _fail(self, exc: Exception) -> None:
+        error = error_doc(exc)
+        if isinstance(exc, ToolFailed):
+            error.update(position=exc.position, tool=exc.name, cause=exc.error_type)
+        if isinstance(exc, EncodingError | InvalidInput) and not self._ops:
+            error["type"] = type(exc).__name__
+        error["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+        if not self.compensable:
+            await self._finish(JobStatus.FAILED, EventType.JOB_FAILED, error)
+            return
+        try:
+            undone = await compensate_all(self)
+        except CompensationFailed as failed:
+            error["compensation_error"] = str(failed)
+            await self._finish(JobStatus.FAILED, EventType.JOB_FAILED, error)
+            return
+        self._check_consumed()
+        error["compensated"] = undone
+        await self._finish(JobStatus.COMPENSATED, EventType.JOB_COMPENSATED, error)
+
+    async def _finish(self, status: JobStatus, event: EventType, error: dict[str, Any]) -> None:
+        await self.commit(
+            EventDraft(event, {"error": error}), status=StatusWrite(status, error=error)
+        )
+
+    async def _park(self, suspend: Suspend) -> None:
+        reason = ParkReason(suspend.reason)
+        await self.commit(
+            EventDraft(EventType.JOB_PARKED, {"reason": reason.value, "detail": suspend.detail}),
+            status=StatusWrite(JobStatus.PARKED, park_reason=reason, park_detail=suspend.detail),
+        )

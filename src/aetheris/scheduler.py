@@ -1,0 +1,255 @@
+"""Workers: claim jobs under a lease, keep the lease alive, stop at once when it is lost.
+
+A claim is one transaction that bumps the job's ``lease_epoch`` (the fencing token). Every write
+of the run carries the epoch and applies only while it is current, so a worker that lost its
+lease (paused, partitioned, presumed dead) cannot record anything; the heartbeat also cancels the
+job's task the moment it learns of the loss, and side-effecting dispatches check a local lease
+deadline first, so a worker resumed after a SIGSTOP dispatches nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aetheris.crashpoints import SimulatedCrash
+from aetheris.errors import AetherisError, LeaseLost
+from aetheris.journal import EventDraft, EventType
+from aetheris.runner import JobRun
+from aetheris.store.port import Claim, ClaimFilter, Commit, JobStatus, Lease, StatusWrite, Store
+
+if TYPE_CHECKING:
+    from aetheris.app import App
+
+log = logging.getLogger("aetheris.worker")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(slots=True)
+class _Active:
+    lease: Lease
+    deadline: float
+    task: asyncio.Task[None] | None = None
+    lost: bool = False
+    stopping: bool = False
+
+
+class Worker:
+    """Runs jobs of one :class:`~aetheris.App`; several may share a database."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        concurrency: int = 10,
+        queues: Sequence[str] | None = None,
+        lease_ttl: float | None = None,
+        poll_interval: float | None = None,
+        grace: float = 10.0,
+        owner: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.app = app
+        self.concurrency = concurrency
+        self.queues = list(queues) if queues is not None else None
+        self.lease_ttl = lease_ttl if lease_ttl is not None else app.lease_ttl
+        self.poll_interval = poll_interval if poll_interval is not None else app.poll_interval
+        self.grace = grace
+        self.owner = owner or worker_id()
+        self._active: dict[str, _Active] = {}
+        self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self.claimed = 0
+        self.crashed = False
+
+    @property
+    def _margin(self) -> float:
+        return min(1.0, self.lease_ttl * 0.1)
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Ask the worker to stop claiming and finish (or release) what it runs."""
+        if self._stop is not None:
+            self._stop.set()
+        self.wake()
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Claim and run jobs until ``stop`` is set (or :meth:`stop` is called)."""
+        self._wake = asyncio.Event()
+        self._stop = stop or asyncio.Event()
+        store = await self.app.open_store()
+        await store.register_agents(self.app.agent_names)
+        await store.register_worker(self.owner)
+        self.app.attach(self)
+        where = ClaimFilter(self.app.agent_names, self.queues)
+        beat = asyncio.create_task(self._heartbeats(store), name="aetheris-heartbeat")
+        stop_waiter = asyncio.create_task(self._stop.wait())
+        try:
+            reaped_at = 0.0
+            while not self._stop.is_set():
+                self._wake.clear()
+                if time.monotonic() - reaped_at >= self.poll_interval:
+                    reaped_at = time.monotonic()
+                    await self._reap(store)
+                found = await self._fill(store, where)
+                idle = None if len(self._active) >= self.concurrency else self.poll_interval
+                if found and idle is not None:
+                    continue
+                waiter = asyncio.create_task(self._wake.wait())
+                await asyncio.wait(
+                    {waiter, stop_waiter}, timeout=idle, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+        finally:
+            stop_waiter.cancel()
+            self.app.detach(self)
+            await self._drain(store)
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            await store.unregister_worker(self.owner, graceful=not self.crashed)
+
+    async def _reap(self, store: Store) -> None:
+        try:
+            dead = await store.reap()
+        except AetherisError as exc:
+            log.warning("reaping dead workers failed: %s", exc)
+            return
+        for owner in dead:
+            log.info("worker %s is gone; its jobs are claimable now", owner)
+
+    async def _fill(self, store: Store, where: ClaimFilter) -> bool:
+        found = False
+        while len(self._active) < self.concurrency and not self._stop_set():
+            sent = time.monotonic()
+            try:
+                claim = await store.claim(self.owner, self.lease_ttl, where)
+            except AetherisError as exc:
+                log.warning("claim failed: %s", exc)
+                return False
+            if claim is None:
+                return found
+            found = True
+            self.claimed += 1
+            active = _Active(claim.lease, sent + self.lease_ttl - self._margin)
+            self._active[claim.job.id] = active
+            active.task = asyncio.create_task(
+                self._run(store, claim, active), name=f"aetheris-job-{claim.job.id}"
+            )
+        return found
+
+    def _stop_set(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    async def _run(self, store: Store, claim: Claim, active: _Active) -> None:
+        job = claim.job
+        try:
+            agent = self.app.agent_def(job.agent)
+            events = await store.events(job.id)
+            effects = await store.effects(job_id=job.id)
+            run = JobRun(
+                job=job,
+                lease=claim.lease,
+                agent=agent,
+                store=store,
+                events=events,
+                effects=effects,
+                lease_deadline=lambda: active.deadline,
+                max_payload_bytes=self.app.max_payload_bytes,
+            )
+            await run.execute()
+        except LeaseLost:
+            log.info("job %s: lease lost, stopped", job.id)
+        except SimulatedCrash:
+            log.warning("job %s: simulated crash; the worker dies without a word", job.id)
+            self._die()
+        except asyncio.CancelledError:
+            if active.lost:
+                log.info("job %s: lease lost, interrupted", job.id)
+            elif self.crashed:
+                pass
+            elif active.stopping:
+                await self._release(store, active.lease, "worker stopping")
+            else:
+                raise
+        except Exception:
+            log.exception("job %s: run aborted by an internal error", job.id)
+            await self._release(store, active.lease, "internal error", delay=1.0)
+        finally:
+            self._active.pop(job.id, None)
+            self.wake()
+
+    async def _release(self, store: Store, lease: Lease, why: str, delay: float = 0.0) -> None:
+        """Hand a job back (status pending) so that any worker can claim it right away."""
+        try:
+            await store.commit(
+                lease,
+                Commit(
+                    [EventDraft(EventType.JOB_RELEASED, {"owner": lease.owner, "reason": why})],
+                    status=StatusWrite(JobStatus.PENDING, run_at=time.time() + delay),
+                ),
+            )
+        except (LeaseLost, AetherisError) as exc:
+            log.info("job %s: not released (%s); its lease will expire", lease.job_id, exc)
+
+    async def _heartbeats(self, store: Store) -> None:
+        interval = self.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            actives = list(self._active.values())
+            if not actives:
+                continue
+            sent = time.monotonic()
+            try:
+                lost = await store.heartbeat([a.lease for a in actives], self.lease_ttl)
+            except AetherisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for active in actives:
+                if active.lease.job_id in lost:
+                    self._lose(active)
+                else:
+                    active.deadline = sent + self.lease_ttl - self._margin
+
+    def _die(self) -> None:
+        """Behave like a killed process: stop everything, write nothing more."""
+        self.crashed = True
+        for active in self._active.values():
+            active.deadline = 0.0
+            if active.task is not None and active.task is not asyncio.current_task():
+                active.task.cancel()
+        self.stop()
+
+    def _lose(self, active: _Active) -> None:
+        log.warning(
+            "job %s: lease epoch %s lost to another worker", active.lease.job_id, active.lease.epoch
+        )
+        active.lost = True
+        active.deadline = 0.0
+        if active.task is not None:
+            active.task.cancel()
+
+    async def _drain(self, store: Store) -> None:
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=0 if self.crashed else self.grace)
+        for active in list(self._active.values()):
+            if active.task in pending:
+                active.stopping = True
+                active.task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,35 @@
+"""Stores behind one port: ``memory://``, ``sqlite:///file.db``, ``postgresql://...``."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from aetheris.errors import ConfigurationError
+from aetheris.store.port import Store
+
+DEFAULT_URL = "sqlite:///.aetheris/aetheris.db"
+
+
+def default_url() -> str:
+    """``AETHERIS_DATABASE_URL``, else a SQLite file under ``.aetheris/`` in the working dir."""
+    return os.environ.get("AETHERIS_DATABASE_URL") or DEFAULT_URL
+
+
+def create_store(url: str, *, clock: Callable[[], float] = time.time) -> Store:
+    """A store for ``url``, not yet opened."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "memory":
+        from aetheris.store.memory import MemoryStore
+
+        return MemoryStore(url, clock=clock)
+    if scheme == "sqlite":
+        from aetheris.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url, clock=clock)
+    if scheme in ("postgres", "postgresql"):
+        raise ConfigurationError("the PostgreSQL store is not available in this version")
+    raise ConfigurationError(
+        f"unsupported database URL {url!r}: use memory://, sqlite:///file.db or postgresql://"
+    )

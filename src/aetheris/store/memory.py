@@ -1,0 +1,314 @@
+"""In-memory store: the reference semantics of the port, for tests of user code.
+
+It lives in one process and keeps nothing across restarts. A single lock makes every method one
+atomic transaction, which is exactly what the SQL stores give with real transactions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aetheris.errors import Conflict, IdempotencyConflict, JobNotFound, LeaseLost
+from aetheris.journal import GENESIS_HASH, Event, to_jsonable
+from aetheris.store._shared import (
+    check_guard,
+    claimed_draft,
+    created_draft,
+    same_request,
+    seal_all,
+)
+from aetheris.store.port import (
+    Claim,
+    ClaimFilter,
+    Commit,
+    Effect,
+    EffectState,
+    EffectWrite,
+    Guard,
+    Job,
+    JobStatus,
+    Lease,
+    NewJob,
+    SchemaState,
+    StatusWrite,
+)
+
+LATEST_SCHEMA = 1
+
+
+class MemoryStore:
+    """A store held in process memory (URL ``memory://``)."""
+
+    def __init__(self, url: str = "memory://", *, clock: Callable[[], float] = time.time) -> None:
+        self.url = url
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._events: dict[str, list[Event]] = {}
+        self._effects: dict[tuple[str, int], Effect] = {}
+        self._by_key: dict[str, str] = {}
+        self._agents: dict[str, float] = {}
+
+    async def open(self, *, migrate: bool = True) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def schema(self) -> SchemaState:
+        return SchemaState(LATEST_SCHEMA, LATEST_SCHEMA)
+
+    async def migrate(self) -> SchemaState:
+        return SchemaState(LATEST_SCHEMA, LATEST_SCHEMA)
+
+    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
+        with self._lock:
+            if new.idempotency_key is not None and new.idempotency_key in self._by_key:
+                existing = self._jobs[self._by_key[new.idempotency_key]]
+                if not same_request(existing, new):
+                    raise IdempotencyConflict(
+                        f"idempotency key {new.idempotency_key!r} belongs to job {existing.id} "
+                        "with a different agent or input"
+                    )
+                return existing, False
+            if new.id in self._jobs:
+                raise Conflict(f"job id {new.id!r} already exists")
+            now = self._clock()
+            job = Job(
+                id=new.id,
+                agent=new.agent,
+                input=to_jsonable(new.input),
+                status=JobStatus.PENDING,
+                park_reason=None,
+                park_detail=None,
+                result=None,
+                error=None,
+                idempotency_key=new.idempotency_key,
+                queue=new.queue,
+                priority=new.priority,
+                lease_epoch=0,
+                lease_owner=None,
+                lease_expires_at=None,
+                run_at=new.run_at if new.run_at is not None else now,
+                attempts=0,
+                event_count=0,
+                head_hash=GENESIS_HASH,
+                created_at=now,
+                updated_at=now,
+            )
+            self._jobs[job.id] = job
+            self._events[job.id] = []
+            if new.idempotency_key is not None:
+                self._by_key[new.idempotency_key] = job.id
+            self._append(job.id, [created_draft(new)], now)
+            return self._jobs[job.id], True
+
+    async def get_job(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if status is None or j.status == status]
+        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        return jobs[:limit]
+
+    async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:
+        with self._lock:
+            now = self._clock()
+            job = self._pick(now, where)
+            if job is None:
+                return None
+            recovered = job.lease_owner if job.status == JobStatus.RUNNING else None
+            epoch = job.lease_epoch + 1
+            self._jobs[job.id] = dataclasses.replace(
+                job,
+                status=JobStatus.RUNNING,
+                lease_epoch=epoch,
+                lease_owner=owner,
+                lease_expires_at=now + lease_ttl,
+                attempts=job.attempts + 1,
+                park_reason=None,
+                park_detail=None,
+                updated_at=now,
+            )
+            self._append(job.id, [claimed_draft(owner, epoch, job.attempts + 1, recovered)], now)
+            return Claim(self._jobs[job.id], Lease(job.id, epoch, owner), recovered)
+
+    def _pick(self, now: float, where: ClaimFilter) -> Job | None:
+        agents = set(where.agents)
+        queues = set(where.queues) if where.queues is not None else None
+
+        def eligible(job: Job) -> bool:
+            return job.agent in agents and (queues is None or job.queue in queues)
+
+        expired = [
+            j
+            for j in self._jobs.values()
+            if j.status == JobStatus.RUNNING
+            and j.lease_expires_at is not None
+            and j.lease_expires_at < now
+            and eligible(j)
+        ]
+        if expired:
+            return min(expired, key=lambda j: (j.lease_expires_at or 0.0, j.id))
+        pending = [
+            j
+            for j in self._jobs.values()
+            if j.status == JobStatus.PENDING and j.run_at <= now and eligible(j)
+        ]
+        if not pending:
+            return None
+        return min(pending, key=lambda j: (-j.priority, j.run_at, j.id))
+
+    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]:
+        lost: set[str] = set()
+        with self._lock:
+            now = self._clock()
+            for lease in leases:
+                job = self._jobs.get(lease.job_id)
+                if job is None or not _holds(job, lease):
+                    lost.add(lease.job_id)
+                    continue
+                self._jobs[job.id] = dataclasses.replace(job, lease_expires_at=now + lease_ttl)
+        return lost
+
+    async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
+        with self._lock:
+            job = self._jobs.get(lease.job_id)
+            if job is None or not _holds(job, lease):
+                raise LeaseLost(lease.job_id, lease.epoch)
+            return self._apply(job, commit, self._clock())
+
+    async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            check_guard(job, guard)
+            self._check_effects(job_id, commit.effects)
+            now = self._clock()
+            job = dataclasses.replace(job, lease_epoch=job.lease_epoch + 1, lease_owner=None)
+            self._jobs[job_id] = job
+            self._apply(job, commit, now)
+            return self._jobs[job_id]
+
+    def _apply(self, job: Job, commit: Commit, now: float) -> list[Event]:
+        self._check_effects(job.id, commit.effects)
+        for write in commit.effects:
+            self._write_effect(job.id, write, now)
+        if commit.status is not None:
+            self._jobs[job.id] = _with_status(job, commit.status, now)
+        return self._append(job.id, commit.events, now)
+
+    def _check_effects(self, job_id: str, writes: Sequence[EffectWrite]) -> None:
+        for write in writes:
+            current = self._effects.get((job_id, write.position))
+            if write.expect is None and current is not None:
+                raise Conflict(
+                    f"effect at position {write.position} of job {job_id} already exists"
+                )
+            if write.expect is not None and (current is None or current.state != write.expect):
+                found = current.state if current else "missing"
+                raise Conflict(
+                    f"effect at position {write.position} of job {job_id} is {found}, "
+                    f"expected {write.expect}"
+                )
+
+    def _write_effect(self, job_id: str, write: EffectWrite, now: float) -> None:
+        current = self._effects.get((job_id, write.position))
+        if current is not None:
+            self._effects[(job_id, write.position)] = dataclasses.replace(
+                current,
+                state=write.state,
+                result=to_jsonable(write.result),
+                error=to_jsonable(write.error),
+                attempt=write.attempt,
+                updated_at=now,
+            )
+            return
+        self._effects[(job_id, write.position)] = Effect(
+            job_id=job_id,
+            position=write.position,
+            tool=write.tool,
+            effect=write.effect,
+            args_hash=write.args_hash,
+            idempotency_key=write.idempotency_key,
+            state=write.state,
+            result=to_jsonable(write.result),
+            error=to_jsonable(write.error),
+            attempt=write.attempt,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def _append(self, job_id: str, drafts: Sequence[Any], now: float) -> list[Event]:
+        if not drafts:
+            return []
+        job = self._jobs[job_id]
+        sealed = seal_all(job_id, job.event_count, job.head_hash, drafts, now)
+        self._events[job_id].extend(sealed)
+        self._jobs[job_id] = dataclasses.replace(
+            job,
+            event_count=job.event_count + len(sealed),
+            head_hash=sealed[-1].hash,
+            updated_at=now,
+        )
+        return sealed
+
+    async def events(self, job_id: str) -> list[Event]:
+        with self._lock:
+            return list(self._events.get(job_id, []))
+
+    async def effects(
+        self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None
+    ) -> list[Effect]:
+        with self._lock:
+            rows = [
+                e
+                for e in self._effects.values()
+                if (job_id is None or e.job_id == job_id) and (states is None or e.state in states)
+            ]
+        return sorted(rows, key=lambda e: (e.job_id, e.position))
+
+    async def register_agents(self, names: Sequence[str]) -> None:
+        now = self._clock()
+        with self._lock:
+            for name in names:
+                self._agents[name] = now
+
+    async def agents(self) -> list[str]:
+        return sorted(self._agents)
+
+    async def register_worker(self, owner: str) -> None:
+        return None
+
+    async def unregister_worker(self, owner: str, *, graceful: bool = True) -> None:
+        return None
+
+    async def reap(self) -> list[str]:
+        """In one process a worker cannot die alone: nothing to reap."""
+        return []
+
+
+def _holds(job: Job, lease: Lease) -> bool:
+    return job.lease_epoch == lease.epoch and job.status == JobStatus.RUNNING
+
+
+def _with_status(job: Job, write: StatusWrite, now: float) -> Job:
+    running = write.status == JobStatus.RUNNING
+    return dataclasses.replace(
+        job,
+        status=write.status,
+        park_reason=write.park_reason,
+        park_detail=to_jsonable(write.park_detail),
+        result=to_jsonable(write.result),
+        error=to_jsonable(write.error),
+        run_at=write.run_at if write.run_at is not None else now,
+        lease_owner=job.lease_owner if running else None,
+        lease_expires_at=job.lease_expires_at if running else None,
+        updated_at=now,
+    )

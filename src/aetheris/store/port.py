@@ -1,0 +1,238 @@
+"""The store port: the one narrow interface between the runtime and a database.
+
+Every implementation (memory, SQLite, PostgreSQL) passes the same conformance suite in
+``tests/store``. Rows cross this boundary as the frozen models below, never as driver rows, and
+driver errors are translated into :mod:`aetheris.errors` here, not above.
+
+Writes come in two shapes:
+
+* :meth:`Store.commit` is a write *of a running job by its lease holder*. It is fenced: it applies
+  only if the job's ``lease_epoch`` still equals the lease's epoch, in the same transaction, and
+  raises :class:`~aetheris.errors.LeaseLost` otherwise. Events, ledger rows and a status change
+  travel together, so status and the events that change it are one source of truth.
+* :meth:`Store.apply` is a control-plane write (resolve an effect, later: signal, cancel). It
+  checks the job's status, bumps the lease epoch (fencing out any zombie) and applies the same
+  kind of :class:`Commit`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aetheris.journal import Event, EventDraft
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PARKED = "parked"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    COMPENSATED = "compensated"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.COMPENSATED}
+)
+
+
+class ParkReason(enum.StrEnum):
+    SIGNAL = "signal"
+    APPROVAL = "approval"
+    TIMER = "timer"
+    EFFECT_IN_DOUBT = "effect_in_doubt"
+    NONDETERMINISM = "nondeterminism"
+    PAUSED = "paused"
+
+
+class EffectClass(enum.StrEnum):
+    PURE = "pure"
+    IDEMPOTENT = "idempotent"
+    AT_MOST_ONCE = "at_most_once"
+
+
+class EffectState(enum.StrEnum):
+    INTENT = "intent"  # written before dispatch; no outcome yet
+    COMMITTED = "committed"  # the tool returned; the world changed
+    FAILED = "failed"  # the tool reported a failure (or an operator said so)
+    IN_DOUBT = "in_doubt"  # intent found without outcome after a crash
+    NOT_EXECUTED = "not_executed"  # resolved: it did not happen; one dispatch is allowed
+    COMPENSATED = "compensated"  # its compensation ran
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    agent: str
+    input: dict[str, Any]
+    status: JobStatus
+    park_reason: ParkReason | None
+    park_detail: dict[str, Any] | None
+    result: Any
+    error: dict[str, Any] | None
+    idempotency_key: str | None
+    queue: str
+    priority: int
+    lease_epoch: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    run_at: float
+    attempts: int
+    event_count: int
+    head_hash: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    job_id: str
+    position: int
+    tool: str
+    effect: EffectClass
+    args_hash: str
+    idempotency_key: str
+    state: EffectState
+    result: Any
+    error: dict[str, Any] | None
+    attempt: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    id: str
+    agent: str
+    input: Mapping[str, Any]
+    idempotency_key: str | None = None
+    queue: str = "default"
+    priority: int = 0
+    run_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Proof of ownership: writes carry it and apply only while ``epoch`` is current."""
+
+    job_id: str
+    epoch: int
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class EffectWrite:
+    """Insert (``expect=None``) or update (row must be in state ``expect``) one ledger row."""
+
+    position: int
+    tool: str
+    effect: EffectClass
+    args_hash: str
+    idempotency_key: str
+    state: EffectState
+    result: Any = None
+    error: Mapping[str, Any] | None = None
+    attempt: int = 1
+    expect: EffectState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    status: JobStatus
+    park_reason: ParkReason | None = None
+    park_detail: Mapping[str, Any] | None = None
+    result: Any = None
+    error: Mapping[str, Any] | None = None
+    run_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What one transaction writes: events, ledger rows and at most one status change."""
+
+    events: Sequence[EventDraft] = ()
+    effects: Sequence[EffectWrite] = ()
+    status: StatusWrite | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    job: Job
+    lease: Lease
+    recovered_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimFilter:
+    agents: Sequence[str]
+    queues: Sequence[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    current: int
+    latest: int
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.latest
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """Precondition of a control-plane write."""
+
+    statuses: frozenset[JobStatus]
+    park_reasons: frozenset[ParkReason] | None = None
+
+
+class Store(Protocol):
+    """The store port. All methods are coroutines; all timestamps are Unix seconds.
+
+    ``open(migrate=True)`` applies pending migrations (serialized across processes); with
+    ``migrate=False`` it only connects, and :meth:`schema` tells where the schema stands.
+
+    Liveness: a worker registers while it runs. Where the store can *prove* a registered worker
+    is gone (its process died and the operating system released its lock), :meth:`reap` expires
+    that worker's leases at once, so recovery need not wait for the lease TTL. Where it cannot
+    tell, nothing happens and the TTL bounds recovery. Reaping is never a guess: a worker that is
+    only slow is never reaped (and fencing would stop it anyway).
+    """
+
+    url: str
+
+    async def open(self, *, migrate: bool = True) -> None: ...
+    async def close(self) -> None: ...
+    async def schema(self) -> SchemaState: ...
+    async def migrate(self) -> SchemaState: ...
+
+    async def create_job(self, new: NewJob) -> tuple[Job, bool]: ...
+    async def get_job(self, job_id: str) -> Job | None: ...
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, limit: int = 100
+    ) -> list[Job]: ...
+
+    async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None: ...
+    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]: ...
+    async def commit(self, lease: Lease, commit: Commit) -> list[Event]: ...
+    async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job: ...
+
+    async def events(self, job_id: str) -> list[Event]: ...
+    async def effects(
+        self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None
+    ) -> list[Effect]: ...
+
+    async def register_agents(self, names: Sequence[str]) -> None: ...
+    async def agents(self) -> list[str]: ...
+
+    async def register_worker(self, owner: str) -> None: ...
+    async def unregister_worker(self, owner: str, *, graceful: bool = True) -> None: ...
+    async def reap(self) -> list[str]: ...

@@ -1,0 +1,45 @@
+"""SQL lives in ``.sql`` files: named queries and ordered migrations per dialect."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+@cache
+def queries(dialect: str) -> dict[str, str]:
+    """The named queries of one dialect, parsed from ``<dialect>/queries.sql``."""
+    text = resources.files(__package__).joinpath(dialect, "queries.sql").read_text("utf-8")
+    parts = _NAME.split(text)
+    named: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
+        named[name] = "\n".join(lines).strip()
+    return named
+
+
+@cache
+def migrations(dialect: str) -> tuple[Migration, ...]:
+    """Ordered migrations of one dialect, from files named ``NNNN_description.sql``."""
+    folder = resources.files(__package__).joinpath(dialect, "migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    expected = list(range(1, len(found) + 1))
+    if [m.version for m in found] != expected:
+        raise RuntimeError(f"{dialect} migrations are not numbered 1..n: {found}")
+    return tuple(found)

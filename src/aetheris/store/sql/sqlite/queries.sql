@@ -1,0 +1,110 @@
+-- Named queries of the SQLite store. Each block starts with "-- name: <name>".
+
+-- name: insert_job
+INSERT INTO jobs (id, agent, input, status, idempotency_key, queue, priority, run_at,
+                  head_hash, created_at, updated_at)
+VALUES (:id, :agent, :input, 'pending', :idempotency_key, :queue, :priority, :run_at,
+        :head_hash, :now, :now)
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :id
+
+-- name: job_by_key
+SELECT * FROM jobs WHERE idempotency_key = :key
+
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE (:status IS NULL OR status = :status)
+ORDER BY created_at DESC, id DESC
+LIMIT :limit
+
+-- name: expired_candidate
+SELECT id, lease_owner FROM jobs
+WHERE status = 'running' AND lease_expires_at < :now
+  AND agent IN (SELECT value FROM json_each(:agents))
+  AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+ORDER BY lease_expires_at
+LIMIT 1
+
+-- name: pending_candidate
+SELECT id, NULL AS lease_owner FROM jobs
+WHERE status = 'pending' AND run_at <= :now
+  AND agent IN (SELECT value FROM json_each(:agents))
+  AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+ORDER BY priority DESC, run_at, id
+LIMIT 1
+
+-- name: take_lease
+UPDATE jobs
+SET status = 'running', lease_epoch = lease_epoch + 1, lease_owner = :owner,
+    lease_expires_at = :expires, attempts = attempts + 1,
+    park_reason = NULL, park_detail = NULL, updated_at = :now
+WHERE id = :id
+RETURNING *
+
+-- name: heartbeat
+UPDATE jobs SET lease_expires_at = :expires
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
+
+-- name: fence
+UPDATE jobs SET updated_at = :now
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
+RETURNING event_count, head_hash
+
+-- name: bump_epoch
+UPDATE jobs SET lease_epoch = lease_epoch + 1, lease_owner = NULL, updated_at = :now
+WHERE id = :id
+RETURNING event_count, head_hash
+
+-- name: insert_event
+INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
+VALUES (:job_id, :seq, :type, :position, :body, :prev_hash, :hash)
+
+-- name: set_head
+UPDATE jobs SET event_count = :count, head_hash = :hash WHERE id = :id
+
+-- name: set_status
+UPDATE jobs
+SET status = :status, park_reason = :park_reason, park_detail = :park_detail,
+    result = :result, error = :error, run_at = :run_at,
+    lease_owner = CASE WHEN :status = 'running' THEN lease_owner ELSE NULL END,
+    lease_expires_at = CASE WHEN :status = 'running' THEN lease_expires_at ELSE NULL END,
+    updated_at = :now
+WHERE id = :id
+
+-- name: events
+SELECT seq, body, prev_hash, hash FROM events WHERE job_id = :job_id ORDER BY seq
+
+-- name: get_effect
+SELECT state FROM effects WHERE job_id = :job_id AND position = :position
+
+-- name: insert_effect
+INSERT INTO effects (job_id, position, tool, effect, args_hash, idempotency_key, state,
+                     result, error, attempt, created_at, updated_at)
+VALUES (:job_id, :position, :tool, :effect, :args_hash, :idempotency_key, :state,
+        :result, :error, :attempt, :now, :now)
+
+-- name: update_effect
+UPDATE effects
+SET state = :state, result = :result, error = :error, attempt = :attempt, updated_at = :now
+WHERE job_id = :job_id AND position = :position AND state = :expect
+
+-- name: list_effects
+SELECT * FROM effects
+WHERE (:job_id IS NULL OR job_id = :job_id)
+  AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+ORDER BY job_id, position
+
+-- name: upsert_agent
+INSERT INTO agents (name, last_seen) VALUES (:name, :now)
+ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen
+
+-- name: list_agents
+SELECT name FROM agents ORDER BY name
+
+-- name: running_owners
+SELECT DISTINCT lease_owner FROM jobs WHERE status = 'running' AND lease_owner IS NOT NULL
+
+-- name: expire_owners
+UPDATE jobs SET lease_expires_at = :now
+WHERE status = 'running' AND lease_owner IN (SELECT value FROM json_each(:owners))

@@ -1,0 +1,278 @@
+"""The store port's contract: every test runs against every store implementation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aetheris.errors import Conflict, IdempotencyConflict, JobNotFound, LeaseLost
+from aetheris.journal import GENESIS_HASH, EventDraft, EventType, verify_chain
+from aetheris.store.port import (
+    ClaimFilter,
+    Commit,
+    EffectClass,
+    EffectState,
+    EffectWrite,
+    Guard,
+    JobStatus,
+    Lease,
+    NewJob,
+    ParkReason,
+    StatusWrite,
+    Store,
+)
+
+ALL = ClaimFilter(["a", "b"])
+
+
+def new_job(job_id: str, agent: str = "a", **kw: object) -> NewJob:
+    return NewJob(id=job_id, agent=agent, input={"n": 1}, **kw)  # type: ignore[arg-type]
+
+
+def op(position: int, name: str = "t", result: object = 1) -> EventDraft:
+    data = {"kind": "tool", "name": name, "ordinal": 1, "args_hash": "h", "result": result}
+    return EventDraft(EventType.OP, data, position)
+
+
+def intent(position: int, state: EffectState = EffectState.INTENT, **kw: object) -> EffectWrite:
+    return EffectWrite(position, "pay", EffectClass.AT_MOST_ONCE, "h", f"k{position}", state, **kw)  # type: ignore[arg-type]
+
+
+async def test_create_job_records_created_event(store: Store) -> None:
+    job, created = await store.create_job(new_job("j1"))
+    assert created
+    assert job.status is JobStatus.PENDING
+    assert job.input == {"n": 1}
+    assert job.lease_epoch == 0 and job.attempts == 0
+    events = await store.events("j1")
+    assert [e.type for e in events] == [EventType.JOB_CREATED]
+    assert events[0].prev_hash == GENESIS_HASH
+    assert job.event_count == 1 and job.head_hash == events[0].hash
+
+
+async def test_idempotency_key_returns_the_same_job(store: Store) -> None:
+    first, created = await store.create_job(new_job("j1", idempotency_key="k"))
+    again, created_again = await store.create_job(new_job("j2", idempotency_key="k"))
+    assert created and not created_again
+    assert again.id == first.id == "j1"
+    assert await store.get_job("j2") is None
+
+
+async def test_idempotency_key_with_other_input_is_refused(store: Store) -> None:
+    await store.create_job(new_job("j1", idempotency_key="k"))
+    other = NewJob(id="j2", agent="a", input={"n": 2}, idempotency_key="k")
+    with pytest.raises(IdempotencyConflict, match="different agent or input"):
+        await store.create_job(other)
+
+
+async def test_duplicate_job_id_is_a_conflict(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    with pytest.raises(Conflict, match="already exists"):
+        await store.create_job(new_job("j1"))
+
+
+async def test_claim_bumps_epoch_and_records_owner(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 30.0, ALL)
+    assert claim is not None
+    assert claim.lease == Lease("j1", 1, "w1")
+    assert claim.job.status is JobStatus.RUNNING
+    assert claim.job.lease_owner == "w1" and claim.job.attempts == 1
+    assert claim.recovered_from is None
+    events = await store.events("j1")
+    assert events[-1].type is EventType.JOB_CLAIMED
+    assert events[-1].data == {"owner": "w1", "epoch": 1, "attempt": 1, "recovered_from": None}
+
+
+async def test_a_claimed_job_is_not_claimed_again(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    assert await store.claim("w1", 30.0, ALL) is not None
+    assert await store.claim("w2", 30.0, ALL) is None
+
+
+async def test_concurrent_claims_never_share_a_job(store: Store) -> None:
+    for i in range(20):
+        await store.create_job(new_job(f"j{i:02d}"))
+    claims = await asyncio.gather(*(store.claim(f"w{i}", 30.0, ALL) for i in range(30)))
+    ids = [c.job.id for c in claims if c is not None]
+    assert sorted(ids) == [f"j{i:02d}" for i in range(20)]
+
+
+async def test_claim_filters_agents_and_queues(store: Store) -> None:
+    await store.create_job(new_job("j1", agent="other"))
+    await store.create_job(new_job("j2", queue="slow"))
+    assert await store.claim("w", 30.0, ClaimFilter(["a"], ["fast"])) is None
+    claim = await store.claim("w", 30.0, ClaimFilter(["a"], ["slow"]))
+    assert claim is not None and claim.job.id == "j2"
+    assert await store.claim("w", 30.0, ClaimFilter(["a"])) is None
+
+
+async def test_claim_order_is_priority_then_age(store: Store) -> None:
+    await store.create_job(new_job("old"))
+    await store.create_job(new_job("urgent", priority=5))
+    await store.create_job(new_job("newer"))
+    order = []
+    while (claim := await store.claim("w", 30.0, ALL)) is not None:
+        order.append(claim.job.id)
+    assert order == ["urgent", "old", "newer"]
+
+
+async def test_future_run_at_is_not_claimable_yet(store: Store) -> None:
+    import time
+
+    await store.create_job(new_job("later", run_at=time.time() + 60))
+    assert await store.claim("w", 30.0, ALL) is None
+
+
+async def test_expired_lease_is_reclaimed_and_the_old_holder_fenced(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    first = await store.claim("w1", 0.01, ALL)
+    assert first is not None
+    await asyncio.sleep(0.05)
+    second = await store.claim("w2", 30.0, ALL)
+    assert second is not None
+    assert second.lease.epoch == first.lease.epoch + 1
+    assert second.recovered_from == "w1"
+    assert second.job.attempts == 2
+    with pytest.raises(LeaseLost):
+        await store.commit(first.lease, Commit([op(0)]))
+    assert await store.heartbeat([first.lease], 30.0) == {"j1"}
+    await store.commit(second.lease, Commit([op(0)]))
+
+
+async def test_heartbeat_keeps_the_lease(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 0.2, ALL)
+    assert claim is not None
+    for _ in range(4):
+        await asyncio.sleep(0.08)
+        assert await store.heartbeat([claim.lease], 0.2) == set()
+    assert await store.claim("w2", 30.0, ALL) is None
+
+
+async def test_commit_appends_a_chain_and_changes_status_together(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 30.0, ALL)
+    assert claim is not None
+    sealed = await store.commit(claim.lease, Commit([op(0), op(1, result={"x": [1, 2]})]))
+    assert [e.seq for e in sealed] == [2, 3]
+    done = StatusWrite(JobStatus.SUCCEEDED, result={"ok": True})
+    await store.commit(claim.lease, Commit([EventDraft(EventType.JOB_SUCCEEDED, {})], status=done))
+    job = await store.get_job("j1")
+    assert job is not None
+    assert job.status is JobStatus.SUCCEEDED and job.result == {"ok": True}
+    assert job.lease_owner is None
+    events = await store.events("j1")
+    assert [e.seq for e in events] == list(range(5))
+    report = verify_chain("j1", events)
+    assert report.ok, report
+    assert report.head == job.head_hash
+    assert events[3].data["result"] == {"x": [1, 2]}
+
+
+async def test_commit_after_the_job_left_running_is_fenced(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 30.0, ALL)
+    assert claim is not None
+    park = StatusWrite(JobStatus.PARKED, park_reason=ParkReason.EFFECT_IN_DOUBT, park_detail={})
+    await store.commit(claim.lease, Commit(status=park))
+    with pytest.raises(LeaseLost):
+        await store.commit(claim.lease, Commit([op(0)]))
+
+
+async def test_effect_intent_then_outcome(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 30.0, ALL)
+    assert claim is not None
+    await store.commit(claim.lease, Commit(effects=[intent(0)]))
+    with pytest.raises(Conflict, match="already exists"):
+        await store.commit(claim.lease, Commit(effects=[intent(0)]))
+    outcome = intent(0, EffectState.COMMITTED, result={"id": "ch_1"}, expect=EffectState.INTENT)
+    await store.commit(claim.lease, Commit([op(0)], effects=[outcome]))
+    [row] = await store.effects(job_id="j1")
+    assert row.state is EffectState.COMMITTED and row.result == {"id": "ch_1"}
+    assert row.idempotency_key == "k0" and row.args_hash == "h" and row.tool == "pay"
+    with pytest.raises(Conflict, match="is committed, expected intent"):
+        await store.commit(claim.lease, Commit(effects=[outcome]))
+
+
+async def test_a_failed_commit_writes_nothing(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 30.0, ALL)
+    assert claim is not None
+    before = await store.get_job("j1")
+    bad = intent(0, EffectState.COMMITTED, expect=EffectState.INTENT)
+    done = StatusWrite(JobStatus.SUCCEEDED)
+    with pytest.raises(Conflict):
+        await store.commit(claim.lease, Commit([op(0)], effects=[bad], status=done))
+    after = await store.get_job("j1")
+    assert after is not None and before is not None
+    assert after.status is JobStatus.RUNNING
+    assert after.event_count == before.event_count
+    assert len(await store.events("j1")) == before.event_count
+    assert await store.effects(job_id="j1") == []
+
+
+async def test_apply_checks_status_and_fences_the_holder(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 30.0, ALL)
+    assert claim is not None
+    guard = Guard(frozenset({JobStatus.PARKED}), frozenset({ParkReason.EFFECT_IN_DOUBT}))
+    resume = Commit([EventDraft(EventType.JOB_RESUMED, {})], status=StatusWrite(JobStatus.PENDING))
+    with pytest.raises(Conflict, match="is running"):
+        await store.apply("j1", resume, guard)
+    await store.commit(claim.lease, Commit(effects=[intent(0)]))
+    park = StatusWrite(JobStatus.PARKED, park_reason=ParkReason.EFFECT_IN_DOUBT, park_detail={})
+    await store.commit(
+        claim.lease,
+        Commit(effects=[intent(0, EffectState.IN_DOUBT, expect=EffectState.INTENT)], status=park),
+    )
+    wrong_state = Commit(effects=[intent(0, EffectState.COMMITTED, expect=EffectState.INTENT)])
+    with pytest.raises(Conflict):
+        await store.apply("j1", wrong_state, guard)
+    resolved = intent(0, EffectState.NOT_EXECUTED, expect=EffectState.IN_DOUBT)
+    job = await store.apply("j1", Commit(resume.events, [resolved], resume.status), guard)
+    assert job.status is JobStatus.PENDING
+    assert job.lease_epoch == claim.lease.epoch + 1
+    with pytest.raises(LeaseLost):
+        await store.commit(claim.lease, Commit([op(0)]))
+    with pytest.raises(JobNotFound):
+        await store.apply("nope", resume, guard)
+    assert verify_chain("j1", await store.events("j1")).ok
+
+
+async def test_effects_filter_by_state(store: Store) -> None:
+    for job_id in ("j1", "j2"):
+        await store.create_job(new_job(job_id))
+        claim = await store.claim("w", 30.0, ALL)
+        assert claim is not None
+        await store.commit(claim.lease, Commit(effects=[intent(0)]))
+    claim2 = await store.claim("w", 30.0, ALL)
+    assert claim2 is None
+    doubt = await store.effects(states=[EffectState.IN_DOUBT])
+    assert doubt == []
+    assert len(await store.effects(states=[EffectState.INTENT])) == 2
+    assert [e.job_id for e in await store.effects(job_id="j2")] == ["j2"]
+
+
+async def test_list_jobs_newest_first_and_by_status(store: Store) -> None:
+    for i in range(3):
+        await store.create_job(new_job(f"j{i}"))
+        await asyncio.sleep(0.002)
+    await store.claim("w", 30.0, ALL)
+    assert [j.id for j in await store.list_jobs()] == ["j2", "j1", "j0"]
+    running = await store.list_jobs(status=JobStatus.RUNNING)
+    assert [j.id for j in running] == ["j0"]
+    assert len(await store.list_jobs(limit=2)) == 2
+
+
+async def test_agent_registry(store: Store) -> None:
+    await store.register_agents(["b", "a"])
+    await store.register_agents(["a"])
+    assert await store.agents() == ["a", "b"]
+
+
+async def test_schema_is_current_after_open(store: Store) -> None:
+    state = await store.schema()
+    assert state.up_to_date and state.current >= 1

@@ -1,0 +1,64 @@
+"""The public API is curated: adding or removing a name is a decision, made here."""
+
+from __future__ import annotations
+
+import aetheris
+import aetheris.testing
+
+EXPECTED = {
+    "AetherisError",
+    "App",
+    "Committed",
+    "CompensationRequest",
+    "ConfigurationError",
+    "Conflict",
+    "Context",
+    "ControlSignal",
+    "EffectClass",
+    "EffectState",
+    "EncodingError",
+    "IdempotencyConflict",
+    "InvalidInput",
+    "Job",
+    "JobFailed",
+    "JobHandle",
+    "JobNotFound",
+    "JobStatus",
+    "LeaseLost",
+    "NotExecuted",
+    "ParkReason",
+    "RetryPolicy",
+    "RetryableError",
+    "SchemaMismatch",
+    "StoreError",
+    "StoreUnavailable",
+    "Suspend",
+    "Tool",
+    "ToolContext",
+    "ToolFailed",
+    "UnknownAgent",
+    "__version__",
+    "tool_context",
+}
+
+
+def test_exported_members() -> None:
+    assert set(aetheris.__all__) == EXPECTED
+    for name in aetheris.__all__:
+        assert hasattr(aetheris, name), name
+
+
+def test_testing_kit_members() -> None:
+    assert set(aetheris.testing.__all__) == {
+        "ReplayReport",
+        "SimulatedCrash",
+        "replay",
+        "running_worker",
+        "simulate_crash",
+    }
+
+
+def test_control_signals_escape_except_exception() -> None:
+    for signal in (aetheris.LeaseLost, aetheris.Suspend, aetheris.testing.SimulatedCrash):
+        assert issubclass(signal, BaseException)
+        assert not issubclass(signal, Exception)
