@@ -316,12 +316,17 @@ class App:
         return JobHandle(self, job.id)
 
     async def _check_agent(self, store: Store, name: str, data: Mapping[str, Any]) -> None:
+        """Validate against this App's agent; else against the agents workers registered.
+
+        A database no worker has served yet knows no agents: the job is accepted and waits for
+        a worker that serves it (as Temporal and DBOS accept any workflow name).
+        """
         definition = self._agents.get(name)
         if definition is not None:
             definition.validate(data)
             return
         known = await store.agents()
-        if name not in known:
+        if (known or self._agents) and name not in known:
             raise UnknownAgent(name, sorted({*known, *self._agents}))
 
     def start_sync(

@@ -1,0 +1,113 @@
+"""The App that chaos tests run in real worker processes.
+
+Every tool records its side effect as a line in a file of the "world" directory (env
+``CHAOS_WORLD``), written with one ``O_APPEND`` write, so a SIGKILL never leaves half a line and
+the test can count what really happened outside the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import aetheris
+from aetheris import App, Context
+
+app = App(lease_ttl=float(os.environ.get("CHAOS_LEASE_TTL", "2")), poll_interval=0.05)
+WORLD = Path(os.environ.get("CHAOS_WORLD", "."))
+PACE = float(os.environ.get("CHAOS_PACE", "0"))
+
+
+def record(log: str, line: str) -> None:
+    fd = os.open(WORLD / log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def lines(log: str) -> list[str]:
+    path = WORLD / log
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def pace(n: int, salt: int) -> None:
+    """A deterministic pause per job and step, so that kills land inside steps."""
+    if PACE:
+        await asyncio.sleep(PACE * (1 + (n * 7 + salt * 13) % 5) / 3)
+
+
+@app.tool
+async def lookup(n: int) -> dict[str, int]:
+    await pace(n, 1)
+    record("lookups.log", aetheris.tool_context().job_id)
+    return {"n": n, "amount": n * 10}
+
+
+@app.tool(effect="idempotent")
+async def reserve(n: int) -> str:
+    await pace(n, 2)
+    record("reserves.log", aetheris.tool_context().idempotency_key)
+    return f"r{n}"
+
+
+@app.tool(effect="at_most_once")
+async def charge(amount: int) -> str:
+    key = aetheris.tool_context().idempotency_key
+    await pace(amount, 3)
+    record("charges.log", key)
+    return f"ch-{amount}"
+
+
+def charge_reconcile(key: str) -> aetheris.Committed | aetheris.NotExecuted:
+    return aetheris.Committed("ch-seen") if key in lines("charges.log") else aetheris.NotExecuted()
+
+
+@app.tool(effect="at_most_once", reconcile=charge_reconcile)
+async def charge_r(amount: int) -> str:
+    key = aetheris.tool_context().idempotency_key
+    record("charges.log", key)
+    return f"ch-{amount}"
+
+
+@app.tool
+async def notify(text: str) -> None:
+    record("notifies.log", aetheris.tool_context().job_id)
+
+
+@app.tool(effect="at_most_once")
+async def slow_charge(seconds: float) -> str:
+    key = aetheris.tool_context().idempotency_key
+    record("slow.log", f"begin {key}")
+    await asyncio.sleep(seconds)
+    record("slow.log", f"end {key}")
+    return "slow-done"
+
+
+@app.tool(effect="at_most_once")
+async def after_slow() -> str:
+    record("after_slow.log", aetheris.tool_context().idempotency_key)
+    return "after"
+
+
+@app.agent
+async def order(ctx: Context, n: int) -> dict[str, object]:
+    found = await lookup(n)
+    reservation = await reserve(n)
+    total = await ctx.step("total", lambda a: a + 1, found["amount"])
+    charged = await charge(total)
+    await notify(f"{charged} {reservation}")
+    return {"n": n, "charge": charged}
+
+
+@app.agent
+async def order_reconciled(ctx: Context, n: int) -> str:
+    await lookup(n)
+    return await charge_r(n)
+
+
+@app.agent
+async def zombie(ctx: Context, seconds: float) -> str:
+    await slow_charge(seconds)
+    return await after_slow()
