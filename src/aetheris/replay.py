@@ -16,7 +16,7 @@ from aetheris.app import App
 from aetheris.errors import JobNotFound
 from aetheris.journal import Event, EventDraft, EventType
 from aetheris.runner import JobRun, ReplayEnded
-from aetheris.store.port import Commit, Lease
+from aetheris.store.port import Commit, Effect, Job, Lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +79,15 @@ async def replay(app: App, job_id: str) -> ReplayReport:
     job = await store.get_job(job_id)
     if job is None:
         raise JobNotFound(job_id)
-    events = await store.events(job_id)
-    effects = await store.effects(job_id=job_id)
+    return await replay_history(
+        app, job, await store.events(job_id), await store.effects(job_id=job_id)
+    )
+
+
+async def replay_history(
+    app: App, job: Job, events: Sequence[Event], effects: Sequence[Effect]
+) -> ReplayReport:
+    """Replay a job's recorded history (from a store or a bundle) against ``app``'s code."""
     capture = _Capture()
     run = JobRun(
         job=job,
@@ -98,14 +105,14 @@ async def replay(app: App, job_id: str) -> ReplayReport:
         await run.execute()
     except ReplayEnded as ended:
         return ReplayReport(
-            job_id, "incomplete", operations, position=ended.position, recorded_end=_end(events)
+            job.id, "incomplete", operations, position=ended.position, recorded_end=_end(events)
         )
     replayed = [d for c in capture.commits for d in c.events]
     parked = [d for d in replayed if d.type is EventType.JOB_PARKED]
     if parked and parked[-1].data["reason"] == "nondeterminism":
         detail = parked[-1].data["detail"]
         return ReplayReport(
-            job_id,
+            job.id,
             "diverged",
             operations,
             position=detail["position"],
@@ -115,5 +122,5 @@ async def replay(app: App, job_id: str) -> ReplayReport:
     recorded, replayed_end = _end(events), _end(replayed)
     outcome = "matched" if recorded is None or recorded == replayed_end else "different_end"
     return ReplayReport(
-        job_id, outcome, operations, recorded_end=recorded, replayed_end=replayed_end
+        job.id, outcome, operations, recorded_end=recorded, replayed_end=replayed_end
     )

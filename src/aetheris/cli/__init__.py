@@ -7,6 +7,7 @@ command has ``--json`` with a stable schema (see :mod:`aetheris.cli.render`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import importlib
 import json
@@ -15,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -303,6 +305,45 @@ async def verify(app: App, job_id: str, as_json: bool) -> None:
         click.echo(f"BROKEN at seq {report.seq}: {report.problem}", err=True)
     if not report.ok:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--app", "app_spec", required=True, metavar="MOD:APP", help="The code to replay.")
+@json_option
+@with_app
+async def replay(app: App, job_id: str, as_json: bool) -> None:
+    """Replay a job's journal against the code, executing nothing; exit 1 on divergence."""
+    from aetheris.replay import replay as replay_job
+
+    report = await replay_job(app, job_id)
+    if as_json:
+        render.print_json(dataclasses.asdict(report))
+    else:
+        click.echo(f"{report.outcome}: {report.operations} recorded operations")
+        if report.diff:
+            click.echo(report.diff)
+        if report.outcome == "different_end":
+            click.echo(f"recorded: {json.dumps(report.recorded_end)}")
+            click.echo(f"replayed: {json.dumps(report.replayed_end)}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@with_app
+async def export(app: App, job_id: str, output: str) -> None:
+    """Write a job's journal, ledger and manifest as a JSON bundle."""
+    from aetheris.bundle import export_bundle
+
+    doc = await export_bundle(await app.open_store(), job_id)
+    text = json.dumps(doc, indent=1, ensure_ascii=False)
+    await asyncio.to_thread(Path(output).write_text, text, "utf-8")
+    click.echo(
+        f"wrote {output}: {doc['manifest']['events']} events, head {doc['manifest']['head']}"
+    )
 
 
 @main.group()
