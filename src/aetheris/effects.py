@@ -32,6 +32,7 @@ from aetheris.context import ToolContext, current_run, enter_tool, leave_tool
 from aetheris.errors import (
     ConfigurationError,
     InvalidInput,
+    JobNotFound,
     RetryableError,
     StoreError,
     Suspend,
@@ -649,6 +650,8 @@ class Resolution:
 
 async def resolve_effect(store: Store, job_id: str, position: int, resolution: Resolution) -> Job:
     """Apply an operator's resolution; the parked job becomes pending and resumes."""
+    if await store.get_job(job_id) is None:
+        raise JobNotFound(job_id)
     rows = await store.effects(job_id=job_id)
     row = next((r for r in rows if r.position == position), None)
     if row is None:

@@ -95,6 +95,14 @@ class Worker:
         await store.register_agents(self.app.agent_names)
         await store.register_worker(self.owner)
         self.app.attach(self)
+        log.info(
+            "worker %s serving %s on %s (concurrency %d, lease %.1fs)",
+            self.owner,
+            ", ".join(self.app.agent_names),
+            self.app.database_url,
+            self.concurrency,
+            self.lease_ttl,
+        )
         where = ClaimFilter(self.app.agent_names, self.queues)
         beat = asyncio.create_task(self._heartbeats(store), name="aetheris-heartbeat")
         stop_waiter = asyncio.create_task(self._stop.wait())
@@ -202,6 +210,7 @@ class Worker:
                     status=StatusWrite(JobStatus.PENDING, run_at=time.time() + delay),
                 ),
             )
+            log.info("job %s released (%s)", lease.job_id, why)
         except (LeaseLost, AetherisError) as exc:
             log.info("job %s: not released (%s); its lease will expire", lease.job_id, exc)
 
@@ -244,6 +253,13 @@ class Worker:
 
     async def _drain(self, store: Store) -> None:
         tasks = [a.task for a in self._active.values() if a.task is not None]
+        if not self.crashed:
+            log.info(
+                "worker %s stopping: %d job(s) running, grace %.1fs",
+                self.owner,
+                len(tasks),
+                self.grace,
+            )
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=0 if self.crashed else self.grace)

@@ -15,17 +15,19 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from aetheris.app import App
-from aetheris.errors import AetherisError, JobFailed
+from aetheris.app import App, JobHandle
+from aetheris.errors import AetherisError
 from aetheris.journal import verify_chain
 from aetheris.store import create_store, default_url
-from aetheris.store.port import EffectState, JobStatus
+from aetheris.store.port import EffectState, Job, JobStatus
+from aetheris.store.sqlite import sqlite_path
 
 from . import render
 
@@ -148,9 +150,6 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, w.stop)
-        click.echo(
-            f"worker {w.owner} serving {', '.join(app.agent_names)} on {app.database_url}", err=True
-        )
         try:
             await w.run()
         finally:
@@ -195,22 +194,38 @@ async def start(
         else:
             click.echo(job.id)
         return
-    try:
-        await handle.result(timeout=timeout)
-    except JobFailed:
+    job = await _wait_outcome(handle, timeout)
+    _print_outcome(job, as_json)
+    if job.status is not JobStatus.SUCCEEDED:
+        sys.exit(1 if job.status.terminal else 3)
+
+
+async def _wait_outcome(handle: JobHandle, timeout: float | None) -> Job:
+    """Wait until the job ends or parks (a parked job needs someone: say so and return)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
         job = await handle.job()
-        _print_outcome(job, as_json)
-        sys.exit(1)
-    _print_outcome(await handle.job(), as_json)
+        if job.status.terminal or job.status is JobStatus.PARKED:
+            return job
+        if deadline is not None and time.monotonic() >= deadline:
+            raise click.ClickException(f"job {job.id} is still {job.status} after {timeout}s")
+        await asyncio.sleep(0.05)
 
 
-def _print_outcome(job: Any, as_json: bool) -> None:
+def _print_outcome(job: Job, as_json: bool) -> None:
     if as_json:
         render.print_json(render.job_json(job))
     elif job.status is JobStatus.SUCCEEDED:
         click.echo(json.dumps(job.result, ensure_ascii=False))
+    elif job.status is JobStatus.PARKED:
+        detail = job.park_detail or {}
+        message = detail.get("message") or detail.get("diff") or json.dumps(detail)
+        click.echo(f"job {job.id} parked ({job.park_reason}): {message}", err=True)
     else:
-        click.echo(f"job {job.id} {job.status}: {json.dumps(job.error)}", err=True)
+        error = job.error or {}
+        click.echo(
+            f"job {job.id} {job.status}: {error.get('type')}: {error.get('message')}", err=True
+        )
 
 
 @main.group()
@@ -243,20 +258,7 @@ async def jobs_show(app: App, job_id: str, as_json: bool) -> None:
     if as_json:
         render.print_json(view)
         return
-    out = render.console()
-    for key, value in view.items():
-        if key in ("park_detail", "error") and value:
-            continue
-        out.print(f"[bold]{key:>17}[/bold]  {json.dumps(value, ensure_ascii=False)}")
-    if job.park_detail:
-        out.print("[bold]      park detail[/bold]")
-        diff = job.park_detail.get("diff")
-        out.print(diff if diff else json.dumps(job.park_detail, indent=2), markup=False)
-    if job.error:
-        out.print(
-            f"[bold]            error[/bold]  {job.error.get('type')}: {job.error.get('message')}",
-            markup=False,
-        )
+    render.console().print(render.job_details(job))
 
 
 @main.command()
@@ -422,6 +424,9 @@ def migrate(env: Env, check: bool) -> None:
     url = env.database_url or default_url()
 
     async def main() -> None:
+        if check and url.startswith("sqlite:") and not sqlite_path(url)[0].exists():
+            click.echo(f"{url}: no database file: migration pending")
+            sys.exit(1)
         store = create_store(url)
         await store.open(migrate=False)
         try:

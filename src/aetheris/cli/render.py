@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from aetheris.journal import Event, EventType
 from aetheris.store.port import Effect, Job
@@ -203,6 +204,26 @@ def effects_table(effects: Sequence[Effect]) -> Table:
             str(e.attempt),
             e.idempotency_key,
         )
+    return table
+
+
+def job_details(job: Job) -> Table:
+    """``jobs show``: one field per row; values are shown as text, never as markup."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(justify="right", style="bold")
+    table.add_column()
+    for key, value in job_json(job).items():
+        if key not in ("park_detail", "error"):
+            table.add_row(key, Text(json.dumps(value, ensure_ascii=False)))
+    if job.park_detail:
+        diff = job.park_detail.get("diff")
+        table.add_row("park detail", Text(diff or json.dumps(job.park_detail, indent=2)))
+    if job.error:
+        error = job.error
+        text = f"{error.get('type')}: {error.get('message')}"
+        if error.get("compensated"):
+            text += f" (compensated: {', '.join(error['compensated'])})"
+        table.add_row("error", Text(text))
     return table
 
 
