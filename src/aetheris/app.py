@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
@@ -104,6 +104,15 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
         return typing.get_type_hints(fn)
     except Exception:
         return {}
+
+
+class ToolDecorator(Protocol):
+    """What ``@app.tool(...)`` returns: turns a sync or async function into a :class:`Tool`."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Tool[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Tool[P, R]: ...
 
 
 class JobHandle:
@@ -201,9 +210,14 @@ class App:
 
         return register(fn) if fn is not None else register
 
+    @overload
+    def tool(self, fn: Callable[P, Awaitable[R]], /) -> Tool[P, R]: ...
+    @overload
+    def tool(self, fn: Callable[P, R], /) -> Tool[P, R]: ...
+    @overload
     def tool(
         self,
-        fn: Callable[P, Awaitable[R]] | Callable[P, R] | None = None,
+        fn: None = None,
         /,
         *,
         name: str | None = None,
@@ -211,7 +225,19 @@ class App:
         retry: RetryPolicy | None = None,
         reconcile: Callable[[str], Reconciliation | Awaitable[Reconciliation]] | None = None,
         compensate: Callable[[CompensationRequest], Any] | None = None,
-    ) -> Any:
+    ) -> ToolDecorator: ...
+
+    def tool(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        effect: str | EffectClass = EffectClass.PURE,
+        retry: RetryPolicy | None = None,
+        reconcile: Callable[[str], Reconciliation | Awaitable[Reconciliation]] | None = None,
+        compensate: Callable[[CompensationRequest], Any] | None = None,
+    ) -> Tool[Any, Any] | ToolDecorator:
         """Register a tool. ``effect`` is ``pure``, ``idempotent`` or ``at_most_once``."""
         try:
             effect_class = EffectClass(effect)
@@ -232,7 +258,7 @@ class App:
             self._tools[tool_name] = definition
             return Tool(definition)
 
-        return register(fn) if fn is not None else register
+        return register(fn) if fn is not None else cast(ToolDecorator, register)
 
     @property
     def agent_names(self) -> list[str]:

@@ -15,12 +15,14 @@ If a worker dies between the two, recovery finds an intent without outcome:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import inspect
 import random
 import time
 import typing
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -146,8 +148,27 @@ class ToolDef:
         return revive(self.adapter, value)
 
 
+_adapters: weakref.WeakKeyDictionary[Callable[..., Any], TypeAdapter[Any] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def return_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
-    """A validator for ``fn``'s return annotation, so replay returns the live type."""
+    """A validator for ``fn``'s return annotation, so replay returns the live type.
+
+    Cached per function: building a ``TypeAdapter`` costs more than a durable step.
+    """
+    try:
+        return _adapters[fn]
+    except (KeyError, TypeError):
+        pass
+    adapter = _build_adapter(fn)
+    with contextlib.suppress(TypeError):
+        _adapters[fn] = adapter
+    return adapter
+
+
+def _build_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
     try:
         hints = typing.get_type_hints(fn)
     except Exception:
