@@ -23,10 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from examples.refund.app import WORLD, app
-
 from aetheris.cli import render
 from aetheris.journal import EventType
+from examples.refund.app import WORLD, app
 
 
 def start_worker(label: str) -> subprocess.Popen[bytes]:
