@@ -52,6 +52,12 @@ class _Capture:
         self.commits.append(commit)
         return []
 
+    async def get_job(self, job_id: str) -> Job | None:
+        return None
+
+    async def events(self, job_id: str) -> list[Event]:
+        return []
+
 
 _END_EVENTS = (
     EventType.JOB_SUCCEEDED,

@@ -11,6 +11,8 @@ The journal is read once when the job is claimed; nothing re-reads it per step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -36,6 +38,7 @@ from aetheris.errors import (
     EncodingError,
     InvalidInput,
     LeaseLost,
+    StoreUnavailable,
     Suspend,
     ToolFailed,
 )
@@ -45,6 +48,7 @@ from aetheris.store.port import (
     Effect,
     EffectClass,
     EffectWrite,
+    Head,
     Job,
     JobStatus,
     Lease,
@@ -55,11 +59,15 @@ from aetheris.store.port import (
 if TYPE_CHECKING:
     from aetheris.app import AgentDef
 
+log = logging.getLogger("aetheris.runner")
+
 
 class Committer(Protocol):
-    """The one store operation a run needs: a fenced commit."""
+    """What a run needs of a store: fenced commits, and reads to settle a lost reply."""
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]: ...
+    async def get_job(self, job_id: str) -> Job | None: ...
+    async def events(self, job_id: str) -> list[Event]: ...
 
 
 class ReplayEnded(ControlSignal):
@@ -93,6 +101,7 @@ class JobRun:
         effects: Sequence[Effect],
         lease_deadline: Callable[[], float],
         max_payload_bytes: int,
+        outage_budget: float = 300.0,
         replay_only: bool = False,
     ) -> None:
         self.job = job
@@ -108,6 +117,9 @@ class JobRun:
         self._position = 0
         self._ordinals: dict[str, int] = {}
         self._pending: list[EventDraft] = []
+        self._head = Head(job.event_count, job.head_hash)
+        self._commit_lock = asyncio.Lock()
+        self._outage_budget = outage_budget
         self._replay_only = replay_only
         self.compensable: list[tuple[ToolDef, CompensationRequest]] = []
 
@@ -163,9 +175,50 @@ class JobRun:
         effects: Sequence[EffectWrite] = (),
         status: StatusWrite | None = None,
     ) -> list[Event]:
-        """A fenced write; buffered ``now``/``uuid``/``random`` values travel with it."""
-        drafts, self._pending = [*self._pending, *events], []
-        return await self.store.commit(self.lease, Commit(drafts, effects, status))
+        """A fenced write; buffered ``now``/``uuid``/``random`` values travel with it.
+
+        Commits of one run are serialized (parallel operations may race to commit), and each
+        names the head it extends. If the database goes away mid-commit, the commit is retried
+        until it lands, is fenced, or the outage budget is spent; a reply lost on the way back
+        is recognised by the head having moved, so nothing is written twice.
+        """
+        async with self._commit_lock:
+            drafts, self._pending = [*self._pending, *events], []
+            commit = Commit(drafts, effects, status, self._head)
+            sealed = await self._commit_surviving_outages(commit)
+            if sealed:
+                self._head = Head(sealed[-1].seq + 1, sealed[-1].hash)
+            return sealed
+
+    async def _commit_surviving_outages(self, commit: Commit) -> list[Event]:
+        deadline = time.monotonic() + self._outage_budget
+        delay = 0.05
+        while True:
+            try:
+                return await self.store.commit(self.lease, commit)
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "job %s: commit failed (%s); retrying in %.2fs", self.job.id, exc, delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            with contextlib.suppress(StoreUnavailable):
+                landed = await self._landed(commit)
+                if landed is not None:
+                    return landed
+
+    async def _landed(self, commit: Commit) -> list[Event] | None:
+        """After an ambiguous failure: the events of ``commit`` if it did land, else None."""
+        job = await self.store.get_job(self.job.id)
+        if job is None or job.lease_epoch != self.lease.epoch:
+            raise LeaseLost(self.lease.job_id, self.lease.epoch)
+        assert commit.head is not None
+        if job.event_count == commit.head.count:
+            return None
+        events = await self.store.events(self.job.id)
+        return events[commit.head.count : commit.head.count + len(commit.events)]
 
     def encode_result(self, value: Any, what: str) -> Any:
         """JSON form of a result, within the payload limit (raises :class:`InvalidInput`)."""

@@ -15,6 +15,7 @@ from aetheris.store.port import (
     EffectState,
     EffectWrite,
     Guard,
+    Head,
     JobStatus,
     Lease,
     NewJob,
@@ -276,3 +277,16 @@ async def test_agent_registry(store: Store) -> None:
 async def test_schema_is_current_after_open(store: Store) -> None:
     state = await store.schema()
     assert state.up_to_date and state.current >= 1
+
+
+async def test_commit_checks_the_head_it_extends(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 30.0, ALL)
+    assert claim is not None
+    head = Head(claim.job.event_count, claim.job.head_hash)
+    sealed = await store.commit(claim.lease, Commit([op(0)], head=head))
+    with pytest.raises(Conflict, match="expected 2"):
+        await store.commit(claim.lease, Commit([op(1)], head=head))
+    after = Head(sealed[-1].seq + 1, sealed[-1].hash)
+    await store.commit(claim.lease, Commit([op(1)], head=after))
+    assert len(await store.events("j1")) == 4

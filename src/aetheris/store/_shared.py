@@ -54,3 +54,7 @@ def check_guard(job: Job, guard: Guard) -> None:
 def same_request(job: Job, new: NewJob) -> bool:
     """Whether an idempotent re-submission asks for the same thing as the job it found."""
     return job.agent == new.agent and job.input == to_jsonable(new.input)
+
+
+def head_moved(job_id: str, expected: int, found: int) -> str:
+    return f"journal of job {job_id} has {found} events, the writer expected {expected}"

@@ -18,6 +18,7 @@ from aetheris.store._shared import (
     check_guard,
     claimed_draft,
     created_draft,
+    head_moved,
     same_request,
     seal_all,
 )
@@ -29,6 +30,7 @@ from aetheris.store.port import (
     EffectState,
     EffectWrite,
     Guard,
+    Head,
     Job,
     JobStatus,
     Lease,
@@ -181,6 +183,8 @@ class MemoryStore:
             job = self._jobs.get(lease.job_id)
             if job is None or not _holds(job, lease):
                 raise LeaseLost(lease.job_id, lease.epoch)
+            if commit.head is not None and commit.head != Head(job.event_count, job.head_hash):
+                raise Conflict(head_moved(job.id, commit.head.count, job.event_count))
             return self._apply(job, commit, self._clock())
 
     async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:

@@ -155,12 +155,26 @@ class StatusWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    """The end of a job's journal: how many events it has and the hash of the last one."""
+
+    count: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class Commit:
-    """What one transaction writes: events, ledger rows and at most one status change."""
+    """What one transaction writes: events, ledger rows and at most one status change.
+
+    ``head`` is where the writer believes the journal ends. The lease holder always knows it
+    (only its epoch may append), so the store need not read it, and a commit whose reply was
+    lost can be told apart from one that never landed: it would find the head moved.
+    """
 
     events: Sequence[EventDraft] = ()
     effects: Sequence[EffectWrite] = ()
     status: StatusWrite | None = None
+    head: Head | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from aetheris.store._shared import (
     check_guard,
     claimed_draft,
     created_draft,
+    head_moved,
     same_request,
     seal_all,
 )
@@ -318,11 +319,14 @@ class SQLiteStore:
     def _commit(self, lease: Lease, commit: Commit) -> list[Event]:
         with self._tx() as conn:
             now = self._clock()
-            head = conn.execute(
-                Q["fence"], {"id": lease.job_id, "epoch": lease.epoch, "now": now}
-            ).fetchone()
+            expect = commit.head.count if commit.head is not None else None
+            params = {"id": lease.job_id, "epoch": lease.epoch, "now": now, "expect": expect}
+            head = conn.execute(Q["fence"], params).fetchone()
             if head is None:
-                raise LeaseLost(lease.job_id, lease.epoch)
+                job = self._get(conn, lease.job_id)
+                if job.lease_epoch != lease.epoch or job.status is not JobStatus.RUNNING:
+                    raise LeaseLost(lease.job_id, lease.epoch)
+                raise Conflict(head_moved(job.id, expect or 0, job.event_count))
             return self._write(conn, lease.job_id, head, commit, now)
 
     async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:

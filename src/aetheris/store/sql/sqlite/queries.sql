@@ -49,6 +49,7 @@ WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
 -- name: fence
 UPDATE jobs SET updated_at = :now
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
+  AND (:expect IS NULL OR event_count = :expect)
 RETURNING event_count, head_hash
 
 -- name: bump_epoch
