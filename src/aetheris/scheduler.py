@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aetheris.crashpoints import SimulatedCrash
 from aetheris.errors import AetherisError, LeaseLost
@@ -117,11 +117,7 @@ class Worker:
                 idle = None if len(self._active) >= self.concurrency else self.poll_interval
                 if found and idle is not None:
                     continue
-                waiter = asyncio.create_task(self._wake.wait())
-                await asyncio.wait(
-                    {waiter, stop_waiter}, timeout=idle, return_when=asyncio.FIRST_COMPLETED
-                )
-                waiter.cancel()
+                await self._idle(store, stop_waiter, idle)
         finally:
             stop_waiter.cancel()
             self.app.detach(self)
@@ -138,6 +134,18 @@ class Worker:
             return
         for owner in dead:
             log.info("worker %s is gone; its jobs are claimable now", owner)
+
+    async def _idle(
+        self, store: Store, stop_waiter: asyncio.Task[bool], timeout: float | None
+    ) -> None:
+        """Wait for a free slot, a local wake-up, the store's notification, stop or timeout."""
+        assert self._wake is not None
+        waiters: set[asyncio.Task[Any]] = {asyncio.create_task(self._wake.wait()), stop_waiter}
+        if timeout is not None:
+            waiters.add(asyncio.create_task(store.wait_for_work(timeout)))
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters - {stop_waiter}:
+            waiter.cancel()
 
     async def _fill(self, store: Store, where: ClaimFilter) -> bool:
         found = False

@@ -29,7 +29,9 @@ def create_store(url: str, *, clock: Callable[[], float] = time.time) -> Store:
 
         return SQLiteStore(url, clock=clock)
     if scheme in ("postgres", "postgresql"):
-        raise ConfigurationError("the PostgreSQL store is not available in this version")
+        from aetheris.store.postgres import PostgresStore
+
+        return PostgresStore(url)
     raise ConfigurationError(
         f"unsupported database URL {url!r}: use memory://, sqlite:///file.db or postgresql://"
     )

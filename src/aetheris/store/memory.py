@@ -6,6 +6,7 @@ atomic transaction, which is exactly what the SQL stores give with real transact
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
@@ -286,6 +287,10 @@ class MemoryStore:
 
     async def agents(self) -> list[str]:
         return sorted(self._agents)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """No cross-process wake-ups here: workers poll (and wake each other in-process)."""
+        await asyncio.sleep(timeout)
 
     async def register_worker(self, owner: str) -> None:
         return None

@@ -192,10 +192,11 @@ class SQLiteStore:
                     f"{self.url}: schema version {current} is newer than this code "
                     f"({len(steps)}); upgrade aetheris"
                 )
-            for step in steps[current:]:
-                for statement in _statements(step.sql):
+            scripts = [sql.schema("sqlite")] if current == 0 else [s.sql for s in steps[current:]]
+            for script in scripts:
+                for statement in _statements(script):
                     conn.execute(statement)
-                conn.execute("UPDATE aetheris_schema SET version = ?", (step.version,))
+            conn.execute("UPDATE aetheris_schema SET version = ?", (len(steps),))
         return self._schema()
 
     # -- jobs -------------------------------------------------------------------------------
@@ -447,6 +448,10 @@ class SQLiteStore:
     def _lock_file(self, owner: str) -> Path:
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", owner)
         return self.path.with_name(self.path.name + ".workers") / f"{safe}.lock"
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """No cross-process wake-ups here: workers poll (and wake each other in-process)."""
+        await asyncio.sleep(timeout)
 
     async def register_worker(self, owner: str) -> None:
         path = self._lock_file(owner)

@@ -43,3 +43,9 @@ def migrations(dialect: str) -> tuple[Migration, ...]:
     if [m.version for m in found] != expected:
         raise RuntimeError(f"{dialect} migrations are not numbered 1..n: {found}")
     return tuple(found)
+
+
+@cache
+def schema(dialect: str) -> str:
+    """The fresh schema at the latest version (``<dialect>/schema.sql``)."""
+    return resources.files(__package__).joinpath(dialect, "schema.sql").read_text("utf-8")

@@ -1,0 +1,591 @@
+"""PostgreSQL store: many workers on many machines, one database.
+
+* Claims select with ``FOR UPDATE SKIP LOCKED``: concurrent claimers never wait on, nor share,
+  a job. The claim bumps the lease epoch; every write of a running job is an ``UPDATE`` of the
+  job row conditional on that epoch in the same transaction, so it also serializes with claims.
+* Times are the database's clock (``aetheris_now()``), so machines with skewed clocks agree.
+* Idle workers ``LISTEN`` on ``aetheris_work``; a trigger notifies when a job becomes pending.
+  Polling remains as the fallback.
+* Liveness: a worker holds a session-level advisory lock on a dedicated connection while it
+  runs. When its session ends (the process died, the machine is gone), PostgreSQL releases the
+  lock; other workers that find it free for ``reap_grace`` seconds (long enough to cover a
+  server restart, after which live workers take their locks back) expire its leases.
+* Driver errors are translated here: connection problems become
+  :class:`~aetheris.errors.StoreUnavailable`, anything else :class:`~aetheris.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from aetheris import crashpoints
+from aetheris.errors import (
+    Conflict,
+    IdempotencyConflict,
+    JobNotFound,
+    LeaseLost,
+    SchemaMismatch,
+    StoreError,
+    StoreUnavailable,
+)
+from aetheris.journal import GENESIS_HASH, Event, EventDraft, canonical, open_event
+from aetheris.store import sql
+from aetheris.store._shared import (
+    check_guard,
+    claimed_draft,
+    created_draft,
+    head_moved,
+    same_request,
+    seal_all,
+)
+from aetheris.store.port import (
+    Claim,
+    ClaimFilter,
+    Commit,
+    Effect,
+    EffectClass,
+    EffectState,
+    EffectWrite,
+    Guard,
+    Job,
+    JobStatus,
+    Lease,
+    NewJob,
+    ParkReason,
+    SchemaState,
+    StatusWrite,
+)
+
+log = logging.getLogger("aetheris.postgres")
+Q = sql.queries("postgresql")
+Row = dict[str, Any]
+_MIGRATION_LOCK = 0x4165746865726973  # "Aetheris"
+_CHANNEL = "aetheris_work"
+
+
+def lock_key(owner: str) -> int:
+    """A stable signed 64-bit advisory lock key for a worker id."""
+    return int.from_bytes(hashlib.sha256(owner.encode()).digest()[:8], "big", signed=True)
+
+
+class PostgresStore:
+    """Store on PostgreSQL (URL ``postgresql://user@host:port/db``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout: float = 10.0,
+        reap_grace: float = 5.0,
+    ) -> None:
+        self.url = url
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] | None = None
+        self._sizes = (min_connections, max_connections)
+        self._connect_timeout = connect_timeout
+        self.reap_grace = reap_grace
+        self._listener: _Listener | None = None
+        self._free_since: dict[str, float] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def open(self, *, migrate: bool = True) -> None:
+        if self._pool is not None:
+            return
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
+            self.url,
+            min_size=self._sizes[0],
+            max_size=self._sizes[1],
+            open=False,
+            timeout=self._connect_timeout,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            name="aetheris",
+        )
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout)
+        except (PoolTimeout, psycopg.Error) as exc:
+            await pool.close()
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {_safe(self.url)}: {exc}"
+            ) from exc
+        self._pool = pool
+        if migrate:
+            try:
+                await self.migrate()
+            except BaseException:
+                await self.close()
+                raise
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
+        if self._pool is None:
+            raise StoreError(f"store {_safe(self.url)} is not open")
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise StoreUnavailable(f"PostgreSQL: no connection available: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
+        async with self._conn() as conn, conn.transaction():
+            yield conn
+
+    async def _one(self, query: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        async with self._conn() as conn:
+            cur = await conn.execute(Q[query], params)
+            return await cur.fetchone()
+
+    async def _all(self, query: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        async with self._conn() as conn:
+            cur = await conn.execute(Q[query], params)
+            return await cur.fetchall()
+
+    # -- schema -----------------------------------------------------------------------------
+
+    async def schema(self) -> SchemaState:
+        async with self._conn() as conn:
+            return await _schema_state(conn)
+
+    async def migrate(self) -> SchemaState:
+        steps = sql.migrations("postgresql")
+        async with self._tx() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute("CREATE TABLE IF NOT EXISTS aetheris_schema (version integer)")
+            row = await (await conn.execute("SELECT version FROM aetheris_schema")).fetchone()
+            if row is None:
+                await conn.execute("INSERT INTO aetheris_schema (version) VALUES (0)")
+            current = row["version"] if row else 0
+            if current > len(steps):
+                raise SchemaMismatch(
+                    f"{_safe(self.url)}: schema version {current} is newer than this code "
+                    f"({len(steps)}); upgrade aetheris"
+                )
+            if current == 0:
+                await conn.execute(sql.schema("postgresql").encode())
+            else:
+                for step in steps[current:]:
+                    await conn.execute(step.sql.encode())
+            await conn.execute("UPDATE aetheris_schema SET version = %s", (len(steps),))
+            return await _schema_state(conn)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
+        params = {
+            "id": new.id,
+            "agent": new.agent,
+            "input": canonical(new.input).decode(),
+            "idempotency_key": new.idempotency_key,
+            "queue": new.queue,
+            "priority": new.priority,
+            "run_at": new.run_at,
+            "head_hash": GENESIS_HASH,
+        }
+        async with self._tx() as conn:
+            inserted = await (await conn.execute(Q["insert_job"], params)).fetchone()
+            if inserted is None:
+                return await self._existing(conn, new), False
+            await self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)])
+            return await self._get(conn, new.id), True
+
+    async def _existing(self, conn: psycopg.AsyncConnection[Row], new: NewJob) -> Job:
+        if new.idempotency_key is not None:
+            cur = await conn.execute(Q["job_by_key"], {"key": new.idempotency_key})
+            row = await cur.fetchone()
+            if row is not None:
+                existing = _job(row)
+                if not same_request(existing, new):
+                    raise IdempotencyConflict(
+                        f"idempotency key {new.idempotency_key!r} belongs to job "
+                        f"{existing.id} with a different agent or input"
+                    )
+                return existing
+        raise Conflict(f"job id {new.id!r} already exists")
+
+    async def get_job(self, job_id: str) -> Job | None:
+        row = await self._one("get_job", {"id": job_id})
+        return _job(row) if row is not None else None
+
+    async def _get(self, conn: psycopg.AsyncConnection[Row], job_id: str) -> Job:
+        row = await (await conn.execute(Q["get_job"], {"id": job_id})).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job(row)
+
+    async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        rows = await self._all("list_jobs", {"status": status, "limit": limit})
+        return [_job(r) for r in rows]
+
+    # -- ownership --------------------------------------------------------------------------
+
+    async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:
+        params = {
+            "agents": list(where.agents),
+            "queues": list(where.queues) if where.queues is not None else None,
+        }
+        async with self._tx() as conn:
+            for query in ("expired_candidate", "pending_candidate"):
+                found = await (await conn.execute(Q[query], params)).fetchone()
+                if found is not None:
+                    break
+            else:
+                return None
+            cur = await conn.execute(
+                Q["take_lease"], {"id": found["id"], "owner": owner, "ttl": lease_ttl}
+            )
+            job = _job(await _fetch(cur))
+            draft = claimed_draft(owner, job.lease_epoch, job.attempts, found["lease_owner"])
+            await self._append(conn, job.id, job.event_count, job.head_hash, [draft])
+            job = await self._get(conn, job.id)
+        return Claim(job, Lease(job.id, job.lease_epoch, owner), found["lease_owner"])
+
+    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]:
+        if not leases:
+            return set()
+        params = {
+            "ids": [lease.job_id for lease in leases],
+            "epochs": [lease.epoch for lease in leases],
+            "ttl": lease_ttl,
+        }
+        kept = {row["id"] for row in await self._all("heartbeat", params)}
+        return {lease.job_id for lease in leases} - kept
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
+        expect = commit.head.count if commit.head is not None else None
+        async with self._tx() as conn:
+            params = {"id": lease.job_id, "epoch": lease.epoch, "expect": expect}
+            head = await (await conn.execute(Q["fence"], params)).fetchone()
+            if head is None:
+                job = await self._get(conn, lease.job_id)
+                if job.lease_epoch != lease.epoch or job.status is not JobStatus.RUNNING:
+                    raise LeaseLost(lease.job_id, lease.epoch)
+                raise Conflict(head_moved(job.id, expect or 0, job.event_count))
+            return await self._write(conn, lease.job_id, head, commit)
+
+    async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
+        async with self._tx() as conn:
+            row = await (await conn.execute(Q["lock_job"], {"id": job_id})).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            check_guard(_job(row), guard)
+            head = await _fetch(await conn.execute(Q["bump_epoch"], {"id": job_id}))
+            await self._write(conn, job_id, head, commit)
+            return await self._get(conn, job_id)
+
+    async def _write(
+        self, conn: psycopg.AsyncConnection[Row], job_id: str, head: Row, commit: Commit
+    ) -> list[Event]:
+        for write in commit.effects:
+            await _write_effect(conn, job_id, write)
+        if commit.status is not None:
+            await conn.execute(Q["set_status"], _status_params(job_id, commit.status))
+        return await self._append(
+            conn, job_id, head["event_count"], head["head_hash"], commit.events
+        )
+
+    async def _append(
+        self,
+        conn: psycopg.AsyncConnection[Row],
+        job_id: str,
+        count: int,
+        prev_hash: str,
+        drafts: Sequence[EventDraft],
+    ) -> list[Event]:
+        if not drafts:
+            return []
+        sealed = seal_all(job_id, count, prev_hash, drafts, time.time())
+        await conn.execute(
+            Q["insert_events"],
+            {
+                "job_id": job_id,
+                "seqs": [e.seq for e in sealed],
+                "types": [e.type.value for e in sealed],
+                "positions": [e.position for e in sealed],
+                "bodies": [e.body for e in sealed],
+                "prevs": [e.prev_hash for e in sealed],
+                "hashes": [e.hash for e in sealed],
+            },
+        )
+        await conn.execute(
+            Q["set_head"], {"id": job_id, "count": count + len(sealed), "hash": sealed[-1].hash}
+        )
+        crashpoints.reach("in_append", _op_name(drafts))
+        return sealed
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def events(self, job_id: str) -> list[Event]:
+        rows = await self._all("events", {"job_id": job_id})
+        return [
+            open_event(job_id, r["seq"], bytes(r["body"]), r["prev_hash"], r["hash"]) for r in rows
+        ]
+
+    async def effects(
+        self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None
+    ) -> list[Effect]:
+        params = {
+            "job_id": job_id,
+            "states": [s.value for s in states] if states is not None else None,
+        }
+        return [_effect(r) for r in await self._all("list_effects", params)]
+
+    async def register_agents(self, names: Sequence[str]) -> None:
+        async with self._conn() as conn:
+            await conn.execute(Q["upsert_agents"], {"names": list(names)})
+
+    async def agents(self) -> list[str]:
+        return [r["name"] for r in await self._all("list_agents")]
+
+    # -- liveness and wake-ups ----------------------------------------------------------------
+
+    async def register_worker(self, owner: str) -> None:
+        if self._listener is None:
+            self._listener = _Listener(self.url, self._connect_timeout)
+        await self._listener.start(lock_key(owner))
+
+    async def unregister_worker(self, owner: str, *, graceful: bool = True) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+
+    async def wait_for_work(self, timeout: float) -> None:
+        if self._listener is None:
+            await asyncio.sleep(timeout)
+        else:
+            await self._listener.wait(timeout)
+
+    async def reap(self) -> list[str]:
+        """Expire leases of workers whose session has been gone for ``reap_grace`` seconds."""
+        mine = self._listener.key if self._listener is not None else None
+        now = time.monotonic()
+        dead: list[str] = []
+        async with self._conn() as conn:
+            owners = [r["lease_owner"] for r in await _all(conn, "running_owners")]
+            for owner in owners:
+                key = lock_key(owner)
+                if key == mine or not await _lock_is_free(conn, key):
+                    self._free_since.pop(owner, None)
+                    continue
+                first = self._free_since.setdefault(owner, now)
+                if now - first >= self.reap_grace:
+                    dead.append(owner)
+            if dead:
+                await conn.execute(Q["expire_owners"], {"owners": dead})
+        for owner in dead:
+            self._free_since.pop(owner, None)
+        return dead
+
+
+class _Listener:
+    """A dedicated session: holds the worker's advisory lock and listens for work."""
+
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        self.url = url
+        self.key: int | None = None
+        self._connect_timeout = connect_timeout
+        self._task: asyncio.Task[None] | None = None
+        self._waiters: set[asyncio.Future[None]] = set()
+        self.connected = asyncio.Event()
+
+    async def start(self, key: int) -> None:
+        self.key = key
+        self._task = asyncio.create_task(self._run(), name="aetheris-pg-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), self._connect_timeout)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._wake()
+
+    async def wait(self, timeout: float) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(waiter)
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=int(self._connect_timeout)
+                )
+                async with conn:
+                    await conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+                    await conn.execute(f"LISTEN {_CHANNEL}")
+                    self.connected.set()
+                    delay = 0.1
+                    self._wake()
+                    async for _ in conn.notifies():
+                        self._wake()
+            except psycopg.Error as exc:
+                log.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
+            self.connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _all(conn: psycopg.AsyncConnection[Row], query: str) -> list[Row]:
+    return await (await conn.execute(Q[query])).fetchall()
+
+
+async def _lock_is_free(conn: psycopg.AsyncConnection[Row], key: int) -> bool:
+    row = await _fetch(await conn.execute(Q["try_lock"], {"key": key}))
+    if row["free"]:
+        await conn.execute(Q["unlock"], {"key": key})
+    return bool(row["free"])
+
+
+async def _fetch(cur: psycopg.AsyncCursor[Row]) -> Row:
+    row = await cur.fetchone()
+    if row is None:
+        raise StoreError("PostgreSQL returned no row where one was expected")
+    return row
+
+
+async def _schema_state(conn: psycopg.AsyncConnection[Row]) -> SchemaState:
+    latest = len(sql.migrations("postgresql"))
+    found = await (await conn.execute("SELECT to_regclass('aetheris_schema') AS t")).fetchone()
+    if found is None or found["t"] is None:
+        return SchemaState(0, latest)
+    row = await (await conn.execute("SELECT version FROM aetheris_schema")).fetchone()
+    return SchemaState(row["version"] if row else 0, latest)
+
+
+async def _write_effect(
+    conn: psycopg.AsyncConnection[Row], job_id: str, write: EffectWrite
+) -> None:
+    params = {
+        "job_id": job_id,
+        "position": write.position,
+        "tool": write.tool,
+        "effect": write.effect.value,
+        "args_hash": write.args_hash,
+        "idempotency_key": write.idempotency_key,
+        "state": write.state.value,
+        "result": canonical(write.result).decode(),
+        "error": canonical(write.error).decode() if write.error is not None else None,
+        "attempt": write.attempt,
+        "expect": write.expect.value if write.expect else None,
+    }
+    query = "insert_effect" if write.expect is None else "update_effect"
+    if await (await conn.execute(Q[query], params)).fetchone() is not None:
+        return
+    if write.expect is None:
+        raise Conflict(f"effect at position {write.position} of job {job_id} already exists")
+    found = await (await conn.execute(Q["get_effect"], params)).fetchone()
+    raise Conflict(
+        f"effect at position {write.position} of job {job_id} is "
+        f"{found['state'] if found else 'missing'}, expected {write.expect}"
+    )
+
+
+def _status_params(job_id: str, write: StatusWrite) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "status": write.status.value,
+        "park_reason": write.park_reason.value if write.park_reason else None,
+        "park_detail": canonical(write.park_detail).decode()
+        if write.park_detail is not None
+        else None,
+        "result": canonical(write.result).decode(),
+        "error": canonical(write.error).decode() if write.error is not None else None,
+        "run_at": write.run_at,
+    }
+
+
+def _op_name(drafts: Sequence[EventDraft]) -> str | None:
+    for draft in drafts:
+        name = draft.data.get("name")
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+
+
+def _job(row: Row) -> Job:
+    return Job(
+        id=row["id"],
+        agent=row["agent"],
+        input=row["input"],
+        status=JobStatus(row["status"]),
+        park_reason=ParkReason(row["park_reason"]) if row["park_reason"] else None,
+        park_detail=row["park_detail"],
+        result=row["result"],
+        error=row["error"],
+        idempotency_key=row["idempotency_key"],
+        queue=row["queue"],
+        priority=row["priority"],
+        lease_epoch=row["lease_epoch"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        run_at=row["run_at"],
+        attempts=row["attempts"],
+        event_count=row["event_count"],
+        head_hash=row["head_hash"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _effect(row: Row) -> Effect:
+    return Effect(
+        job_id=row["job_id"],
+        position=row["position"],
+        tool=row["tool"],
+        effect=EffectClass(row["effect"]),
+        args_hash=row["args_hash"],
+        idempotency_key=row["idempotency_key"],
+        state=EffectState(row["state"]),
+        result=row["result"],
+        error=row["error"],
+        attempt=row["attempt"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

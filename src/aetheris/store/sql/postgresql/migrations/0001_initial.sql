@@ -1,0 +1,82 @@
+-- Jobs, the hash-chained journal, the effects ledger, agents and workers.
+-- Times are Unix seconds (float8) from the database's clock, so workers on machines with
+-- skewed clocks agree on lease expiry. Event bodies are bytea: the hash chain covers the exact
+-- stored bytes (jsonb would re-order keys and break it). Job and ledger payloads are jsonb, so
+-- operators can query them.
+CREATE FUNCTION aetheris_now() RETURNS float8 LANGUAGE sql STABLE
+AS $$ SELECT extract(epoch FROM now())::float8 $$;
+
+CREATE TABLE jobs (
+    id               text PRIMARY KEY,
+    agent            text NOT NULL,
+    input            jsonb NOT NULL,
+    status           text NOT NULL,
+    park_reason      text,
+    park_detail      jsonb,
+    result           jsonb,
+    error            jsonb,
+    idempotency_key  text UNIQUE,
+    queue            text NOT NULL,
+    priority         integer NOT NULL,
+    lease_epoch      bigint NOT NULL DEFAULT 0,
+    lease_owner      text,
+    lease_expires_at float8,
+    run_at           float8 NOT NULL,
+    attempts         integer NOT NULL DEFAULT 0,
+    event_count      bigint NOT NULL DEFAULT 0,
+    head_hash        text NOT NULL,
+    created_at       float8 NOT NULL,
+    updated_at       float8 NOT NULL
+);
+
+CREATE INDEX jobs_pending ON jobs (priority DESC, run_at, id) WHERE status = 'pending';
+CREATE INDEX jobs_running ON jobs (lease_expires_at) WHERE status = 'running';
+CREATE INDEX jobs_by_status ON jobs (status, created_at);
+CREATE INDEX jobs_by_created ON jobs (created_at);
+
+CREATE TABLE events (
+    job_id    text NOT NULL,
+    seq       bigint NOT NULL,
+    type      text NOT NULL,
+    position  integer,
+    body      bytea NOT NULL,
+    prev_hash text NOT NULL,
+    hash      text NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+
+CREATE TABLE effects (
+    job_id          text NOT NULL,
+    position        integer NOT NULL,
+    tool            text NOT NULL,
+    effect          text NOT NULL,
+    args_hash       text NOT NULL,
+    idempotency_key text NOT NULL,
+    state           text NOT NULL,
+    result          jsonb,
+    error           jsonb,
+    attempt         integer NOT NULL,
+    created_at      float8 NOT NULL,
+    updated_at      float8 NOT NULL,
+    PRIMARY KEY (job_id, position)
+);
+
+CREATE INDEX effects_by_state ON effects (state);
+
+CREATE TABLE agents (
+    name      text PRIMARY KEY,
+    last_seen float8 NOT NULL
+);
+
+-- Wake idle workers when there is work: a job created, handed back or resumed.
+CREATE FUNCTION aetheris_notify_work() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('aetheris_work', NEW.queue);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER jobs_notify_work
+AFTER INSERT OR UPDATE OF status ON jobs
+FOR EACH ROW WHEN (NEW.status = 'pending')
+EXECUTE FUNCTION aetheris_notify_work();

@@ -1,0 +1,138 @@
+-- Named queries of the PostgreSQL store. Each block starts with "-- name: <name>".
+-- Times come from the database clock: aetheris_now() is now() in Unix seconds.
+
+-- name: insert_job
+INSERT INTO jobs (id, agent, input, status, idempotency_key, queue, priority, run_at,
+                  head_hash, created_at, updated_at)
+VALUES (%(id)s, %(agent)s, %(input)s::jsonb, 'pending', %(idempotency_key)s, %(queue)s,
+        %(priority)s, coalesce(%(run_at)s, aetheris_now()), %(head_hash)s, aetheris_now(), aetheris_now())
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = %(id)s
+
+-- name: lock_job
+SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE
+
+-- name: job_by_key
+SELECT * FROM jobs WHERE idempotency_key = %(key)s
+
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+
+-- name: expired_candidate
+SELECT id, lease_owner FROM jobs
+WHERE status = 'running' AND lease_expires_at < aetheris_now()
+  AND agent = ANY(%(agents)s)
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+ORDER BY lease_expires_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+
+-- name: pending_candidate
+SELECT id, NULL::text AS lease_owner FROM jobs
+WHERE status = 'pending' AND run_at <= aetheris_now()
+  AND agent = ANY(%(agents)s)
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+ORDER BY priority DESC, run_at, id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+
+-- name: take_lease
+UPDATE jobs
+SET status = 'running', lease_epoch = lease_epoch + 1, lease_owner = %(owner)s,
+    lease_expires_at = aetheris_now() + %(ttl)s, attempts = attempts + 1,
+    park_reason = NULL, park_detail = NULL, updated_at = aetheris_now()
+WHERE id = %(id)s
+RETURNING *
+
+-- name: heartbeat
+UPDATE jobs AS j SET lease_expires_at = aetheris_now() + %(ttl)s
+FROM unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS l(id, epoch)
+WHERE j.id = l.id AND j.lease_epoch = l.epoch AND j.status = 'running'
+RETURNING j.id
+
+-- name: fence
+UPDATE jobs SET updated_at = aetheris_now()
+WHERE id = %(id)s AND lease_epoch = %(epoch)s AND status = 'running'
+  AND (%(expect)s::bigint IS NULL OR event_count = %(expect)s)
+RETURNING event_count, head_hash
+
+-- name: bump_epoch
+UPDATE jobs SET lease_epoch = lease_epoch + 1, lease_owner = NULL, updated_at = aetheris_now()
+WHERE id = %(id)s
+RETURNING event_count, head_hash
+
+-- name: insert_events
+INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
+SELECT %(job_id)s, u.seq, u.type, u.position, u.body, u.prev_hash, u.hash
+FROM unnest(%(seqs)s::bigint[], %(types)s::text[], %(positions)s::integer[],
+            %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[])
+     AS u(seq, type, position, body, prev_hash, hash)
+
+-- name: set_head
+UPDATE jobs SET event_count = %(count)s, head_hash = %(hash)s WHERE id = %(id)s
+
+-- name: set_status
+UPDATE jobs
+SET status = %(status)s, park_reason = %(park_reason)s, park_detail = %(park_detail)s::jsonb,
+    result = %(result)s::jsonb, error = %(error)s::jsonb, run_at = coalesce(%(run_at)s, aetheris_now()),
+    lease_owner = CASE WHEN %(status)s = 'running' THEN lease_owner END,
+    lease_expires_at = CASE WHEN %(status)s = 'running' THEN lease_expires_at END,
+    updated_at = aetheris_now()
+WHERE id = %(id)s
+
+-- name: events
+SELECT seq, body, prev_hash, hash FROM events WHERE job_id = %(job_id)s ORDER BY seq
+
+-- name: get_effect
+SELECT state FROM effects WHERE job_id = %(job_id)s AND position = %(position)s
+
+-- name: insert_effect
+INSERT INTO effects (job_id, position, tool, effect, args_hash, idempotency_key, state,
+                     result, error, attempt, created_at, updated_at)
+VALUES (%(job_id)s, %(position)s, %(tool)s, %(effect)s, %(args_hash)s, %(idempotency_key)s,
+        %(state)s, %(result)s::jsonb, %(error)s::jsonb, %(attempt)s, aetheris_now(), aetheris_now())
+ON CONFLICT DO NOTHING
+RETURNING 1
+
+-- name: update_effect
+UPDATE effects
+SET state = %(state)s, result = %(result)s::jsonb, error = %(error)s::jsonb,
+    attempt = %(attempt)s, updated_at = aetheris_now()
+WHERE job_id = %(job_id)s AND position = %(position)s AND state = %(expect)s
+RETURNING 1
+
+-- name: list_effects
+SELECT * FROM effects
+WHERE (%(job_id)s::text IS NULL OR job_id = %(job_id)s)
+  AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
+ORDER BY job_id, position
+
+-- name: upsert_agents
+INSERT INTO agents (name, last_seen)
+SELECT name, aetheris_now() FROM unnest(%(names)s::text[]) AS name
+ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen
+
+-- name: list_agents
+SELECT name FROM agents ORDER BY name
+
+-- name: running_owners
+SELECT DISTINCT lease_owner FROM jobs WHERE status = 'running' AND lease_owner IS NOT NULL
+
+-- name: try_lock
+SELECT pg_try_advisory_lock(%(key)s) AS free
+
+-- name: unlock
+SELECT pg_advisory_unlock(%(key)s)
+
+-- name: lock
+SELECT pg_advisory_lock(%(key)s)
+
+-- name: expire_owners
+UPDATE jobs SET lease_expires_at = aetheris_now()
+WHERE status = 'running' AND lease_owner = ANY(%(owners)s)

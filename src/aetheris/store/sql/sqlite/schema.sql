@@ -1,0 +1,63 @@
+-- The fresh schema at the latest version (tests check it equals the migrated one).
+CREATE TABLE jobs (
+    id               TEXT PRIMARY KEY,
+    agent            TEXT NOT NULL,
+    input            BLOB NOT NULL,
+    status           TEXT NOT NULL,
+    park_reason      TEXT,
+    park_detail      BLOB,
+    result           BLOB,
+    error            BLOB,
+    idempotency_key  TEXT UNIQUE,
+    queue            TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    lease_epoch      INTEGER NOT NULL DEFAULT 0,
+    lease_owner      TEXT,
+    lease_expires_at REAL,
+    run_at           REAL NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    event_count      INTEGER NOT NULL DEFAULT 0,
+    head_hash        TEXT NOT NULL,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL
+);
+
+CREATE INDEX jobs_pending ON jobs (priority DESC, run_at) WHERE status = 'pending';
+CREATE INDEX jobs_running ON jobs (lease_expires_at) WHERE status = 'running';
+CREATE INDEX jobs_by_status ON jobs (status, created_at);
+CREATE INDEX jobs_by_created ON jobs (created_at);
+
+-- body holds the exact canonical JSON bytes that hash covers.
+CREATE TABLE events (
+    job_id    TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    type      TEXT NOT NULL,
+    position  INTEGER,
+    body      BLOB NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE effects (
+    job_id          TEXT NOT NULL,
+    position        INTEGER NOT NULL,
+    tool            TEXT NOT NULL,
+    effect          TEXT NOT NULL,
+    args_hash       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    result          BLOB,
+    error           BLOB,
+    attempt         INTEGER NOT NULL,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    PRIMARY KEY (job_id, position)
+) WITHOUT ROWID;
+
+CREATE INDEX effects_by_state ON effects (state);
+
+CREATE TABLE agents (
+    name      TEXT PRIMARY KEY,
+    last_seen REAL NOT NULL
+);
