@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -30,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from aetheris import crashpoints
 from aetheris.errors import (
+    ConfigurationError,
     Conflict,
     IdempotencyConflict,
     JobNotFound,
@@ -73,13 +75,30 @@ _MIGRATION_LOCK = 0x4165746865726973  # "Aetheris"
 _CHANNEL = "aetheris_work"
 
 
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """Take ``aetheris_*`` query parameters (ours) out of a libpq URL (the rest is libpq's)."""
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key.startswith("aetheris_"):
+            ours[key.removeprefix("aetheris_")] = value
+        else:
+            theirs.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
 def lock_key(owner: str) -> int:
     """A stable signed 64-bit advisory lock key for a worker id."""
     return int.from_bytes(hashlib.sha256(owner.encode()).digest()[:8], "big", signed=True)
 
 
 class PostgresStore:
-    """Store on PostgreSQL (URL ``postgresql://user@host:port/db``)."""
+    """Store on PostgreSQL (URL ``postgresql://user@host:port/db``).
+
+    Options may also come as URL parameters: ``?aetheris_max_connections=20&aetheris_reap_grace=2``
+    (``min_connections``, ``max_connections``, ``connect_timeout``, ``reap_grace``).
+    """
 
     def __init__(
         self,
@@ -90,7 +109,13 @@ class PostgresStore:
         connect_timeout: float = 10.0,
         reap_grace: float = 5.0,
     ) -> None:
-        self.url = url
+        self.url, options = split_options(url)
+        min_connections = int(options.pop("min_connections", min_connections))
+        max_connections = int(options.pop("max_connections", max_connections))
+        connect_timeout = float(options.pop("connect_timeout", connect_timeout))
+        reap_grace = float(options.pop("reap_grace", reap_grace))
+        if options:
+            raise ConfigurationError(f"unknown aetheris_ options in the URL: {sorted(options)}")
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] | None = None
         self._sizes = (min_connections, max_connections)
         self._connect_timeout = connect_timeout
