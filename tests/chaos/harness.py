@@ -45,27 +45,33 @@ class Cluster:
         return env
 
     def start_worker(
-        self, *, crash_at: str | None = None, concurrency: int = 4
+        self,
+        *,
+        crash_at: str | None = None,
+        concurrency: int = 4,
+        url: str | None = None,
+        wrap: tuple[str, ...] = (),
     ) -> subprocess.Popen[bytes]:
+        """A worker process; ``wrap`` prefixes the command (e.g. ``ip netns exec NS``)."""
         self.started += 1
+        env = self.env(crash_at)
+        if url is not None:
+            env["AETHERIS_DATABASE_URL"] = url
         log = open(self.tmp / f"worker-{self.started}.log", "wb")  # noqa: SIM115
+        command = [
+            sys.executable,
+            "-m",
+            "aetheris",
+            "worker",
+            "--app",
+            "chaos_app:app",
+            "--concurrency",
+            str(concurrency),
+            "--grace",
+            "1",
+        ]
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aetheris",
-                "worker",
-                "--app",
-                "chaos_app:app",
-                "--concurrency",
-                str(concurrency),
-                "--grace",
-                "1",
-            ],
-            cwd=HERE,
-            env=self.env(crash_at),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            [*wrap, *command], cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         self.procs.append(proc)
@@ -121,3 +127,10 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
 def pid_of(owner: str) -> int:
     """Worker ids are ``host:pid:suffix``."""
     return int(owner.split(":")[1])
+
+
+def with_fast_reaping(url: str) -> str:
+    """On PostgreSQL, reap a dead worker after 0.5 s instead of 5 (tests restart no server)."""
+    if not url.startswith("postgresql"):
+        return url
+    return url + ("&" if "?" in url else "?") + "aetheris_reap_grace=0.5"

@@ -8,7 +8,7 @@ same key, and the job ends in the right state.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pytest
 from aetheris import App, EffectState, JobStatus, ParkReason
 from aetheris.journal import EventType, verify_chain
 
-from .harness import Cluster, wait_exit, wait_job
+from .harness import Cluster, wait_exit, wait_job, with_fast_reaping
 
 pytestmark = pytest.mark.chaos
 
@@ -48,8 +48,8 @@ CASES = [
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    chaos = Cluster(tmp_path, f"sqlite:///{tmp_path / 'chaos.db'}")
+def cluster(tmp_path: Path, durable_url: str) -> Iterator[Cluster]:
+    chaos = Cluster(tmp_path, with_fast_reaping(durable_url))
     yield chaos
     chaos.stop_all()
 
