@@ -57,6 +57,7 @@ class Worker:
         poll_interval: float | None = None,
         grace: float = 10.0,
         owner: str | None = None,
+        reap_interval: float = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -66,6 +67,7 @@ class Worker:
         self.lease_ttl = lease_ttl if lease_ttl is not None else app.lease_ttl
         self.poll_interval = poll_interval if poll_interval is not None else app.poll_interval
         self.grace = grace
+        self.reap_interval = reap_interval
         self.owner = owner or worker_id()
         self._active: dict[str, _Active] = {}
         self._wake: asyncio.Event | None = None
@@ -110,7 +112,7 @@ class Worker:
             reaped_at = 0.0
             while not self._stop.is_set():
                 self._wake.clear()
-                if time.monotonic() - reaped_at >= self.poll_interval:
+                if time.monotonic() - reaped_at >= self.reap_interval:
                     reaped_at = time.monotonic()
                     await self._reap(store)
                 found = await self._fill(store, where)

@@ -146,3 +146,26 @@ async def test_a_stopped_worker_past_its_lease_is_fenced(cluster: Cluster) -> No
     assert zombie.poll() is None, "the zombie should survive, fenced, not crash"
     assert "lease" in cluster.logs()
     await app.close()
+
+
+async def test_a_killed_worker_is_taken_over_before_its_lease_expires(cluster: Cluster) -> None:
+    """The store proves the worker dead (flock / advisory lock released): no TTL wait."""
+    cluster.lease_ttl = 30.0
+    app = App(cluster.url)
+    doomed = cluster.start_worker(concurrency=1)
+    handle = await app.start("zombie", {"seconds": 60.0})
+    deadline = time.monotonic() + 20
+    while not cluster.lines("slow.log"):
+        assert time.monotonic() < deadline, cluster.logs()
+        await asyncio.sleep(0.02)
+    lease_ends = (await app.get_job(handle.job_id)).lease_expires_at
+    assert lease_ends is not None
+    cluster.start_worker(concurrency=1)
+    cluster.kill(doomed)
+    job = await wait_job(app, handle.job_id, JobStatus.PARKED, timeout=20)
+    claims = [
+        e for e in await (await app.open_store()).events(job.id) if e.type is EventType.JOB_CLAIMED
+    ]
+    assert claims[1].data["recovered_from"] == claims[0].data["owner"]
+    assert claims[1].at < lease_ends - 20, "recovery waited for the lease TTL"
+    await app.close()
