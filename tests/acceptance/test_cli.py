@@ -66,9 +66,9 @@ AETHERIS = _aetheris()
 class Cli:
     """Runs ``aetheris`` against one database, in the folder that holds the acceptance App."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, url: str | None = None) -> None:
         self.db = tmp_path / "aetheris.db"
-        self.url = f"sqlite:///{self.db}"
+        self.url = url or f"sqlite:///{self.db}"
         self.world = tmp_path / "world"
         self.env = {
             k: v
@@ -127,7 +127,12 @@ class Cli:
             time.sleep(0.1)
 
     def registered_agents(self) -> list[str]:
-        """The agents workers have registered, read from the SQLite file (a read, no write)."""
+        """The agents workers have registered, read straight from the database (no write)."""
+        if self.url.startswith("postgresql"):
+            import psycopg
+
+            with psycopg.connect(self.url) as conn:
+                return [r[0] for r in conn.execute("SELECT name FROM agents ORDER BY name")]
         if not self.db.exists():
             return []
         with contextlib.closing(sqlite3.connect(self.db, timeout=5)) as conn:
