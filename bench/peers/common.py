@@ -1,0 +1,159 @@
+"""What every peer harness shares: the workload definitions, arguments, results, databases.
+
+Standard library (plus psycopg, for PostgreSQL databases) only: this module runs inside each
+peer's own virtual environment, next to that peer's framework and nothing else of ours.
+
+A harness is run as ``python -m bench.peers.<peer> --workload W1 --backend sqlite
+--durability full --runs 3 --out results.jsonl`` and appends one JSON object per measured
+figure to ``--out``:
+
+    {"system": "dbos", "version": "3.4.0", "workload": "W1", "variant": "steps",
+     "backend": "sqlite", "durability": "full", "metric": "us_per_step", "value": 5308.0,
+     "run": 1, "fsync_p50_us": 181.0, "notes": "..."}
+
+A workload a peer cannot run (e.g. SQLite on Absurd) is reported with ``"value": null`` and a
+``"notes"`` saying why, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# -- the workloads, identical for every system ------------------------------------------------
+
+W1_STEPS = 1_000  # one job of sequential steps, each returning i + 1, each durably recorded
+W2_JOBS = 200  # jobs started at once ...
+W2_STEPS = 10  # ... of this many steps each, run to completion by the system's workers
+W3_STEPS = 100  # each step appends a line to a file; the worker is SIGKILLed inside step ...
+W3_KILL_AT = 51  # ... this one, after its line is written; a fresh worker recovers the job
+W4_TURNS = (20, 100, 200)  # (scripted LLM call on the growing message list, tool call) turns
+W5_SIZES = (10, 1_000, 10_000)  # per-step cost when the journal holds this many entries
+PG_ADMIN_URL = os.environ.get(
+    "AETHERIS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def step(i: int) -> int:
+    """The body of every benchmark step."""
+    return i + 1
+
+
+def scripted_llm(messages: list[dict[str, str]]) -> dict[str, str]:
+    """W4's model: deterministic, answers from the length of the conversation so far."""
+    turn = len(messages) // 2
+    return {"role": "assistant", "content": f"call lookup for item {turn} " + "x" * 200}
+
+
+def scripted_tool(turn: int) -> dict[str, str]:
+    """W4's tool call result."""
+    return {"role": "tool", "content": f"item {turn}: in stock " + "y" * 200}
+
+
+# -- arguments and results ---------------------------------------------------------------------
+
+
+def parse_args(system: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m bench.peers.{system}")
+    parser.add_argument("--workload", required=True, choices=["W1", "W2", "W3", "W4", "W5"])
+    parser.add_argument("--backend", required=True, choices=["sqlite", "postgres", "server"])
+    parser.add_argument("--durability", default="full", choices=["full", "process"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--dir", type=Path, default=None, help="where throw-away files go")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for development")
+    return parser.parse_args()
+
+
+@dataclass
+class Result:
+    system: str
+    version: str
+    workload: str
+    variant: str
+    backend: str
+    durability: str
+    metric: str
+    value: float | None
+    run: int
+    fsync_p50_us: float | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def emit(out: Path, result: Result) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a") as f:
+        f.write(json.dumps(asdict(result), sort_keys=True) + "\n")
+    shown = "n/a" if result.value is None else f"{result.value:,.2f}"
+    print(
+        f"{result.system} {result.workload}/{result.variant} {result.backend}/"
+        f"{result.durability} run {result.run}: {result.metric} = {shown} {result.notes}",
+        flush=True,
+    )
+
+
+def fsync_p50_us(directory: Path, writes: int = 200, block: int = 4096) -> float:
+    """Median latency of (write 4 KiB + fsync) in ``directory``: the disk's durability floor."""
+    path = directory / f"fsync-probe-{uuid.uuid4().hex}"
+    samples = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        data = os.urandom(block)
+        for _ in range(writes):
+            began = time.perf_counter()
+            os.write(fd, data)
+            os.fsync(fd)
+            samples.append((time.perf_counter() - began) * 1e6)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return statistics.median(samples)
+
+
+@contextmanager
+def workdir(base: Path | None) -> Iterator[Path]:
+    """A fresh directory on a real disk (not tmpfs) for one run."""
+    root = Path(tempfile.mkdtemp(prefix="bench-", dir=base))
+    try:
+        yield root
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def fresh_postgres_db(prefix: str = "bench") -> Iterator[str]:
+    """A new, empty PostgreSQL database for one run; dropped afterwards. Yields its URL."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+def postgres_settings() -> dict[str, str]:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL) as conn:
+        return {
+            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[arg-type,index]
+            for name in ("synchronous_commit", "fsync", "server_version")
+        }
