@@ -360,7 +360,8 @@ class PostgresStore:
         await conn.execute(
             Q["set_head"], {"id": job_id, "count": count + len(sealed), "hash": sealed[-1].hash}
         )
-        crashpoints.reach("in_append", _op_name(drafts))
+        if crashpoints.armed():
+            crashpoints.reach("in_append", _op_name(drafts))
         return sealed
 
     # -- reads ------------------------------------------------------------------------------

@@ -52,6 +52,10 @@ WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
   AND (:expect IS NULL OR event_count = :expect)
 RETURNING event_count, head_hash
 
+-- name: fence_head
+UPDATE jobs SET event_count = :count, head_hash = :hash, updated_at = :now
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND event_count = :expect
+
 -- name: bump_epoch
 UPDATE jobs SET lease_epoch = lease_epoch + 1, lease_owner = NULL, updated_at = :now
 WHERE id = :id
@@ -59,7 +63,7 @@ RETURNING event_count, head_hash
 
 -- name: insert_event
 INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
-VALUES (:job_id, :seq, :type, :position, :body, :prev_hash, :hash)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 
 -- name: set_head
 UPDATE jobs SET event_count = :count, head_hash = :hash WHERE id = :id
