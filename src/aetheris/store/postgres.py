@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -271,22 +272,30 @@ class PostgresStore:
         params = {
             "agents": list(where.agents),
             "queues": list(where.queues) if where.queues is not None else None,
+            "owner": owner,
+            "ttl": lease_ttl,
         }
-        async with self._tx() as conn:
-            for query in ("expired_candidate", "pending_candidate"):
-                found = await (await conn.execute(Q[query], params)).fetchone()
-                if found is not None:
-                    break
-            else:
+        # Two round trips: BEGIN + claim, then the claim's event + COMMIT (pipelined).
+        async with self._conn() as conn, conn.pipeline(), conn.transaction():
+            row = await (await conn.execute(Q["claim"], params)).fetchone()
+            if row is None:
                 return None
-            cur = await conn.execute(
-                Q["take_lease"], {"id": found["id"], "owner": owner, "ttl": lease_ttl}
+            job = _job(row)
+            draft = claimed_draft(owner, job.lease_epoch, job.attempts, row["previous_owner"])
+            sealed = seal_all(job.id, job.event_count, job.head_hash, [draft], time.time())
+            await conn.execute(
+                Q["append"],
+                {
+                    **_event_params(sealed),
+                    "id": job.id,
+                    "epoch": job.lease_epoch,
+                    "expect": job.event_count,
+                    "count": job.event_count + 1,
+                    "hash": sealed[-1].hash,
+                },
             )
-            job = _job(await _fetch(cur))
-            draft = claimed_draft(owner, job.lease_epoch, job.attempts, found["lease_owner"])
-            await self._append(conn, job.id, job.event_count, job.head_hash, [draft])
-            job = await self._get(conn, job.id)
-        return Claim(job, Lease(job.id, job.lease_epoch, owner), found["lease_owner"])
+        job = dataclasses.replace(job, event_count=job.event_count + 1, head_hash=sealed[-1].hash)
+        return Claim(job, Lease(job.id, job.lease_epoch, owner), row["previous_owner"])
 
     async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]:
         if not leases:
@@ -603,6 +612,12 @@ def _commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dic
         "e_results": [canonical(w.result).decode() for w in writes],
         "e_errors": [_json(w.error) for w in writes],
         "e_attempts": [w.attempt for w in writes],
+        **_event_params(sealed),
+    }
+
+
+def _event_params(sealed: Sequence[Event]) -> dict[str, Any]:
+    return {
         "seqs": [e.seq for e in sealed],
         "types": [e.type.value for e in sealed],
         "positions": [e.position for e in sealed],

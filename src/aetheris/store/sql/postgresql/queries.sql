@@ -24,32 +24,6 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 
--- name: expired_candidate
-SELECT id, lease_owner FROM jobs
-WHERE status = 'running' AND lease_expires_at < aetheris_now()
-  AND agent = ANY(%(agents)s)
-  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
-ORDER BY lease_expires_at
-LIMIT 1
-FOR UPDATE SKIP LOCKED
-
--- name: pending_candidate
-SELECT id, NULL::text AS lease_owner FROM jobs
-WHERE status = 'pending' AND run_at <= aetheris_now()
-  AND agent = ANY(%(agents)s)
-  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
-ORDER BY priority DESC, run_at, id
-LIMIT 1
-FOR UPDATE SKIP LOCKED
-
--- name: take_lease
-UPDATE jobs
-SET status = 'running', lease_epoch = lease_epoch + 1, lease_owner = %(owner)s,
-    lease_expires_at = aetheris_now() + %(ttl)s, attempts = attempts + 1,
-    park_reason = NULL, park_detail = NULL, updated_at = aetheris_now()
-WHERE id = %(id)s
-RETURNING *
-
 -- name: heartbeat
 UPDATE jobs AS j SET lease_expires_at = aetheris_now() + %(ttl)s
 FROM unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS l(id, epoch)
@@ -130,9 +104,6 @@ SELECT pg_try_advisory_lock(%(key)s) AS free
 -- name: unlock
 SELECT pg_advisory_unlock(%(key)s)
 
--- name: lock
-SELECT pg_advisory_lock(%(key)s)
-
 -- name: expire_owners
 UPDATE jobs SET lease_expires_at = aetheris_now()
 WHERE status = 'running' AND lease_owner = ANY(%(owners)s)
@@ -188,3 +159,49 @@ WITH fence AS (
          AS u(seq, type, position, body, prev_hash, hash)
 )
 SELECT count(*) AS fenced FROM fence
+
+-- name: claim
+-- Expired leases first (their jobs were already running), then pending jobs; SKIP LOCKED so
+-- claimers never wait on each other. The pending branch is skipped outright when an expired
+-- job was found, so it locks nothing.
+WITH expired AS (
+    SELECT id, lease_owner FROM jobs
+    WHERE status = 'running' AND lease_expires_at < aetheris_now()
+      AND agent = ANY(%(agents)s)
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+    ORDER BY lease_expires_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), pending AS (
+    SELECT id, NULL::text AS lease_owner FROM jobs
+    WHERE status = 'pending' AND run_at <= aetheris_now()
+      AND agent = ANY(%(agents)s)
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+      AND NOT EXISTS (SELECT 1 FROM expired)
+    ORDER BY priority DESC, run_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), candidate AS (
+    SELECT * FROM expired UNION ALL SELECT * FROM pending
+)
+UPDATE jobs
+SET status = 'running', lease_epoch = jobs.lease_epoch + 1, lease_owner = %(owner)s,
+    lease_expires_at = aetheris_now() + %(ttl)s, attempts = jobs.attempts + 1,
+    park_reason = NULL, park_detail = NULL, updated_at = aetheris_now()
+FROM candidate
+WHERE jobs.id = candidate.id
+RETURNING jobs.*, candidate.lease_owner AS previous_owner
+
+-- name: append
+-- Append events at a known head, fenced on the epoch (used right after a claim).
+WITH fence AS (
+    UPDATE jobs SET event_count = %(count)s, head_hash = %(hash)s
+    WHERE id = %(id)s AND lease_epoch = %(epoch)s AND event_count = %(expect)s
+    RETURNING id
+)
+INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
+SELECT fence.id, u.seq, u.type, u.position, u.body, u.prev_hash, u.hash
+FROM fence,
+     unnest(%(seqs)s::bigint[], %(types)s::text[], %(positions)s::integer[],
+            %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[])
+     AS u(seq, type, position, body, prev_hash, hash)
