@@ -97,6 +97,7 @@ class SQLiteStore:
         self._connections: list[sqlite3.Connection | Writer] = []
         self._guard = threading.Lock()
         self._is_open = False
+        self._idle = True
         self._presence: dict[str, int] = {}
 
     # -- plumbing: reads inline on this thread's connection, writes through group commit -----
@@ -248,27 +249,40 @@ class SQLiteStore:
             "agents": json.dumps(list(where.agents)),
             "queues": json.dumps(list(where.queues)) if where.queues is not None else None,
         }
-        # A read outside any transaction first: idle workers must not take the write lock.
-        if self._read(lambda conn: _candidate(conn, params)) is None:
+        # When the last claim found nothing, look outside any transaction first: idle workers
+        # must not take the write lock on every poll. A busy worker skips the extra read.
+        if self._idle and self._read(lambda conn: _candidate(conn, params)) is None:
             return None
-        return await self._write(lambda conn: self._claim(conn, owner, lease_ttl, params))
+        claim = await self._write(lambda conn: self._claim(conn, owner, lease_ttl, params))
+        self._idle = claim is None
+        return claim
 
     def _claim(
         self, conn: sqlite3.Connection, owner: str, lease_ttl: float, params: dict[str, Any]
     ) -> Claim | None:
         now = params["now"] = self._clock()
-        candidate = _candidate(conn, params)
-        if candidate is None:
+        found = _candidate(conn, params)
+        if found is None:
             return None
-        job_id, previous_owner = candidate
+        epoch, attempts = found["lease_epoch"] + 1, found["attempts"] + 1
+        draft = claimed_draft(owner, epoch, attempts, found["lease_owner"])
+        sealed = seal_all(found["id"], found["event_count"], found["head_hash"], [draft], now)
         row = conn.execute(
-            Q["take_lease"], {"id": job_id, "owner": owner, "expires": now + lease_ttl, "now": now}
+            Q["take_lease"],
+            {
+                "id": found["id"],
+                "owner": owner,
+                "epoch": epoch,
+                "attempts": attempts,
+                "expires": now + lease_ttl,
+                "count": found["event_count"] + 1,
+                "hash": sealed[0].hash,
+                "now": now,
+            },
         ).fetchone()
+        _insert_events(conn, sealed)
         job = _job(row)
-        draft = claimed_draft(owner, job.lease_epoch, job.attempts, previous_owner)
-        self._append(conn, job.id, job.event_count, job.head_hash, [draft], now, set_head=True)
-        job = _get(conn, job.id)
-        return Claim(job, Lease(job.id, job.lease_epoch, owner), previous_owner)
+        return Claim(job, Lease(job.id, job.lease_epoch, owner), found["lease_owner"])
 
     async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]:
         if not leases:
@@ -310,12 +324,17 @@ class SQLiteStore:
             "hash": sealed[-1].hash if sealed else commit.head.hash,
             "now": now,
         }
-        if conn.execute(Q["fence_head"], params).rowcount == 0:
+        query = "fence_head"
+        if commit.status is not None:
+            query = "fence_head_status"
+            params.update(_status_params(lease.job_id, commit.status, now))
+        if conn.execute(Q[query], params).rowcount == 0:
             job = _get(conn, lease.job_id)
             if job.lease_epoch != lease.epoch or job.status is not JobStatus.RUNNING:
                 raise LeaseLost(lease.job_id, lease.epoch)
             raise Conflict(head_moved(job.id, commit.head.count, job.event_count))
-        self._write_rows(conn, lease.job_id, commit, now)
+        for write in commit.effects:
+            _write_effect(conn, lease.job_id, write, now)
         _insert_events(conn, sealed)
         if crashpoints.armed():
             crashpoints.reach("in_append", _op_name(commit.events))
@@ -458,13 +477,11 @@ def _get(conn: sqlite3.Connection, job_id: str) -> Job:
     return _job(row)
 
 
-def _candidate(
-    conn: sqlite3.Connection, params: Mapping[str, Any]
-) -> tuple[str, str | None] | None:
+def _candidate(conn: sqlite3.Connection, params: Mapping[str, Any]) -> sqlite3.Row | None:
     for query in ("expired_candidate", "pending_candidate"):
-        row = conn.execute(Q[query], params).fetchone()
+        row: sqlite3.Row | None = conn.execute(Q[query], params).fetchone()
         if row is not None:
-            return row["id"], row["lease_owner"]
+            return row
     return None
 
 

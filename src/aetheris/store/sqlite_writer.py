@@ -115,7 +115,8 @@ class Writer:
         """Commit at once, without a trip through the event loop, if nothing else is waiting.
 
         A lone job then pays no loop turns per step. After ``EAGER_BUDGET`` such commits in a
-        row the next one is queued, so the job yields and other tasks (and batching) get a turn.
+        row the next one is queued, so the job yields and other tasks get a turn; if that
+        batch holds more than one commit, inline commits stop until batches shrink to one.
         """
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -202,7 +203,9 @@ class Writer:
     def _settle(self, batch: list[_Queued[Any]], outcomes: list[_Outcome]) -> None:
         for queued, outcome in zip(batch, outcomes, strict=True):
             self._settle_one(queued, outcome)
-        self.eager_left = EAGER_BUDGET
+        # Commit inline again only while nobody else commits: a batch of one says so; a bigger
+        # batch says jobs are running side by side, and then batching them is what pays.
+        self.eager_left = EAGER_BUDGET if len(batch) == 1 else 0
         self._next()
 
     @staticmethod
