@@ -64,6 +64,11 @@ def configure(spec: str | None, action: str = "kill") -> None:
     _plan = _Plan(spec, action) if spec else None
 
 
+def armed() -> bool:
+    """Whether any crash is planned (so callers can skip preparing :func:`reach`'s arguments)."""
+    return _plan is not None
+
+
 def reach(point: str, name: str | None = None) -> None:
     """Die here (SIGKILL, or :class:`SimulatedCrash` in-process) if the armed plan says so."""
     if _plan is not None and _plan.hit(point, name):

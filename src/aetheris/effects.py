@@ -40,7 +40,7 @@ from aetheris.errors import (
     Suspend,
     ToolFailed,
 )
-from aetheris.journal import EventDraft, EventType, args_hash
+from aetheris.journal import EventDraft, EventType, args_hash, to_jsonable
 from aetheris.store.port import (
     Commit,
     Effect,
@@ -295,7 +295,9 @@ async def execute(run: JobRun, call: Call, ctx: ToolContext | None) -> Outcome:
     while True:
         if call.effect is not EffectClass.PURE:
             run.check_lease()
-        attempt_ctx = dataclasses.replace(ctx, attempt=attempt) if ctx is not None else None
+        attempt_ctx = ctx
+        if ctx is not None and ctx.attempt != attempt:
+            attempt_ctx = dataclasses.replace(ctx, attempt=attempt)
         try:
             value = await invoke(call.fn, call.is_async, attempt_ctx, call.args, call.kwargs)
         except Exception as exc:
@@ -694,7 +696,7 @@ async def resolve_effect(store: Store, job_id: str, position: int, resolution: R
     state, result, error = EffectState.NOT_EXECUTED, None, None
     if not resolution.not_executed:
         state = EffectState.COMMITTED if resolution.committed else EffectState.FAILED
-        result = resolution.result if resolution.committed else None
+        result = to_jsonable(resolution.result) if resolution.committed else None
         error = (
             None
             if resolution.committed

@@ -45,19 +45,37 @@ class EventType(enum.StrEnum):
     JOB_CANCELLED = "job_cancelled"
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def to_jsonable(value: Any) -> Any:
     """Convert pydantic models, dataclasses, enums, dates and tuples into plain JSON values."""
-    if value is None or isinstance(value, str | bool | int | float):
+    kind = type(value)
+    if kind in _PLAIN:
         return value
-    if isinstance(value, Mapping):
+    if kind is dict:
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise EncodingError(f"JSON object keys must be strings, got {type(key).__name__}")
-            out[key] = to_jsonable(item)
+            if type(key) is not str:
+                if not isinstance(key, str):
+                    raise EncodingError(
+                        f"JSON object keys must be strings, got {type(key).__name__}"
+                    )
+                key = str(key)
+            out[key] = item if type(item) in _PLAIN else to_jsonable(item)
         return out
+    if kind is list or kind is tuple:
+        return [item if type(item) in _PLAIN else to_jsonable(item) for item in value]
+    return _to_jsonable_slow(value)
+
+
+def _to_jsonable_slow(value: Any) -> Any:
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return to_jsonable(dict(value))
     if isinstance(value, list | tuple):
-        return [to_jsonable(item) for item in value]
+        return to_jsonable(list(value))
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return to_jsonable(dump(mode="json"))
@@ -77,18 +95,20 @@ def canonical(value: Any) -> bytes:
     return _dumps(to_jsonable(value))
 
 
+# One encoder for every call: json.dumps with options builds a new encoder each time.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def _dumps(jsonable: Any) -> bytes:
+    """Canonical bytes of a value that is already plain JSON (see :func:`to_jsonable`)."""
     try:
-        text = json.dumps(
-            jsonable,
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-        )
+        return _ENCODER.encode(jsonable).encode("utf-8")
     except ValueError as exc:
         raise EncodingError(f"value is not canonical JSON: {exc}") from exc
-    return text.encode("utf-8")
+    except TypeError as exc:
+        raise EncodingError(f"value is not JSON: {exc}") from exc
 
 
 def decode(data: bytes | str) -> Any:
@@ -134,8 +154,12 @@ class Event:
 
 
 def seal(job_id: str, seq: int, prev_hash: str, draft: EventDraft, at: float) -> Event:
-    """Encode a draft as the exact bytes to store and link it into the chain."""
-    data = to_jsonable(draft.data)
+    """Encode a draft as the exact bytes to store and link it into the chain.
+
+    Draft data is built by the runtime from values already made plain JSON, so it is encoded
+    as is (a value that is not JSON still fails, with :class:`EncodingError`).
+    """
+    data = draft.data if type(draft.data) is dict else dict(draft.data)
     body = _dumps(
         {
             "at": at,

@@ -78,6 +78,9 @@ class ReplayEnded(ControlSignal):
         super().__init__(f"the journal ends before position {position}")
 
 
+_SMALL = frozenset({int, float, bool, type(None)})
+
+
 @dataclass(frozen=True, slots=True)
 class Slot:
     """The journal position an operation takes, and what the journal holds there."""
@@ -223,6 +226,10 @@ class JobRun:
     def encode_result(self, value: Any, what: str) -> Any:
         """JSON form of a result, within the payload limit (raises :class:`InvalidInput`)."""
         jsonable = to_jsonable(value)
+        if type(jsonable) in _SMALL or (
+            type(jsonable) is str and len(jsonable) * 4 < self._max_payload
+        ):
+            return jsonable  # cannot be over the limit: skip encoding it just to measure
         size = len(canonical(jsonable))
         if size > self._max_payload:
             raise InvalidInput(

@@ -176,8 +176,11 @@ class Worker:
         job = claim.job
         try:
             agent = self.app.agent_def(job.agent)
-            events = await store.events(job.id)
-            effects = await store.effects(job_id=job.id)
+            if job.attempts == 1:
+                events, effects = [], []  # first claim ever: nothing ran, nothing to replay
+            else:
+                events = await store.events(job.id)
+                effects = await store.effects(job_id=job.id)
             run = JobRun(
                 job=job,
                 lease=claim.lease,

@@ -290,3 +290,28 @@ async def test_commit_checks_the_head_it_extends(store: Store) -> None:
     after = Head(sealed[-1].seq + 1, sealed[-1].hash)
     await store.commit(claim.lease, Commit([op(1)], head=after))
     assert len(await store.events("j1")) == 4
+
+
+async def test_concurrent_commits_of_many_jobs_land_or_fail_alone(store: Store) -> None:
+    """Group commit may put several jobs' commits in one transaction: each stands alone."""
+    for i in range(12):
+        await store.create_job(new_job(f"j{i:02d}"))
+    claims = [c for c in [await store.claim("w", 30.0, ALL) for _ in range(12)] if c]
+    stale = claims[5]  # not the first: the first commit of a burst may run alone
+    fresh_epoch = await store.apply(stale.job.id, Commit(), Guard(frozenset({JobStatus.RUNNING})))
+    assert fresh_epoch.lease_epoch == stale.lease.epoch + 1
+
+    async def step(claim: object) -> object:
+        assert isinstance(claim, type(stale))
+        head = Head(claim.job.event_count, claim.job.head_hash)
+        return await store.commit(claim.lease, Commit([op(0), op(1)], head=head))
+
+    results = await asyncio.gather(*(step(c) for c in claims), return_exceptions=True)
+    assert isinstance(results[5], LeaseLost)
+    landed = [r for i, r in enumerate(results) if i != 5]
+    assert all(isinstance(r, list) and len(r) == 2 for r in landed), results
+    for claim in claims[:5] + claims[6:]:
+        events = await store.events(claim.job.id)
+        assert [e.type for e in events][-2:] == [EventType.OP, EventType.OP]
+        assert verify_chain(claim.job.id, events).ok
+    assert [e.type for e in await store.events(stale.job.id)][-1] is not EventType.OP

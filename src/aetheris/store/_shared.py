@@ -26,7 +26,7 @@ def created_draft(new: NewJob) -> EventDraft:
         EventType.JOB_CREATED,
         {
             "agent": new.agent,
-            "input": dict(new.input),
+            "input": to_jsonable(new.input),
             "idempotency_key": new.idempotency_key,
             "queue": new.queue,
             "priority": new.priority,

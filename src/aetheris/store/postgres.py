@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -122,6 +123,7 @@ class PostgresStore:
         self.reap_grace = reap_grace
         self._listener: _Listener | None = None
         self._free_since: dict[str, float] = {}
+        self._group = _CommitGroup(self)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -271,22 +273,30 @@ class PostgresStore:
         params = {
             "agents": list(where.agents),
             "queues": list(where.queues) if where.queues is not None else None,
+            "owner": owner,
+            "ttl": lease_ttl,
         }
-        async with self._tx() as conn:
-            for query in ("expired_candidate", "pending_candidate"):
-                found = await (await conn.execute(Q[query], params)).fetchone()
-                if found is not None:
-                    break
-            else:
+        # Two round trips: BEGIN + claim, then the claim's event + COMMIT (pipelined).
+        async with self._conn() as conn, conn.pipeline(), conn.transaction():
+            row = await (await conn.execute(Q["claim"], params)).fetchone()
+            if row is None:
                 return None
-            cur = await conn.execute(
-                Q["take_lease"], {"id": found["id"], "owner": owner, "ttl": lease_ttl}
+            job = _job(row)
+            draft = claimed_draft(owner, job.lease_epoch, job.attempts, row["previous_owner"])
+            sealed = seal_all(job.id, job.event_count, job.head_hash, [draft], time.time())
+            await conn.execute(
+                Q["append"],
+                {
+                    **_event_params(sealed),
+                    "id": job.id,
+                    "epoch": job.lease_epoch,
+                    "expect": job.event_count,
+                    "count": job.event_count + 1,
+                    "hash": sealed[-1].hash,
+                },
             )
-            job = _job(await _fetch(cur))
-            draft = claimed_draft(owner, job.lease_epoch, job.attempts, found["lease_owner"])
-            await self._append(conn, job.id, job.event_count, job.head_hash, [draft])
-            job = await self._get(conn, job.id)
-        return Claim(job, Lease(job.id, job.lease_epoch, owner), found["lease_owner"])
+        job = dataclasses.replace(job, event_count=job.event_count + 1, head_hash=sealed[-1].hash)
+        return Claim(job, Lease(job.id, job.lease_epoch, owner), row["previous_owner"])
 
     async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]:
         if not leases:
@@ -302,15 +312,73 @@ class PostgresStore:
     # -- writes -----------------------------------------------------------------------------
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
-        expect = commit.head.count if commit.head is not None else None
+        if commit.head is None:
+            return await self._commit_reading_head(lease, commit)
+        # The lease holder knows the head: seal here, then one statement does the rest.
+        sealed = seal_all(
+            lease.job_id, commit.head.count, commit.head.hash, commit.events, time.time()
+        )
+        if crashpoints.armed():
+            crashpoints.reach("in_append", _op_name(commit.events))
+        if await self._group.commit(_commit_params(lease, commit, sealed)) != 1:
+            await self._explain_refusal(lease, commit)
+        return sealed
+
+    async def _commit_one(self, params: dict[str, Any]) -> int:
+        row = await self._one("commit", params)
+        return int(row["fenced"]) if row else 0
+
+    async def _commit_many(self, batch: list[dict[str, Any]]) -> list[int | BaseException]:
+        """Several jobs' commits in one transaction: one round trip, one WAL flush."""
+        ordered = sorted(range(len(batch)), key=lambda i: batch[i]["id"])  # one lock order
+        try:
+            async with self._conn() as conn, conn.pipeline(), conn.transaction():
+                cursors = [await conn.execute(Q["commit"], batch[i]) for i in ordered]
+            fenced: list[int | BaseException] = [0] * len(batch)
+            for i, cursor in zip(ordered, cursors, strict=True):
+                row = await cursor.fetchone()
+                fenced[i] = int(row["fenced"]) if row else 0
+            return fenced
+        except StoreError as exc:
+            if isinstance(exc, StoreUnavailable):
+                return [exc] * len(batch)
+        # A statement failed and took the batch down with it: commit one by one.
+        results: list[int | BaseException] = []
+        for params in batch:
+            try:
+                results.append(await self._commit_one(params))
+            except StoreError as exc:
+                results.append(exc)
+        return results
+
+    async def _explain_refusal(self, lease: Lease, commit: Commit) -> None:
+        """The commit statement wrote nothing: say why (these reads are off the hot path)."""
+        job = await self.get_job(lease.job_id)
+        if job is None or job.lease_epoch != lease.epoch or job.status is not JobStatus.RUNNING:
+            raise LeaseLost(lease.job_id, lease.epoch)
+        assert commit.head is not None
+        if job.event_count != commit.head.count:
+            raise Conflict(head_moved(job.id, commit.head.count, job.event_count))
+        found = {e.position: e.state for e in await self.effects(job_id=lease.job_id)}
+        for write in commit.effects:
+            state = found.get(write.position)
+            if write.expect is None and state is not None:
+                raise Conflict(
+                    f"effect at position {write.position} of job {job.id} already exists"
+                )
+            if write.expect is not None and state is not write.expect:
+                raise Conflict(
+                    f"effect at position {write.position} of job {job.id} is "
+                    f"{state or 'missing'}, expected {write.expect}"
+                )
+        raise StoreError(f"commit to job {job.id} was refused for no reason found")
+
+    async def _commit_reading_head(self, lease: Lease, commit: Commit) -> list[Event]:
         async with self._tx() as conn:
-            params = {"id": lease.job_id, "epoch": lease.epoch, "expect": expect}
+            params = {"id": lease.job_id, "epoch": lease.epoch, "expect": None}
             head = await (await conn.execute(Q["fence"], params)).fetchone()
             if head is None:
-                job = await self._get(conn, lease.job_id)
-                if job.lease_epoch != lease.epoch or job.status is not JobStatus.RUNNING:
-                    raise LeaseLost(lease.job_id, lease.epoch)
-                raise Conflict(head_moved(job.id, expect or 0, job.event_count))
+                raise LeaseLost(lease.job_id, lease.epoch)
             return await self._write(conn, lease.job_id, head, commit)
 
     async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
@@ -360,7 +428,8 @@ class PostgresStore:
         await conn.execute(
             Q["set_head"], {"id": job_id, "count": count + len(sealed), "hash": sealed[-1].hash}
         )
-        crashpoints.reach("in_append", _op_name(drafts))
+        if crashpoints.armed():
+            crashpoints.reach("in_append", _op_name(drafts))
         return sealed
 
     # -- reads ------------------------------------------------------------------------------
@@ -425,6 +494,68 @@ class PostgresStore:
         for owner in dead:
             self._free_since.pop(owner, None)
         return dead
+
+
+class _CommitGroup:
+    """Group commit: while one commit is in flight, later ones queue and go together next.
+
+    A lone job's commit runs at once (no added latency); under load, commits of many jobs
+    share a transaction, a round trip and a WAL flush.
+    """
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.queue: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
+        self.busy = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def commit(self, params: dict[str, Any]) -> int:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:
+            self.loop, self.queue, self.busy = loop, [], False
+        if self.busy:
+            future: asyncio.Future[int] = loop.create_future()
+            self.queue.append((params, future))
+            return await future
+        self.busy = True
+        try:
+            return await self.store._commit_one(params)
+        finally:
+            if self.queue:
+                self._drainer = loop.create_task(self._drain())
+            else:
+                self.busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, []
+                try:
+                    results = await self.store._commit_many([params for params, _ in batch])
+                except BaseException as exc:
+                    results = [StoreUnavailable(f"PostgreSQL commit interrupted: {exc!r}")] * len(
+                        batch
+                    )
+                    if not isinstance(exc, Exception):
+                        self._settle(batch, results)
+                        raise
+                self._settle(batch, results)
+        finally:
+            self.busy = False
+
+    @staticmethod
+    def _settle(
+        batch: list[tuple[dict[str, Any], asyncio.Future[int]]],
+        results: list[int | BaseException],
+    ) -> None:
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 class _Listener:
@@ -541,6 +672,51 @@ async def _write_effect(
         f"effect at position {write.position} of job {job_id} is "
         f"{found['state'] if found else 'missing'}, expected {write.expect}"
     )
+
+
+def _commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict[str, Any]:
+    assert commit.head is not None
+    status = commit.status
+    writes = commit.effects
+    return {
+        "id": lease.job_id,
+        "epoch": lease.epoch,
+        "expect": commit.head.count,
+        "count": commit.head.count + len(sealed),
+        "hash": sealed[-1].hash if sealed else commit.head.hash,
+        "status": status.status.value if status else None,
+        "park_reason": status.park_reason.value if status and status.park_reason else None,
+        "park_detail": _json(status.park_detail) if status else None,
+        "result": _json(status.result) if status else None,
+        "error": _json(status.error) if status else None,
+        "run_at": status.run_at if status else None,
+        "e_positions": [w.position for w in writes],
+        "e_expects": [w.expect.value if w.expect else None for w in writes],
+        "e_tools": [w.tool for w in writes],
+        "e_effects": [w.effect.value for w in writes],
+        "e_args": [w.args_hash for w in writes],
+        "e_keys": [w.idempotency_key for w in writes],
+        "e_states": [w.state.value for w in writes],
+        "e_results": [canonical(w.result).decode() for w in writes],
+        "e_errors": [_json(w.error) for w in writes],
+        "e_attempts": [w.attempt for w in writes],
+        **_event_params(sealed),
+    }
+
+
+def _event_params(sealed: Sequence[Event]) -> dict[str, Any]:
+    return {
+        "seqs": [e.seq for e in sealed],
+        "types": [e.type.value for e in sealed],
+        "positions": [e.position for e in sealed],
+        "bodies": [e.body for e in sealed],
+        "prevs": [e.prev_hash for e in sealed],
+        "hashes": [e.hash for e in sealed],
+    }
+
+
+def _json(value: Any) -> str | None:
+    return canonical(value).decode() if value is not None else None
 
 
 def _status_params(job_id: str, write: StatusWrite) -> dict[str, Any]:

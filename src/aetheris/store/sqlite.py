@@ -1,9 +1,9 @@
 """SQLite store: the embedded default. WAL mode; several processes may share one file.
 
-All database work of one store runs on one dedicated thread with one connection, so the event
-loop never blocks on a busy file or an fsync, and writes of one process are serialized (which
-SQLite does anyway). Every write transaction starts with ``BEGIN IMMEDIATE``: it takes the
-file's write lock up front, so two processes never deadlock upgrading read locks.
+Reads run inline on the calling thread's own connection (WAL readers never wait). Writes are
+operations queued to the thread's group-commit writer (:mod:`aetheris.store.sqlite_writer`),
+which runs everything queued in one turn of the event loop as one ``BEGIN IMMEDIATE``
+transaction, one savepoint per operation.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -60,10 +59,12 @@ from aetheris.store.port import (
     SchemaState,
     StatusWrite,
 )
+from aetheris.store.sqlite_writer import PerThread, Writer, connect, translate
 
 T = TypeVar("T")
 Q = sql.queries("sqlite")
-_SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+# "off" is not durable at all: it exists to measure the cost of everything but the disk.
+_SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA", "off": "OFF"}
 
 
 def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
@@ -92,295 +93,271 @@ class SQLiteStore:
         self.synchronous = _SYNC_MODES[mode]
         self._clock = clock
         self._busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._local = PerThread()
+        self._connections: list[sqlite3.Connection | Writer] = []
+        self._guard = threading.Lock()
+        self._is_open = False
+        self._idle = True
         self._presence: dict[str, int] = {}
 
-    # -- plumbing ---------------------------------------------------------------------------
+    # -- plumbing: reads inline on this thread's connection, writes through group commit -----
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+    def _check_open(self) -> None:
+        if not self._is_open:
             raise StoreError(f"store {self.url} is not open")
-        return await asyncio.wrap_future(self._executor.submit(self._guarded, fn, *args))
 
-    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+    def _remember(self, connection: sqlite3.Connection | Writer) -> None:
+        with self._guard:
+            self._connections.append(connection)
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
         try:
-            return fn(*args)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
+            conn = self._local.reader
+            if conn is None:
+                conn = self._local.reader = connect(self.path, self.synchronous, self._busy_timeout)
+                self._remember(conn)
+            return fn(conn)
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite {self.path}: {exc}") from exc
+            raise translate(self.path, exc) from exc
+
+    async def _write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``operation`` in the next group-committed transaction of this thread."""
+        self._check_open()
+        writer = self._local.writer
+        if writer is None:
+            try:
+                writer = self._local.writer = Writer(
+                    self.path, self.synchronous, self._busy_timeout, self._lock_path
+                )
+            except sqlite3.Error as exc:
+                raise translate(self.path, exc) from exc
+            self._remember(writer)
+        return await writer.submit(operation)
 
     @property
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError(f"store {self.url} is not open")
-        return self._conn
+    def _lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._db
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    @property
+    def writer_stats(self) -> tuple[int, int]:
+        """(transactions, operations) committed by this thread's writer: the batching ratio."""
+        writer = self._local.writer
+        return (writer.batches, writer.operations) if writer else (0, 0)
 
     async def open(self, *, migrate: bool = True) -> None:
-        if self._executor is not None:
+        if self._is_open:
             return
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="aetheris-sqlite")
         try:
-            await self._run(self._connect)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc}") from exc
+        self._is_open = True
+        try:
+            self._read(lambda conn: None)
             if migrate:
                 await self.migrate()
         except BaseException:
             await self.close()
             raise
 
-    def _connect(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc}") from exc
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        self._conn = conn
-
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.wrap_future(executor.submit(conn.close))
-        executor.shutdown(wait=True)
+        self._is_open = False
+        with self._guard:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        self._local = PerThread()
 
     # -- schema -----------------------------------------------------------------------------
 
     async def schema(self) -> SchemaState:
-        return await self._run(self._schema)
-
-    def _schema(self) -> SchemaState:
-        latest = len(sql.migrations("sqlite"))
-        row = self._db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'aetheris_schema'"
-        ).fetchone()
-        if row is None:
-            return SchemaState(0, latest)
-        version = self._db.execute("SELECT version FROM aetheris_schema").fetchone()
-        return SchemaState(version[0] if version else 0, latest)
+        return self._read(_schema)
 
     async def migrate(self) -> SchemaState:
-        return await self._run(self._migrate)
+        return await self._write(self._migrate)
 
-    def _migrate(self) -> SchemaState:
-        with self._tx() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS aetheris_schema (version INTEGER NOT NULL)")
-            if conn.execute("SELECT count(*) FROM aetheris_schema").fetchone()[0] == 0:
-                conn.execute("INSERT INTO aetheris_schema (version) VALUES (0)")
-            current = conn.execute("SELECT version FROM aetheris_schema").fetchone()[0]
-            steps = sql.migrations("sqlite")
-            if current > len(steps):
-                raise SchemaMismatch(
-                    f"{self.url}: schema version {current} is newer than this code "
-                    f"({len(steps)}); upgrade aetheris"
-                )
-            scripts = [sql.schema("sqlite")] if current == 0 else [s.sql for s in steps[current:]]
-            for script in scripts:
-                for statement in _statements(script):
-                    conn.execute(statement)
-            conn.execute("UPDATE aetheris_schema SET version = ?", (len(steps),))
-        return self._schema()
+    def _migrate(self, conn: sqlite3.Connection) -> SchemaState:
+        conn.execute("CREATE TABLE IF NOT EXISTS aetheris_schema (version INTEGER NOT NULL)")
+        if conn.execute("SELECT count(*) FROM aetheris_schema").fetchone()[0] == 0:
+            conn.execute("INSERT INTO aetheris_schema (version) VALUES (0)")
+        current = conn.execute("SELECT version FROM aetheris_schema").fetchone()[0]
+        steps = sql.migrations("sqlite")
+        if current > len(steps):
+            raise SchemaMismatch(
+                f"{self.url}: schema version {current} is newer than this code "
+                f"({len(steps)}); upgrade aetheris"
+            )
+        scripts = [sql.schema("sqlite")] if current == 0 else [s.sql for s in steps[current:]]
+        for script in scripts:
+            for statement in _statements(script):
+                conn.execute(statement)
+        conn.execute("UPDATE aetheris_schema SET version = ?", (len(steps),))
+        return _schema(conn)
 
     # -- jobs -------------------------------------------------------------------------------
 
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
-        return await self._run(self._create_job, new)
+        return await self._write(lambda conn: self._create_job(conn, new))
 
-    def _create_job(self, new: NewJob) -> tuple[Job, bool]:
+    def _create_job(self, conn: sqlite3.Connection, new: NewJob) -> tuple[Job, bool]:
         now = self._clock()
-        with self._tx() as conn:
-            if new.idempotency_key is not None:
-                row = conn.execute(Q["job_by_key"], {"key": new.idempotency_key}).fetchone()
-                if row is not None:
-                    existing = _job(row)
-                    if not same_request(existing, new):
-                        raise IdempotencyConflict(
-                            f"idempotency key {new.idempotency_key!r} belongs to job "
-                            f"{existing.id} with a different agent or input"
-                        )
-                    return existing, False
-            try:
-                conn.execute(
-                    Q["insert_job"],
-                    {
-                        "id": new.id,
-                        "agent": new.agent,
-                        "input": canonical(new.input),
-                        "idempotency_key": new.idempotency_key,
-                        "queue": new.queue,
-                        "priority": new.priority,
-                        "run_at": new.run_at if new.run_at is not None else now,
-                        "head_hash": GENESIS_HASH,
-                        "now": now,
-                    },
-                )
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"job id {new.id!r} already exists") from exc
-            self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)], now)
-            return self._get(conn, new.id), True
+        if new.idempotency_key is not None:
+            row = conn.execute(Q["job_by_key"], {"key": new.idempotency_key}).fetchone()
+            if row is not None:
+                existing = _job(row)
+                if not same_request(existing, new):
+                    raise IdempotencyConflict(
+                        f"idempotency key {new.idempotency_key!r} belongs to job "
+                        f"{existing.id} with a different agent or input"
+                    )
+                return existing, False
+        try:
+            conn.execute(
+                Q["insert_job"],
+                {
+                    "id": new.id,
+                    "agent": new.agent,
+                    "input": canonical(new.input),
+                    "idempotency_key": new.idempotency_key,
+                    "queue": new.queue,
+                    "priority": new.priority,
+                    "run_at": new.run_at if new.run_at is not None else now,
+                    "head_hash": GENESIS_HASH,
+                    "now": now,
+                },
+            )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"job id {new.id!r} already exists") from exc
+        self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)], now, set_head=True)
+        return _get(conn, new.id), True
 
     async def get_job(self, job_id: str) -> Job | None:
-        return await self._run(self._get_optional, job_id)
-
-    def _get_optional(self, job_id: str) -> Job | None:
-        row = self._db.execute(Q["get_job"], {"id": job_id}).fetchone()
+        row = self._read(lambda conn: conn.execute(Q["get_job"], {"id": job_id}).fetchone())
         return _job(row) if row is not None else None
 
-    def _get(self, conn: sqlite3.Connection, job_id: str) -> Job:
-        row = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
-        if row is None:
-            raise JobNotFound(job_id)
-        return _job(row)
-
     async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        rows = await self._run(self._list_jobs, status, limit)
-        return [_job(r) for r in rows]
-
-    def _list_jobs(self, status: JobStatus | None, limit: int) -> list[sqlite3.Row]:
         params = {"status": status.value if status else None, "limit": limit}
-        return self._db.execute(Q["list_jobs"], params).fetchall()
+        rows = self._read(lambda conn: conn.execute(Q["list_jobs"], params).fetchall())
+        return [_job(r) for r in rows]
 
     # -- ownership --------------------------------------------------------------------------
 
     async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:
-        return await self._run(self._claim, owner, lease_ttl, where)
-
-    def _claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:
         params = {
             "now": self._clock(),
             "agents": json.dumps(list(where.agents)),
             "queues": json.dumps(list(where.queues)) if where.queues is not None else None,
         }
-        # A read outside any transaction first: idle workers must not take the write lock.
-        if self._candidate(self._db, params) is None:
+        # When the last claim found nothing, look outside any transaction first: idle workers
+        # must not take the write lock on every poll. A busy worker skips the extra read.
+        if self._idle and self._read(lambda conn: _candidate(conn, params)) is None:
             return None
-        with self._tx() as conn:
-            now = params["now"] = self._clock()
-            candidate = self._candidate(conn, params)
-            if candidate is None:
-                return None
-            job_id, previous_owner = candidate
-            row = conn.execute(
-                Q["take_lease"],
-                {"id": job_id, "owner": owner, "expires": now + lease_ttl, "now": now},
-            ).fetchone()
-            job = _job(row)
-            draft = claimed_draft(owner, job.lease_epoch, job.attempts, previous_owner)
-            self._append(conn, job.id, job.event_count, job.head_hash, [draft], now)
-            job = self._get(conn, job.id)
-        return Claim(job, Lease(job.id, job.lease_epoch, owner), previous_owner)
+        claim = await self._write(lambda conn: self._claim(conn, owner, lease_ttl, params))
+        self._idle = claim is None
+        return claim
 
-    def _candidate(
-        self, conn: sqlite3.Connection, params: Mapping[str, Any]
-    ) -> tuple[str, str | None] | None:
-        for query in ("expired_candidate", "pending_candidate"):
-            row = conn.execute(Q[query], params).fetchone()
-            if row is not None:
-                return row["id"], row["lease_owner"]
-        return None
+    def _claim(
+        self, conn: sqlite3.Connection, owner: str, lease_ttl: float, params: dict[str, Any]
+    ) -> Claim | None:
+        now = params["now"] = self._clock()
+        found = _candidate(conn, params)
+        if found is None:
+            return None
+        epoch, attempts = found["lease_epoch"] + 1, found["attempts"] + 1
+        draft = claimed_draft(owner, epoch, attempts, found["lease_owner"])
+        sealed = seal_all(found["id"], found["event_count"], found["head_hash"], [draft], now)
+        row = conn.execute(
+            Q["take_lease"],
+            {
+                "id": found["id"],
+                "owner": owner,
+                "epoch": epoch,
+                "attempts": attempts,
+                "expires": now + lease_ttl,
+                "count": found["event_count"] + 1,
+                "hash": sealed[0].hash,
+                "now": now,
+            },
+        ).fetchone()
+        _insert_events(conn, sealed)
+        job = _job(row)
+        return Claim(job, Lease(job.id, job.lease_epoch, owner), found["lease_owner"])
 
     async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]:
-        return await self._run(self._heartbeat, list(leases), lease_ttl)
-
-    def _heartbeat(self, leases: list[Lease], lease_ttl: float) -> set[str]:
-        lost: set[str] = set()
         if not leases:
-            return lost
-        with self._tx() as conn:
-            expires = self._clock() + lease_ttl
-            for lease in leases:
-                params = {"id": lease.job_id, "epoch": lease.epoch, "expires": expires}
-                if conn.execute(Q["heartbeat"], params).rowcount == 0:
-                    lost.add(lease.job_id)
+            return set()
+        return await self._write(lambda conn: self._heartbeat(conn, list(leases), lease_ttl))
+
+    def _heartbeat(self, conn: sqlite3.Connection, leases: list[Lease], ttl: float) -> set[str]:
+        lost: set[str] = set()
+        expires = self._clock() + ttl
+        for lease in leases:
+            params = {"id": lease.job_id, "epoch": lease.epoch, "expires": expires}
+            if conn.execute(Q["heartbeat"], params).rowcount == 0:
+                lost.add(lease.job_id)
         return lost
 
     # -- writes -----------------------------------------------------------------------------
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
-        return await self._run(self._commit, lease, commit)
+        return await self._write(lambda conn: self._commit(conn, lease, commit))
 
-    def _commit(self, lease: Lease, commit: Commit) -> list[Event]:
-        with self._tx() as conn:
-            now = self._clock()
-            expect = commit.head.count if commit.head is not None else None
-            params = {"id": lease.job_id, "epoch": lease.epoch, "now": now, "expect": expect}
+    def _commit(self, conn: sqlite3.Connection, lease: Lease, commit: Commit) -> list[Event]:
+        now = self._clock()
+        if commit.head is None:
+            params = {"id": lease.job_id, "epoch": lease.epoch, "now": now, "expect": None}
             head = conn.execute(Q["fence"], params).fetchone()
             if head is None:
-                job = self._get(conn, lease.job_id)
-                if job.lease_epoch != lease.epoch or job.status is not JobStatus.RUNNING:
-                    raise LeaseLost(lease.job_id, lease.epoch)
-                raise Conflict(head_moved(job.id, expect or 0, job.event_count))
-            return self._write(conn, lease.job_id, head, commit, now)
-
-    async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
-        return await self._run(self._apply, job_id, commit, guard)
-
-    def _apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
-        with self._tx() as conn:
-            now = self._clock()
-            check_guard(self._get(conn, job_id), guard)
-            head = conn.execute(Q["bump_epoch"], {"id": job_id, "now": now}).fetchone()
-            self._write(conn, job_id, head, commit, now)
-            return self._get(conn, job_id)
-
-    def _write(
-        self, conn: sqlite3.Connection, job_id: str, head: sqlite3.Row, commit: Commit, now: float
-    ) -> list[Event]:
-        for write in commit.effects:
-            self._write_effect(conn, job_id, write, now)
-        if commit.status is not None:
-            conn.execute(Q["set_status"], _status_params(job_id, commit.status, now))
-        return self._append(conn, job_id, head[0], head[1], commit.events, now)
-
-    def _write_effect(
-        self, conn: sqlite3.Connection, job_id: str, write: EffectWrite, now: float
-    ) -> None:
+                raise LeaseLost(lease.job_id, lease.epoch)
+            self._write_rows(conn, lease.job_id, commit, now)
+            return self._append(
+                conn, lease.job_id, head[0], head[1], commit.events, now, set_head=True
+            )
+        # The lease holder knows the head: seal first, then one UPDATE fences and moves it.
+        sealed = seal_all(lease.job_id, commit.head.count, commit.head.hash, commit.events, now)
         params = {
-            "job_id": job_id,
-            "position": write.position,
-            "tool": write.tool,
-            "effect": write.effect.value,
-            "args_hash": write.args_hash,
-            "idempotency_key": write.idempotency_key,
-            "state": write.state.value,
-            "result": canonical(write.result),
-            "error": canonical(write.error) if write.error is not None else None,
-            "attempt": write.attempt,
-            "expect": write.expect.value if write.expect else None,
+            "id": lease.job_id,
+            "epoch": lease.epoch,
+            "expect": commit.head.count,
+            "count": commit.head.count + len(sealed),
+            "hash": sealed[-1].hash if sealed else commit.head.hash,
             "now": now,
         }
-        if write.expect is None:
-            try:
-                conn.execute(Q["insert_effect"], params)
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(
-                    f"effect at position {write.position} of job {job_id} already exists"
-                ) from exc
-            return
-        if conn.execute(Q["update_effect"], params).rowcount == 0:
-            found = conn.execute(Q["get_effect"], params).fetchone()
-            raise Conflict(
-                f"effect at position {write.position} of job {job_id} is "
-                f"{found[0] if found else 'missing'}, expected {write.expect}"
-            )
+        query = "fence_head"
+        if commit.status is not None:
+            query = "fence_head_status"
+            params.update(_status_params(lease.job_id, commit.status, now))
+        if conn.execute(Q[query], params).rowcount == 0:
+            job = _get(conn, lease.job_id)
+            if job.lease_epoch != lease.epoch or job.status is not JobStatus.RUNNING:
+                raise LeaseLost(lease.job_id, lease.epoch)
+            raise Conflict(head_moved(job.id, commit.head.count, job.event_count))
+        for write in commit.effects:
+            _write_effect(conn, lease.job_id, write, now)
+        _insert_events(conn, sealed)
+        if crashpoints.armed():
+            crashpoints.reach("in_append", _op_name(commit.events))
+        return sealed
+
+    async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
+        return await self._write(lambda conn: self._apply(conn, job_id, commit, guard))
+
+    def _apply(self, conn: sqlite3.Connection, job_id: str, commit: Commit, guard: Guard) -> Job:
+        now = self._clock()
+        check_guard(_get(conn, job_id), guard)
+        head = conn.execute(Q["bump_epoch"], {"id": job_id, "now": now}).fetchone()
+        self._write_rows(conn, job_id, commit, now)
+        self._append(conn, job_id, head[0], head[1], commit.events, now, set_head=True)
+        return _get(conn, job_id)
+
+    def _write_rows(
+        self, conn: sqlite3.Connection, job_id: str, commit: Commit, now: float
+    ) -> None:
+        for write in commit.effects:
+            _write_effect(conn, job_id, write, now)
+        if commit.status is not None:
+            conn.execute(Q["set_status"], _status_params(job_id, commit.status, now))
 
     def _append(
         self,
@@ -390,35 +367,26 @@ class SQLiteStore:
         prev_hash: str,
         drafts: Sequence[EventDraft],
         now: float,
+        *,
+        set_head: bool,
     ) -> list[Event]:
         if not drafts:
             return []
         sealed = seal_all(job_id, count, prev_hash, drafts, now)
-        conn.executemany(
-            Q["insert_event"],
-            [
-                {
-                    "job_id": job_id,
-                    "seq": e.seq,
-                    "type": e.type.value,
-                    "position": e.position,
-                    "body": e.body,
-                    "prev_hash": e.prev_hash,
-                    "hash": e.hash,
-                }
-                for e in sealed
-            ],
-        )
-        conn.execute(
-            Q["set_head"], {"id": job_id, "count": count + len(sealed), "hash": sealed[-1].hash}
-        )
-        crashpoints.reach("in_append", _op_name(drafts))
+        _insert_events(conn, sealed)
+        if set_head:
+            conn.execute(
+                Q["set_head"],
+                {"id": job_id, "count": count + len(sealed), "hash": sealed[-1].hash},
+            )
+        if crashpoints.armed():
+            crashpoints.reach("in_append", _op_name(drafts))
         return sealed
 
     # -- reads ------------------------------------------------------------------------------
 
     async def events(self, job_id: str) -> list[Event]:
-        rows = await self._run(lambda: self._db.execute(Q["events"], {"job_id": job_id}).fetchall())
+        rows = self._read(lambda conn: conn.execute(Q["events"], {"job_id": job_id}).fetchall())
         return [open_event(job_id, r["seq"], r["body"], r["prev_hash"], r["hash"]) for r in rows]
 
     async def effects(
@@ -428,19 +396,16 @@ class SQLiteStore:
             "job_id": job_id,
             "states": json.dumps([s.value for s in states]) if states is not None else None,
         }
-        rows = await self._run(lambda: self._db.execute(Q["list_effects"], params).fetchall())
+        rows = self._read(lambda conn: conn.execute(Q["list_effects"], params).fetchall())
         return [_effect(r) for r in rows]
 
     async def register_agents(self, names: Sequence[str]) -> None:
-        await self._run(self._register_agents, list(names))
-
-    def _register_agents(self, names: list[str]) -> None:
-        with self._tx() as conn:
-            now = self._clock()
-            conn.executemany(Q["upsert_agent"], [{"name": n, "now": now} for n in names])
+        now = self._clock()
+        rows = [{"name": n, "now": now} for n in names]
+        await self._write(lambda conn: conn.executemany(Q["upsert_agent"], rows))
 
     async def agents(self) -> list[str]:
-        rows = await self._run(lambda: self._db.execute(Q["list_agents"]).fetchall())
+        rows = self._read(lambda conn: conn.execute(Q["list_agents"]).fetchall())
         return [r[0] for r in rows]
 
     # -- liveness: one flock'ed file per worker, released by the kernel when it dies ---------
@@ -469,14 +434,11 @@ class SQLiteStore:
             os.close(fd)
 
     async def reap(self) -> list[str]:
-        return await self._run(self._reap)
-
-    def _reap(self) -> list[str]:
-        owners = [r[0] for r in self._db.execute(Q["running_owners"]).fetchall()]
+        owners = [r[0] for r in self._read(lambda c: c.execute(Q["running_owners"]).fetchall())]
         dead = [o for o in owners if o not in self._presence and self._is_dead(o)]
         if dead:
-            with self._tx() as conn:
-                conn.execute(Q["expire_owners"], {"owners": json.dumps(dead), "now": self._clock()})
+            params = {"owners": json.dumps(dead), "now": self._clock()}
+            await self._write(lambda conn: conn.execute(Q["expire_owners"], params))
         return dead
 
     def _is_dead(self, owner: str) -> bool:
@@ -495,6 +457,73 @@ class SQLiteStore:
             return True
         finally:
             os.close(fd)
+
+
+def _schema(conn: sqlite3.Connection) -> SchemaState:
+    latest = len(sql.migrations("sqlite"))
+    row = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'aetheris_schema'"
+    ).fetchone()
+    if row is None:
+        return SchemaState(0, latest)
+    version = conn.execute("SELECT version FROM aetheris_schema").fetchone()
+    return SchemaState(version[0] if version else 0, latest)
+
+
+def _get(conn: sqlite3.Connection, job_id: str) -> Job:
+    row = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return _job(row)
+
+
+def _candidate(conn: sqlite3.Connection, params: Mapping[str, Any]) -> sqlite3.Row | None:
+    for query in ("expired_candidate", "pending_candidate"):
+        row: sqlite3.Row | None = conn.execute(Q[query], params).fetchone()
+        if row is not None:
+            return row
+    return None
+
+
+def _insert_events(conn: sqlite3.Connection, sealed: Sequence[Event]) -> None:
+    rows = [
+        (e.job_id, e.seq, e.type.value, e.position, e.body, e.prev_hash, e.hash) for e in sealed
+    ]
+    if len(rows) == 1:
+        conn.execute(Q["insert_event"], rows[0])
+    else:
+        conn.executemany(Q["insert_event"], rows)
+
+
+def _write_effect(conn: sqlite3.Connection, job_id: str, write: EffectWrite, now: float) -> None:
+    params = {
+        "job_id": job_id,
+        "position": write.position,
+        "tool": write.tool,
+        "effect": write.effect.value,
+        "args_hash": write.args_hash,
+        "idempotency_key": write.idempotency_key,
+        "state": write.state.value,
+        "result": canonical(write.result),
+        "error": canonical(write.error) if write.error is not None else None,
+        "attempt": write.attempt,
+        "expect": write.expect.value if write.expect else None,
+        "now": now,
+    }
+    if write.expect is None:
+        try:
+            conn.execute(Q["insert_effect"], params)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(
+                f"effect at position {write.position} of job {job_id} already exists"
+            ) from exc
+        return
+    if conn.execute(Q["update_effect"], params).rowcount == 0:
+        found = conn.execute(Q["get_effect"], params).fetchone()
+        raise Conflict(
+            f"effect at position {write.position} of job {job_id} is "
+            f"{found[0] if found else 'missing'}, expected {write.expect}"
+        )
 
 
 def _statements(script: str) -> Iterator[str]:

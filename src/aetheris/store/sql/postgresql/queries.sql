@@ -24,32 +24,6 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 
--- name: expired_candidate
-SELECT id, lease_owner FROM jobs
-WHERE status = 'running' AND lease_expires_at < aetheris_now()
-  AND agent = ANY(%(agents)s)
-  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
-ORDER BY lease_expires_at
-LIMIT 1
-FOR UPDATE SKIP LOCKED
-
--- name: pending_candidate
-SELECT id, NULL::text AS lease_owner FROM jobs
-WHERE status = 'pending' AND run_at <= aetheris_now()
-  AND agent = ANY(%(agents)s)
-  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
-ORDER BY priority DESC, run_at, id
-LIMIT 1
-FOR UPDATE SKIP LOCKED
-
--- name: take_lease
-UPDATE jobs
-SET status = 'running', lease_epoch = lease_epoch + 1, lease_owner = %(owner)s,
-    lease_expires_at = aetheris_now() + %(ttl)s, attempts = attempts + 1,
-    park_reason = NULL, park_detail = NULL, updated_at = aetheris_now()
-WHERE id = %(id)s
-RETURNING *
-
 -- name: heartbeat
 UPDATE jobs AS j SET lease_expires_at = aetheris_now() + %(ttl)s
 FROM unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS l(id, epoch)
@@ -130,9 +104,104 @@ SELECT pg_try_advisory_lock(%(key)s) AS free
 -- name: unlock
 SELECT pg_advisory_unlock(%(key)s)
 
--- name: lock
-SELECT pg_advisory_lock(%(key)s)
-
 -- name: expire_owners
 UPDATE jobs SET lease_expires_at = aetheris_now()
 WHERE status = 'running' AND lease_owner = ANY(%(owners)s)
+
+-- name: commit
+-- One statement, one round trip: fence on the lease epoch and the journal head, check the
+-- ledger rows' expected states, then write ledger rows, events, head and status together.
+-- Nothing is written unless the fence holds; the result says whether it did.
+WITH fence AS (
+    UPDATE jobs SET
+        event_count = %(count)s,
+        head_hash = %(hash)s,
+        updated_at = aetheris_now(),
+        status = coalesce(%(status)s, status),
+        park_reason = CASE WHEN %(status)s IS NULL THEN park_reason ELSE %(park_reason)s END,
+        park_detail = CASE WHEN %(status)s IS NULL THEN park_detail
+                           ELSE %(park_detail)s::jsonb END,
+        result = CASE WHEN %(status)s IS NULL THEN result ELSE %(result)s::jsonb END,
+        error = CASE WHEN %(status)s IS NULL THEN error ELSE %(error)s::jsonb END,
+        run_at = CASE WHEN %(status)s IS NULL THEN run_at
+                      ELSE coalesce(%(run_at)s, aetheris_now()) END,
+        lease_owner = CASE WHEN coalesce(%(status)s, 'running') = 'running' THEN lease_owner END,
+        lease_expires_at = CASE WHEN coalesce(%(status)s, 'running') = 'running'
+                                THEN lease_expires_at END
+    WHERE id = %(id)s AND lease_epoch = %(epoch)s AND status = 'running'
+      AND event_count = %(expect)s
+      AND NOT EXISTS (
+          SELECT 1
+          FROM unnest(%(e_positions)s::integer[], %(e_expects)s::text[]) AS w(position, expect)
+          LEFT JOIN effects e ON e.job_id = %(id)s AND e.position = w.position
+          WHERE (w.expect IS NULL AND e.position IS NOT NULL)
+             OR (w.expect IS NOT NULL AND e.state IS DISTINCT FROM w.expect))
+    RETURNING id
+), written_effects AS (
+    INSERT INTO effects (job_id, position, tool, effect, args_hash, idempotency_key, state,
+                         result, error, attempt, created_at, updated_at)
+    SELECT fence.id, w.position, w.tool, w.effect, w.args_hash, w.idempotency_key, w.state,
+           w.result::jsonb, w.error::jsonb, w.attempt, aetheris_now(), aetheris_now()
+    FROM fence,
+         unnest(%(e_positions)s::integer[], %(e_tools)s::text[], %(e_effects)s::text[],
+                %(e_args)s::text[], %(e_keys)s::text[], %(e_states)s::text[],
+                %(e_results)s::text[], %(e_errors)s::text[], %(e_attempts)s::integer[])
+         AS w(position, tool, effect, args_hash, idempotency_key, state, result, error, attempt)
+    ON CONFLICT (job_id, position) DO UPDATE
+    SET state = excluded.state, result = excluded.result, error = excluded.error,
+        attempt = excluded.attempt, updated_at = excluded.updated_at
+), written_events AS (
+    INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
+    SELECT fence.id, u.seq, u.type, u.position, u.body, u.prev_hash, u.hash
+    FROM fence,
+         unnest(%(seqs)s::bigint[], %(types)s::text[], %(positions)s::integer[],
+                %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[])
+         AS u(seq, type, position, body, prev_hash, hash)
+)
+SELECT count(*) AS fenced FROM fence
+
+-- name: claim
+-- Expired leases first (their jobs were already running), then pending jobs; SKIP LOCKED so
+-- claimers never wait on each other. The pending branch is skipped outright when an expired
+-- job was found, so it locks nothing.
+WITH expired AS (
+    SELECT id, lease_owner FROM jobs
+    WHERE status = 'running' AND lease_expires_at < aetheris_now()
+      AND agent = ANY(%(agents)s)
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+    ORDER BY lease_expires_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), pending AS (
+    SELECT id, NULL::text AS lease_owner FROM jobs
+    WHERE status = 'pending' AND run_at <= aetheris_now()
+      AND agent = ANY(%(agents)s)
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+      AND NOT EXISTS (SELECT 1 FROM expired)
+    ORDER BY priority DESC, run_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), candidate AS (
+    SELECT * FROM expired UNION ALL SELECT * FROM pending
+)
+UPDATE jobs
+SET status = 'running', lease_epoch = jobs.lease_epoch + 1, lease_owner = %(owner)s,
+    lease_expires_at = aetheris_now() + %(ttl)s, attempts = jobs.attempts + 1,
+    park_reason = NULL, park_detail = NULL, updated_at = aetheris_now()
+FROM candidate
+WHERE jobs.id = candidate.id
+RETURNING jobs.*, candidate.lease_owner AS previous_owner
+
+-- name: append
+-- Append events at a known head, fenced on the epoch (used right after a claim).
+WITH fence AS (
+    UPDATE jobs SET event_count = %(count)s, head_hash = %(hash)s
+    WHERE id = %(id)s AND lease_epoch = %(epoch)s AND event_count = %(expect)s
+    RETURNING id
+)
+INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
+SELECT fence.id, u.seq, u.type, u.position, u.body, u.prev_hash, u.hash
+FROM fence,
+     unnest(%(seqs)s::bigint[], %(types)s::text[], %(positions)s::integer[],
+            %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[])
+     AS u(seq, type, position, body, prev_hash, hash)

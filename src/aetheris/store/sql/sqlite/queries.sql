@@ -19,7 +19,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit
 
 -- name: expired_candidate
-SELECT id, lease_owner FROM jobs
+SELECT id, lease_owner, lease_epoch, attempts, event_count, head_hash FROM jobs
 WHERE status = 'running' AND lease_expires_at < :now
   AND agent IN (SELECT value FROM json_each(:agents))
   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
@@ -27,7 +27,7 @@ ORDER BY lease_expires_at
 LIMIT 1
 
 -- name: pending_candidate
-SELECT id, NULL AS lease_owner FROM jobs
+SELECT id, NULL AS lease_owner, lease_epoch, attempts, event_count, head_hash FROM jobs
 WHERE status = 'pending' AND run_at <= :now
   AND agent IN (SELECT value FROM json_each(:agents))
   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
@@ -35,11 +35,12 @@ ORDER BY priority DESC, run_at, id
 LIMIT 1
 
 -- name: take_lease
+-- The claim's own event is sealed before this runs, so the head moves here too.
 UPDATE jobs
-SET status = 'running', lease_epoch = lease_epoch + 1, lease_owner = :owner,
-    lease_expires_at = :expires, attempts = attempts + 1,
+SET status = 'running', lease_epoch = :epoch, lease_owner = :owner,
+    lease_expires_at = :expires, attempts = :attempts, event_count = :count, head_hash = :hash,
     park_reason = NULL, park_detail = NULL, updated_at = :now
-WHERE id = :id
+WHERE id = :id AND lease_epoch = :epoch - 1
 RETURNING *
 
 -- name: heartbeat
@@ -52,6 +53,19 @@ WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
   AND (:expect IS NULL OR event_count = :expect)
 RETURNING event_count, head_hash
 
+-- name: fence_head
+UPDATE jobs SET event_count = :count, head_hash = :hash, updated_at = :now
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND event_count = :expect
+
+-- name: fence_head_status
+UPDATE jobs
+SET event_count = :count, head_hash = :hash, updated_at = :now,
+    status = :status, park_reason = :park_reason, park_detail = :park_detail,
+    result = :result, error = :error, run_at = :run_at,
+    lease_owner = CASE WHEN :status = 'running' THEN lease_owner ELSE NULL END,
+    lease_expires_at = CASE WHEN :status = 'running' THEN lease_expires_at ELSE NULL END
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND event_count = :expect
+
 -- name: bump_epoch
 UPDATE jobs SET lease_epoch = lease_epoch + 1, lease_owner = NULL, updated_at = :now
 WHERE id = :id
@@ -59,7 +73,7 @@ RETURNING event_count, head_hash
 
 -- name: insert_event
 INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
-VALUES (:job_id, :seq, :type, :position, :body, :prev_hash, :hash)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 
 -- name: set_head
 UPDATE jobs SET event_count = :count, head_hash = :hash WHERE id = :id
