@@ -107,6 +107,15 @@ def _signal_fields(signal: Signal) -> dict[str, Any]:
     }
 
 
+def _first_wait(
+    run: JobRun, position: int, deadline: float | None
+) -> tuple[int, dict[str, Any]] | None:
+    """Journal a wait's deadline the first time it parks (a wait without one needs nothing)."""
+    if deadline is None or position in run.waits:
+        return None
+    return position, {"deadline": deadline}
+
+
 def _deadline(run: JobRun, position: int, timeout: float | None) -> float | None:
     """The wait's deadline: journaled at its first park, else from now."""
     recorded = run.waits.get(position)
@@ -146,7 +155,7 @@ async def wait_for_signal(run: JobRun, name: str, timeout: float | None) -> Any:
         detail,
         wake_on=signal_wake(name),
         wake_at=deadline,
-        wait=None if slot.position in run.waits else (slot.position, {"deadline": deadline}),
+        wait=_first_wait(run, slot.position, deadline),
     )
 
 
@@ -227,7 +236,9 @@ async def approval(
         detail,
         wake_on=signal_wake(approval_signal(slot.position)),
         wake_at=deadline,
-        wait=(slot.position, {**wait, "deadline": deadline}) if first else None,
+        wait=(slot.position, {**wait, "deadline": deadline})
+        if first and deadline is not None
+        else None,
     )
 
 
