@@ -125,13 +125,18 @@ class Worker:
                 if time.monotonic() - reaped_at >= self.reap_interval:
                     reaped_at = time.monotonic()
                     await self._reap(store)
-                found = await self._fill(store, where)
-                idle = None if len(self._active) >= self.concurrency else self.poll_interval
-                if idle is not None and not found:
-                    idle = await self._until_next_wake(store, idle)
-                if found and idle is not None:
-                    continue
-                await self._idle(store, stop_waiter, idle)
+                # Listen before claiming: work announced while the claim finds nothing (or
+                # while the next due time is read) must still wake this worker.
+                notified = asyncio.create_task(store.wait_for_work(self.poll_interval))
+                try:
+                    found = await self._fill(store, where)
+                    idle = None if len(self._active) >= self.concurrency else self.poll_interval
+                    if idle is not None and not found:
+                        idle = await self._until_next_wake(store, idle)
+                    if not (found and idle is not None):
+                        await self._idle(notified, stop_waiter, idle)
+                finally:
+                    notified.cancel()
         finally:
             stop_waiter.cancel()
             self.app.detach(self)
@@ -158,16 +163,19 @@ class Worker:
         return idle if due is None else max(0.0, min(idle, due - time.time() + 0.01))
 
     async def _idle(
-        self, store: Store, stop_waiter: asyncio.Task[bool], timeout: float | None
+        self,
+        notified: asyncio.Task[None],
+        stop_waiter: asyncio.Task[bool],
+        timeout: float | None,
     ) -> None:
         """Wait for a free slot, a local wake-up, the store's notification, stop or timeout."""
         assert self._wake is not None
-        waiters: set[asyncio.Task[Any]] = {asyncio.create_task(self._wake.wait()), stop_waiter}
+        woken = asyncio.create_task(self._wake.wait())
+        waiters: set[asyncio.Task[Any]] = {woken, stop_waiter}
         if timeout is not None:
-            waiters.add(asyncio.create_task(store.wait_for_work(timeout)))
+            waiters.add(notified)
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters - {stop_waiter}:
-            waiter.cancel()
+        woken.cancel()
 
     async def _fill(self, store: Store, where: ClaimFilter) -> bool:
         found = False

@@ -114,7 +114,7 @@ class PostgresStore:
         min_connections: int = 1,
         max_connections: int = 10,
         connect_timeout: float = 10.0,
-        reap_grace: float = 5.0,
+        reap_grace: float = 3.0,
     ) -> None:
         self.url, options = split_options(url)
         min_connections = int(options.pop("min_connections", min_connections))
@@ -697,7 +697,7 @@ class _Listener:
                 log.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
             self.connected.clear()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, 1.0)
 
 
 async def _all(conn: psycopg.AsyncConnection[Row], query: str) -> list[Row]:

@@ -139,11 +139,17 @@ WITH fence AS (
     WHERE id = %(id)s AND lease_epoch = %(epoch)s AND status = 'running'
       AND event_count = %(expect)s
       AND NOT EXISTS (
+          -- one primary-key lookup per ledger row written (LATERAL ... LIMIT 1): a join or an
+          -- EXISTS let a generic plan hash all of the job's rows, slower as the job grew
           SELECT 1
           FROM unnest(%(e_positions)s::integer[], %(e_expects)s::text[]) AS w(position, expect)
-          LEFT JOIN effects e ON e.job_id = %(id)s AND e.position = w.position
-          WHERE (w.expect IS NULL AND e.position IS NOT NULL)
-             OR (w.expect IS NOT NULL AND e.state IS DISTINCT FROM w.expect))
+          LEFT JOIN LATERAL (
+              SELECT e.state FROM effects e
+              WHERE e.job_id = %(id)s AND e.position = w.position
+              LIMIT 1
+          ) AS found ON true
+          WHERE (w.expect IS NULL AND found.state IS NOT NULL)
+             OR (w.expect IS NOT NULL AND found.state IS DISTINCT FROM w.expect))
     RETURNING id
 ), written_effects AS (
     INSERT INTO effects (job_id, position, tool, effect, args_hash, idempotency_key, state,
