@@ -26,6 +26,7 @@ from aetheris.effects import (
 )
 from aetheris.errors import (
     ConfigurationError,
+    Conflict,
     InvalidInput,
     JobFailed,
     JobNotFound,
@@ -33,7 +34,17 @@ from aetheris.errors import (
 )
 from aetheris.journal import canonical
 from aetheris.store import create_store, default_url
-from aetheris.store.port import EffectClass, Job, JobStatus, NewJob, Store
+from aetheris.store.port import (
+    Control,
+    EffectClass,
+    Job,
+    JobStatus,
+    NewJob,
+    ParkReason,
+    Signal,
+    Store,
+)
+from aetheris.waits import approval_signal
 
 if TYPE_CHECKING:
     from aetheris.scheduler import Worker
@@ -165,6 +176,7 @@ class App:
         lease_ttl: float = 30.0,
         poll_interval: float = 0.2,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        max_recoveries: int = 5,
         name: str | None = None,
     ) -> None:
         if lease_ttl <= 0:
@@ -173,6 +185,7 @@ class App:
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
         self.max_payload_bytes = max_payload_bytes
+        self.max_recoveries = max_recoveries
         self.name = name
         self._agents: dict[str, AgentDef] = {}
         self._tools: dict[str, ToolDef] = {}
@@ -225,6 +238,8 @@ class App:
         retry: RetryPolicy | None = None,
         reconcile: Callable[[str], Reconciliation | Awaitable[Reconciliation]] | None = None,
         compensate: Callable[[CompensationRequest], Any] | None = None,
+        requires_approval: bool = False,
+        approval_timeout: float | None = None,
     ) -> ToolDecorator: ...
 
     def tool(
@@ -237,8 +252,14 @@ class App:
         retry: RetryPolicy | None = None,
         reconcile: Callable[[str], Reconciliation | Awaitable[Reconciliation]] | None = None,
         compensate: Callable[[CompensationRequest], Any] | None = None,
+        requires_approval: bool = False,
+        approval_timeout: float | None = None,
     ) -> Tool[Any, Any] | ToolDecorator:
-        """Register a tool. ``effect`` is ``pure``, ``idempotent`` or ``at_most_once``."""
+        """Register a tool. ``effect`` is ``pure``, ``idempotent`` or ``at_most_once``.
+
+        ``requires_approval``: each call waits for a human to approve exactly that call (its
+        arguments, bound by their hash) before it is dispatched.
+        """
         try:
             effect_class = EffectClass(effect)
         except ValueError:
@@ -253,7 +274,14 @@ class App:
             if reconcile is not None and effect_class is not EffectClass.AT_MOST_ONCE:
                 raise ConfigurationError(f"tool {tool_name!r}: reconcile is for at_most_once tools")
             definition = ToolDef(
-                tool_name, func, effect_class, retry or RetryPolicy(), reconcile, compensate
+                tool_name,
+                func,
+                effect_class,
+                retry or RetryPolicy(),
+                reconcile,
+                compensate,
+                requires_approval,
+                approval_timeout,
             )
             self._tools[tool_name] = definition
             return Tool(definition)
@@ -263,6 +291,10 @@ class App:
     @property
     def agent_names(self) -> list[str]:
         return sorted(self._agents)
+
+    @property
+    def agents(self) -> Mapping[str, AgentDef]:
+        return self._agents
 
     def agent_def(self, name: str) -> AgentDef:
         try:
@@ -313,8 +345,13 @@ class App:
         idempotency_key: str | None = None,
         queue: str = "default",
         priority: int = 0,
+        deadline: float | None = None,
     ) -> JobHandle:
-        """Start a job of ``agent``; starting twice with one ``idempotency_key`` gives one job."""
+        """Start a job of ``agent``; starting twice with one ``idempotency_key`` gives one job.
+
+        ``deadline`` (seconds from now): past it, the job stops at its next durable operation
+        (a tool still running is interrupted), runs its compensations and ends failed.
+        """
         name = agent if isinstance(agent, str) else getattr(agent, "__aetheris_agent__", None)
         if name is None:
             raise ConfigurationError(f"{agent!r} is not a registered agent")
@@ -335,10 +372,10 @@ class App:
             idempotency_key=idempotency_key,
             queue=queue,
             priority=priority,
+            deadline=None if deadline is None else time.time() + deadline,
         )
         job, _ = await store.create_job(new)
-        for worker in self._workers:
-            worker.wake()
+        self._wake_workers()
         return JobHandle(self, job.id)
 
     async def _check_agent(self, store: Store, name: str, data: Mapping[str, Any]) -> None:
@@ -372,6 +409,110 @@ class App:
     async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
         return await (await self.open_store()).list_jobs(status=status, limit=limit)
 
+    # -- human in the loop and control -------------------------------------------------------
+
+    async def signal(
+        self,
+        job_id: str,
+        name: str,
+        payload: Any = None,
+        *,
+        signal_id: str | None = None,
+        sender: str | None = None,
+    ) -> Signal:
+        """Send a signal to a job's inbox; the same ``signal_id`` is delivered only once.
+
+        Raises :class:`JobNotFound` for an unknown job and :class:`Conflict` for one that ended.
+        """
+        store = await self.open_store()
+        canonical(payload)  # refuse what has no JSON form before anything is written
+        signal, _ = await store.send_signal(
+            job_id, name, payload, signal_id or uuid.uuid4().hex, sender
+        )
+        self._wake_workers()
+        return signal
+
+    async def approve(
+        self,
+        job_id: str,
+        *,
+        position: int | None = None,
+        by: str | None = None,
+        comment: str | None = None,
+        args_hash: str | None = None,
+    ) -> Signal:
+        """Approve the job's pending approval request (``args_hash``: what you reviewed)."""
+        return await self._decide(job_id, True, position, by, comment, args_hash)
+
+    async def reject(
+        self,
+        job_id: str,
+        *,
+        position: int | None = None,
+        by: str | None = None,
+        reason: str | None = None,
+        args_hash: str | None = None,
+    ) -> Signal:
+        """Reject the job's pending approval request; the agent sees ApprovalRejected."""
+        return await self._decide(job_id, False, position, by, reason, args_hash)
+
+    async def _decide(
+        self,
+        job_id: str,
+        approved: bool,
+        position: int | None,
+        by: str | None,
+        text: str | None,
+        args_hash: str | None,
+    ) -> Signal:
+        job = await self.get_job(job_id)
+        request = job.park_detail if job.park_reason is ParkReason.APPROVAL else None
+        if position is None:
+            if request is None:
+                raise Conflict(f"job {job_id} has no pending approval request (it is {job.status})")
+            position = int(request["position"])
+        expected = request.get("args_hash") if request and request["position"] == position else None
+        if args_hash is not None and expected is not None and args_hash != expected:
+            raise Conflict(
+                f"approval request {job_id}:{position} changed: it is now for arguments "
+                f"{expected[:12]}…, you reviewed {args_hash[:12]}…; review it again"
+            )
+        name = approval_signal(position)
+        payload = {
+            "decision": "approved" if approved else "rejected",
+            "by": by,
+            "args_hash": args_hash or expected,
+            ("comment" if approved else "reason"): text,
+        }
+        store = await self.open_store()
+        signal, created = await store.send_signal(job_id, name, payload, name, by)
+        if not created:
+            raise Conflict(f"approval request {job_id}:{position} was already decided")
+        self._wake_workers()
+        return signal
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job (and its child jobs); a running one stops at its next durable operation."""
+        return await self._control(job_id, Control.CANCEL)
+
+    async def pause(self, job_id: str) -> Job:
+        """Park a job at its next durable operation until :meth:`resume`."""
+        return await self._control(job_id, Control.PAUSE)
+
+    async def resume(self, job_id: str) -> Job:
+        return await self._control(job_id, Control.RESUME)
+
+    async def _control(self, job_id: str, action: Control) -> Job:
+        job = await (await self.open_store()).control(job_id, action)
+        for worker in self._workers:
+            worker.requested(job_id, job.control)
+        self._wake_workers()
+        return job
+
+    def _wake_workers(self) -> None:
+        for worker in self._workers:
+            worker.wake()
+
     async def resolve_effect(
         self,
         job_id: str,
@@ -387,8 +528,7 @@ class App:
         """Resolve an in-doubt effect: it happened (with ``result``), did not, or failed."""
         resolution = Resolution(committed, result, not_executed, fail, reason, by)
         job: Job = await resolve_effect(await self.open_store(), job_id, position, resolution)
-        for worker in self._workers:
-            worker.wake()
+        self._wake_workers()
         return job
 
     # -- workers ----------------------------------------------------------------------------

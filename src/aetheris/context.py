@@ -107,6 +107,53 @@ class Context:
         result: T = await self._run.step(name, fn, args, kwargs)
         return result
 
+    async def sleep(self, seconds: float) -> None:
+        """Sleep durably: the job parks (holding no worker) and wakes when due, anywhere."""
+        from aetheris import waits
+
+        await waits.sleep(self._run, seconds)
+
+    async def wait_for_signal(self, name: str, *, timeout: float | None = None) -> Any:
+        """The payload of the next signal ``name`` sent to this job (each received once).
+
+        Signals sent before the wait are kept in the job's inbox. Raises
+        :class:`~aetheris.SignalTimeout` (catchable) if ``timeout`` seconds pass first.
+        """
+        from aetheris import waits
+
+        return await waits.wait_for_signal(self._run, name, timeout)
+
+    async def approval(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        timeout: float | None = None,
+        escalate_to: str | None = None,
+    ) -> Any:
+        """Ask a human to approve ``payload``; park until ``aetheris approve``/``reject``.
+
+        Returns an :class:`~aetheris.Approval` (who, when); a rejection raises
+        :class:`~aetheris.ApprovalRejected`. After ``timeout`` seconds the request escalates
+        to ``escalate_to`` (once, for another ``timeout``) or fails with
+        :class:`~aetheris.ApprovalTimeout`.
+        """
+        from aetheris import waits
+
+        return await waits.approval(self._run, name, payload, timeout, escalate_to)
+
+    async def run_agent(
+        self, agent: str, input: dict[str, Any] | None = None, *, job_id: str | None = None
+    ) -> Any:
+        """Run ``agent`` as a child job (its own journal) and return its result.
+
+        The parent parks while the child runs; cancelling the parent cancels the child. A child
+        that does not succeed raises :class:`~aetheris.ChildFailed`.
+        """
+        from aetheris import waits
+
+        return await waits.run_agent(self._run, agent, input or {}, job_id)
+
 
 def _wall_clock() -> float:
     import time

@@ -136,6 +136,8 @@ class ToolDef:
     retry: RetryPolicy
     reconcile: Callable[[str], Reconciliation | Awaitable[Reconciliation]] | None = None
     compensate: Callable[[CompensationRequest], Any] | None = None
+    requires_approval: bool = False
+    approval_timeout: float | None = None
     is_async: bool = field(init=False)
     adapter: TypeAdapter[Any] | None = field(init=False)
 
@@ -354,6 +356,17 @@ async def call_tool(
 ) -> Any:
     """The journaled call of a tool by agent code."""
     ahash = args_hash(args, kwargs)
+    if tool.requires_approval:
+        from aetheris.waits import approval
+
+        # A durable approval of exactly this call (its arguments and their hash), each time.
+        request = {
+            "tool": tool.name,
+            "args": to_jsonable(list(args)),
+            "kwargs": to_jsonable(kwargs),
+            "args_hash": ahash,
+        }
+        await approval(run, f"tool:{tool.name}", request, tool.approval_timeout, None)
     slot = run.next_op("tool", tool.name, ahash)
     call = Call(
         "tool",
@@ -409,6 +422,9 @@ async def _ledgered(run: JobRun, tool: ToolDef, call: Call) -> Any:
             "but the journal has no outcome for it"
         )
     ctx = ToolContext(run.job.id, call.name, position, key, run.lease.epoch, attempt)
+    # Between intent and outcome the effect is in flight: if the run is interrupted here
+    # (cancel, deadline), it may have happened, and is recorded as in doubt.
+    run.in_flight[position] = _effect_write(call, key, EffectState.INTENT, attempt, None)
     outcome = await execute(run, call, ctx)
     data = call.op_data(outcome, idempotency_key=key)
     state = EffectState.COMMITTED if outcome.effect_happened else EffectState.FAILED
@@ -416,6 +432,7 @@ async def _ledgered(run: JobRun, tool: ToolDef, call: Call) -> Any:
         EventDraft(EventType.OP, data, position),
         effects=[_effect_write(call, key, state, attempt, EffectState.INTENT, outcome)],
     )
+    run.in_flight.pop(position, None)
     crashpoints.reach("after_outcome", call.name)
     value = _deliver_live(call, data, tool.adapter, outcome)
     _remember_compensation(run, tool, call, data)

@@ -11,6 +11,11 @@ Errors (``Exception``) are things a caller can handle::
     ├── IdempotencyConflict     the idempotency key is taken by a job with other arguments
     ├── Conflict                a control-plane action whose precondition no longer holds
     ├── ToolFailed              a tool or step failed for good (live and on replay alike)
+    ├── WaitError               a durable wait ended without what it waited for:
+    │   ├── SignalTimeout       ``wait_for_signal(timeout=...)`` ran out
+    │   ├── ApprovalRejected    a human rejected the request
+    │   ├── ApprovalTimeout     nobody decided before the deadline (after any escalation)
+    │   └── ChildFailed         a child agent ended without succeeding
     ├── JobFailed               ``handle.result()`` of a job that did not succeed
     └── StoreError              the database failed; driver errors are translated into these
         ├── StoreUnavailable    cannot reach or open the database
@@ -21,7 +26,9 @@ cannot swallow them::
 
     ControlSignal
     ├── LeaseLost               another worker owns the job now: stop, dispatch nothing more
-    └── Suspend                 the job parks (waits for a human, an operator, a timer)
+    ├── Suspend                 the job parks (waits for a human, an operator, a timer)
+    ├── JobCancelled            an operator cancelled the job: compensate and end ``cancelled``
+    └── DeadlineExceeded        the job's deadline passed: compensate and end as failed
 """
 
 from __future__ import annotations
@@ -86,6 +93,31 @@ class ToolFailed(AetherisError):
         super().__init__(f"{name} failed at position {position}: {error_type}: {message}")
 
 
+class WaitError(AetherisError):
+    """A durable wait ended without what it waited for (raised live and on replay alike)."""
+
+    def __init__(self, message: str, *, position: int, detail: dict[str, Any] | None = None):
+        self.position = position
+        self.detail = detail or {}
+        super().__init__(message)
+
+
+class SignalTimeout(WaitError):
+    """``ctx.wait_for_signal(name, timeout=...)`` ran out before a signal came."""
+
+
+class ApprovalRejected(WaitError):
+    """A human rejected the approval request (``detail`` says who, when and why)."""
+
+
+class ApprovalTimeout(WaitError):
+    """Nobody decided on the approval request before its deadline."""
+
+
+class ChildFailed(WaitError):
+    """A child agent started with ``ctx.run_agent`` ended without succeeding."""
+
+
 class JobFailed(AetherisError):
     """The job ended without succeeding (failed, compensated or cancelled)."""
 
@@ -131,9 +163,32 @@ class LeaseLost(ControlSignal):
 
 
 class Suspend(ControlSignal):
-    """Unwinds agent code so that the job can park without holding a worker."""
+    """Unwinds agent code so that the job can park without holding a worker.
 
-    def __init__(self, reason: str, detail: dict[str, Any]) -> None:
+    ``wake_on`` names what unparks it (``signal:<name>``, ``job:<id>``), ``wake_at`` when it
+    becomes due anyway, and ``wait`` a ``(position, data)`` to journal as the wait's start.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        detail: dict[str, Any],
+        *,
+        wake_on: str | None = None,
+        wake_at: float | None = None,
+        wait: tuple[int, dict[str, Any]] | None = None,
+    ) -> None:
         self.reason = reason
         self.detail = detail
+        self.wake_on = wake_on
+        self.wake_at = wake_at
+        self.wait = wait
         super().__init__(f"parked: {reason}")
+
+
+class JobCancelled(ControlSignal):
+    """An operator cancelled the job; raised at the agent's next durable operation."""
+
+
+class DeadlineExceeded(ControlSignal):
+    """The job's deadline passed; raised at the agent's next durable operation."""

@@ -39,6 +39,8 @@ class EventType(enum.StrEnum):
     JOB_PARKED = "job_parked"
     JOB_RESUMED = "job_resumed"
     JOB_RELEASED = "job_released"
+    WAIT = "wait"  # a durable wait began: its deadline, so a resumed job keeps it
+    CONTROL = "control_requested"
     JOB_SUCCEEDED = "job_succeeded"
     JOB_FAILED = "job_failed"
     JOB_COMPENSATED = "job_compensated"

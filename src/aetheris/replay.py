@@ -16,7 +16,7 @@ from aetheris.app import App
 from aetheris.errors import JobNotFound
 from aetheris.journal import Event, EventDraft, EventType
 from aetheris.runner import JobRun, ReplayEnded
-from aetheris.store.port import Commit, Effect, Job, Lease
+from aetheris.store.port import Commit, Effect, Job, Lease, NewJob, Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,12 @@ class _Capture:
 
     async def events(self, job_id: str) -> list[Event]:
         return []
+
+    async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
+        return []
+
+    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
+        raise AssertionError("a replay creates no jobs")
 
 
 _END_EVENTS = (

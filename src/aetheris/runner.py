@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import traceback
@@ -35,8 +36,10 @@ from aetheris.effects import (
 )
 from aetheris.errors import (
     ControlSignal,
+    DeadlineExceeded,
     EncodingError,
     InvalidInput,
+    JobCancelled,
     LeaseLost,
     StoreUnavailable,
     Suspend,
@@ -45,15 +48,20 @@ from aetheris.errors import (
 from aetheris.journal import Event, EventDraft, EventType, args_hash, canonical, to_jsonable
 from aetheris.store.port import (
     Commit,
+    Control,
     Effect,
     EffectClass,
+    EffectState,
     EffectWrite,
     Head,
     Job,
     JobStatus,
     Lease,
+    NewJob,
     ParkReason,
+    Signal,
     StatusWrite,
+    job_wake,
 )
 
 if TYPE_CHECKING:
@@ -63,11 +71,13 @@ log = logging.getLogger("aetheris.runner")
 
 
 class Committer(Protocol):
-    """What a run needs of a store: fenced commits, and reads to settle a lost reply."""
+    """What a run needs of a store: fenced commits, its inbox, child jobs, and reads."""
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]: ...
     async def get_job(self, job_id: str) -> Job | None: ...
     async def events(self, job_id: str) -> list[Event]: ...
+    async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]: ...
+    async def create_job(self, new: NewJob) -> tuple[Job, bool]: ...
 
 
 class ReplayEnded(ControlSignal):
@@ -104,17 +114,27 @@ class JobRun:
         effects: Sequence[Effect],
         lease_deadline: Callable[[], float],
         max_payload_bytes: int,
+        signals: Sequence[Signal] = (),
+        agents: Mapping[str, AgentDef] | None = None,
         outage_budget: float = 300.0,
         replay_only: bool = False,
     ) -> None:
         self.job = job
         self.lease = lease
         self.agent = agent
+        self.agents = agents or {}
         self.store = store
-        self._ops = {
-            e.position: e for e in events if e.type is EventType.OP and e.position is not None
-        }
+        self._ops: dict[int, Event] = {}
+        self.waits: dict[int, dict[str, Any]] = {}
+        for event in events:
+            if event.position is None:
+                continue
+            if event.type is EventType.OP:
+                self._ops[event.position] = event
+            elif event.type is EventType.WAIT:
+                self.waits[event.position] = event.data
         self._ledger = {e.position: e for e in effects}
+        self._inbox = list(signals)
         self._deadline = lease_deadline
         self._max_payload = max_payload_bytes
         self._position = 0
@@ -124,7 +144,10 @@ class JobRun:
         self._commit_lock = asyncio.Lock()
         self._outage_budget = outage_budget
         self._replay_only = replay_only
+        self.control = job.control
+        self.compensating = False
         self.compensable: list[tuple[ToolDef, CompensationRequest]] = []
+        self.in_flight: dict[int, EffectWrite] = {}
 
     # -- the journal cursor -----------------------------------------------------------------
 
@@ -135,8 +158,11 @@ class JobRun:
         ordinal = self._ordinals.get(name, 0) + 1
         self._ordinals[name] = ordinal
         recorded = self._ops.get(position)
-        if recorded is None and self._replay_only:
-            raise ReplayEnded(position)
+        if recorded is None:
+            if self._replay_only:
+                raise ReplayEnded(position)
+            if not self.compensating:
+                self._honour_control(position)
         if recorded is not None:
             data = recorded.data
             if (data["kind"], data["name"], data["args_hash"]) != (kind, name, args_digest):
@@ -146,6 +172,26 @@ class JobRun:
                     {"kind": kind, "name": name, "args_hash": args_digest},
                 )
         return Slot(position, ordinal, recorded)
+
+    def _honour_control(self, position: int) -> None:
+        """Before anything new runs: a cancel, a pause or a passed deadline takes effect here."""
+        if self.job.deadline is not None and time.time() >= self.job.deadline:
+            raise DeadlineExceeded(f"the job's deadline passed before position {position}")
+        if self.control is Control.CANCEL:
+            raise JobCancelled(f"cancelled by an operator before position {position}")
+        if self.control is Control.PAUSE:
+            detail = {"position": position, "message": "paused by an operator: `aetheris resume`"}
+            raise Suspend(ParkReason.PAUSED, detail)
+
+    async def take_signal(self, name: str) -> Signal | None:
+        """The oldest signal of ``name`` not yet received by this job (re-reading the inbox)."""
+        found = next((s for s in self._inbox if s.name == name), None)
+        if found is None:
+            self._inbox = await self.store.signals(self.job.id)
+            found = next((s for s in self._inbox if s.name == name), None)
+        if found is not None:
+            self._inbox.remove(found)
+        return found
 
     def ledger_row(self, position: int) -> Effect | None:
         return self._ledger.get(position)
@@ -177,6 +223,7 @@ class JobRun:
         *events: EventDraft,
         effects: Sequence[EffectWrite] = (),
         status: StatusWrite | None = None,
+        consume: Sequence[tuple[int, int]] = (),
     ) -> list[Event]:
         """A fenced write; buffered ``now``/``uuid``/``random`` values travel with it.
 
@@ -187,7 +234,10 @@ class JobRun:
         """
         async with self._commit_lock:
             drafts, self._pending = [*self._pending, *events], []
-            commit = Commit(drafts, effects, status, self._head)
+            wake: tuple[tuple[str, str], ...] = ()
+            if status is not None and status.status.terminal and self.job.parent_id:
+                wake = ((self.job.parent_id, job_wake(self.job.id)),)  # its parent waits
+            commit = Commit(drafts, effects, status, self._head, consume, wake)
             sealed = await self._commit_surviving_outages(commit)
             if sealed:
                 self._head = Head(sealed[-1].seq + 1, sealed[-1].hash)
@@ -286,8 +336,27 @@ class JobRun:
             await self._execute()
         except Suspend as suspend:
             await self._park(suspend)
+        except JobCancelled as cancelled:
+            await self._stop(cancelled)
+        except DeadlineExceeded as passed:
+            await self._fail(passed)
+        except asyncio.CancelledError:
+            # The worker interrupts a run in flight to cancel it or to enforce its deadline;
+            # any other cancellation (shutdown, lost lease) is not ours to handle.
+            task = asyncio.current_task()
+            if self.control is Control.CANCEL and task is not None:
+                task.uncancel()
+                await self._stop(JobCancelled("cancelled by an operator while running"))
+            elif self._deadline_passed() and task is not None:
+                task.uncancel()
+                await self._fail(DeadlineExceeded("the job's deadline passed while running"))
+            else:
+                raise
         finally:
             current_run.reset(token)
+
+    def _deadline_passed(self) -> bool:
+        return self.job.deadline is not None and time.time() >= self.job.deadline
 
     async def _execute(self) -> None:
         try:
@@ -303,6 +372,15 @@ class JobRun:
             status=StatusWrite(JobStatus.SUCCEEDED, result=result),
         )
 
+    async def fail_poisoned(self, limit: int) -> None:
+        """A job whose workers keep dying while running it is failed, not retried forever."""
+        error = {
+            "type": "PoisonJob",
+            "message": f"its worker died {self.job.recoveries} times while running it "
+            f"(max_recoveries={limit}); giving up",
+        }
+        await self._finish(JobStatus.FAILED, EventType.JOB_FAILED, error)
+
     def _check_consumed(self) -> None:
         leftover = sorted(p for p in self._ops if p >= self._position)
         if leftover:
@@ -313,7 +391,43 @@ class JobRun:
                 {},
             )
 
-    async def _fail(self, exc: Exception) -> None:
+    async def _mark_in_flight_in_doubt(self) -> list[int]:
+        """Interrupted mid-dispatch: an at_most_once effect may have happened. Say so."""
+        doubts = []
+        for position, intent in sorted(self.in_flight.items()):
+            if intent.effect is not EffectClass.AT_MOST_ONCE:
+                continue
+            data = {
+                "name": intent.tool,
+                "idempotency_key": intent.idempotency_key,
+                "attempt": intent.attempt,
+                "interrupted": True,
+            }
+            write = dataclasses.replace(
+                intent, state=EffectState.IN_DOUBT, expect=EffectState.INTENT
+            )
+            await self.commit(
+                EventDraft(EventType.EFFECT_IN_DOUBT, data, position), effects=[write]
+            )
+            doubts.append(position)
+        self.in_flight.clear()
+        return doubts
+
+    async def _stop(self, cancelled: JobCancelled) -> None:
+        """Cancelled: compensate what was committed, leave in doubt what may have happened."""
+        self.compensating = True
+        error: dict[str, Any] = {"type": "Cancelled", "message": str(cancelled)}
+        error["in_doubt"] = await self._mark_in_flight_in_doubt()
+        try:
+            error["compensated"] = await compensate_all(self)
+        except CompensationFailed as failed:
+            error["compensation_error"] = str(failed)
+        await self._finish(JobStatus.CANCELLED, EventType.JOB_CANCELLED, error)
+
+    async def _fail(self, exc: BaseException) -> None:
+        self.compensating = True
+        if isinstance(exc, DeadlineExceeded):
+            await self._mark_in_flight_in_doubt()
         error = error_doc(exc)
         if isinstance(exc, ToolFailed):
             error.update(position=exc.position, tool=exc.name, cause=exc.error_type)
@@ -340,7 +454,18 @@ class JobRun:
 
     async def _park(self, suspend: Suspend) -> None:
         reason = ParkReason(suspend.reason)
-        await self.commit(
-            EventDraft(EventType.JOB_PARKED, {"reason": reason.value, "detail": suspend.detail}),
-            status=StatusWrite(JobStatus.PARKED, park_reason=reason, park_detail=suspend.detail),
+        events = []
+        if suspend.wait is not None:
+            position, data = suspend.wait
+            events.append(EventDraft(EventType.WAIT, data, position))
+        events.append(
+            EventDraft(EventType.JOB_PARKED, {"reason": reason.value, "detail": suspend.detail})
         )
+        status = StatusWrite(
+            JobStatus.PARKED,
+            park_reason=reason,
+            park_detail=suspend.detail,
+            wake_on=suspend.wake_on,
+            wake_at=suspend.wake_at,
+        )
+        await self.commit(*events, status=status)

@@ -23,7 +23,16 @@ from aetheris.crashpoints import SimulatedCrash
 from aetheris.errors import AetherisError, LeaseLost
 from aetheris.journal import EventDraft, EventType
 from aetheris.runner import JobRun
-from aetheris.store.port import Claim, ClaimFilter, Commit, JobStatus, Lease, StatusWrite, Store
+from aetheris.store.port import (
+    Claim,
+    ClaimFilter,
+    Commit,
+    Control,
+    JobStatus,
+    Lease,
+    StatusWrite,
+    Store,
+)
 
 if TYPE_CHECKING:
     from aetheris.app import App
@@ -40,6 +49,7 @@ class _Active:
     lease: Lease
     deadline: float
     task: asyncio.Task[None] | None = None
+    run: JobRun | None = None
     lost: bool = False
     stopping: bool = False
 
@@ -115,11 +125,18 @@ class Worker:
                 if time.monotonic() - reaped_at >= self.reap_interval:
                     reaped_at = time.monotonic()
                     await self._reap(store)
-                found = await self._fill(store, where)
-                idle = None if len(self._active) >= self.concurrency else self.poll_interval
-                if found and idle is not None:
-                    continue
-                await self._idle(store, stop_waiter, idle)
+                # Listen before claiming: work announced while the claim finds nothing (or
+                # while the next due time is read) must still wake this worker.
+                notified = asyncio.create_task(store.wait_for_work(self.poll_interval))
+                try:
+                    found = await self._fill(store, where)
+                    idle = None if len(self._active) >= self.concurrency else self.poll_interval
+                    if idle is not None and not found:
+                        idle = await self._until_next_wake(store, idle)
+                    if not (found and idle is not None):
+                        await self._idle(notified, stop_waiter, idle)
+                finally:
+                    notified.cancel()
         finally:
             stop_waiter.cancel()
             self.app.detach(self)
@@ -137,17 +154,28 @@ class Worker:
         for owner in dead:
             log.info("worker %s is gone; its jobs are claimable now", owner)
 
+    async def _until_next_wake(self, store: Store, idle: float) -> float:
+        """Sleep no longer than until the next parked job becomes due (a timer, a timeout)."""
+        try:
+            due = await store.next_wake()
+        except AetherisError:
+            return idle
+        return idle if due is None else max(0.0, min(idle, due - time.time() + 0.01))
+
     async def _idle(
-        self, store: Store, stop_waiter: asyncio.Task[bool], timeout: float | None
+        self,
+        notified: asyncio.Task[None],
+        stop_waiter: asyncio.Task[bool],
+        timeout: float | None,
     ) -> None:
         """Wait for a free slot, a local wake-up, the store's notification, stop or timeout."""
         assert self._wake is not None
-        waiters: set[asyncio.Task[Any]] = {asyncio.create_task(self._wake.wait()), stop_waiter}
+        woken = asyncio.create_task(self._wake.wait())
+        waiters: set[asyncio.Task[Any]] = {woken, stop_waiter}
         if timeout is not None:
-            waiters.add(asyncio.create_task(store.wait_for_work(timeout)))
+            waiters.add(notified)
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters - {stop_waiter}:
-            waiter.cancel()
+        woken.cancel()
 
     async def _fill(self, store: Store, where: ClaimFilter) -> bool:
         found = False
@@ -181,7 +209,7 @@ class Worker:
             else:
                 events = await store.events(job.id)
                 effects = await store.effects(job_id=job.id)
-            run = JobRun(
+            run = active.run = JobRun(
                 job=job,
                 lease=claim.lease,
                 agent=agent,
@@ -190,7 +218,13 @@ class Worker:
                 effects=effects,
                 lease_deadline=lambda: active.deadline,
                 max_payload_bytes=self.app.max_payload_bytes,
+                agents=self.app.agents,
             )
+            if job.recoveries > self.app.max_recoveries:
+                await run.fail_poisoned(self.app.max_recoveries)
+                return
+            if job.deadline is not None:
+                self._enforce_deadline(active, job.deadline)
             await run.execute()
         except LeaseLost:
             log.info("job %s: lease lost, stopped", job.id)
@@ -213,6 +247,16 @@ class Worker:
             self._active.pop(job.id, None)
             self.wake()
 
+    def _enforce_deadline(self, active: _Active, deadline: float) -> None:
+        """Interrupt a job still running at its deadline (a slow tool included)."""
+
+        def interrupt() -> None:
+            if active.task is not None and not active.task.done():
+                active.task.cancel()
+
+        loop = asyncio.get_running_loop()
+        loop.call_at(loop.time() + max(0.0, deadline - time.time()), interrupt)
+
     async def _release(self, store: Store, lease: Lease, why: str, delay: float = 0.0) -> None:
         """Hand a job back (status pending) so that any worker can claim it right away."""
         try:
@@ -228,23 +272,49 @@ class Worker:
             log.info("job %s: not released (%s); its lease will expire", lease.job_id, exc)
 
     async def _heartbeats(self, store: Store) -> None:
-        interval = self.lease_ttl / 3
+        # Heartbeats also carry operators' requests (cancel, pause) to running jobs.
+        interval = min(self.lease_ttl / 3, 2.0)
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            # A notification (a control request on PostgreSQL) brings the next beat forward,
+            # but beats stay at least a quarter of a second apart.
+            await store.wait_for_work(interval)
+            await asyncio.sleep(max(0.0, 0.25 - (time.monotonic() - last)))
+            last = time.monotonic()
             actives = list(self._active.values())
             if not actives:
                 continue
             sent = time.monotonic()
             try:
-                lost = await store.heartbeat([a.lease for a in actives], self.lease_ttl)
+                beat = await store.heartbeat([a.lease for a in actives], self.lease_ttl)
             except AetherisError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
             for active in actives:
-                if active.lease.job_id in lost:
+                if active.lease.job_id in beat.lost:
                     self._lose(active)
-                else:
-                    active.deadline = sent + self.lease_ttl - self._margin
+                    continue
+                active.deadline = sent + self.lease_ttl - self._margin
+                control = beat.control.get(active.lease.job_id)
+                if control is not None and active.run is not None:
+                    self._control(active, control)
+
+    def requested(self, job_id: str, control: Control | None) -> None:
+        """An operator's request made through this process: honour it now, not at a beat."""
+        active = self._active.get(job_id)
+        if active is not None and active.run is not None and control is not None:
+            self._control(active, control)
+        elif active is not None and active.run is not None:
+            active.run.control = None
+
+    def _control(self, active: _Active, control: Control) -> None:
+        assert active.run is not None
+        if active.run.control is control:
+            return
+        active.run.control = control
+        if control is Control.CANCEL and active.task is not None:
+            log.info("job %s: cancel requested; interrupting it", active.lease.job_id)
+            active.task.cancel()
 
     def _die(self) -> None:
         """Behave like a killed process: stop everything, write nothing more."""

@@ -14,7 +14,11 @@ from pathlib import Path
 import aetheris
 from aetheris import App, Context
 
-app = App(lease_ttl=float(os.environ.get("CHAOS_LEASE_TTL", "2")), poll_interval=0.05)
+app = App(
+    lease_ttl=float(os.environ.get("CHAOS_LEASE_TTL", "2")),
+    poll_interval=0.05,
+    max_recoveries=int(os.environ.get("CHAOS_MAX_RECOVERIES", "5")),
+)
 WORLD = Path(os.environ.get("CHAOS_WORLD", "."))
 PACE = float(os.environ.get("CHAOS_PACE", "0"))
 
@@ -109,5 +113,53 @@ async def order_reconciled(ctx: Context, n: int) -> str:
 
 @app.agent
 async def zombie(ctx: Context, seconds: float) -> str:
+    await slow_charge(seconds)
+    return await after_slow()
+
+
+# -- human in the loop, time and children ------------------------------------------------------
+
+
+@app.tool
+async def probe(n: int) -> int:
+    await pace(n, 4)
+    record("probes.log", f"{aetheris.tool_context().job_id} {n}")
+    return n * n
+
+
+@app.agent
+async def approve_then_pay(ctx: Context, n: int) -> dict[str, object]:
+    await lookup(n)
+    await reserve(n)
+    decision = await ctx.approval("pay", {"n": n})
+    charged = await charge(n)
+    receipt = await ctx.wait_for_signal("receipt")
+    await notify(f"{charged} {receipt}")
+    return {"charge": charged, "by": decision.by, "receipt": receipt}
+
+
+@app.agent
+async def sleeper(ctx: Context, seconds: float) -> str:
+    await lookup(0)
+    await ctx.sleep(seconds)
+    await notify("woke")
+    return "woke"
+
+
+@app.agent
+async def parent_of(ctx: Context, n: int) -> object:
+    await lookup(n)
+    result = await ctx.run_agent("order", {"n": n})
+    await notify(f"child said {result}")
+    return result
+
+
+@app.agent
+async def fan_out(ctx: Context, n: int) -> list[int]:
+    return list(await asyncio.gather(*(probe(i) for i in range(n))))
+
+
+@app.agent
+async def slow_then_charge(ctx: Context, seconds: float) -> str:
     await slow_charge(seconds)
     return await after_slow()

@@ -27,6 +27,7 @@ class Cluster:
         self.lease_ttl = lease_ttl
         self.pace = pace
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.extra_env: dict[str, str] = {}
         self.killed: set[int] = set()
         self.started = 0
 
@@ -39,6 +40,7 @@ class Cluster:
             CHAOS_PACE=str(self.pace),
             PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]),
         )
+        env.update(self.extra_env)
         env.pop("AETHERIS_CRASH_AT", None)
         if crash_at:
             env["AETHERIS_CRASH_AT"] = crash_at

@@ -138,7 +138,7 @@ async def test_expired_lease_is_reclaimed_and_the_old_holder_fenced(store: Store
     assert second.job.attempts == 2
     with pytest.raises(LeaseLost):
         await store.commit(first.lease, Commit([op(0)]))
-    assert await store.heartbeat([first.lease], 30.0) == {"j1"}
+    assert (await store.heartbeat([first.lease], 30.0)).lost == {"j1"}
     await store.commit(second.lease, Commit([op(0)]))
 
 
@@ -148,7 +148,7 @@ async def test_heartbeat_keeps_the_lease(store: Store) -> None:
     assert claim is not None
     for _ in range(4):
         await asyncio.sleep(0.08)
-        assert await store.heartbeat([claim.lease], 0.2) == set()
+        assert (await store.heartbeat([claim.lease], 0.2)).lost == set()
     assert await store.claim("w2", 30.0, ALL) is None
 
 

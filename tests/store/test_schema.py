@@ -14,13 +14,22 @@ from aetheris.store import create_store, sql
 from aetheris.store.postgres import PostgresStore
 
 
-def _sqlite_catalog(path: Path) -> list[tuple[str, str, str]]:
+def _sqlite_catalog(path: Path) -> list[tuple[object, ...]]:
+    """Tables by their columns (ALTER TABLE rewrites CREATE text), the rest by normalized SQL."""
+    catalog: list[tuple[object, ...]] = []
     with sqlite3.connect(path) as conn:
         rows = conn.execute(
             "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
             "AND name != 'aetheris_schema' ORDER BY type, name"
         ).fetchall()
-    return [(t, n, re.sub(r"\s+", " ", s or "")) for t, n, s in rows]
+        for kind, name, text in rows:
+            if kind == "table":
+                columns = conn.execute(f"PRAGMA table_info({name})").fetchall()
+                keys = conn.execute(f"PRAGMA index_list({name})").fetchall()
+                catalog.append((kind, name, tuple(columns), len(keys), "WITHOUT ROWID" in text))
+            else:
+                catalog.append((kind, name, re.sub(r"\s+", " ", text or "")))
+    return catalog
 
 
 def test_sqlite_fresh_schema_equals_migrations(tmp_path: Path) -> None:

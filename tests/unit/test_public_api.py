@@ -8,6 +8,16 @@ import aetheris.testing
 EXPECTED = {
     "AetherisError",
     "App",
+    "Approval",
+    "ApprovalRejected",
+    "ApprovalTimeout",
+    "ChildFailed",
+    "Control",
+    "DeadlineExceeded",
+    "JobCancelled",
+    "Signal",
+    "SignalTimeout",
+    "WaitError",
     "Committed",
     "CompensationRequest",
     "ConfigurationError",
@@ -59,6 +69,12 @@ def test_testing_kit_members() -> None:
 
 
 def test_control_signals_escape_except_exception() -> None:
-    for signal in (aetheris.LeaseLost, aetheris.Suspend, aetheris.testing.SimulatedCrash):
+    for signal in (
+        aetheris.LeaseLost,
+        aetheris.Suspend,
+        aetheris.testing.SimulatedCrash,
+        aetheris.JobCancelled,
+        aetheris.DeadlineExceeded,
+    ):
         assert issubclass(signal, BaseException)
         assert not issubclass(signal, Exception)

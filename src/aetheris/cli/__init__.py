@@ -348,6 +348,95 @@ async def export(app: App, job_id: str, output: str) -> None:
     )
 
 
+@main.command(name="signal")
+@click.argument("job_id")
+@click.argument("name")
+@click.option("--data", "data_json", default="null", show_default=True, help="Payload as JSON.")
+@click.option("--signal-id", help="Sending twice with one id delivers once.")
+@click.option("--by", default=lambda: os.environ.get("USER"), show_default="$USER")
+@json_option
+@with_app
+async def send_signal(
+    app: App,
+    job_id: str,
+    name: str,
+    data_json: str,
+    signal_id: str | None,
+    by: str | None,
+    as_json: bool,
+) -> None:
+    """Send signal NAME to a job; a job waiting for it resumes."""
+    sent = await app.signal(
+        job_id, name, parse_json(data_json, "--data"), signal_id=signal_id, sender=by
+    )
+    if as_json:
+        render.print_json(render.signal_json(sent))
+    else:
+        click.echo(f"signal {name!r} (#{sent.seq}, id {sent.signal_id}) is in job {job_id}'s inbox")
+
+
+def _decision_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--position", type=int, help="The request's position (default: pending)")(fn)
+    fn = click.option("--by", default=lambda: os.environ.get("USER"), show_default="$USER")(fn)
+    reviewed = click.option("--args-hash", help="The args hash you reviewed (refused if changed).")
+    return reviewed(fn)
+
+
+@main.command()
+@click.argument("job_id")
+@_decision_options
+@click.option("--comment", help="Recorded with the decision.")
+@with_app
+async def approve(
+    app: App,
+    job_id: str,
+    position: int | None,
+    by: str | None,
+    args_hash: str | None,
+    comment: str | None,
+) -> None:
+    """Approve a job's pending approval request."""
+    await app.approve(job_id, position=position, by=by, comment=comment, args_hash=args_hash)
+    click.echo(f"approved; job {job_id} resumes")
+
+
+@main.command()
+@click.argument("job_id")
+@_decision_options
+@click.option("--reason", help="Why (the agent sees it).")
+@with_app
+async def reject(
+    app: App,
+    job_id: str,
+    position: int | None,
+    by: str | None,
+    args_hash: str | None,
+    reason: str | None,
+) -> None:
+    """Reject a job's pending approval request; the agent sees ApprovalRejected."""
+    await app.reject(job_id, position=position, by=by, reason=reason, args_hash=args_hash)
+    click.echo(f"rejected; job {job_id} resumes")
+
+
+def _control_command(action: str, doc: str) -> None:
+    @main.command(name=action, help=doc)
+    @click.argument("job_id")
+    @json_option
+    @with_app
+    async def command(app: App, job_id: str, as_json: bool) -> None:
+        job = await getattr(app, action)(job_id)
+        if as_json:
+            render.print_json(render.job_json(job))
+        else:
+            flag = f", {job.control} requested" if job.control else ""
+            click.echo(f"job {job.id} is {job.status}{flag}")
+
+
+_control_command("cancel", "Cancel a job (and its children); compensations run.")
+_control_command("pause", "Park a job at its next durable operation.")
+_control_command("resume", "Resume a paused job.")
+
+
 @main.group()
 def effects() -> None:
     """The effects ledger: list and resolve in-doubt effects."""

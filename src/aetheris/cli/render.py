@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aetheris.journal import Event, EventType
-from aetheris.store.port import Effect, Job
+from aetheris.store.port import Effect, Job, Signal
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -46,6 +46,11 @@ def job_json(job: Job) -> dict[str, Any]:
         "idempotency_key": job.idempotency_key,
         "queue": job.queue,
         "priority": job.priority,
+        "wake_on": job.wake_on,
+        "wake_at": iso(job.wake_at),
+        "parent_id": job.parent_id,
+        "control": job.control.value if job.control else None,
+        "deadline": iso(job.deadline),
         "lease_epoch": job.lease_epoch,
         "lease_owner": job.lease_owner,
         "lease_expires_at": iso(job.lease_expires_at),
@@ -85,6 +90,19 @@ def effect_json(effect: Effect) -> dict[str, Any]:
     }
 
 
+def signal_json(signal: Signal) -> dict[str, Any]:
+    return {
+        "job_id": signal.job_id,
+        "seq": signal.seq,
+        "name": signal.name,
+        "signal_id": signal.signal_id,
+        "payload": signal.payload,
+        "sender": signal.sender,
+        "created_at": iso(signal.created_at),
+        "consumed_position": signal.consumed_position,
+    }
+
+
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
 
@@ -119,6 +137,8 @@ def _short(value: Any, width: int = 48) -> str:
 def _describe(event: Event) -> tuple[str, str, str, str, str]:
     """(kind, name, outcome, duration, detail) of one event for the trace table."""
     d = event.data
+    if event.type is EventType.OP and d["kind"] in ("approval", "signal", "child", "sleep"):
+        return _describe_wait(d)
     if event.type is EventType.OP:
         name = f"{d['name']}#{d.get('ordinal', 1)}"
         duration = f"{d['duration_ms']:.1f} ms" if "duration_ms" in d else ""
@@ -140,7 +160,10 @@ def _describe(event: Event) -> tuple[str, str, str, str, str]:
     if event.type is EventType.EFFECT_RESOLVED:
         return "tool", d["name"], d["resolution"], "", f"by {d['by']}"
     if event.type is EventType.JOB_PARKED:
-        return "", "", d["reason"], "", _short(d.get("detail"), 60)
+        parked: dict[str, Any] = d.get("detail") or {}
+        return "", "", d["reason"], "", str(parked.get("message") or _short(parked, 60))
+    if event.type is EventType.WAIT:
+        return "", "", "", "", f"deadline {iso(d.get('deadline'))}"
     if event.type in (EventType.JOB_FAILED, EventType.JOB_COMPENSATED):
         error = d.get("error") or {}
         return "", "", "", "", f"{error.get('type')}: {error.get('message')}"[:80]
@@ -149,6 +172,27 @@ def _describe(event: Event) -> tuple[str, str, str, str, str]:
     if event.type is EventType.JOB_SUCCEEDED:
         return "", "", "", "", _short(d.get("result"))
     return "", "", "", "", _short(d, 60)
+
+
+def _describe_wait(d: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    name = f"{d['name']}#{d.get('ordinal', 1)}"
+    error = d.get("error")
+    if error is not None:
+        return d["kind"], name, error["type"], "", str(error.get("message", ""))[:72]
+    result = d.get("result")
+    if d["kind"] == "approval" and isinstance(result, dict):
+        comment = f": {result['comment']}" if result.get("comment") else ""
+        return d["kind"], name, "approved", "", f"by {result.get('by')}{comment}"
+    sender = f" from {d['sender']}" if d.get("sender") else ""
+    if d["kind"] == "child":
+        return d["kind"], name, "succeeded", "", f"child {d.get('child')}: {_short(result, 40)}"
+    return (
+        d["kind"],
+        name,
+        "received" if d["kind"] == "signal" else "done",
+        "",
+        (_short(result, 56) + sender),
+    )
 
 
 def trace_table(job: Job, events: Sequence[Event]) -> Table:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aetheris.errors import Conflict
 from aetheris.journal import Event, EventDraft, EventType, seal, to_jsonable
-from aetheris.store.port import Guard, Job, NewJob
+from aetheris.store.port import (
+    Control,
+    Guard,
+    Job,
+    JobStatus,
+    NewJob,
+    ParkReason,
+    StatusWrite,
+)
 
 
 def seal_all(
@@ -58,3 +67,64 @@ def same_request(job: Job, new: NewJob) -> bool:
 
 def head_moved(job_id: str, expected: int, found: int) -> str:
     return f"journal of job {job_id} has {found} events, the writer expected {expected}"
+
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "compensated"})
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlan:
+    """What a control action does to a job that is not held by a worker, or to its flag."""
+
+    control: Control | None
+    status: StatusWrite | None = None
+    event: EventDraft | None = None
+    cascade: bool = False
+
+
+def plan_control(job: Job, action: Control) -> ControlPlan:
+    """Decide what ``action`` does to ``job`` (raises :class:`Conflict` when it cannot apply).
+
+    A running job is only flagged (its worker honours the flag at the next durable operation,
+    and a heartbeat interrupts a tool in flight on cancel): nothing is appended to a journal
+    that a lease holder is writing. A job no worker holds changes at once.
+    """
+    if job.status.terminal:
+        raise Conflict(f"job {job.id} has already ended ({job.status})")
+    running = job.status is JobStatus.RUNNING
+    requested = EventDraft(EventType.CONTROL, {"action": action.value})
+    if action is Control.CANCEL:
+        if job.status is JobStatus.PENDING and job.attempts == 0:
+            error = {"type": "Cancelled", "message": "cancelled before it started"}
+            return ControlPlan(
+                None,
+                StatusWrite(JobStatus.CANCELLED, error=error),
+                EventDraft(EventType.JOB_CANCELLED, {"error": error, "compensated": []}),
+                cascade=True,
+            )
+        if running:
+            return ControlPlan(Control.CANCEL, cascade=True)
+        return ControlPlan(Control.CANCEL, StatusWrite(JobStatus.PENDING), requested, True)
+    if action is Control.PAUSE:
+        if job.status is JobStatus.PENDING:
+            detail = {"message": "paused by an operator: `aetheris resume` to continue"}
+            parked = StatusWrite(
+                JobStatus.PARKED, park_reason=ParkReason.PAUSED, park_detail=detail
+            )
+            return ControlPlan(
+                None,
+                parked,
+                EventDraft(EventType.JOB_PARKED, {"reason": "paused", "detail": detail}),
+            )
+        return ControlPlan(Control.PAUSE, event=None if running else requested)
+    if job.status is JobStatus.PARKED and job.park_reason is ParkReason.PAUSED:
+        return ControlPlan(
+            None, StatusWrite(JobStatus.PENDING), EventDraft(EventType.JOB_RESUMED, {})
+        )
+    if job.control is Control.PAUSE:
+        return ControlPlan(None, event=None if running else requested)
+    raise Conflict(f"job {job.id} is not paused (it is {job.status})")
+
+
+def signal_refusal(job: Job) -> Conflict:
+    return Conflict(f"job {job.id} has ended ({job.status}): it takes no more signals")

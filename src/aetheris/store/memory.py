@@ -7,6 +7,7 @@ atomic transaction, which is exactly what the SQL stores give with real transact
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
@@ -20,24 +21,30 @@ from aetheris.store._shared import (
     claimed_draft,
     created_draft,
     head_moved,
+    plan_control,
     same_request,
     seal_all,
+    signal_refusal,
 )
 from aetheris.store.port import (
     Claim,
     ClaimFilter,
     Commit,
+    Control,
     Effect,
     EffectState,
     EffectWrite,
     Guard,
     Head,
+    Heartbeat,
     Job,
     JobStatus,
     Lease,
     NewJob,
     SchemaState,
+    Signal,
     StatusWrite,
+    signal_wake,
 )
 
 LATEST_SCHEMA = 1
@@ -55,6 +62,7 @@ class MemoryStore:
         self._effects: dict[tuple[str, int], Effect] = {}
         self._by_key: dict[str, str] = {}
         self._agents: dict[str, float] = {}
+        self._signals: dict[tuple[str, int], Signal] = {}
 
     async def open(self, *, migrate: bool = True) -> None:
         return None
@@ -102,6 +110,8 @@ class MemoryStore:
                 head_hash=GENESIS_HASH,
                 created_at=now,
                 updated_at=now,
+                parent_id=new.parent_id,
+                deadline=new.deadline,
             )
             self._jobs[job.id] = job
             self._events[job.id] = []
@@ -134,8 +144,11 @@ class MemoryStore:
                 lease_owner=owner,
                 lease_expires_at=now + lease_ttl,
                 attempts=job.attempts + 1,
+                recoveries=job.recoveries + (recovered is not None),
                 park_reason=None,
                 park_detail=None,
+                wake_on=None,
+                wake_at=None,
                 updated_at=now,
             )
             self._append(job.id, [claimed_draft(owner, epoch, job.attempts + 1, recovered)], now)
@@ -158,6 +171,16 @@ class MemoryStore:
         ]
         if expired:
             return min(expired, key=lambda j: (j.lease_expires_at or 0.0, j.id))
+        due = [
+            j
+            for j in self._jobs.values()
+            if j.status == JobStatus.PARKED
+            and j.wake_at is not None
+            and j.wake_at <= now
+            and eligible(j)
+        ]
+        if due:
+            return min(due, key=lambda j: (j.wake_at or 0.0, j.id))
         pending = [
             j
             for j in self._jobs.values()
@@ -167,17 +190,19 @@ class MemoryStore:
             return None
         return min(pending, key=lambda j: (-j.priority, j.run_at, j.id))
 
-    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]:
-        lost: set[str] = set()
+    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat:
+        beat = Heartbeat(set(), {})
         with self._lock:
             now = self._clock()
             for lease in leases:
                 job = self._jobs.get(lease.job_id)
                 if job is None or not _holds(job, lease):
-                    lost.add(lease.job_id)
+                    beat.lost.add(lease.job_id)
                     continue
                 self._jobs[job.id] = dataclasses.replace(job, lease_expires_at=now + lease_ttl)
-        return lost
+                if job.control is not None:
+                    beat.control[job.id] = job.control
+        return beat
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
         with self._lock:
@@ -203,11 +228,42 @@ class MemoryStore:
 
     def _apply(self, job: Job, commit: Commit, now: float) -> list[Event]:
         self._check_effects(job.id, commit.effects)
+        for seq, _ in commit.consume:
+            found = self._signals.get((job.id, seq))
+            if found is None or found.consumed_position is not None:
+                raise Conflict(f"signal {seq} of job {job.id} was already received")
         for write in commit.effects:
             self._write_effect(job.id, write, now)
+        for seq, position in commit.consume:
+            signal = self._signals[(job.id, seq)]
+            self._signals[(job.id, seq)] = dataclasses.replace(signal, consumed_position=position)
         if commit.status is not None:
             self._jobs[job.id] = _with_status(job, commit.status, now)
-        return self._append(job.id, commit.events, now)
+        for other, wake_on in commit.wake:
+            self._wake(other, wake_on, now)
+        sealed = self._append(job.id, commit.events, now)
+        if commit.status is not None and commit.status.wake_on and self._ready(job.id):
+            self._wake(job.id, commit.status.wake_on, now)
+        return sealed
+
+    def _wake(self, job_id: str, wake_on: str, now: float) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.status is JobStatus.PARKED and job.wake_on == wake_on:
+            self._jobs[job_id] = dataclasses.replace(
+                job, status=JobStatus.PENDING, run_at=now, wake_on=None, wake_at=None
+            )
+
+    def _ready(self, job_id: str) -> bool:
+        """Whether what a parked job waits for is already there."""
+        wake_on = self._jobs[job_id].wake_on or ""
+        kind, _, name = wake_on.partition(":")
+        if kind == "signal":
+            return any(
+                s.job_id == job_id and s.name == name and s.consumed_position is None
+                for s in self._signals.values()
+            )
+        other = self._jobs.get(name)
+        return kind == "job" and other is not None and other.status.terminal
 
     def _check_effects(self, job_id: str, writes: Sequence[EffectWrite]) -> None:
         for write in writes:
@@ -292,6 +348,64 @@ class MemoryStore:
         """No cross-process wake-ups here: workers poll (and wake each other in-process)."""
         await asyncio.sleep(timeout)
 
+    async def send_signal(
+        self, job_id: str, name: str, payload: Any, signal_id: str, sender: str | None
+    ) -> tuple[Signal, bool]:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            for signal in self._signals.values():
+                if signal.job_id == job_id and signal.signal_id == signal_id:
+                    return signal, False
+            if job.status.terminal:
+                raise signal_refusal(job)
+            now = self._clock()
+            seq = 1 + max((s.seq for s in self._signals.values() if s.job_id == job_id), default=0)
+            signal = Signal(job_id, seq, name, signal_id, to_jsonable(payload), sender, now, None)
+            self._signals[(job_id, seq)] = signal
+            self._wake(job_id, signal_wake(name), now)
+            return signal, True
+
+    async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
+        with self._lock:
+            found = [
+                s
+                for s in self._signals.values()
+                if s.job_id == job_id and (not pending or s.consumed_position is None)
+            ]
+        return sorted(found, key=lambda s: s.seq)
+
+    async def control(self, job_id: str, action: Control) -> Job:
+        with self._lock:
+            self._control(job_id, action)
+            return self._jobs[job_id]
+
+    def _control(self, job_id: str, action: Control) -> None:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        plan = plan_control(job, action)
+        now = self._clock()
+        if plan.status is not None:
+            job = _with_status(job, plan.status, now)
+        self._jobs[job_id] = dataclasses.replace(job, control=plan.control, updated_at=now)
+        if plan.event is not None:
+            self._append(job_id, [plan.event], now)
+        if plan.cascade:
+            for child in [j.id for j in self._jobs.values() if j.parent_id == job_id]:
+                with contextlib.suppress(Conflict):
+                    self._control(child, Control.CANCEL)
+
+    async def next_wake(self) -> float | None:
+        with self._lock:
+            due = [
+                j.wake_at
+                for j in self._jobs.values()
+                if j.status is JobStatus.PARKED and j.wake_at is not None
+            ]
+        return min(due, default=None)
+
     async def register_worker(self, owner: str) -> None:
         return None
 
@@ -317,6 +431,9 @@ def _with_status(job: Job, write: StatusWrite, now: float) -> Job:
         result=to_jsonable(write.result),
         error=to_jsonable(write.error),
         run_at=write.run_at if write.run_at is not None else now,
+        wake_on=write.wake_on,
+        wake_at=write.wake_at,
+        control=None if write.status.terminal else job.control,
         lease_owner=job.lease_owner if running else None,
         lease_expires_at=job.lease_expires_at if running else None,
         updated_at=now,

@@ -51,6 +51,15 @@ class ParkReason(enum.StrEnum):
     EFFECT_IN_DOUBT = "effect_in_doubt"
     NONDETERMINISM = "nondeterminism"
     PAUSED = "paused"
+    CHILD = "child"
+
+
+class Control(enum.StrEnum):
+    """An operator's request to a job, honoured at its next durable operation."""
+
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 class EffectClass(enum.StrEnum):
@@ -90,6 +99,12 @@ class Job:
     head_hash: str
     created_at: float
     updated_at: float
+    wake_on: str | None = None
+    wake_at: float | None = None
+    parent_id: str | None = None
+    control: Control | None = None
+    deadline: float | None = None
+    recoveries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +132,30 @@ class NewJob:
     queue: str = "default"
     priority: int = 0
     run_at: float | None = None
+    parent_id: str | None = None
+    deadline: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A message in a job's inbox; ``consumed_position`` is set once the job received it."""
+
+    job_id: str
+    seq: int
+    name: str
+    signal_id: str
+    payload: Any
+    sender: str | None
+    created_at: float
+    consumed_position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What a heartbeat learns: leases lost, and control actions requested on held jobs."""
+
+    lost: set[str]
+    control: dict[str, Control]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +191,16 @@ class StatusWrite:
     result: Any = None
     error: Mapping[str, Any] | None = None
     run_at: float | None = None
+    wake_on: str | None = None  # "signal:<name>" or "job:<id>": what unparks the job
+    wake_at: float | None = None  # when a parked job becomes due (a timer, a timeout)
+
+
+def signal_wake(name: str) -> str:
+    return f"signal:{name}"
+
+
+def job_wake(job_id: str) -> str:
+    return f"job:{job_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +224,8 @@ class Commit:
     effects: Sequence[EffectWrite] = ()
     status: StatusWrite | None = None
     head: Head | None = None
+    consume: Sequence[tuple[int, int]] = ()  # (signal seq, journal position) received
+    wake: Sequence[tuple[str, str]] = ()  # (job id, wake_on) of parked jobs to unpark
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +286,7 @@ class Store(Protocol):
     ) -> list[Job]: ...
 
     async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None: ...
-    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]: ...
+    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat: ...
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]: ...
     async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job: ...
 
@@ -243,6 +294,13 @@ class Store(Protocol):
     async def effects(
         self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None
     ) -> list[Effect]: ...
+
+    async def send_signal(
+        self, job_id: str, name: str, payload: Any, signal_id: str, sender: str | None
+    ) -> tuple[Signal, bool]: ...
+    async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]: ...
+    async def control(self, job_id: str, action: Control) -> Job: ...
+    async def next_wake(self) -> float | None: ...
 
     async def register_agents(self, names: Sequence[str]) -> None: ...
     async def agents(self) -> list[str]: ...

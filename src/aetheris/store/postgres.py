@@ -48,25 +48,31 @@ from aetheris.store._shared import (
     claimed_draft,
     created_draft,
     head_moved,
+    plan_control,
     same_request,
     seal_all,
+    signal_refusal,
 )
 from aetheris.store.port import (
     Claim,
     ClaimFilter,
     Commit,
+    Control,
     Effect,
     EffectClass,
     EffectState,
     EffectWrite,
     Guard,
+    Heartbeat,
     Job,
     JobStatus,
     Lease,
     NewJob,
     ParkReason,
     SchemaState,
+    Signal,
     StatusWrite,
+    signal_wake,
 )
 
 log = logging.getLogger("aetheris.postgres")
@@ -108,7 +114,7 @@ class PostgresStore:
         min_connections: int = 1,
         max_connections: int = 10,
         connect_timeout: float = 10.0,
-        reap_grace: float = 5.0,
+        reap_grace: float = 3.0,
     ) -> None:
         self.url, options = split_options(url)
         min_connections = int(options.pop("min_connections", min_connections))
@@ -231,6 +237,8 @@ class PostgresStore:
             "priority": new.priority,
             "run_at": new.run_at,
             "head_hash": GENESIS_HASH,
+            "parent_id": new.parent_id,
+            "deadline": new.deadline,
         }
         async with self._tx() as conn:
             inserted = await (await conn.execute(Q["insert_job"], params)).fetchone()
@@ -298,16 +306,19 @@ class PostgresStore:
         job = dataclasses.replace(job, event_count=job.event_count + 1, head_hash=sealed[-1].hash)
         return Claim(job, Lease(job.id, job.lease_epoch, owner), row["previous_owner"])
 
-    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]:
+    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat:
         if not leases:
-            return set()
+            return Heartbeat(set(), {})
+        ordered = sorted(leases, key=lambda lease: lease.job_id)  # one lock order
         params = {
-            "ids": [lease.job_id for lease in leases],
-            "epochs": [lease.epoch for lease in leases],
+            "ids": [lease.job_id for lease in ordered],
+            "epochs": [lease.epoch for lease in ordered],
             "ttl": lease_ttl,
         }
-        kept = {row["id"] for row in await self._all("heartbeat", params)}
-        return {lease.job_id for lease in leases} - kept
+        rows = await self._all("heartbeat", params)
+        kept = {row["id"] for row in rows}
+        control = {row["id"]: Control(row["control"]) for row in rows if row["control"]}
+        return Heartbeat({lease.job_id for lease in leases} - kept, control)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -320,9 +331,25 @@ class PostgresStore:
         )
         if crashpoints.armed():
             crashpoints.reach("in_append", _op_name(commit.events))
-        if await self._group.commit(_commit_params(lease, commit, sealed)) != 1:
+        params = _commit_params(lease, commit, sealed)
+        if _needs_follow_up(commit):
+            fenced = await self._commit_with_follow_up(params, lease.job_id, commit)
+        else:
+            fenced = await self._group.commit(params)
+        if fenced != 1:
             await self._explain_refusal(lease, commit)
         return sealed
+
+    async def _commit_with_follow_up(
+        self, params: dict[str, Any], job_id: str, commit: Commit
+    ) -> int:
+        """The commit statement, then what must follow it in the same transaction."""
+        async with self._tx() as conn:
+            row = await (await conn.execute(Q["commit"], params)).fetchone()
+            if row is None or row["fenced"] != 1:
+                return 0
+            await _follow_up(conn, job_id, commit)
+            return 1
 
     async def _commit_one(self, params: dict[str, Any]) -> int:
         row = await self._one("commit", params)
@@ -398,6 +425,7 @@ class PostgresStore:
             await _write_effect(conn, job_id, write)
         if commit.status is not None:
             await conn.execute(Q["set_status"], _status_params(job_id, commit.status))
+        await _follow_up(conn, job_id, commit)
         return await self._append(
             conn, job_id, head["event_count"], head["head_hash"], commit.events
         )
@@ -448,6 +476,59 @@ class PostgresStore:
             "states": [s.value for s in states] if states is not None else None,
         }
         return [_effect(r) for r in await self._all("list_effects", params)]
+
+    async def send_signal(
+        self, job_id: str, name: str, payload: Any, signal_id: str, sender: str | None
+    ) -> tuple[Signal, bool]:
+        known = {"job_id": job_id, "signal_id": signal_id}
+        async with self._tx() as conn:
+            # Lock the job row first: a worker parking this job waits for us, then sees us.
+            row = await (await conn.execute(Q["lock_job"], {"id": job_id})).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            existing = await (await conn.execute(Q["signal_by_id"], known)).fetchone()
+            if existing is not None:
+                return _signal(existing), False
+            job = _job(row)
+            if job.status.terminal:
+                raise signal_refusal(job)
+            params = {**known, "name": name, "payload": _json(payload) or "null", "sender": sender}
+            inserted = await _fetch(await conn.execute(Q["insert_signal"], params))
+            await conn.execute(Q["wake"], {"id": job_id, "wake_on": signal_wake(name)})
+            return _signal(inserted), True
+
+    async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
+        rows = await self._all("signals", {"job_id": job_id, "pending": pending})
+        return [_signal(r) for r in rows]
+
+    async def control(self, job_id: str, action: Control) -> Job:
+        async with self._tx() as conn:
+            await self._control(conn, job_id, action)
+            return await self._get(conn, job_id)
+
+    async def _control(
+        self, conn: psycopg.AsyncConnection[Row], job_id: str, action: Control
+    ) -> None:
+        row = await (await conn.execute(Q["lock_job"], {"id": job_id})).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        job = _job(row)
+        plan = plan_control(job, action)
+        if plan.status is not None:
+            await conn.execute(Q["set_status"], _status_params(job_id, plan.status))
+        control = plan.control.value if plan.control else None
+        await conn.execute(Q["set_control"], {"id": job_id, "control": control})
+        if plan.event is not None:
+            await self._append(conn, job_id, job.event_count, job.head_hash, [plan.event])
+        if plan.cascade:
+            children = await (await conn.execute(Q["children"], {"id": job_id})).fetchall()
+            for child in children:
+                with contextlib.suppress(Conflict):
+                    await self._control(conn, child["id"], Control.CANCEL)
+
+    async def next_wake(self) -> float | None:
+        row = await self._one("next_wake")
+        return row["at"] if row is not None else None
 
     async def register_agents(self, names: Sequence[str]) -> None:
         async with self._conn() as conn:
@@ -616,7 +697,7 @@ class _Listener:
                 log.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
             self.connected.clear()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, 1.0)
 
 
 async def _all(conn: psycopg.AsyncConnection[Row], query: str) -> list[Row]:
@@ -674,6 +755,25 @@ async def _write_effect(
     )
 
 
+def _needs_follow_up(commit: Commit) -> bool:
+    status = commit.status
+    parks = status is not None and status.status is JobStatus.PARKED and bool(status.wake_on)
+    return bool(commit.consume or commit.wake) or parks
+
+
+async def _follow_up(conn: psycopg.AsyncConnection[Row], job_id: str, commit: Commit) -> None:
+    """Signals received, parked jobs woken, and no sleeping on what is already there."""
+    for seq, position in commit.consume:
+        params = {"job_id": job_id, "seq": seq, "position": position}
+        if await (await conn.execute(Q["consume_signal"], params)).fetchone() is None:
+            raise Conflict(f"signal {seq} of job {job_id} was already received")
+    for other, wake_on in commit.wake:
+        await conn.execute(Q["wake"], {"id": other, "wake_on": wake_on})
+    status = commit.status
+    if status is not None and status.status is JobStatus.PARKED and status.wake_on:
+        await conn.execute(Q["wake_if_ready"], {"id": job_id})
+
+
 def _commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict[str, Any]:
     assert commit.head is not None
     status = commit.status
@@ -690,6 +790,8 @@ def _commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dic
         "result": _json(status.result) if status else None,
         "error": _json(status.error) if status else None,
         "run_at": status.run_at if status else None,
+        "wake_on": status.wake_on if status else None,
+        "wake_at": status.wake_at if status else None,
         "e_positions": [w.position for w in writes],
         "e_expects": [w.expect.value if w.expect else None for w in writes],
         "e_tools": [w.tool for w in writes],
@@ -730,6 +832,8 @@ def _status_params(job_id: str, write: StatusWrite) -> dict[str, Any]:
         "result": canonical(write.result).decode(),
         "error": canonical(write.error).decode() if write.error is not None else None,
         "run_at": write.run_at,
+        "wake_on": write.wake_on,
+        "wake_at": write.wake_at,
     }
 
 
@@ -772,6 +876,25 @@ def _job(row: Row) -> Job:
         head_hash=row["head_hash"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        wake_on=row["wake_on"],
+        wake_at=row["wake_at"],
+        parent_id=row["parent_id"],
+        control=Control(row["control"]) if row["control"] else None,
+        deadline=row["deadline"],
+        recoveries=row["recoveries"],
+    )
+
+
+def _signal(row: Row) -> Signal:
+    return Signal(
+        job_id=row["job_id"],
+        seq=row["seq"],
+        name=row["name"],
+        signal_id=row["signal_id"],
+        payload=row["payload"],
+        sender=row["sender"],
+        created_at=row["created_at"],
+        consumed_position=row["consumed_position"],
     )
 
 

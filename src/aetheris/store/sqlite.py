@@ -9,6 +9,7 @@ transaction, one savepoint per operation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -39,25 +40,31 @@ from aetheris.store._shared import (
     claimed_draft,
     created_draft,
     head_moved,
+    plan_control,
     same_request,
     seal_all,
+    signal_refusal,
 )
 from aetheris.store.port import (
     Claim,
     ClaimFilter,
     Commit,
+    Control,
     Effect,
     EffectClass,
     EffectState,
     EffectWrite,
     Guard,
+    Heartbeat,
     Job,
     JobStatus,
     Lease,
     NewJob,
     ParkReason,
     SchemaState,
+    Signal,
     StatusWrite,
+    signal_wake,
 )
 from aetheris.store.sqlite_writer import PerThread, Writer, connect, translate
 
@@ -224,6 +231,8 @@ class SQLiteStore:
                     "priority": new.priority,
                     "run_at": new.run_at if new.run_at is not None else now,
                     "head_hash": GENESIS_HASH,
+                    "parent_id": new.parent_id,
+                    "deadline": new.deadline,
                     "now": now,
                 },
             )
@@ -277,6 +286,7 @@ class SQLiteStore:
                 "expires": now + lease_ttl,
                 "count": found["event_count"] + 1,
                 "hash": sealed[0].hash,
+                "recovered": int(found["lease_owner"] is not None),
                 "now": now,
             },
         ).fetchone()
@@ -284,19 +294,22 @@ class SQLiteStore:
         job = _job(row)
         return Claim(job, Lease(job.id, job.lease_epoch, owner), found["lease_owner"])
 
-    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> set[str]:
+    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat:
         if not leases:
-            return set()
+            return Heartbeat(set(), {})
         return await self._write(lambda conn: self._heartbeat(conn, list(leases), lease_ttl))
 
-    def _heartbeat(self, conn: sqlite3.Connection, leases: list[Lease], ttl: float) -> set[str]:
-        lost: set[str] = set()
+    def _heartbeat(self, conn: sqlite3.Connection, leases: list[Lease], ttl: float) -> Heartbeat:
+        beat = Heartbeat(set(), {})
         expires = self._clock() + ttl
         for lease in leases:
             params = {"id": lease.job_id, "epoch": lease.epoch, "expires": expires}
-            if conn.execute(Q["heartbeat"], params).rowcount == 0:
-                lost.add(lease.job_id)
-        return lost
+            row = conn.execute(Q["heartbeat"], params).fetchone()
+            if row is None:
+                beat.lost.add(lease.job_id)
+            elif row[0] is not None:
+                beat.control[lease.job_id] = Control(row[0])
+        return beat
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -335,6 +348,7 @@ class SQLiteStore:
             raise Conflict(head_moved(job.id, commit.head.count, job.event_count))
         for write in commit.effects:
             _write_effect(conn, lease.job_id, write, now)
+        _after_writes(conn, lease.job_id, commit, now)
         _insert_events(conn, sealed)
         if crashpoints.armed():
             crashpoints.reach("in_append", _op_name(commit.events))
@@ -358,6 +372,7 @@ class SQLiteStore:
             _write_effect(conn, job_id, write, now)
         if commit.status is not None:
             conn.execute(Q["set_status"], _status_params(job_id, commit.status, now))
+        _after_writes(conn, job_id, commit, now)
 
     def _append(
         self,
@@ -407,6 +422,70 @@ class SQLiteStore:
     async def agents(self) -> list[str]:
         rows = self._read(lambda conn: conn.execute(Q["list_agents"]).fetchall())
         return [r[0] for r in rows]
+
+    # -- signals, control, timers -----------------------------------------------------------
+
+    async def send_signal(
+        self, job_id: str, name: str, payload: Any, signal_id: str, sender: str | None
+    ) -> tuple[Signal, bool]:
+        body = canonical(payload)
+        return await self._write(
+            lambda conn: self._send_signal(conn, job_id, name, body, signal_id, sender)
+        )
+
+    def _send_signal(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        name: str,
+        payload: bytes,
+        signal_id: str,
+        sender: str | None,
+    ) -> tuple[Signal, bool]:
+        job = _get(conn, job_id)
+        known = {"job_id": job_id, "signal_id": signal_id}
+        existing = conn.execute(Q["signal_by_id"], known).fetchone()
+        if existing is not None:
+            return _signal(existing), False
+        if job.status.terminal:
+            raise signal_refusal(job)
+        now = self._clock()
+        row = conn.execute(
+            Q["insert_signal"],
+            {**known, "name": name, "payload": payload, "sender": sender, "now": now},
+        ).fetchone()
+        conn.execute(Q["wake"], {"id": job_id, "wake_on": signal_wake(name), "now": now})
+        return _signal(row), True
+
+    async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
+        params = {"job_id": job_id, "pending": int(pending)}
+        rows = self._read(lambda conn: conn.execute(Q["signals"], params).fetchall())
+        return [_signal(r) for r in rows]
+
+    async def control(self, job_id: str, action: Control) -> Job:
+        return await self._write(lambda conn: self._control(conn, job_id, action))
+
+    def _control(self, conn: sqlite3.Connection, job_id: str, action: Control) -> Job:
+        job = _get(conn, job_id)
+        plan = plan_control(job, action)
+        now = self._clock()
+        if plan.status is not None:
+            conn.execute(Q["set_status"], _status_params(job_id, plan.status, now))
+        control = plan.control.value if plan.control else None
+        conn.execute(Q["set_control"], {"id": job_id, "control": control, "now": now})
+        if plan.event is not None:
+            self._append(
+                conn, job_id, job.event_count, job.head_hash, [plan.event], now, set_head=True
+            )
+        if plan.cascade:
+            for child in conn.execute(Q["children"], {"id": job_id}).fetchall():
+                with contextlib.suppress(Conflict):
+                    self._control(conn, child[0], Control.CANCEL)
+        return _get(conn, job_id)
+
+    async def next_wake(self) -> float | None:
+        row = self._read(lambda conn: conn.execute(Q["next_wake"]).fetchone())
+        return row[0] if row is not None else None
 
     # -- liveness: one flock'ed file per worker, released by the kernel when it dies ---------
 
@@ -478,7 +557,7 @@ def _get(conn: sqlite3.Connection, job_id: str) -> Job:
 
 
 def _candidate(conn: sqlite3.Connection, params: Mapping[str, Any]) -> sqlite3.Row | None:
-    for query in ("expired_candidate", "pending_candidate"):
+    for query in ("expired_candidate", "due_candidate", "pending_candidate"):
         row: sqlite3.Row | None = conn.execute(Q[query], params).fetchone()
         if row is not None:
             return row
@@ -571,7 +650,39 @@ def _job(row: sqlite3.Row) -> Job:
         head_hash=row["head_hash"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        wake_on=row["wake_on"],
+        wake_at=row["wake_at"],
+        parent_id=row["parent_id"],
+        control=Control(row["control"]) if row["control"] else None,
+        deadline=row["deadline"],
+        recoveries=row["recoveries"],
     )
+
+
+def _signal(row: sqlite3.Row) -> Signal:
+    return Signal(
+        job_id=row["job_id"],
+        seq=row["seq"],
+        name=row["name"],
+        signal_id=row["signal_id"],
+        payload=decode(row["payload"]),
+        sender=row["sender"],
+        created_at=row["created_at"],
+        consumed_position=row["consumed_position"],
+    )
+
+
+def _after_writes(conn: sqlite3.Connection, job_id: str, commit: Commit, now: float) -> None:
+    """Signals received, parked jobs woken, and no sleeping on what is already there."""
+    for seq, position in commit.consume:
+        params = {"job_id": job_id, "seq": seq, "position": position}
+        if conn.execute(Q["consume_signal"], params).rowcount == 0:
+            raise Conflict(f"signal {seq} of job {job_id} was already received")
+    for other, wake_on in commit.wake:
+        conn.execute(Q["wake"], {"id": other, "wake_on": wake_on, "now": now})
+    status = commit.status
+    if status is not None and status.status is JobStatus.PARKED and status.wake_on:
+        conn.execute(Q["wake_if_ready"], {"id": job_id, "now": now})
 
 
 def _effect(row: sqlite3.Row) -> Effect:
@@ -600,5 +711,7 @@ def _status_params(job_id: str, write: StatusWrite, now: float) -> dict[str, Any
         "result": canonical(write.result),
         "error": canonical(write.error) if write.error is not None else None,
         "run_at": write.run_at if write.run_at is not None else now,
+        "wake_on": write.wake_on,
+        "wake_at": write.wake_at,
         "now": now,
     }

@@ -3,9 +3,10 @@
 
 -- name: insert_job
 INSERT INTO jobs (id, agent, input, status, idempotency_key, queue, priority, run_at,
-                  head_hash, created_at, updated_at)
+                  head_hash, created_at, updated_at, parent_id, deadline)
 VALUES (%(id)s, %(agent)s, %(input)s::jsonb, 'pending', %(idempotency_key)s, %(queue)s,
-        %(priority)s, coalesce(%(run_at)s, aetheris_now()), %(head_hash)s, aetheris_now(), aetheris_now())
+        %(priority)s, coalesce(%(run_at)s, aetheris_now()), %(head_hash)s, aetheris_now(),
+        aetheris_now(), %(parent_id)s, %(deadline)s)
 ON CONFLICT DO NOTHING
 RETURNING id
 
@@ -28,7 +29,7 @@ LIMIT %(limit)s
 UPDATE jobs AS j SET lease_expires_at = aetheris_now() + %(ttl)s
 FROM unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS l(id, epoch)
 WHERE j.id = l.id AND j.lease_epoch = l.epoch AND j.status = 'running'
-RETURNING j.id
+RETURNING j.id, j.control
 
 -- name: fence
 UPDATE jobs SET updated_at = aetheris_now()
@@ -55,6 +56,9 @@ UPDATE jobs SET event_count = %(count)s, head_hash = %(hash)s WHERE id = %(id)s
 UPDATE jobs
 SET status = %(status)s, park_reason = %(park_reason)s, park_detail = %(park_detail)s::jsonb,
     result = %(result)s::jsonb, error = %(error)s::jsonb, run_at = coalesce(%(run_at)s, aetheris_now()),
+    wake_on = %(wake_on)s, wake_at = %(wake_at)s,
+    control = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled', 'compensated')
+                   THEN NULL ELSE control END,
     lease_owner = CASE WHEN %(status)s = 'running' THEN lease_owner END,
     lease_expires_at = CASE WHEN %(status)s = 'running' THEN lease_expires_at END,
     updated_at = aetheris_now()
@@ -125,17 +129,27 @@ WITH fence AS (
         error = CASE WHEN %(status)s IS NULL THEN error ELSE %(error)s::jsonb END,
         run_at = CASE WHEN %(status)s IS NULL THEN run_at
                       ELSE coalesce(%(run_at)s, aetheris_now()) END,
+        wake_on = CASE WHEN %(status)s IS NULL THEN wake_on ELSE %(wake_on)s END,
+        wake_at = CASE WHEN %(status)s IS NULL THEN wake_at ELSE %(wake_at)s END,
+        control = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled', 'compensated')
+                       THEN NULL ELSE control END,
         lease_owner = CASE WHEN coalesce(%(status)s, 'running') = 'running' THEN lease_owner END,
         lease_expires_at = CASE WHEN coalesce(%(status)s, 'running') = 'running'
                                 THEN lease_expires_at END
     WHERE id = %(id)s AND lease_epoch = %(epoch)s AND status = 'running'
       AND event_count = %(expect)s
       AND NOT EXISTS (
+          -- one primary-key lookup per ledger row written (LATERAL ... LIMIT 1): a join or an
+          -- EXISTS let a generic plan hash all of the job's rows, slower as the job grew
           SELECT 1
           FROM unnest(%(e_positions)s::integer[], %(e_expects)s::text[]) AS w(position, expect)
-          LEFT JOIN effects e ON e.job_id = %(id)s AND e.position = w.position
-          WHERE (w.expect IS NULL AND e.position IS NOT NULL)
-             OR (w.expect IS NOT NULL AND e.state IS DISTINCT FROM w.expect))
+          LEFT JOIN LATERAL (
+              SELECT e.state FROM effects e
+              WHERE e.job_id = %(id)s AND e.position = w.position
+              LIMIT 1
+          ) AS found ON true
+          WHERE (w.expect IS NULL AND found.state IS NOT NULL)
+             OR (w.expect IS NOT NULL AND found.state IS DISTINCT FROM w.expect))
     RETURNING id
 ), written_effects AS (
     INSERT INTO effects (job_id, position, tool, effect, args_hash, idempotency_key, state,
@@ -161,9 +175,9 @@ WITH fence AS (
 SELECT count(*) AS fenced FROM fence
 
 -- name: claim
--- Expired leases first (their jobs were already running), then pending jobs; SKIP LOCKED so
--- claimers never wait on each other. The pending branch is skipped outright when an expired
--- job was found, so it locks nothing.
+-- Expired leases first (their jobs were already running), then parked jobs that are due,
+-- then pending jobs; SKIP LOCKED so claimers never wait on each other. A later branch is
+-- skipped outright when an earlier one found a job, so it locks nothing.
 WITH expired AS (
     SELECT id, lease_owner FROM jobs
     WHERE status = 'running' AND lease_expires_at < aetheris_now()
@@ -172,22 +186,33 @@ WITH expired AS (
     ORDER BY lease_expires_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id, NULL::text AS lease_owner FROM jobs
+    WHERE status = 'parked' AND wake_at <= aetheris_now()
+      AND agent = ANY(%(agents)s)
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+      AND NOT EXISTS (SELECT 1 FROM expired)
+    ORDER BY wake_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
 ), pending AS (
     SELECT id, NULL::text AS lease_owner FROM jobs
     WHERE status = 'pending' AND run_at <= aetheris_now()
       AND agent = ANY(%(agents)s)
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
-      AND NOT EXISTS (SELECT 1 FROM expired)
+      AND NOT EXISTS (SELECT 1 FROM expired) AND NOT EXISTS (SELECT 1 FROM due)
     ORDER BY priority DESC, run_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), candidate AS (
-    SELECT * FROM expired UNION ALL SELECT * FROM pending
+    SELECT * FROM expired UNION ALL SELECT * FROM due UNION ALL SELECT * FROM pending
 )
 UPDATE jobs
 SET status = 'running', lease_epoch = jobs.lease_epoch + 1, lease_owner = %(owner)s,
     lease_expires_at = aetheris_now() + %(ttl)s, attempts = jobs.attempts + 1,
-    park_reason = NULL, park_detail = NULL, updated_at = aetheris_now()
+    recoveries = jobs.recoveries + (candidate.lease_owner IS NOT NULL)::integer,
+    park_reason = NULL, park_detail = NULL, wake_on = NULL, wake_at = NULL,
+    updated_at = aetheris_now()
 FROM candidate
 WHERE jobs.id = candidate.id
 RETURNING jobs.*, candidate.lease_owner AS previous_owner
@@ -205,3 +230,51 @@ FROM fence,
      unnest(%(seqs)s::bigint[], %(types)s::text[], %(positions)s::integer[],
             %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[])
      AS u(seq, type, position, body, prev_hash, hash)
+
+-- name: wake
+UPDATE jobs SET status = 'pending', run_at = aetheris_now(), wake_on = NULL, wake_at = NULL,
+    updated_at = aetheris_now()
+WHERE id = %(id)s AND status = 'parked' AND wake_on = %(wake_on)s
+
+-- name: wake_if_ready
+-- Right after a job parks: if what it waits for is already there, it must not sleep on it.
+-- A separate statement after the parking one: it sees what committed before it started.
+UPDATE jobs SET status = 'pending', run_at = aetheris_now(), wake_on = NULL, wake_at = NULL
+WHERE id = %(id)s AND status = 'parked' AND wake_on IS NOT NULL AND (
+    EXISTS (SELECT 1 FROM signals s WHERE s.job_id = jobs.id AND s.consumed_position IS NULL
+            AND 'signal:' || s.name = jobs.wake_on)
+    OR EXISTS (SELECT 1 FROM jobs c WHERE 'job:' || c.id = jobs.wake_on
+               AND c.status IN ('succeeded', 'failed', 'cancelled', 'compensated')))
+
+-- name: consume_signal
+UPDATE signals SET consumed_position = %(position)s
+WHERE job_id = %(job_id)s AND seq = %(seq)s AND consumed_position IS NULL
+RETURNING 1
+
+-- name: signal_by_id
+SELECT * FROM signals WHERE job_id = %(job_id)s AND signal_id = %(signal_id)s
+
+-- name: insert_signal
+INSERT INTO signals (job_id, seq, name, signal_id, payload, sender, created_at)
+VALUES (%(job_id)s, (SELECT coalesce(max(seq), 0) + 1 FROM signals WHERE job_id = %(job_id)s),
+        %(name)s, %(signal_id)s, %(payload)s::jsonb, %(sender)s, aetheris_now())
+RETURNING *
+
+-- name: signals
+SELECT * FROM signals
+WHERE job_id = %(job_id)s AND (NOT %(pending)s OR consumed_position IS NULL)
+ORDER BY seq
+
+-- name: set_control
+WITH changed AS (
+    UPDATE jobs SET control = %(control)s, updated_at = aetheris_now() WHERE id = %(id)s
+    RETURNING queue
+)
+SELECT pg_notify('aetheris_work', queue) FROM changed
+
+-- name: children
+SELECT id FROM jobs WHERE parent_id = %(id)s
+  AND status NOT IN ('succeeded', 'failed', 'cancelled', 'compensated')
+
+-- name: next_wake
+SELECT min(wake_at) AS at FROM jobs WHERE status = 'parked' AND wake_at IS NOT NULL

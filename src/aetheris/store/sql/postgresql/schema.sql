@@ -26,7 +26,13 @@ CREATE TABLE jobs (
     event_count      bigint NOT NULL DEFAULT 0,
     head_hash        text NOT NULL,
     created_at       float8 NOT NULL,
-    updated_at       float8 NOT NULL
+    updated_at       float8 NOT NULL,
+    wake_on          text,
+    wake_at          float8,
+    parent_id        text,
+    control          text,
+    deadline         float8,
+    recoveries       integer NOT NULL DEFAULT 0
 );
 
 CREATE INDEX jobs_pending ON jobs (priority DESC, run_at, id) WHERE status = 'pending';
@@ -62,6 +68,26 @@ CREATE TABLE effects (
 );
 
 CREATE INDEX effects_by_state ON effects (state);
+
+CREATE INDEX jobs_due ON jobs (wake_at) WHERE status = 'parked' AND wake_at IS NOT NULL;
+CREATE INDEX jobs_by_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
+
+-- Signals sent to a job, in arrival order; consumed_position is the journal position of the
+-- durable operation that received it (NULL while it waits in the inbox).
+CREATE TABLE signals (
+    job_id            text NOT NULL,
+    seq               bigint NOT NULL,
+    name              text NOT NULL,
+    signal_id         text NOT NULL,
+    payload           jsonb NOT NULL,
+    sender            text,
+    created_at        float8 NOT NULL,
+    consumed_position integer,
+    PRIMARY KEY (job_id, seq),
+    UNIQUE (job_id, signal_id)
+);
+
+CREATE INDEX signals_pending ON signals (job_id, name, seq) WHERE consumed_position IS NULL;
 
 CREATE TABLE agents (
     name      text PRIMARY KEY,

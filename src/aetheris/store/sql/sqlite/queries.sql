@@ -2,9 +2,9 @@
 
 -- name: insert_job
 INSERT INTO jobs (id, agent, input, status, idempotency_key, queue, priority, run_at,
-                  head_hash, created_at, updated_at)
+                  head_hash, created_at, updated_at, parent_id, deadline)
 VALUES (:id, :agent, :input, 'pending', :idempotency_key, :queue, :priority, :run_at,
-        :head_hash, :now, :now)
+        :head_hash, :now, :now, :parent_id, :deadline)
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id
@@ -34,18 +34,28 @@ WHERE status = 'pending' AND run_at <= :now
 ORDER BY priority DESC, run_at, id
 LIMIT 1
 
+-- name: due_candidate
+SELECT id, NULL AS lease_owner, lease_epoch, attempts, event_count, head_hash FROM jobs
+WHERE status = 'parked' AND wake_at <= :now
+  AND agent IN (SELECT value FROM json_each(:agents))
+  AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+ORDER BY wake_at
+LIMIT 1
+
 -- name: take_lease
 -- The claim's own event is sealed before this runs, so the head moves here too.
 UPDATE jobs
 SET status = 'running', lease_epoch = :epoch, lease_owner = :owner,
     lease_expires_at = :expires, attempts = :attempts, event_count = :count, head_hash = :hash,
-    park_reason = NULL, park_detail = NULL, updated_at = :now
+    recoveries = recoveries + :recovered,
+    park_reason = NULL, park_detail = NULL, wake_on = NULL, wake_at = NULL, updated_at = :now
 WHERE id = :id AND lease_epoch = :epoch - 1
 RETURNING *
 
 -- name: heartbeat
 UPDATE jobs SET lease_expires_at = :expires
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
+RETURNING control
 
 -- name: fence
 UPDATE jobs SET updated_at = :now
@@ -61,7 +71,9 @@ WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND event_count =
 UPDATE jobs
 SET event_count = :count, head_hash = :hash, updated_at = :now,
     status = :status, park_reason = :park_reason, park_detail = :park_detail,
-    result = :result, error = :error, run_at = :run_at,
+    result = :result, error = :error, run_at = :run_at, wake_on = :wake_on, wake_at = :wake_at,
+    control = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+                   THEN NULL ELSE control END,
     lease_owner = CASE WHEN :status = 'running' THEN lease_owner ELSE NULL END,
     lease_expires_at = CASE WHEN :status = 'running' THEN lease_expires_at ELSE NULL END
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND event_count = :expect
@@ -81,7 +93,9 @@ UPDATE jobs SET event_count = :count, head_hash = :hash WHERE id = :id
 -- name: set_status
 UPDATE jobs
 SET status = :status, park_reason = :park_reason, park_detail = :park_detail,
-    result = :result, error = :error, run_at = :run_at,
+    result = :result, error = :error, run_at = :run_at, wake_on = :wake_on, wake_at = :wake_at,
+    control = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+                   THEN NULL ELSE control END,
     lease_owner = CASE WHEN :status = 'running' THEN lease_owner ELSE NULL END,
     lease_expires_at = CASE WHEN :status = 'running' THEN lease_expires_at ELSE NULL END,
     updated_at = :now
@@ -123,3 +137,45 @@ SELECT DISTINCT lease_owner FROM jobs WHERE status = 'running' AND lease_owner I
 -- name: expire_owners
 UPDATE jobs SET lease_expires_at = :now
 WHERE status = 'running' AND lease_owner IN (SELECT value FROM json_each(:owners))
+
+-- name: wake
+UPDATE jobs SET status = 'pending', run_at = :now, wake_on = NULL, wake_at = NULL,
+    updated_at = :now
+WHERE id = :id AND status = 'parked' AND wake_on = :wake_on
+
+-- name: wake_if_ready
+-- Right after a job parks: if what it waits for is already there, it must not sleep on it.
+UPDATE jobs SET status = 'pending', run_at = :now, wake_on = NULL, wake_at = NULL
+WHERE id = :id AND status = 'parked' AND wake_on IS NOT NULL AND (
+    EXISTS (SELECT 1 FROM signals s WHERE s.job_id = jobs.id AND s.consumed_position IS NULL
+            AND 'signal:' || s.name = jobs.wake_on)
+    OR EXISTS (SELECT 1 FROM jobs c WHERE 'job:' || c.id = jobs.wake_on
+               AND c.status IN ('succeeded', 'failed', 'cancelled', 'compensated')))
+
+-- name: consume_signal
+UPDATE signals SET consumed_position = :position
+WHERE job_id = :job_id AND seq = :seq AND consumed_position IS NULL
+
+-- name: signal_by_id
+SELECT * FROM signals WHERE job_id = :job_id AND signal_id = :signal_id
+
+-- name: insert_signal
+INSERT INTO signals (job_id, seq, name, signal_id, payload, sender, created_at)
+VALUES (:job_id, (SELECT coalesce(max(seq), 0) + 1 FROM signals WHERE job_id = :job_id),
+        :name, :signal_id, :payload, :sender, :now)
+RETURNING *
+
+-- name: signals
+SELECT * FROM signals
+WHERE job_id = :job_id AND (:pending = 0 OR consumed_position IS NULL)
+ORDER BY seq
+
+-- name: set_control
+UPDATE jobs SET control = :control, updated_at = :now WHERE id = :id
+
+-- name: children
+SELECT id FROM jobs WHERE parent_id = :id
+  AND status NOT IN ('succeeded', 'failed', 'cancelled', 'compensated')
+
+-- name: next_wake
+SELECT min(wake_at) FROM jobs WHERE status = 'parked' AND wake_at IS NOT NULL

@@ -19,7 +19,13 @@ CREATE TABLE jobs (
     event_count      INTEGER NOT NULL DEFAULT 0,
     head_hash        TEXT NOT NULL,
     created_at       REAL NOT NULL,
-    updated_at       REAL NOT NULL
+    updated_at       REAL NOT NULL,
+    wake_on          TEXT,
+    wake_at          REAL,
+    parent_id        TEXT,
+    control          TEXT,
+    deadline         REAL,
+    recoveries       INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE INDEX jobs_pending ON jobs (priority DESC, run_at) WHERE status = 'pending';
@@ -61,3 +67,23 @@ CREATE TABLE agents (
     name      TEXT PRIMARY KEY,
     last_seen REAL NOT NULL
 );
+
+CREATE INDEX jobs_due ON jobs (wake_at) WHERE status = 'parked' AND wake_at IS NOT NULL;
+CREATE INDEX jobs_by_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
+
+-- Signals sent to a job, in arrival order; consumed_position is the journal position of the
+-- durable operation that received it (NULL while it waits in the inbox).
+CREATE TABLE signals (
+    job_id            TEXT NOT NULL,
+    seq               INTEGER NOT NULL,
+    name              TEXT NOT NULL,
+    signal_id         TEXT NOT NULL,
+    payload           BLOB NOT NULL,
+    sender            TEXT,
+    created_at        REAL NOT NULL,
+    consumed_position INTEGER,
+    PRIMARY KEY (job_id, seq),
+    UNIQUE (job_id, signal_id)
+) WITHOUT ROWID;
+
+CREATE INDEX signals_pending ON signals (job_id, name, seq) WHERE consumed_position IS NULL;

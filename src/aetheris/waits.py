@@ -1,0 +1,320 @@
+"""Durable waits: signals, timers, human approvals and child agents.
+
+A wait is a durable operation like any other: it takes a journal position. If what it waits
+for is already there (a signal in the inbox, a timer that is due, a child that ended), the
+result is recorded at that position and the agent goes on. Otherwise the job *parks*: the
+agent unwinds, the worker forgets it, and the job holds no worker and no memory until a
+signal, a due time or a child's end makes it claimable again; the agent then replays from the
+top and every earlier operation returns its recorded result (nothing runs twice, unlike an
+``interrupt()`` that re-runs the node).
+
+A wait's deadline is journaled (a ``wait`` event) the first time it parks, so a job resumed on
+another worker, days later, keeps the same deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aetheris.errors import (
+    ApprovalRejected,
+    ApprovalTimeout,
+    ChildFailed,
+    SignalTimeout,
+    Suspend,
+    WaitError,
+)
+from aetheris.journal import EventDraft, EventType, args_hash, to_jsonable
+from aetheris.store.port import JobStatus, NewJob, ParkReason, Signal, job_wake, signal_wake
+
+if TYPE_CHECKING:
+    from aetheris.runner import JobRun, Slot
+
+_ERRORS: dict[str, type[WaitError]] = {
+    "SignalTimeout": SignalTimeout,
+    "ApprovalRejected": ApprovalRejected,
+    "ApprovalTimeout": ApprovalTimeout,
+    "ChildFailed": ChildFailed,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A human's decision on an approval request, as the journal recorded it."""
+
+    approved: bool
+    by: str | None
+    at: float | None
+    comment: str | None
+    request_id: str
+
+
+def approval_signal(position: int) -> str:
+    """The signal that carries the decision on the approval requested at ``position``."""
+    return f"approval:{position}"
+
+
+def _recorded(slot: Slot) -> Any:
+    assert slot.recorded is not None
+    data = slot.recorded.data
+    error = data.get("error")
+    if error is not None:
+        kind = _ERRORS.get(error["type"], WaitError)
+        raise kind(error["message"], position=slot.position, detail=error.get("detail"))
+    return data.get("result")
+
+
+def _op(slot: Slot, kind: str, name: str, digest: str, **fields: Any) -> EventDraft:
+    data = {
+        "kind": kind,
+        "name": name,
+        "ordinal": slot.ordinal,
+        "args_hash": digest,
+        "effect": "pure",
+        "outcome": "pure",
+        **fields,
+    }
+    if "error" in fields:
+        data["outcome"] = "permanent_failure"
+    return EventDraft(EventType.OP, data, slot.position)
+
+
+async def _record_error(
+    run: JobRun,
+    slot: Slot,
+    kind: str,
+    name: str,
+    digest: str,
+    error: type[WaitError],
+    message: str,
+    detail: Mapping[str, Any] | None = None,
+) -> None:
+    details = dict(detail or {})
+    doc = {"type": error.__name__, "message": message, "detail": details}
+    await run.commit(_op(slot, kind, name, digest, error=doc))
+    raise error(message, position=slot.position, detail=details)
+
+
+def _signal_fields(signal: Signal) -> dict[str, Any]:
+    return {
+        "signal_id": signal.signal_id,
+        "signal_seq": signal.seq,
+        "sender": signal.sender,
+        "sent_at": signal.created_at,
+    }
+
+
+def _first_wait(
+    run: JobRun, position: int, deadline: float | None
+) -> tuple[int, dict[str, Any]] | None:
+    """Journal a wait's deadline the first time it parks (a wait without one needs nothing)."""
+    if deadline is None or position in run.waits:
+        return None
+    return position, {"deadline": deadline}
+
+
+def _deadline(run: JobRun, position: int, timeout: float | None) -> float | None:
+    """The wait's deadline: journaled at its first park, else from now."""
+    recorded = run.waits.get(position)
+    if recorded is not None:
+        deadline: float | None = recorded.get("deadline")
+        return deadline
+    return None if timeout is None else time.time() + timeout
+
+
+# -- signals -----------------------------------------------------------------------------------
+
+
+async def wait_for_signal(run: JobRun, name: str, timeout: float | None) -> Any:
+    slot = run.next_op("signal", name, "")
+    if slot.recorded is not None:
+        return _recorded(slot)
+    deadline = _deadline(run, slot.position, timeout)
+    signal = await run.take_signal(name)
+    if signal is not None:
+        await run.commit(
+            _op(slot, "signal", name, "", result=signal.payload, **_signal_fields(signal)),
+            consume=[(signal.seq, slot.position)],
+        )
+        return signal.payload
+    if deadline is not None and time.time() >= deadline:
+        await _record_error(
+            run, slot, "signal", name, "", SignalTimeout, f"no signal {name!r} within {timeout}s"
+        )
+    detail = {
+        "signal": name,
+        "position": slot.position,
+        "deadline": deadline,
+        "message": f"waiting for signal {name!r}: `aetheris signal {run.job.id} {name}`",
+    }
+    raise Suspend(
+        ParkReason.SIGNAL,
+        detail,
+        wake_on=signal_wake(name),
+        wake_at=deadline,
+        wait=_first_wait(run, slot.position, deadline),
+    )
+
+
+# -- durable time ------------------------------------------------------------------------------
+
+
+async def sleep(run: JobRun, seconds: float) -> None:
+    digest = args_hash([seconds], {})
+    slot = run.next_op("sleep", "sleep", digest)
+    if slot.recorded is not None:
+        return
+    until = _deadline(run, slot.position, seconds)
+    assert until is not None
+    if time.time() >= until:
+        await run.commit(_op(slot, "sleep", "sleep", digest, result=None, until=until))
+        return
+    detail = {"position": slot.position, "until": until, "seconds": seconds}
+    raise Suspend(
+        ParkReason.TIMER,
+        detail,
+        wake_at=until,
+        wait=None if slot.position in run.waits else (slot.position, {"deadline": until}),
+    )
+
+
+# -- approvals ---------------------------------------------------------------------------------
+
+
+async def approval(
+    run: JobRun,
+    name: str,
+    payload: Any,
+    timeout: float | None,
+    escalate_to: str | None,
+) -> Approval:
+    body = to_jsonable(payload)
+    digest = args_hash([name], {"payload": body})
+    slot = run.next_op("approval", name, digest)
+    request_id = f"{run.job.id}:{slot.position}"
+    if slot.recorded is not None:
+        return Approval(request_id=request_id, **_recorded(slot))
+    wait = run.waits.get(slot.position, {})
+    deadline = _deadline(run, slot.position, timeout)
+    decision = await run.take_signal(approval_signal(slot.position))
+    if decision is not None:
+        return await _decided(run, slot, name, digest, request_id, decision)
+    escalated = bool(wait.get("escalated"))
+    if deadline is not None and time.time() >= deadline:
+        if escalate_to is None or escalated:
+            await _record_error(
+                run,
+                slot,
+                "approval",
+                name,
+                digest,
+                ApprovalTimeout,
+                f"nobody decided on {name!r} by the deadline",
+                {"request_id": request_id, "escalated_to": wait.get("to")},
+            )
+        deadline = time.time() + (timeout or 0.0)
+        escalated = True
+        wait = {"deadline": deadline, "escalated": True, "to": escalate_to}
+        run.waits.pop(slot.position, None)
+    detail = {
+        "request_id": request_id,
+        "position": slot.position,
+        "name": name,
+        "payload": body,
+        "args_hash": digest,
+        "deadline": deadline,
+        "escalated_to": escalate_to if escalated else None,
+        "message": f"approval {name!r} requested: `aetheris approve {run.job.id}` or "
+        f"`aetheris reject {run.job.id} --reason ...`",
+    }
+    first = slot.position not in run.waits
+    raise Suspend(
+        ParkReason.APPROVAL,
+        detail,
+        wake_on=signal_wake(approval_signal(slot.position)),
+        wake_at=deadline,
+        wait=(slot.position, {**wait, "deadline": deadline})
+        if first and deadline is not None
+        else None,
+    )
+
+
+async def _decided(
+    run: JobRun, slot: Slot, name: str, digest: str, request_id: str, decision: Signal
+) -> Approval:
+    body = decision.payload if isinstance(decision.payload, dict) else {}
+    who: dict[str, Any] = {"by": body.get("by"), "at": decision.created_at}
+    consume = [(decision.seq, slot.position)]
+    if body.get("args_hash") not in (None, digest):
+        body = {
+            **body,
+            "decision": "rejected",
+            "reason": "the approval was for other arguments than this request's",
+        }
+    if body.get("decision") != "approved":
+        reason = str(body.get("reason") or "rejected")
+        message = f"{name!r} rejected: {reason}"
+        details: dict[str, Any] = {**who, "reason": reason, "request_id": request_id}
+        doc = {"type": "ApprovalRejected", "message": message, "detail": details}
+        await run.commit(
+            _op(slot, "approval", name, digest, error=doc, **_signal_fields(decision)),
+            consume=consume,
+        )
+        raise ApprovalRejected(message, position=slot.position, detail=details)
+    result: dict[str, Any] = {"approved": True, **who, "comment": body.get("comment")}
+    await run.commit(
+        _op(slot, "approval", name, digest, result=result, **_signal_fields(decision)),
+        consume=consume,
+    )
+    return Approval(request_id=request_id, **result)
+
+
+# -- child agents ------------------------------------------------------------------------------
+
+
+async def run_agent(run: JobRun, agent: str, data: Mapping[str, Any], job_id: str | None) -> Any:
+    body = to_jsonable(dict(data))
+    digest = args_hash([agent], body)
+    slot = run.next_op("child", agent, digest)
+    if slot.recorded is not None:
+        return _recorded(slot)
+    child_id = job_id or f"{run.job.id}.{slot.position}"
+    known = run.agents.get(agent)
+    if known is not None:
+        known.validate(body)
+    # Idempotent by id: a run that crashed after creating the child finds it again.
+    child, _ = await run.store.create_job(
+        NewJob(
+            id=child_id,
+            agent=agent,
+            input=body,
+            idempotency_key=child_id,
+            queue=run.job.queue,
+            parent_id=run.job.id,
+        )
+    )
+    if child.status.terminal:
+        fields = {"child": child.id, "status": child.status.value}
+        if child.status is JobStatus.SUCCEEDED:
+            await run.commit(_op(slot, "child", agent, digest, result=child.result, **fields))
+            return child.result
+        await _record_error(
+            run,
+            slot,
+            "child",
+            agent,
+            digest,
+            ChildFailed,
+            f"child {agent!r} ({child.id}) ended {child.status}",
+            {**fields, "error": child.error},
+        )
+    detail = {
+        "child": child.id,
+        "agent": agent,
+        "position": slot.position,
+        "message": f"waiting for child job {child.id} ({agent})",
+    }
+    raise Suspend(ParkReason.CHILD, detail, wake_on=job_wake(child.id))
