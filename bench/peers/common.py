@@ -140,13 +140,13 @@ def fresh_postgres_db(prefix: str = "bench") -> Iterator[str]:
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type,unused-ignore]
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type,unused-ignore]
 
 
 def postgres_settings() -> dict[str, str]:
@@ -154,6 +154,6 @@ def postgres_settings() -> dict[str, str]:
 
     with psycopg.connect(PG_ADMIN_URL) as conn:
         return {
-            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[arg-type,index]
+            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[arg-type,index,unused-ignore]
             for name in ("synchronous_commit", "fsync", "server_version")
         }
