@@ -70,3 +70,13 @@ async def slow_order(ctx: Context, order_id: str, seconds: float = 1.0) -> dict[
     charge_id = await charge(str(order["card"]), float(order["price"]))
     rested = await nap(order_id, seconds)
     return {"order_id": order_id, "charge": charge_id, "rested": rested}
+
+
+@app.agent
+async def reviewed_order(ctx: Context, order_id: str) -> dict[str, object]:
+    """Charge only after a human approves, then wait for the warehouse's signal."""
+    order = await lookup_order(order_id)
+    decision = await ctx.approval("charge", {"order_id": order_id, "price": order["price"]})
+    charge_id = await charge(str(order["card"]), float(order["price"]))
+    parcel = await ctx.wait_for_signal("shipped")
+    return {"charge": charge_id, "approved_by": decision.by, "parcel": parcel}

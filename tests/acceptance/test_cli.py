@@ -26,7 +26,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 APP = "acceptance_app:app"
-AGENTS = ("place_order", "slow_order")
+AGENTS = ("place_order", "reviewed_order", "slow_order")
 # The documented ``--json`` schema; it may grow, so tests check these are present.
 JOB_FIELDS = {
     "id",
@@ -418,7 +418,7 @@ def test_an_unknown_agent_is_refused_with_the_agents_a_worker_registered(
     before = cli.jobs()
     done = cli("start", "place_ordr", "--input", '{"order_id": "o1"}')
     assert done.returncode == 1, done.stdout
-    assert "unknown agent 'place_ordr' (known agents: place_order, slow_order)" in done.stderr
+    assert "unknown agent 'place_ordr' (known agents: place_order, reviewed_order, slow_order)" in done.stderr
     assert done.stdout == ""
     assert "Traceback" not in done.stderr
     after = cli.jobs()
@@ -429,7 +429,7 @@ def test_an_unknown_agent_is_refused_with_the_agents_a_worker_registered(
 def test_an_unknown_agent_is_refused_with_the_agents_of_the_app(cli: Cli) -> None:
     done = cli("start", "--app", APP, "refund", "--input", "{}")
     assert done.returncode == 1, done.stdout
-    assert "unknown agent 'refund' (known agents: place_order, slow_order)" in done.stderr
+    assert "unknown agent 'refund' (known agents: place_order, reviewed_order, slow_order)" in done.stderr
     assert cli.jobs() == []
 
 
@@ -622,3 +622,38 @@ def test_sigterm_mid_run_hands_the_job_back_and_loses_nothing(cli: Cli, workers:
     assert len(cli.lines("charges.log")) == 1, "the charge was dispatched again"
     assert cli.lines("naps.log") == ["o1", "o1"], "the pure nap is re-run after the hand-back"
     assert cli.ok("verify", job_id).startswith("ok: ")
+
+
+# -- humans, signals and control --------------------------------------------------------------
+
+
+def test_approve_signal_and_cancel_from_the_cli(cli: Cli, workers: Workers) -> None:
+    workers.start()
+    job_id = cli.ok("start", "reviewed_order", "--input", '{"order_id": "o9"}').strip()
+    parked = cli.wait_for(job_id, "parked")
+    request = parked["park_detail"]
+    assert parked["park_reason"] == "approval"
+    assert request["payload"] == {"order_id": "o9", "price": 12.5}
+    assert cli.lines("charges.log") == []
+    stale = cli("approve", job_id, "--args-hash", "f" * 64)
+    assert stale.returncode == 1 and "review it again" in stale.stderr
+    cli.ok("approve", job_id, "--by", "qa", "--args-hash", request["args_hash"])
+    waiting = cli.wait_for(job_id, "parked")
+    while waiting["park_reason"] != "signal":
+        time.sleep(0.1)
+        waiting = cli.job(job_id)
+    sent = cli.json("signal", job_id, "shipped", "--data", '"box 7"', "--signal-id", "ship-1")
+    assert sent["name"] == "shipped" and sent["signal_id"] == "ship-1"
+    done = cli.wait_for(job_id, "succeeded")
+    assert done["result"]["approved_by"] == "qa" and done["result"]["parcel"] == "box 7"
+    assert len(cli.lines("charges.log")) == 1
+    assert "by qa" in cli.ok("trace", job_id)
+    late = cli("signal", job_id, "shipped")
+    assert late.returncode == 1 and "ended" in late.stderr
+
+    waiting_id = cli.ok("start", "reviewed_order", "--input", '{"order_id": "o10"}').strip()
+    cli.wait_for(waiting_id, "parked")
+    assert "cancel" in cli.ok("cancel", waiting_id)
+    assert cli.wait_for(waiting_id, "cancelled")["error"]["type"] == "Cancelled"
+    again = cli("cancel", waiting_id)
+    assert again.returncode == 1 and "already ended" in again.stderr
