@@ -28,7 +28,7 @@ import uuid as uuid_module
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from aetheris.errors import AetherisError
 
@@ -91,6 +91,13 @@ class Context:
         """A random float in [0, 1), recorded on first execution and replayed after."""
         value: float = self._run.record_value("random", _new_random)
         return value
+
+    @overload
+    async def step(
+        self, name: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T: ...
+    @overload
+    async def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
     async def step(
         self,

@@ -418,7 +418,10 @@ def test_an_unknown_agent_is_refused_with_the_agents_a_worker_registered(
     before = cli.jobs()
     done = cli("start", "place_ordr", "--input", '{"order_id": "o1"}')
     assert done.returncode == 1, done.stdout
-    assert "unknown agent 'place_ordr' (known agents: place_order, reviewed_order, slow_order)" in done.stderr
+    assert (
+        "unknown agent 'place_ordr' (known agents: place_order, reviewed_order, slow_order)"
+        in done.stderr
+    )
     assert done.stdout == ""
     assert "Traceback" not in done.stderr
     after = cli.jobs()
@@ -429,7 +432,10 @@ def test_an_unknown_agent_is_refused_with_the_agents_a_worker_registered(
 def test_an_unknown_agent_is_refused_with_the_agents_of_the_app(cli: Cli) -> None:
     done = cli("start", "--app", APP, "refund", "--input", "{}")
     assert done.returncode == 1, done.stdout
-    assert "unknown agent 'refund' (known agents: place_order, reviewed_order, slow_order)" in done.stderr
+    assert (
+        "unknown agent 'refund' (known agents: place_order, reviewed_order, slow_order)"
+        in done.stderr
+    )
     assert cli.jobs() == []
 
 

@@ -23,6 +23,10 @@ def send(to: str) -> int:
     return len(to)
 
 
+async def double(n: int) -> int:
+    return 2 * n
+
+
 @app.agent
 async def refund(ctx: Context, order_id: str) -> str:
     order = await lookup(order_id)
@@ -30,6 +34,8 @@ async def refund(ctx: Context, order_id: str) -> str:
     sent: int = await send("ada@example.com")
     stamp = ctx.now().isoformat()
     total: int = await ctx.step("total", lambda: sent + 1)
+    doubled = await ctx.step("double", double, total)  # an async body: its result type flows
+    assert doubled + 1 > 0
     return f"{receipt} {stamp} {total}"
 
 
