@@ -1,8 +1,9 @@
 """Draw the PNG of ``python -m bench`` from its summary JSON (runs in bench/.venvs/report).
 
-``python -m bench.suite.chart SUMMARY.json OUT.png``: W1 µs/step and W2 steps/s (log scale),
-and W3 lines written (the expected 100 marked), one bar per system, variant, backend and
-durability. Only medians from the summary are drawn; failed figures are listed, not drawn.
+``python -m bench.suite.chart SUMMARY.json OUT.png``: W1 µs/step, W2 steps/s, W3 lines written
+(the expected 100 marked), W4 µs/turn and W5 µs/step at 10,000 entries and resume time, one
+bar per system, variant, backend and durability; a workload the summary lacks has no panel.
+Only medians from the summary are drawn; failed figures are listed, not drawn.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ PANELS = [  # workload, metric, title, log scale
     ("W1", "us_per_step", "W1: µs per durable step (lower is better)", True),
     ("W2", "steps_per_s", "W2: steps/s, jobs run to completion (higher is better)", True),
     ("W3", "lines", "W3: lines written by 100 steps with a SIGKILL (100 = each once)", False),
+    ("W4", "us_per_turn", "W4: µs per agent turn, LLM call + tool call (lower is better)", True),
+    ("W5", "us_per_step_at_10000", "W5: µs per step with 10,000 entries journaled", True),
+    ("W5", "resume_10k_s", "W5: seconds to resume a 10,000-step journal (lower is better)", True),
 ]
 
 
@@ -55,7 +59,7 @@ def draw(summary: dict[str, Any], out: Path) -> None:
     panels = [(p, bars(medians, p[0], p[1])) for p in PANELS]
     panels = [(p, found) for p, found in panels if found]
     if not panels:
-        raise SystemExit("nothing to draw: no W1, W2 or W3 figures in the summary")
+        raise SystemExit("nothing to draw: no W1-W5 figures in the summary")
     heights = [max(2.0, 0.28 * len(found) + 1.2) for _, found in panels]
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(11, sum(heights)), gridspec_kw={"height_ratios": heights}

@@ -1,0 +1,121 @@
+"""Where a W1 step's time goes: the W1 job under pyinstrument, on a fresh SQLite file.
+
+``python -m bench.profile [--synchronous full|normal] [--steps 5000] [--interval 0.0001]
+[--html out.html]`` (needs ``pip install pyinstrument``). Runs the W1 agent of
+``bench/core_app.py`` (``await ctx.step("s", ainc, i)`` n times, one in-process worker, concurrency
+1) under pyinstrument's sampling profiler and prints:
+
+* the µs per step without and with the profiler (its overhead shows as the difference);
+* the share of the sampled time per **kind of work**: SQLite (samples whose innermost Python frame
+  is the store's code running a statement: time inside the ``sqlite3`` C calls, fsync included),
+  asyncio's event loop, the runtime's own Python code (``aetheris``), the rest;
+* the 20 functions with the most self time, and pyinstrument's call tree trimmed to frames of at
+  least 2 %.
+
+The shares are of the profiled run; read them as proportions, not absolute costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aetheris.testing import running_worker
+from bench import core_app
+
+SQLITE_CALLERS = {"_apply", "_transaction", "_run_locked", "connect", "__post_init__"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    parser.add_argument("--steps", type=int, default=5_000)
+    parser.add_argument("--interval", type=float, default=0.0001, help="sampling interval, s")
+    parser.add_argument("--html", type=Path, default=None, help="also write pyinstrument's HTML")
+    return parser.parse_args(argv)
+
+
+async def run_w1(url: str, steps: int) -> float:
+    app = core_app.build_app(url)
+    core_app.MARKS.clear()
+    async with app, running_worker(app, concurrency=1):
+        handle = await app.start("w1_steps", {"n": steps, "body": "async"})
+        value = await handle.result(timeout=600)
+    if value != steps:
+        raise SystemExit(f"W1 job returned {value!r}, expected {steps}")
+    return core_app.MARKS[0] / steps * 1e6
+
+
+def kind(frame: Any) -> str:
+    path = str(frame.file_path or "")
+    if "aetheris/store/sqlite" in path and frame.function in SQLITE_CALLERS:
+        return "SQLite (statements, commit, fsync)"
+    if "/asyncio/" in path or "selectors" in path:
+        return "asyncio event loop (incl. select: waiting for a commit in the SQLite thread)"
+    if "/aetheris/" in path:
+        return "aetheris runtime (Python)"
+    if "/bench/" in path:
+        return "the agent's loop and body"
+    return "other (stdlib, hashlib, json, ...)"
+
+
+def walk(frame: Any, self_times: Counter[tuple[str, str, int]], kinds: Counter[str]) -> None:
+    if frame.self_time > 0:
+        where = (str(frame.function), Path(str(frame.file_path or "?")).name, frame.line_no or 0)
+        self_times[where] += frame.self_time
+        kinds[kind(frame)] += frame.self_time
+    for child in frame.children:
+        walk(child, self_times, kinds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        from pyinstrument import Profiler  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        raise SystemExit(
+            "python -m bench.profile needs pyinstrument: pip install pyinstrument"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="aetheris-profile-") as tmp:
+        suffix = "" if args.synchronous == "full" else "?synchronous=normal"
+        plain = asyncio.run(run_w1(f"sqlite:///{tmp}/plain.sqlite{suffix}", args.steps))
+        profiler = Profiler(interval=args.interval, async_mode="disabled")
+        began = time.perf_counter()
+        profiler.start()
+        profiled = asyncio.run(run_w1(f"sqlite:///{tmp}/profiled.sqlite{suffix}", args.steps))
+        profiler.stop()
+        wall = time.perf_counter() - began
+    session = profiler.last_session
+    root = session.root_frame() if session else None
+    if root is None:
+        raise SystemExit("pyinstrument recorded no samples")
+    self_times: Counter[tuple[str, str, int]] = Counter()
+    kinds: Counter[str] = Counter()
+    walk(root, self_times, kinds)
+    total = sum(kinds.values())
+    print(
+        f"W1, {args.steps} x await ctx.step('s', ainc, i), SQLite synchronous="
+        f"{args.synchronous.upper()}: {plain:.1f} µs/step without the profiler, {profiled:.1f} "
+        f"with it (sampling every {args.interval * 1e6:.0f} µs; {wall:.1f} s profiled, start-up "
+        "and shutdown included)\n"
+    )
+    print("share of sampled time by kind of work:")
+    for name, seconds in kinds.most_common():
+        print(f"  {seconds / total:6.1%}  {name}")
+    print("\nself time, top 20 functions:")
+    for (function, file, line), seconds in self_times.most_common(20):
+        print(f"  {seconds / total:6.1%}  {function}  ({file}:{line})")
+    print()
+    print(profiler.output_text(unicode=True, color=False, show_all=False, time="percent_of_total"))
+    if args.html:
+        args.html.write_text(profiler.output_html())
+        print(f"html: {args.html}")
+
+
+if __name__ == "__main__":
+    main()
