@@ -124,3 +124,28 @@ def test_unknown_url_options_are_refused() -> None:
     assert store.url == "postgresql://u@h/db?sslmode=disable"
     with pytest.raises(ConfigurationError, match="typo"):
         PostgresStore("postgresql://u@h/db?aetheris_typo=1")
+
+
+@pytest.mark.parametrize("empty_url", ["postgres"], indirect=True)
+async def test_a_schema_migrated_under_a_running_process_is_named(empty_url: str) -> None:
+    """Rolling upgrade on PostgreSQL: a newer aetheris adds a column while an older process runs.
+    The older process's prepared ``SELECT *`` fails; it says which versions, not a bare error.
+    (SQLite re-prepares a statement when the schema changes.)"""
+    import psycopg
+
+    from aetheris.errors import SchemaMismatch
+    from aetheris.store.port import NewJob
+
+    store = create_store(empty_url)
+    await store.open()
+    try:
+        job, _ = await store.create_job(NewJob(id="j1", agent="a", input={}))
+        for _ in range(8):  # past psycopg's prepare threshold: the statement is prepared
+            assert await store.get_job(job.id) is not None
+        with psycopg.connect(empty_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE jobs ADD COLUMN from_the_future integer")
+            conn.execute("UPDATE aetheris_schema SET version = version + 1")
+        with pytest.raises(SchemaMismatch, match=r"newer than this code .*restart this process"):
+            await store.get_job(job.id)
+    finally:
+        await store.close()

@@ -81,6 +81,14 @@ Row = dict[str, Any]
 _MIGRATION_LOCK = 0x4165746865726973  # "Aetheris"
 _CHANNEL = "aetheris_work"
 
+# What PostgreSQL says when a table changed under a statement: a prepared statement whose result
+# type changed (a column added by a newer migration), a column or table that is not there.
+_SCHEMA_CHANGED = (
+    psycopg.errors.FeatureNotSupported,
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.UndefinedTable,
+)
+
 
 def split_options(url: str) -> tuple[str, dict[str, str]]:
     """Take ``aetheris_*`` query parameters (ours) out of a libpq URL (the rest is libpq's)."""
@@ -179,8 +187,31 @@ class PostgresStore:
             raise StoreUnavailable(f"PostgreSQL: no connection available: {exc}") from exc
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        except _SCHEMA_CHANGED as exc:
+            raise await self._schema_changed(exc) from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    async def _schema_changed(self, exc: psycopg.Error) -> StoreError:
+        """A statement failed because the tables are not what this code knows: name versions."""
+        try:
+            assert self._pool is not None
+            async with self._pool.connection() as conn:
+                state = await _schema_state(conn)
+        except psycopg.Error:
+            return StoreError(f"PostgreSQL: {exc}")
+        if state.current == state.latest:
+            return StoreError(f"PostgreSQL: {exc}")
+        newer = "newer" if state.current > state.latest else "older"
+        return SchemaMismatch(
+            f"{_safe(self.url)}: the schema is at version {state.current}, {newer} than this "
+            f"code ({state.latest}), and a statement failed on it ({exc}); "
+            + (
+                "restart this process with the aetheris that migrated the database"
+                if newer == "newer"
+                else "run `aetheris db migrate`"
+            )
+        )
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
