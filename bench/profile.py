@@ -1,14 +1,14 @@
 """Where a W1 step's time goes: the W1 job under pyinstrument, on a fresh SQLite file.
 
-``python -m bench.profile [--synchronous full|normal] [--steps 5000] [--interval 0.0001]
+``python -m bench.profile [--synchronous full|normal] [--steps 20000] [--interval 0.001]
 [--html out.html]`` (needs ``pip install pyinstrument``). Runs the W1 agent of
 ``bench/core_app.py`` (``await ctx.step("s", ainc, i)`` n times, one in-process worker, concurrency
 1) under pyinstrument's sampling profiler and prints:
 
 * the µs per step without and with the profiler (its overhead shows as the difference);
-* the share of the sampled time per **kind of work**: SQLite (samples whose innermost Python frame
-  is the store's code running a statement: time inside the ``sqlite3`` C calls, fsync included),
-  asyncio's event loop, the runtime's own Python code (``aetheris``), the rest;
+* the share of the sampled time per **kind of work**: SQLite (inside the ``sqlite3`` C calls,
+  fsync included), canonical JSON, sha256, asyncio's event loop, the runtime's own Python code
+  (``aetheris``), the agent's loop, the rest;
 * the 20 functions with the most self time, and pyinstrument's call tree trimmed to frames of at
   least 2 %.
 
@@ -28,14 +28,12 @@ from typing import Any
 from aetheris.testing import running_worker
 from bench import core_app
 
-SQLITE_CALLERS = {"_apply", "_transaction", "_run_locked", "connect", "__post_init__"}
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
-    parser.add_argument("--steps", type=int, default=5_000)
-    parser.add_argument("--interval", type=float, default=0.0001, help="sampling interval, s")
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--interval", type=float, default=0.001, help="sampling interval, s")
     parser.add_argument("--html", type=Path, default=None, help="also write pyinstrument's HTML")
     return parser.parse_args(argv)
 
@@ -52,25 +50,31 @@ async def run_w1(url: str, steps: int) -> float:
 
 
 def kind(frame: Any) -> str:
-    path = str(frame.file_path or "")
-    if "aetheris/store/sqlite" in path and frame.function in SQLITE_CALLERS:
-        return "SQLite (statements, commit, fsync)"
-    if "/asyncio/" in path or "selectors" in path:
-        return "asyncio event loop (incl. select: waiting for a commit in the SQLite thread)"
-    if "/aetheris/" in path:
+    path, function = str(frame.file_path or ""), str(frame.function)
+    if function.startswith(("Connection.", "Cursor.")):
+        return "SQLite (sqlite3 C calls: statements, commit, fsync)"
+    if "/json/" in path:
+        return "canonical JSON encoding (json)"
+    if function.startswith("openssl_"):
+        return "sha256 (hash chain, args hash)"
+    if "/asyncio/" in path or "selectors" in path or function == "epoll.poll":
+        return "asyncio event loop"
+    if "/aetheris/" in path or path == "<string>":  # <string>: generated dataclass __init__
         return "aetheris runtime (Python)"
     if "/bench/" in path:
         return "the agent's loop and body"
-    return "other (stdlib, hashlib, json, ...)"
+    return "other"
 
 
 def walk(frame: Any, self_times: Counter[tuple[str, str, int]], kinds: Counter[str]) -> None:
-    if frame.self_time > 0:
+    spent = frame.total_self_time  # the time of its synthetic "[self]" children
+    if spent > 0:
         where = (str(frame.function), Path(str(frame.file_path or "?")).name, frame.line_no or 0)
-        self_times[where] += frame.self_time
-        kinds[kind(frame)] += frame.self_time
+        self_times[where] += spent
+        kinds[kind(frame)] += spent
     for child in frame.children:
-        walk(child, self_times, kinds)
+        if not child.is_synthetic:
+            walk(child, self_times, kinds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,9 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         f"with it (sampling every {args.interval * 1e6:.0f} µs; {wall:.1f} s profiled, start-up "
         "and shutdown included)\n"
     )
-    print("share of sampled time by kind of work:")
+    print("share of sampled time by kind of work (µs/step: that share of the profiled step; the")
+    print("profiler's per-call hook inflates Python's share, not the time inside C calls):")
     for name, seconds in kinds.most_common():
-        print(f"  {seconds / total:6.1%}  {name}")
+        print(f"  {seconds / total:6.1%}  {seconds / total * profiled:6.1f} µs/step  {name}")
     print("\nself time, top 20 functions:")
     for (function, file, line), seconds in self_times.most_common(20):
         print(f"  {seconds / total:6.1%}  {function}  ({file}:{line})")
