@@ -1,9 +1,11 @@
-"""Where a W1 step's time goes: the W1 job under pyinstrument, on a fresh SQLite file.
+"""Where a W1 step's (or W4 turn's) time goes: the job under pyinstrument, on a fresh SQLite file.
 
-``python -m bench.profile [--synchronous full|normal] [--steps 20000] [--interval 0.001]
-[--html out.html]`` (needs ``pip install pyinstrument``). Runs the W1 agent of
-``bench/core_app.py`` (``await ctx.step("s", ainc, i)`` n times, one in-process worker, concurrency
-1) under pyinstrument's sampling profiler and prints:
+``python -m bench.profile [--workload w1|w4] [--synchronous full|normal] [--steps 20000]
+[--interval 0.001] [--html out.html]`` (needs ``pip install pyinstrument``). Runs the W1 agent of
+``bench/core_app.py`` (``await ctx.step("s", ainc, i)`` n times) or the W4 agent of
+``bench/peers/aetheris_app.py`` (n turns of two steps with plain-function bodies, which the runtime
+runs in a thread), one in-process worker, concurrency 1, under pyinstrument's sampling profiler,
+and prints:
 
 * the µs per step without and with the profiler (its overhead shows as the difference);
 * the share of the sampled time per **kind of work**: SQLite (inside the ``sqlite3`` C calls,
@@ -27,18 +29,21 @@ from typing import Any
 
 from aetheris.testing import running_worker
 from bench import core_app
+from bench.peers import aetheris_app
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--workload", choices=["w1", "w4"], default="w1")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
-    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--steps", type=int, default=20_000, help="W1 steps / W4 turns")
     parser.add_argument("--interval", type=float, default=0.001, help="sampling interval, s")
     parser.add_argument("--html", type=Path, default=None, help="also write pyinstrument's HTML")
     return parser.parse_args(argv)
 
 
 async def run_w1(url: str, steps: int) -> float:
+    """µs per step of W1 (``bench/core_app.py``: ``await ctx.step("s", ainc, i)``)."""
     app = core_app.build_app(url)
     core_app.MARKS.clear()
     async with app, running_worker(app, concurrency=1):
@@ -47,6 +52,18 @@ async def run_w1(url: str, steps: int) -> float:
     if value != steps:
         raise SystemExit(f"W1 job returned {value!r}, expected {steps}")
     return core_app.MARKS[0] / steps * 1e6
+
+
+async def run_w4(url: str, turns: int) -> float:
+    """µs per turn of W4 (``bench/peers/aetheris_app.py``: sync ``llm`` and ``tool`` steps)."""
+    app = aetheris_app.build_app(url)
+    aetheris_app.MARKS.clear()
+    async with app, running_worker(app, concurrency=1):
+        handle = await app.start("w4_agent", {"turns": turns})
+        value = await handle.result(timeout=600)
+    if value != 2 * turns:
+        raise SystemExit(f"W4 job returned {value!r}, expected {2 * turns}")
+    return aetheris_app.MARKS[0] / turns * 1e6
 
 
 def kind(frame: Any) -> str:
@@ -58,7 +75,7 @@ def kind(frame: Any) -> str:
     if function.startswith("openssl_"):
         return "sha256 (hash chain, args hash)"
     if "/asyncio/" in path or "selectors" in path or function == "epoll.poll":
-        return "asyncio event loop"
+        return "asyncio event loop (incl. waiting for a step body's thread)"
     if "/aetheris/" in path or path == "<string>":  # <string>: generated dataclass __init__
         return "aetheris runtime (Python)"
     if "/bench/" in path:
@@ -87,11 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         ) from None
     with tempfile.TemporaryDirectory(prefix="aetheris-profile-") as tmp:
         suffix = "" if args.synchronous == "full" else "?synchronous=normal"
-        plain = asyncio.run(run_w1(f"sqlite:///{tmp}/plain.sqlite{suffix}", args.steps))
+        run = run_w1 if args.workload == "w1" else run_w4
+        plain = asyncio.run(run(f"sqlite:///{tmp}/plain.sqlite{suffix}", args.steps))
         profiler = Profiler(interval=args.interval, async_mode="disabled")
         began = time.perf_counter()
         profiler.start()
-        profiled = asyncio.run(run_w1(f"sqlite:///{tmp}/profiled.sqlite{suffix}", args.steps))
+        profiled = asyncio.run(run(f"sqlite:///{tmp}/profiled.sqlite{suffix}", args.steps))
         profiler.stop()
         wall = time.perf_counter() - began
     session = profiler.last_session
@@ -102,16 +120,22 @@ def main(argv: list[str] | None = None) -> None:
     kinds: Counter[str] = Counter()
     walk(root, self_times, kinds)
     total = sum(kinds.values())
+    what = (
+        f"W1, {args.steps} x await ctx.step('s', ainc, i)"
+        if args.workload == "w1"
+        else f"W4, {args.steps} turns of ctx.step('llm', llm, messages) + ctx.step('tool', ...)"
+    )
+    unit = "step" if args.workload == "w1" else "turn"
     print(
-        f"W1, {args.steps} x await ctx.step('s', ainc, i), SQLite synchronous="
-        f"{args.synchronous.upper()}: {plain:.1f} µs/step without the profiler, {profiled:.1f} "
+        f"{what}, SQLite synchronous="
+        f"{args.synchronous.upper()}: {plain:.1f} µs/{unit} without the profiler, {profiled:.1f} "
         f"with it (sampling every {args.interval * 1e6:.0f} µs; {wall:.1f} s profiled, start-up "
         "and shutdown included)\n"
     )
-    print("share of sampled time by kind of work (µs/step: that share of the profiled step; the")
-    print("profiler's per-call hook inflates Python's share, not the time inside C calls):")
+    print(f"share of sampled time by kind of work (µs/{unit}: that share of the profiled {unit};")
+    print("the profiler's per-call hook inflates Python's share, not the time inside C calls):")
     for name, seconds in kinds.most_common():
-        print(f"  {seconds / total:6.1%}  {seconds / total * profiled:6.1f} µs/step  {name}")
+        print(f"  {seconds / total:6.1%}  {seconds / total * profiled:7.1f} µs/{unit}  {name}")
     print("\nself time, top 20 functions:")
     for (function, file, line), seconds in self_times.most_common(20):
         print(f"  {seconds / total:6.1%}  {function}  ({file}:{line})")
