@@ -8,6 +8,9 @@ runs in a thread), one in-process worker, concurrency 1, under pyinstrument's sa
 and prints:
 
 * the µs per step without and with the profiler (its overhead shows as the difference);
+* the floor on this disk: µs per bare ``sqlite3`` commit of what a pure step writes (the fenced
+  job-row UPDATE and one event INSERT, same schema and pragmas, no runtime), and the fsync
+  probe's p50;
 * the share of the sampled time per **kind of work**: SQLite (inside the ``sqlite3`` C calls,
   fsync included), canonical JSON, sha256, asyncio's event loop, the runtime's own Python code
   (``aetheris``), the agent's loop, the rest;
@@ -21,12 +24,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sqlite3
+import statistics
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from aetheris.store import create_store
+from aetheris.store.port import NewJob
 from aetheris.testing import running_worker
 from bench import core_app
 from bench.peers import aetheris_app
@@ -64,6 +72,52 @@ async def run_w4(url: str, turns: int) -> float:
     if value != 2 * turns:
         raise SystemExit(f"W4 job returned {value!r}, expected {2 * turns}")
     return aetheris_app.MARKS[0] / turns * 1e6
+
+
+async def _floor_db(path: Path) -> None:
+    store = create_store(f"sqlite:///{path}")
+    await store.open()
+    await store.create_job(NewJob(id="floor", agent="a", input={}))
+    await store.close()
+
+
+def sqlite_floor(tmp: str, synchronous: str, commits: int) -> tuple[float, float]:
+    """µs per bare commit of what a pure step writes (the fenced job-row UPDATE and one event
+    INSERT in a ``BEGIN IMMEDIATE`` transaction) on the store's schema, no runtime; and the fsync
+    probe's p50 (4 KiB write + fsync) in the same directory."""
+    path = Path(tmp) / "floor.sqlite"
+    asyncio.run(_floor_db(path))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("UPDATE jobs SET status = 'running', lease_epoch = 1 WHERE id = 'floor'")
+    body = b'{"kind":"step","name":"s#1","args_hash":"' + b"0" * 64 + b'","result":1}'
+    began = time.perf_counter()
+    for seq in range(1, commits + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "UPDATE jobs SET event_count = ?, head_hash = ?, updated_at = ? "
+            "WHERE id = 'floor' AND lease_epoch = 1 AND status = 'running' AND event_count = ?",
+            (seq, f"{seq:064x}", time.time(), seq - 1),
+        )
+        conn.execute(
+            "INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash) "
+            "VALUES ('floor', ?, 'step', ?, ?, ?, ?)",
+            (seq, seq, body, f"{seq - 1:064x}", f"{seq:064x}"),
+        )
+        conn.execute("COMMIT")
+    per_commit = (time.perf_counter() - began) / commits * 1e6
+    conn.close()
+    probe = Path(tmp) / "fsync.probe"
+    latencies = []
+    with open(probe, "wb") as f:
+        for _ in range(200):
+            t = time.perf_counter()
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+            latencies.append(time.perf_counter() - t)
+    return per_commit, statistics.median(latencies) * 1e6
 
 
 def kind(frame: Any) -> str:
@@ -105,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="aetheris-profile-") as tmp:
         suffix = "" if args.synchronous == "full" else "?synchronous=normal"
         run = run_w1 if args.workload == "w1" else run_w4
+        floor, fsync = sqlite_floor(tmp, args.synchronous, min(args.steps, 5_000))
         plain = asyncio.run(run(f"sqlite:///{tmp}/plain.sqlite{suffix}", args.steps))
         profiler = Profiler(interval=args.interval, async_mode="disabled")
         began = time.perf_counter()
@@ -131,6 +186,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.synchronous.upper()}: {plain:.1f} µs/{unit} without the profiler, {profiled:.1f} "
         f"with it (sampling every {args.interval * 1e6:.0f} µs; {wall:.1f} s profiled, start-up "
         "and shutdown included)\n"
+    )
+    print(
+        f"floor: a bare commit of a pure step's writes (fenced UPDATE + INSERT, no runtime) "
+        f"{floor:.1f} µs; the fsync probe (4 KiB write + fsync) p50 {fsync:.1f} µs\n"
     )
     print(f"share of sampled time by kind of work (µs/{unit}: that share of the profiled {unit};")
     print("the profiler's per-call hook inflates Python's share, not the time inside C calls):")
