@@ -1,6 +1,7 @@
-"""Where a W1 step's (or W4 turn's) time goes: the job under pyinstrument, on a fresh SQLite file.
+"""Where a W1 step's (or W4 turn's) time goes: the job under pyinstrument, on a fresh database.
 
-``python -m bench.profile [--workload w1|w4] [--synchronous full|normal] [--steps 20000]
+``python -m bench.profile [--workload w1|w4] [--backend sqlite|postgres]
+[--synchronous full|normal] [--steps 20000]
 [--interval 0.001] [--html out.html]`` (needs ``pip install pyinstrument``). Runs the W1 agent of
 ``bench/core_app.py`` (``await ctx.step("s", ainc, i)`` n times) or the W4 agent of
 ``bench/peers/aetheris_app.py`` (n turns of two steps with plain-function bodies, which the runtime
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sqlite3
 import statistics
@@ -38,12 +40,16 @@ from aetheris.store.port import NewJob
 from aetheris.testing import running_worker
 from bench import core_app
 from bench.peers import aetheris_app
+from bench.peers.common import fresh_postgres_db
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--workload", choices=["w1", "w4"], default="w1")
-    parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--synchronous", choices=["full", "normal"], default="full", help="SQLite only"
+    )
     parser.add_argument("--steps", type=int, default=20_000, help="W1 steps / W4 turns")
     parser.add_argument("--interval", type=float, default=0.001, help="sampling interval, s")
     parser.add_argument("--html", type=Path, default=None, help="also write pyinstrument's HTML")
@@ -128,8 +134,10 @@ def kind(frame: Any) -> str:
         return "canonical JSON encoding (json)"
     if function.startswith("openssl_"):
         return "sha256 (hash chain, args hash)"
+    if "/psycopg" in path:
+        return "psycopg (client library, Python)"
     if "/asyncio/" in path or "selectors" in path or function == "epoll.poll":
-        return "asyncio event loop (incl. waiting for a step body's thread)"
+        return "asyncio event loop (incl. waiting in epoll: the server's reply, a body's thread)"
     if "/aetheris/" in path or path == "<string>":  # <string>: generated dataclass __init__
         return "aetheris runtime (Python)"
     if "/bench/" in path:
@@ -156,15 +164,21 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(
             "python -m bench.profile needs pyinstrument: pip install pyinstrument"
         ) from None
-    with tempfile.TemporaryDirectory(prefix="aetheris-profile-") as tmp:
-        suffix = "" if args.synchronous == "full" else "?synchronous=normal"
-        run = run_w1 if args.workload == "w1" else run_w4
-        floor, fsync = sqlite_floor(tmp, args.synchronous, min(args.steps, 5_000))
-        plain = asyncio.run(run(f"sqlite:///{tmp}/plain.sqlite{suffix}", args.steps))
-        profiler = Profiler(interval=args.interval, async_mode="disabled")
+    run = run_w1 if args.workload == "w1" else run_w4
+    profiler = Profiler(interval=args.interval, async_mode="disabled")
+    floor = fsync = None
+    with contextlib.ExitStack() as stack:
+        if args.backend == "sqlite":
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="aetheris-profile-"))
+            suffix = "" if args.synchronous == "full" else "?synchronous=normal"
+            urls = [f"sqlite:///{tmp}/{name}.sqlite{suffix}" for name in ("plain", "profiled")]
+            floor, fsync = sqlite_floor(tmp, args.synchronous, min(args.steps, 5_000))
+        else:
+            urls = [stack.enter_context(fresh_postgres_db("profile")) for _ in range(2)]
+        plain = asyncio.run(run(urls[0], args.steps))
         began = time.perf_counter()
         profiler.start()
-        profiled = asyncio.run(run(f"sqlite:///{tmp}/profiled.sqlite{suffix}", args.steps))
+        profiled = asyncio.run(run(urls[1], args.steps))
         profiler.stop()
         wall = time.perf_counter() - began
     session = profiler.last_session
@@ -181,16 +195,21 @@ def main(argv: list[str] | None = None) -> None:
         else f"W4, {args.steps} turns of ctx.step('llm', llm, messages) + ctx.step('tool', ...)"
     )
     unit = "step" if args.workload == "w1" else "turn"
+    where = (
+        f"SQLite synchronous={args.synchronous.upper()}"
+        if args.backend == "sqlite"
+        else "PostgreSQL (the server's synchronous_commit)"
+    )
     print(
-        f"{what}, SQLite synchronous="
-        f"{args.synchronous.upper()}: {plain:.1f} µs/{unit} without the profiler, {profiled:.1f} "
+        f"{what}, {where}: {plain:.1f} µs/{unit} without the profiler, {profiled:.1f} "
         f"with it (sampling every {args.interval * 1e6:.0f} µs; {wall:.1f} s profiled, start-up "
         "and shutdown included)\n"
     )
-    print(
-        f"floor: a bare commit of a pure step's writes (fenced UPDATE + INSERT, no runtime) "
-        f"{floor:.1f} µs; the fsync probe (4 KiB write + fsync) p50 {fsync:.1f} µs\n"
-    )
+    if floor is not None and fsync is not None:
+        print(
+            f"floor: a bare commit of a pure step's writes (fenced UPDATE + INSERT, no runtime) "
+            f"{floor:.1f} µs; the fsync probe (4 KiB write + fsync) p50 {fsync:.1f} µs\n"
+        )
     print(f"share of sampled time by kind of work (µs/{unit}: that share of the profiled {unit};")
     print("the profiler's per-call hook inflates Python's share, not the time inside C calls):")
     for name, seconds in kinds.most_common():
