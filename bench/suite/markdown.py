@@ -16,29 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from bench.suite.report import (
-    BACKENDS,
     DURABILITIES,
     METRIC_ORDER,
     REFERENCE,
     SPECIAL,
-    VARIANT_ORDER,
     WORKLOAD_TITLES,
     fmt,
     ratio_text,
+    row_key,
+    system_order,
 )
 
-SYSTEMS = ["aetheris", "dbos", "langgraph", "restate", "temporal", "absurd"]
+SYSTEMS = ["aetheris", "dbos", "langgraph", "restate", "temporal", "absurd"]  # table order
 Median = dict[str, Any]
 
 
 def _key(m: Median) -> tuple[int, int, int, str]:
-    known = VARIANT_ORDER.get(m["workload"], [])
-    return (
-        SYSTEMS.index(m["system"]) if m["system"] in SYSTEMS else 99,
-        BACKENDS.index(m["backend"]) if m["backend"] in BACKENDS else 9,
-        DURABILITIES.index(m["durability"]) if m["durability"] in DURABILITIES else 9,
-        f"{known.index(m['variant']):02d}" if m["variant"] in known else m["variant"],
-    )
+    keys = (m["system"], m["variant"], m["backend"], m["durability"])
+    return row_key(m["workload"], *keys, system_order(SYSTEMS))
 
 
 def _cell(m: Median | None) -> str:
@@ -145,6 +140,21 @@ def targets(medians: Sequence[Median], fsync_us: float | None) -> list[str]:
         want |= {"durability": durability} | ({"variant": variant} if variant else {})
         return _find(medians, system=REFERENCE, **want)
 
+    def ten_times_best(
+        workload: str, metric: str, where: str, variant: str | None, target: str
+    ) -> None:
+        """Aetheris against the best peer on the same backend and durability: ×10 or better."""
+        m = ours(workload, metric, where, variant)
+        best = _best_peer(medians, workload, metric, *where.split("/"))
+        if m and best:
+            rate = metric.endswith("_per_s")
+            x = m["median"] / best["median"] if rate else best["median"] / m["median"]
+            add(
+                f"{workload} {where}: {target}",
+                f"{fmt(m['median'])} vs {fmt(best['median'])} ({_name(best)}): ×{x:.1f}",
+                x >= 10,
+            )
+
     wheres = [f"{b}/{d}" for b in ("sqlite", "postgres") for d in DURABILITIES]
     m = ours("W1", "us_per_step", "sqlite/full", "steps")
     if m and fsync_us:
@@ -169,15 +179,7 @@ def targets(medians: Sequence[Median], fsync_us: float | None) -> list[str]:
             m["median"] >= 5_000,
         )
     for where in wheres:
-        m = ours("W2", "steps_per_s", where, "1-worker")
-        best = _best_peer(medians, "W2", "steps_per_s", *where.split("/"))
-        if m and best:
-            x = m["median"] / best["median"]
-            add(
-                f"W2 {where}: ≥ 10 × the best peer's steps/s",
-                f"{fmt(m['median'])} vs {fmt(best['median'])} ({_name(best)}): ×{x:.1f}",
-                x >= 10,
-            )
+        ten_times_best("W2", "steps_per_s", where, "1-worker", "≥ 10 × the best peer's steps/s")
     lines = [
         m
         for m in medians
@@ -209,15 +211,7 @@ def targets(medians: Sequence[Median], fsync_us: float | None) -> list[str]:
                 max(worst) <= 31,
             )
     for where in wheres:
-        m = ours("W4", "us_per_turn", where)
-        best = _best_peer(medians, "W4", "us_per_turn", *where.split("/"))
-        if m and best:
-            x = best["median"] / m["median"]
-            add(
-                f"W4 {where}: ≤ 1/10 of the best peer's µs per turn",
-                f"{fmt(m['median'])} vs {fmt(best['median'])} ({_name(best)}): ×{x:.1f}",
-                x >= 10,
-            )
+        ten_times_best("W4", "us_per_turn", where, None, "≤ 1/10 of the best peer's µs per turn")
         sizes = [ours("W4", f"bytes_stored_{n}", where) for n in (20, 100, 200)]
         if all(sizes):
             b20, b100, b200 = (s["median"] for s in sizes if s)

@@ -200,8 +200,22 @@ def cell(g: Group | None) -> str:
     return text
 
 
-def _order(systems: Sequence[str]) -> dict[str, int]:
+def system_order(systems: Sequence[str]) -> dict[str, int]:
     return {s: i for i, s in enumerate([REFERENCE, *[s for s in systems if s != REFERENCE]])}
+
+
+def row_key(
+    workload: str, system: str, variant: str, backend: str, durability: str, order: dict[str, int]
+) -> tuple[int, int, int, str]:
+    """Where a row goes in a workload's table: system (Aetheris first), backend, durability,
+    then Aetheris's variants in their order and the others by name."""
+    known = VARIANT_ORDER.get(workload, [])
+    return (
+        order.get(system, 99),
+        BACKENDS.index(backend) if backend in BACKENDS else 9,
+        DURABILITIES.index(durability) if durability in DURABILITIES else 9,
+        f"{known.index(variant):02d}" if variant in known else variant,
+    )
 
 
 def table(workload: str, groups: Sequence[Group], systems: Sequence[str]) -> Table | None:
@@ -213,17 +227,10 @@ def table(workload: str, groups: Sequence[Group], systems: Sequence[str]) -> Tab
     rows: dict[tuple[str, str, str, str], dict[str, Group]] = {}
     for g in mine:
         rows.setdefault((g.system, g.variant, g.backend, g.durability), {})[g.metric] = g
-    order = _order(systems)
-    known = VARIANT_ORDER.get(workload, [])
+    order = system_order(systems)
 
     def sort_key(key: tuple[str, str, str, str]) -> tuple[int, int, int, str]:
-        system, variant, backend, durability = key
-        return (
-            order.get(system, 99),
-            BACKENDS.index(backend) if backend in BACKENDS else 9,
-            DURABILITIES.index(durability) if durability in DURABILITIES else 9,
-            f"{known.index(variant):02d}" if variant in known else variant,
-        )
+        return row_key(workload, *key, order)
 
     shown = Table(
         title=WORKLOAD_TITLES.get(workload, workload),
