@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sqlite3
-import statistics
 import tempfile
 import time
 from collections import Counter
@@ -40,7 +38,7 @@ from aetheris.store.port import NewJob
 from aetheris.testing import running_worker
 from bench import core_app
 from bench.peers import aetheris_app
-from bench.peers.common import fresh_postgres_db
+from bench.peers.common import fresh_postgres_db, fsync_p50_us
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -114,16 +112,7 @@ def sqlite_floor(tmp: str, synchronous: str, commits: int) -> tuple[float, float
         conn.execute("COMMIT")
     per_commit = (time.perf_counter() - began) / commits * 1e6
     conn.close()
-    probe = Path(tmp) / "fsync.probe"
-    latencies = []
-    with open(probe, "wb") as f:
-        for _ in range(200):
-            t = time.perf_counter()
-            f.write(b"x" * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-            latencies.append(time.perf_counter() - t)
-    return per_commit, statistics.median(latencies) * 1e6
+    return per_commit, fsync_p50_us(Path(tmp))
 
 
 def kind(frame: Any) -> str:
