@@ -8,14 +8,13 @@ it afterwards, whatever happened.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SETTINGS = (
@@ -37,16 +36,23 @@ def database_url(admin_url: str, name: str, **options: Any) -> str:
     return urlunsplit(parts._replace(path=f"/{name}", query=query))
 
 
-async def server_settings(admin_url: str) -> dict[str, str]:
-    """``SHOW`` of the settings that decide what a commit costs (and the server's version)."""
-    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+async def show(url: str, names: Sequence[str], connect_timeout: int = 0) -> dict[str, str]:
+    """``SHOW`` of each setting in ``names``, from a session of ``url``. ``connect_timeout``:
+    seconds to wait for the connection, 0 for psycopg's default."""
+    options: dict[str, Any] = {"connect_timeout": connect_timeout} if connect_timeout else {}
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True, **options) as conn:
         found = {}
-        for name in SETTINGS:
+        for name in names:
             row = await (
                 await conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name)))
             ).fetchone()
             found[name] = str(row[0]) if row else "?"
         return found
+
+
+async def server_settings(admin_url: str) -> dict[str, str]:
+    """``SHOW`` of the settings that decide what a commit costs (and the server's version)."""
+    return await show(admin_url, SETTINGS)
 
 
 @asynccontextmanager
@@ -71,16 +77,7 @@ async def fresh_database(admin_url: str, synchronous_commit: str | None) -> Asyn
 
 async def effective_settings(url: str) -> dict[str, str]:
     """What a session of the run's database sees (database-level settings included)."""
-    async with await psycopg.AsyncConnection.connect(
-        url.split("?", 1)[0], autocommit=True, row_factory=dict_row
-    ) as conn:
-        found = {}
-        for name in ("synchronous_commit", "fsync"):
-            row = await (
-                await conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name)))
-            ).fetchone()
-            found[name] = str(row[name]) if row else "?"
-        return found
+    return await show(url.split("?", 1)[0], ("synchronous_commit", "fsync"))
 
 
 async def last_registration(url: str) -> float:

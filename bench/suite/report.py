@@ -10,6 +10,7 @@ above 1 favours Aetheris and below 1 favours the peer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -323,27 +324,11 @@ def machine(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
 
 def postgres_settings() -> dict[str, str]:
     try:
-        import psycopg
-
+        from bench import pg
         from bench.peers.common import PG_ADMIN_URL
 
-        names = (
-            "server_version",
-            "synchronous_commit",
-            "fsync",
-            "wal_sync_method",
-            "full_page_writes",
-            "commit_delay",
-            "shared_buffers",
-            "max_connections",
-            "autovacuum",
-        )
-        with psycopg.connect(PG_ADMIN_URL, connect_timeout=5) as conn:
-            found = {}
-            for name in names:
-                row = conn.execute(f"SHOW {name}").fetchone()  # type: ignore[arg-type,unused-ignore]
-                found[name] = str(row[0]) if row else "?"
-            return found
+        names = (*pg.SETTINGS, "autovacuum")
+        return asyncio.run(pg.show(PG_ADMIN_URL, names, connect_timeout=5))
     except Exception as exc:  # the summary says why, the run goes on
         return {"error": f"{type(exc).__name__}: {exc}"}
 
