@@ -9,7 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,11 +105,19 @@ def claims(events: Sequence[Event]) -> list[Event]:
 
 
 async def spawn_worker(
-    url: str, workdir: Path, name: str, concurrency: int, *extra: str
+    url: str,
+    workdir: Path,
+    name: str,
+    concurrency: int,
+    *extra: str,
+    app: str = WORKER_APP,
+    env: Mapping[str, str] | None = None,
 ) -> Process:
-    """``python -m aetheris worker --app bench.core_app:app``, its output in ``<name>.log``."""
-    env = {**os.environ, "AETHERIS_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "aetheris", "worker", "--app", WORKER_APP]
+    """``python -m aetheris worker --app <app>``, its output in ``<name>.log``; ``env`` is the
+    environment to start from (default: this process's)."""
+    env = {**(os.environ if env is None else env)}
+    env |= {"AETHERIS_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "aetheris", "worker", "--app", app]
     command += ["--concurrency", str(concurrency), *extra]
     log = os.open(workdir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

@@ -27,6 +27,7 @@ import aetheris
 from aetheris import App, Job, JobStatus
 from aetheris.journal import Event, EventType
 from aetheris.testing import running_worker
+from bench.common import claims, stop_workers
 from bench.peers import aetheris_app, common
 from bench.peers.aetheris_support import (
     PG_TABLES,
@@ -34,7 +35,6 @@ from bench.peers.aetheris_support import (
     Invalid,
     Process,
     Run,
-    claims,
     database,
     exists,
     expect,
@@ -42,7 +42,6 @@ from bench.peers.aetheris_support import (
     read,
     serving,
     spawn_worker,
-    stop_workers,
     stored_bytes,
     until,
     version,

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from psycopg import sql
 
 import aetheris
 from aetheris.journal import Event, EventType
+from bench import common as core_common
 from bench.peers import aetheris_app, common
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,37 +122,13 @@ def stored_bytes(url: str) -> dict[str, int]:
 async def spawn_worker(
     url: str, workdir: Path, name: str, concurrency: int, env: dict[str, str], *extra: str
 ) -> Process:
-    """``python -m aetheris worker --app bench.peers.aetheris_app:app``, logging to name.log."""
-    full_env = {
-        **{k: v for k, v in os.environ.items() if k != aetheris_app.KILL_ENV},
-        "AETHERIS_DATABASE_URL": url,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": str(ROOT),
-        **env,
-    }
-    command = [sys.executable, "-m", "aetheris", "worker", "--app", WORKER_APP]
-    command += ["--concurrency", str(concurrency), *extra]
-    log = os.open(workdir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        return await asyncio.create_subprocess_exec(
-            *command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
-        )
-    finally:
-        os.close(log)
-
-
-async def stop_workers(procs: Sequence[Process]) -> list[int]:
-    for proc in procs:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    codes = []
-    for proc in procs:
-        try:
-            codes.append(await asyncio.wait_for(proc.wait(), 30))
-        except TimeoutError:
-            proc.kill()
-            codes.append(await proc.wait())
-    return codes
+    """``python -m aetheris worker --app bench.peers.aetheris_app:app``, logging to name.log;
+    started without the kill variable unless ``env`` sets it."""
+    base = {k: v for k, v in os.environ.items() if k != aetheris_app.KILL_ENV}
+    base |= {"PYTHONPATH": str(ROOT), **env}
+    return await core_common.spawn_worker(
+        url, workdir, name, concurrency, *extra, app=WORKER_APP, env=base
+    )
 
 
 async def until(
@@ -185,10 +160,6 @@ def read(path: Path) -> str:
 
 def exists(path: Path) -> bool:
     return path.exists()
-
-
-def claims(events: Sequence[Event]) -> list[Event]:
-    return [e for e in events if e.type is EventType.JOB_CLAIMED]
 
 
 def last_of(events: Sequence[Event], kind: EventType) -> Event:
