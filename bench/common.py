@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aetheris.journal import Event, EventType
+from bench.peers.common import fsync_samples
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -71,19 +72,7 @@ class Outcome:
 
 def fsync_probe(directory: Path) -> Record:
     """Time ``FSYNC_WRITES`` x (write 4 KiB + fsync) to a file in ``directory``."""
-    path = directory / "fsync.probe"
-    block = os.urandom(FSYNC_BLOCK)
-    samples: list[float] = []
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for _ in range(FSYNC_WRITES):
-            began = time.perf_counter()
-            os.write(fd, block)
-            os.fsync(fd)
-            samples.append((time.perf_counter() - began) * 1e6)
-    finally:
-        os.close(fd)
-        path.unlink(missing_ok=True)
+    samples = fsync_samples(directory, FSYNC_WRITES, FSYNC_BLOCK)
     return {"p50_us": percentile(samples, 50), "p90_us": percentile(samples, 90), "n": len(samples)}
 
 

@@ -103,8 +103,9 @@ def emit(out: Path, result: Result) -> None:
     )
 
 
-def fsync_p50_us(directory: Path, writes: int = 200, block: int = 4096) -> float:
-    """Median latency of (write 4 KiB + fsync) in ``directory``: the disk's durability floor."""
+def fsync_samples(directory: Path, writes: int = 200, block: int = 4096) -> list[float]:
+    """µs each (write ``block`` bytes + fsync) took, ``writes`` times, to a new file in
+    ``directory`` (removed after)."""
     path = directory / f"fsync-probe-{uuid.uuid4().hex}"
     samples = []
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -118,7 +119,12 @@ def fsync_p50_us(directory: Path, writes: int = 200, block: int = 4096) -> float
     finally:
         os.close(fd)
         path.unlink(missing_ok=True)
-    return statistics.median(samples)
+    return samples
+
+
+def fsync_p50_us(directory: Path, writes: int = 200, block: int = 4096) -> float:
+    """Median latency of (write 4 KiB + fsync) in ``directory``: the disk's durability floor."""
+    return statistics.median(fsync_samples(directory, writes, block))
 
 
 @contextmanager
