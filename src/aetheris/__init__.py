@@ -7,6 +7,7 @@ dispatched at most once, ever; every operation is an event in a hash-chained jou
 from __future__ import annotations
 
 from aetheris.app import App, JobHandle
+from aetheris.clock import Clock
 from aetheris.context import Context, ToolContext, tool_context
 from aetheris.effects import (
     Committed,
@@ -61,6 +62,7 @@ __all__ = [
     "ApprovalRejected",
     "ApprovalTimeout",
     "ChildFailed",
+    "Clock",
     "Committed",
     "CompensationRequest",
     "ConfigurationError",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import secrets
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar, ca
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
+from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.effects import (
     CompensationRequest,
     Reconciliation,
@@ -144,7 +143,7 @@ class JobHandle:
 
     async def result(self, timeout: float | None = None) -> Any:
         """Wait until the job ends; return its result or raise :class:`JobFailed`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self.app.clock.monotonic() + timeout
         delay = 0.005
         while True:
             job = await self.job()
@@ -152,9 +151,9 @@ class JobHandle:
                 return self.app.revive_result(job)
             if job.status.terminal:
                 raise JobFailed(job.id, job.status, job.error)
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and self.app.clock.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.job_id} is still {job.status} after {timeout}s")
-            pause = delay if deadline is None else min(delay, deadline - time.monotonic())
+            pause = delay if deadline is None else min(delay, deadline - self.app.clock.monotonic())
             await asyncio.sleep(max(pause, 0.0))
             delay = min(delay * 1.5, 0.25)
 
@@ -178,6 +177,7 @@ class App:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
         max_recoveries: int = 5,
         name: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if lease_ttl <= 0:
             raise ConfigurationError("lease_ttl must be positive")
@@ -187,6 +187,7 @@ class App:
         self.max_payload_bytes = max_payload_bytes
         self.max_recoveries = max_recoveries
         self.name = name
+        self.clock = clock or SYSTEM_CLOCK
         self._agents: dict[str, AgentDef] = {}
         self._tools: dict[str, ToolDef] = {}
         self._store: Store | None = None
@@ -316,7 +317,7 @@ class App:
             self._store_lock = asyncio.Lock()
         async with self._store_lock:
             if self._store is None:
-                store = create_store(self.database_url)
+                store = create_store(self.database_url, clock=self.clock)
                 await store.open()
                 self._store = store
         return self._store
@@ -366,13 +367,13 @@ class App:
         store = await self.open_store()
         await self._check_agent(store, name, data)
         new = NewJob(
-            id=job_id or new_job_id(),
+            id=job_id or new_job_id(self.clock),
             agent=name,
             input=data,
             idempotency_key=idempotency_key,
             queue=queue,
             priority=priority,
-            deadline=None if deadline is None else time.time() + deadline,
+            deadline=None if deadline is None else self.clock.time() + deadline,
         )
         job, _ = await store.create_job(new)
         self._wake_workers()
@@ -427,7 +428,7 @@ class App:
         store = await self.open_store()
         canonical(payload)  # refuse what has no JSON form before anything is written
         signal, _ = await store.send_signal(
-            job_id, name, payload, signal_id or uuid.uuid4().hex, sender
+            job_id, name, payload, signal_id or self.clock.uuid4().hex, sender
         )
         self._wake_workers()
         return signal
@@ -527,7 +528,8 @@ class App:
     ) -> Job:
         """Resolve an in-doubt effect: it happened (with ``result``), did not, or failed."""
         resolution = Resolution(committed, result, not_executed, fail, reason, by)
-        job: Job = await resolve_effect(await self.open_store(), job_id, position, resolution)
+        store = await self.open_store()
+        job: Job = await resolve_effect(store, job_id, position, resolution, self.clock.time())
         self._wake_workers()
         return job
 
@@ -562,10 +564,10 @@ class App:
             self._workers.remove(worker)
 
 
-def new_job_id() -> str:
+def new_job_id(clock: Clock = SYSTEM_CLOCK) -> str:
     """A UUIDv7-style id: time-ordered, so listings and indexes follow creation order."""
-    millis = int(time.time() * 1000)
-    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    millis = int(clock.time() * 1000)
+    rand = clock.getrandbits(80)
     value = (millis & ((1 << 48) - 1)) << 80 | (0x7 << 76) | (rand & ((1 << 76) - 1))
     value = (value & ~(0xC << 60)) | (0x8 << 60)
     return str(uuid.UUID(int=value))

@@ -81,16 +81,21 @@ class Context:
 
     def now(self) -> dt.datetime:
         """Current UTC time, recorded on first execution and replayed after."""
-        return dt.datetime.fromtimestamp(self._run.record_value("now", _wall_clock), dt.UTC)
+        return dt.datetime.fromtimestamp(
+            self._run.record_value("now", self._run.clock.time), dt.UTC
+        )
 
     def uuid(self) -> uuid_module.UUID:
         """A random UUID, recorded on first execution and replayed after."""
-        return uuid_module.UUID(self._run.record_value("uuid", _new_uuid))
+        return uuid_module.UUID(self._run.record_value("uuid", self._new_uuid))
 
     def random(self) -> float:
         """A random float in [0, 1), recorded on first execution and replayed after."""
-        value: float = self._run.record_value("random", _new_random)
+        value: float = self._run.record_value("random", self._run.clock.random)
         return value
+
+    def _new_uuid(self) -> str:
+        return str(self._run.clock.uuid4())
 
     @overload
     async def step(
@@ -160,22 +165,6 @@ class Context:
         from aetheris import waits
 
         return await waits.run_agent(self._run, agent, input or {}, job_id)
-
-
-def _wall_clock() -> float:
-    import time
-
-    return time.time()
-
-
-def _new_uuid() -> str:
-    return str(uuid_module.uuid4())
-
-
-def _new_random() -> float:
-    import random
-
-    return random.random()
 
 
 def enter_tool(ctx: ToolContext) -> Any:

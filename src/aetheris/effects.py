@@ -19,8 +19,6 @@ import contextlib
 import dataclasses
 import functools
 import inspect
-import random
-import time
 import typing
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -90,9 +88,10 @@ class RetryPolicy:
             return isinstance(exc, RetryableError)
         return isinstance(exc, (RetryableError, *self.retry_on))
 
-    def delay(self, attempt: int) -> float:
+    def delay(self, attempt: int, draw: float) -> float:
+        """Seconds to wait before attempt ``attempt + 1``; ``draw`` in [0, 1) sets the jitter."""
         base = min(self.max_interval, self.initial_interval * self.backoff ** (attempt - 1))
-        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+        return max(0.0, base * (1 + self.jitter * (2 * draw - 1)))
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -291,8 +290,8 @@ def _outcome_label(effect: EffectClass, outcome: Outcome) -> str:
 
 async def execute(run: JobRun, call: Call, ctx: ToolContext | None) -> Outcome:
     """Dispatch ``call`` with retries; never raises for the call's own failures."""
-    outcome = Outcome(started_at=time.time())
-    began = time.perf_counter()
+    outcome = Outcome(started_at=run.clock.time())
+    began = run.clock.monotonic()
     attempt = ctx.attempt if ctx is not None else 1
     while True:
         if call.effect is not EffectClass.PURE:
@@ -305,7 +304,7 @@ async def execute(run: JobRun, call: Call, ctx: ToolContext | None) -> Outcome:
         except Exception as exc:
             if call.retry.allows(exc, attempt, call.effect):
                 outcome.retries.append({"attempt": attempt, **error_doc(exc)})
-                await asyncio.sleep(call.retry.delay(attempt))
+                await asyncio.sleep(call.retry.delay(attempt, run.clock.random()))
                 attempt += 1
                 continue
             outcome.error, outcome.exc = error_doc(exc), exc
@@ -318,7 +317,7 @@ async def execute(run: JobRun, call: Call, ctx: ToolContext | None) -> Outcome:
                 outcome.error, outcome.exc = error_doc(exc), exc
         break
     outcome.attempts = attempt - (ctx.attempt - 1 if ctx is not None else 0)
-    outcome.duration_ms = (time.perf_counter() - began) * 1000
+    outcome.duration_ms = (run.clock.monotonic() - began) * 1000
     return outcome
 
 
@@ -508,7 +507,7 @@ async def _settle_in_doubt(
     answer, problem = await _ask_reconcile(tool, key)
     resolved = {"name": call.name, "by": "reconcile", "idempotency_key": key}
     if isinstance(answer, Committed):
-        outcome = Outcome(started_at=time.time(), attempts=row.attempt, effect_happened=True)
+        outcome = Outcome(started_at=run.clock.time(), attempts=row.attempt, effect_happened=True)
         outcome.result = run.encode_result(answer.result, f"reconcile of {call.name!r}")
         await run.commit(
             EventDraft(
@@ -688,7 +687,9 @@ class Resolution:
         return "not_executed" if self.not_executed else "failed"
 
 
-async def resolve_effect(store: Store, job_id: str, position: int, resolution: Resolution) -> Job:
+async def resolve_effect(
+    store: Store, job_id: str, position: int, resolution: Resolution, now: float
+) -> Job:
     """Apply an operator's resolution; the parked job becomes pending and resumes."""
     if await store.get_job(job_id) is None:
         raise JobNotFound(job_id)
@@ -730,7 +731,7 @@ async def resolve_effect(store: Store, job_id: str, position: int, resolution: R
             "args_hash": row.args_hash,
             "effect": row.effect.value,
             "attempts": row.attempt,
-            "started_at": time.time(),
+            "started_at": now,
             "duration_ms": 0.0,
             "idempotency_key": row.idempotency_key,
             "resolved_by": base["by"],

@@ -111,6 +111,7 @@ async def replay_history(
         lease_deadline=lambda: math.inf,
         max_payload_bytes=app.max_payload_bytes,
         replay_only=True,
+        clock=app.clock,
     )
     operations = sum(1 for e in events if e.type is EventType.OP)
     try:

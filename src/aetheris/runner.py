@@ -14,12 +14,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.context import Context, current_run
 from aetheris.effects import (
     NO_RETRY,
@@ -118,8 +118,10 @@ class JobRun:
         agents: Mapping[str, AgentDef] | None = None,
         outage_budget: float = 300.0,
         replay_only: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.job = job
+        self.clock = clock
         self.lease = lease
         self.agent = agent
         self.agents = agents or {}
@@ -175,7 +177,7 @@ class JobRun:
 
     def _honour_control(self, position: int) -> None:
         """Before anything new runs: a cancel, a pause or a passed deadline takes effect here."""
-        if self.job.deadline is not None and time.time() >= self.job.deadline:
+        if self.job.deadline is not None and self.clock.time() >= self.job.deadline:
             raise DeadlineExceeded(f"the job's deadline passed before position {position}")
         if self.control is Control.CANCEL:
             raise JobCancelled(f"cancelled by an operator before position {position}")
@@ -215,7 +217,7 @@ class JobRun:
 
     def check_lease(self) -> None:
         """Refuse to dispatch once the lease may have expired (e.g. after a SIGSTOP)."""
-        if time.monotonic() >= self._deadline():
+        if self.clock.monotonic() >= self._deadline():
             raise LeaseLost(self.lease.job_id, self.lease.epoch)
 
     async def commit(
@@ -244,13 +246,13 @@ class JobRun:
             return sealed
 
     async def _commit_surviving_outages(self, commit: Commit) -> list[Event]:
-        deadline = time.monotonic() + self._outage_budget
+        deadline = self.clock.monotonic() + self._outage_budget
         delay = 0.05
         while True:
             try:
                 return await self.store.commit(self.lease, commit)
             except StoreUnavailable as exc:
-                if time.monotonic() + delay > deadline:
+                if self.clock.monotonic() + delay > deadline:
                     raise
                 log.warning(
                     "job %s: commit failed (%s); retrying in %.2fs", self.job.id, exc, delay
@@ -356,7 +358,7 @@ class JobRun:
             current_run.reset(token)
 
     def _deadline_passed(self) -> bool:
-        return self.job.deadline is not None and time.time() >= self.job.deadline
+        return self.job.deadline is not None and self.clock.time() >= self.job.deadline
 
     async def _execute(self) -> None:
         try:

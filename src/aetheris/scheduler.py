@@ -13,12 +13,11 @@ import asyncio
 import logging
 import os
 import socket
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.crashpoints import SimulatedCrash
 from aetheris.errors import AetherisError, LeaseLost
 from aetheris.journal import EventDraft, EventType
@@ -40,8 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("aetheris.worker")
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+def worker_id(clock: Clock = SYSTEM_CLOCK) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{clock.uuid4().hex[:6]}"
 
 
 @dataclass(slots=True)
@@ -78,7 +77,8 @@ class Worker:
         self.poll_interval = poll_interval if poll_interval is not None else app.poll_interval
         self.grace = grace
         self.reap_interval = reap_interval
-        self.owner = owner or worker_id()
+        self.clock = app.clock
+        self.owner = owner or worker_id(self.clock)
         self._active: dict[str, _Active] = {}
         self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
@@ -122,8 +122,8 @@ class Worker:
             reaped_at = 0.0
             while not self._stop.is_set():
                 self._wake.clear()
-                if time.monotonic() - reaped_at >= self.reap_interval:
-                    reaped_at = time.monotonic()
+                if self.clock.monotonic() - reaped_at >= self.reap_interval:
+                    reaped_at = self.clock.monotonic()
                     await self._reap(store)
                 # Listen before claiming: work announced while the claim finds nothing (or
                 # while the next due time is read) must still wake this worker.
@@ -160,7 +160,7 @@ class Worker:
             due = await store.next_wake()
         except AetherisError:
             return idle
-        return idle if due is None else max(0.0, min(idle, due - time.time() + 0.01))
+        return idle if due is None else max(0.0, min(idle, due - self.clock.time() + 0.01))
 
     async def _idle(
         self,
@@ -180,7 +180,7 @@ class Worker:
     async def _fill(self, store: Store, where: ClaimFilter) -> bool:
         found = False
         while len(self._active) < self.concurrency and not self._stop_set():
-            sent = time.monotonic()
+            sent = self.clock.monotonic()
             try:
                 claim = await store.claim(self.owner, self.lease_ttl, where)
             except AetherisError as exc:
@@ -219,6 +219,7 @@ class Worker:
                 lease_deadline=lambda: active.deadline,
                 max_payload_bytes=self.app.max_payload_bytes,
                 agents=self.app.agents,
+                clock=self.clock,
             )
             if job.recoveries > self.app.max_recoveries:
                 await run.fail_poisoned(self.app.max_recoveries)
@@ -255,7 +256,7 @@ class Worker:
                 active.task.cancel()
 
         loop = asyncio.get_running_loop()
-        loop.call_at(loop.time() + max(0.0, deadline - time.time()), interrupt)
+        loop.call_at(loop.time() + max(0.0, deadline - self.clock.time()), interrupt)
 
     async def _release(self, store: Store, lease: Lease, why: str, delay: float = 0.0) -> None:
         """Hand a job back (status pending) so that any worker can claim it right away."""
@@ -264,7 +265,7 @@ class Worker:
                 lease,
                 Commit(
                     [EventDraft(EventType.JOB_RELEASED, {"owner": lease.owner, "reason": why})],
-                    status=StatusWrite(JobStatus.PENDING, run_at=time.time() + delay),
+                    status=StatusWrite(JobStatus.PENDING, run_at=self.clock.time() + delay),
                 ),
             )
             log.info("job %s released (%s)", lease.job_id, why)
@@ -274,17 +275,17 @@ class Worker:
     async def _heartbeats(self, store: Store) -> None:
         # Heartbeats also carry operators' requests (cancel, pause) to running jobs.
         interval = min(self.lease_ttl / 3, 2.0)
-        last = time.monotonic()
+        last = self.clock.monotonic()
         while True:
             # A notification (a control request on PostgreSQL) brings the next beat forward,
             # but beats stay at least a quarter of a second apart.
             await store.wait_for_work(interval)
-            await asyncio.sleep(max(0.0, 0.25 - (time.monotonic() - last)))
-            last = time.monotonic()
+            await asyncio.sleep(max(0.0, 0.25 - (self.clock.monotonic() - last)))
+            last = self.clock.monotonic()
             actives = list(self._active.values())
             if not actives:
                 continue
-            sent = time.monotonic()
+            sent = self.clock.monotonic()
             try:
                 beat = await store.heartbeat([a.lease for a in actives], self.lease_ttl)
             except AetherisError as exc:

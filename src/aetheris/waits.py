@@ -14,7 +14,6 @@ another worker, days later, keeps the same deadline.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -122,7 +121,7 @@ def _deadline(run: JobRun, position: int, timeout: float | None) -> float | None
     if recorded is not None:
         deadline: float | None = recorded.get("deadline")
         return deadline
-    return None if timeout is None else time.time() + timeout
+    return None if timeout is None else run.clock.time() + timeout
 
 
 # -- signals -----------------------------------------------------------------------------------
@@ -140,7 +139,7 @@ async def wait_for_signal(run: JobRun, name: str, timeout: float | None) -> Any:
             consume=[(signal.seq, slot.position)],
         )
         return signal.payload
-    if deadline is not None and time.time() >= deadline:
+    if deadline is not None and run.clock.time() >= deadline:
         await _record_error(
             run, slot, "signal", name, "", SignalTimeout, f"no signal {name!r} within {timeout}s"
         )
@@ -169,7 +168,7 @@ async def sleep(run: JobRun, seconds: float) -> None:
         return
     until = _deadline(run, slot.position, seconds)
     assert until is not None
-    if time.time() >= until:
+    if run.clock.time() >= until:
         await run.commit(_op(slot, "sleep", "sleep", digest, result=None, until=until))
         return
     detail = {"position": slot.position, "until": until, "seconds": seconds}
@@ -203,7 +202,7 @@ async def approval(
     if decision is not None:
         return await _decided(run, slot, name, digest, request_id, decision)
     escalated = bool(wait.get("escalated"))
-    if deadline is not None and time.time() >= deadline:
+    if deadline is not None and run.clock.time() >= deadline:
         if escalate_to is None or escalated:
             await _record_error(
                 run,
@@ -215,7 +214,7 @@ async def approval(
                 f"nobody decided on {name!r} by the deadline",
                 {"request_id": request_id, "escalated_to": wait.get("to")},
             )
-        deadline = time.time() + (timeout or 0.0)
+        deadline = run.clock.time() + (timeout or 0.0)
         escalated = True
         wait = {"deadline": deadline, "escalated": True, "to": escalate_to}
         run.waits.pop(slot.position, None)

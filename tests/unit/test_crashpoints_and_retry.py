@@ -30,9 +30,10 @@ def test_retry_policy_backs_off_with_jitter_and_a_cap() -> None:
     policy = RetryPolicy(
         max_attempts=10, initial_interval=1.0, backoff=2.0, max_interval=5.0, jitter=0.1
     )
-    assert 0.9 <= policy.delay(1) <= 1.1
-    assert 1.8 <= policy.delay(2) <= 2.2
-    assert 4.5 <= policy.delay(6) <= 5.5
+    assert policy.delay(1, 0.5) == 1.0
+    assert policy.delay(1, 0.0) == pytest.approx(0.9)
+    assert policy.delay(2, 0.999) == pytest.approx(2.2, abs=1e-3)
+    assert policy.delay(6, 0.0) == pytest.approx(4.5)
 
 
 def test_retry_policy_classes() -> None:

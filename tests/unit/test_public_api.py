@@ -6,6 +6,7 @@ import aetheris
 import aetheris.testing
 
 EXPECTED = {
+    "Clock",
     "AetherisError",
     "App",
     "Approval",

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 
+from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.errors import ConfigurationError
 from aetheris.store.port import Store
 
@@ -17,17 +16,17 @@ def default_url() -> str:
     return os.environ.get("AETHERIS_DATABASE_URL") or DEFAULT_URL
 
 
-def create_store(url: str, *, clock: Callable[[], float] = time.time) -> Store:
+def create_store(url: str, *, clock: Clock = SYSTEM_CLOCK) -> Store:
     """A store for ``url``, not yet opened."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "memory":
         from aetheris.store.memory import MemoryStore
 
-        return MemoryStore(url, clock=clock)
+        return MemoryStore(url, clock=clock.time)
     if scheme == "sqlite":
         from aetheris.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url, clock=clock)
+        return SQLiteStore(url, clock=clock.time)
     if scheme in ("postgres", "postgresql"):
         from aetheris.store.postgres import PostgresStore
 
