@@ -31,7 +31,7 @@ from aetheris.errors import (
     JobNotFound,
     UnknownAgent,
 )
-from aetheris.journal import canonical
+from aetheris.journal import canonical, check_text
 from aetheris.store import create_store, default_url
 from aetheris.store.port import (
     Control,
@@ -43,7 +43,7 @@ from aetheris.store.port import (
     Signal,
     Store,
 )
-from aetheris.waits import approval_signal
+from aetheris.waits import APPROVAL_PREFIX, approval_signal
 
 if TYPE_CHECKING:
     from aetheris.scheduler import Worker
@@ -364,6 +364,11 @@ class App:
             raise InvalidInput(
                 f"input is {size} bytes, over the payload limit of {self.max_payload_bytes}"
             )
+        for text, what in ((name, "agent name"), (job_id, "job id"), (queue, "queue")):
+            if text is not None:
+                check_text(text, what)
+        if idempotency_key is not None:
+            check_text(idempotency_key, "idempotency key")
         store = await self.open_store()
         await self._check_agent(store, name, data)
         new = NewJob(
@@ -424,7 +429,17 @@ class App:
         """Send a signal to a job's inbox; the same ``signal_id`` is delivered only once.
 
         Raises :class:`JobNotFound` for an unknown job and :class:`Conflict` for one that ended.
+        Names starting with ``approval:`` are the approval channel: use :meth:`approve` or
+        :meth:`reject`, which bind the decision to the request that was reviewed.
         """
+        if name.startswith(APPROVAL_PREFIX):
+            raise InvalidInput(
+                f"signal name {name!r} is reserved for approval decisions: "
+                "use approve() or reject() (`aetheris approve` / `aetheris reject`)"
+            )
+        for text, what in ((name, "signal name"), (signal_id, "signal id"), (sender, "sender")):
+            if text is not None:
+                check_text(text, what)
         store = await self.open_store()
         canonical(payload)  # refuse what has no JSON form before anything is written
         signal, _ = await store.send_signal(
@@ -468,21 +483,29 @@ class App:
     ) -> Signal:
         job = await self.get_job(job_id)
         request = job.park_detail if job.park_reason is ParkReason.APPROVAL else None
-        if position is None:
-            if request is None:
-                raise Conflict(f"job {job_id} has no pending approval request (it is {job.status})")
-            position = int(request["position"])
-        expected = request.get("args_hash") if request and request["position"] == position else None
-        if args_hash is not None and expected is not None and args_hash != expected:
+        if request is None:
+            raise Conflict(f"job {job_id} has no pending approval request (it is {job.status})")
+        if position is not None and position != request["position"]:
+            raise Conflict(
+                f"job {job_id} has no pending approval request at position {position} "
+                f"(the pending one is at {request['position']})"
+            )
+        position = int(request["position"])
+        expected = str(request["args_hash"])
+        if args_hash is not None and args_hash != expected:
             raise Conflict(
                 f"approval request {job_id}:{position} changed: it is now for arguments "
                 f"{expected[:12]}…, you reviewed {args_hash[:12]}…; review it again"
             )
+        for value, what in ((by, "by"), (text, "comment" if approved else "reason")):
+            if value is not None:
+                check_text(value, what)
         name = approval_signal(position)
+        # The decision names the request's args hash: the run accepts it for that request only.
         payload = {
             "decision": "approved" if approved else "rejected",
             "by": by,
-            "args_hash": args_hash or expected,
+            "args_hash": expected,
             ("comment" if approved else "reason"): text,
         }
         store = await self.open_store()

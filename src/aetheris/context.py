@@ -116,14 +116,14 @@ class Context:
         A step is pure: if the worker dies before its result is recorded, it runs again. Use a
         tool with ``effect="at_most_once"`` for anything that must not happen twice.
         """
-        result: T = await self._run.step(name, fn, args, kwargs)
+        result: T = await self._run.guarded(self._run.step(name, fn, args, kwargs))
         return result
 
     async def sleep(self, seconds: float) -> None:
         """Sleep durably: the job parks (holding no worker) and wakes when due, anywhere."""
         from aetheris import waits
 
-        await waits.sleep(self._run, seconds)
+        await self._run.guarded(waits.sleep(self._run, seconds))
 
     async def wait_for_signal(self, name: str, *, timeout: float | None = None) -> Any:
         """The payload of the next signal ``name`` sent to this job (each received once).
@@ -133,7 +133,7 @@ class Context:
         """
         from aetheris import waits
 
-        return await waits.wait_for_signal(self._run, name, timeout)
+        return await self._run.guarded(waits.wait_for_signal(self._run, name, timeout))
 
     async def approval(
         self,
@@ -152,7 +152,9 @@ class Context:
         """
         from aetheris import waits
 
-        return await waits.approval(self._run, name, payload, timeout, escalate_to)
+        return await self._run.guarded(
+            waits.approval(self._run, name, payload, timeout, escalate_to)
+        )
 
     async def run_agent(
         self, agent: str, input: dict[str, Any] | None = None, *, job_id: str | None = None
@@ -164,7 +166,7 @@ class Context:
         """
         from aetheris import waits
 
-        return await waits.run_agent(self._run, agent, input or {}, job_id)
+        return await self._run.guarded(waits.run_agent(self._run, agent, input or {}, job_id))
 
 
 def enter_tool(ctx: ToolContext) -> Any:

@@ -13,6 +13,10 @@ itself with SIGKILL the N-th time (default: first) it reaches ``POINT`` for an o
 Pure steps pass ``after_dispatch``, ``in_append`` and ``after_outcome`` too. When the variable
 is unset, :func:`reach` is one global lookup and a return.
 
+``AETHERIS_CRASH_ACTION=stop`` makes the process stop itself (SIGSTOP) there instead, so that a
+test can look at the database while the process is frozen at that point (inside the open
+transaction, for ``in_append``), then kill it.
+
 In-process tests (``aetheris.testing.simulate_crash``) arm the same points with
 ``action="raise"``: :class:`SimulatedCrash` then unwinds the worker as if its process had died,
 writing nothing on the way out.
@@ -59,8 +63,8 @@ _plan: _Plan | None = None
 def configure(spec: str | None, action: str = "kill") -> None:
     """Arm (or with ``None`` disarm) crash injection: ``action`` is ``kill`` or ``raise``."""
     global _plan
-    if action not in ("kill", "raise"):
-        raise ValueError(f"crash action must be 'kill' or 'raise', not {action!r}")
+    if action not in ("kill", "stop", "raise"):
+        raise ValueError(f"crash action must be 'kill', 'stop' or 'raise', not {action!r}")
     _plan = _Plan(spec, action) if spec else None
 
 
@@ -74,7 +78,7 @@ def reach(point: str, name: str | None = None) -> None:
     if _plan is not None and _plan.hit(point, name):
         if _plan.action == "raise":
             raise SimulatedCrash(f"simulated crash at {point}" + (f":{name}" if name else ""))
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGSTOP if _plan.action == "stop" else signal.SIGKILL)
 
 
-configure(os.environ.get("AETHERIS_CRASH_AT"))
+configure(os.environ.get("AETHERIS_CRASH_AT"), os.environ.get("AETHERIS_CRASH_ACTION", "kill"))

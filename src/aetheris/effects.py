@@ -31,6 +31,7 @@ from aetheris import crashpoints
 from aetheris.context import ToolContext, current_run, enter_tool, leave_tool
 from aetheris.errors import (
     ConfigurationError,
+    Conflict,
     InvalidInput,
     JobNotFound,
     RetryableError,
@@ -41,7 +42,6 @@ from aetheris.errors import (
 from aetheris.journal import EventDraft, EventType, args_hash, to_jsonable
 from aetheris.store.port import (
     Commit,
-    Effect,
     EffectClass,
     EffectState,
     EffectWrite,
@@ -242,7 +242,8 @@ class Outcome:
 
 
 def error_doc(exc: BaseException) -> dict[str, Any]:
-    return {"type": type(exc).__name__, "message": str(exc)}
+    """How a failure is recorded. NUL characters become U+FFFD: no store can keep them."""
+    return {"type": type(exc).__name__, "message": str(exc).replace("\x00", "\ufffd")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,9 +335,10 @@ async def run_pure(run: JobRun, call: Call, adapter: TypeAdapter[Any] | None) ->
     position = call.slot.position
     key = idempotency_key(run.job.id, position, call.args_hash)
     ctx = ToolContext(run.job.id, call.name, position, key, run.lease.epoch, 1)
-    outcome = await execute(run, call, ctx)
-    data = call.op_data(outcome)
-    await run.commit(EventDraft(EventType.OP, data, call.slot.position))
+    async with run.dispatching():
+        outcome = await execute(run, call, ctx)
+        data = call.op_data(outcome)
+        await run.commit(EventDraft(EventType.OP, data, call.slot.position))
     crashpoints.reach("after_outcome", call.name)
     return _deliver_live(call, data, adapter, outcome)
 
@@ -389,15 +391,15 @@ async def call_tool(
 
 
 async def _ledgered(run: JobRun, tool: ToolDef, call: Call) -> Any:
+    # next_op compared any intent at this position with this call: the row is this call's.
+    async with run.dispatching():
+        return await _dispatch_once(run, tool, call)
+
+
+async def _dispatch_once(run: JobRun, tool: ToolDef, call: Call) -> Any:
     position = call.slot.position
     key = idempotency_key(run.job.id, position, call.args_hash)
     row = run.ledger_row(position)
-    if row is not None and (row.tool != call.name or row.args_hash != call.args_hash):
-        run.diverged(
-            position,
-            {"kind": "tool", "name": row.tool, "args_hash": row.args_hash},
-            {"kind": "tool", "name": call.name, "args_hash": call.args_hash},
-        )
     intent = _intent_writer(run, call, key)
     if row is None:
         crashpoints.reach("before_intent", call.name)
@@ -410,7 +412,9 @@ async def _ledgered(run: JobRun, tool: ToolDef, call: Call) -> Any:
     elif row.state in (EffectState.INTENT, EffectState.IN_DOUBT):
         settled = await _settle_in_doubt(run, tool, call, key, row)
         if isinstance(settled, Committed):
-            return deliver(call, {"result": settled.result}, tool.adapter)
+            data = {"result": settled.result, "idempotency_key": key}
+            _remember_compensation(run, tool, call, data)
+            return deliver(call, data, tool.adapter)
         attempt = settled
     elif row.state is EffectState.NOT_EXECUTED:
         attempt = row.attempt + 1
@@ -422,8 +426,7 @@ async def _ledgered(run: JobRun, tool: ToolDef, call: Call) -> Any:
         )
     ctx = ToolContext(run.job.id, call.name, position, key, run.lease.epoch, attempt)
     # Between intent and outcome the effect is in flight: if the run is interrupted here
-    # (cancel, deadline), it may have happened, and is recorded as in doubt.
-    run.in_flight[position] = _effect_write(call, key, EffectState.INTENT, attempt, None)
+    # (cancel, deadline), it may have happened, and the job's end records it in doubt.
     outcome = await execute(run, call, ctx)
     data = call.op_data(outcome, idempotency_key=key)
     state = EffectState.COMMITTED if outcome.effect_happened else EffectState.FAILED
@@ -431,7 +434,6 @@ async def _ledgered(run: JobRun, tool: ToolDef, call: Call) -> Any:
         EventDraft(EventType.OP, data, position),
         effects=[_effect_write(call, key, state, attempt, EffectState.INTENT, outcome)],
     )
-    run.in_flight.pop(position, None)
     crashpoints.reach("after_outcome", call.name)
     value = _deliver_live(call, data, tool.adapter, outcome)
     _remember_compensation(run, tool, call, data)
@@ -489,7 +491,7 @@ def _effect_write(
 
 
 async def _settle_in_doubt(
-    run: JobRun, tool: ToolDef, call: Call, key: str, row: Effect
+    run: JobRun, tool: ToolDef, call: Call, key: str, row: EffectWrite
 ) -> Committed | int:
     """An ``at_most_once`` intent with no outcome: ask ``reconcile`` or park. Never guess."""
     position = call.slot.position
@@ -690,19 +692,29 @@ class Resolution:
 async def resolve_effect(
     store: Store, job_id: str, position: int, resolution: Resolution, now: float
 ) -> Job:
-    """Apply an operator's resolution; the parked job becomes pending and resumes."""
-    if await store.get_job(job_id) is None:
+    """Apply an operator's resolution of an in-doubt effect.
+
+    A job parked on it becomes pending and resumes. A job that has ended (cancelled or failed
+    while the effect was in doubt) keeps its status: the ledger records what really happened.
+    """
+    job = await store.get_job(job_id)
+    if job is None:
         raise JobNotFound(job_id)
     rows = await store.effects(job_id=job_id)
     row = next((r for r in rows if r.position == position), None)
     if row is None:
         raise ConfigurationError(f"job {job_id} has no effect at position {position}")
+    if row.state is not EffectState.IN_DOUBT:
+        raise Conflict(
+            f"effect at position {position} of job {job_id} is {row.state}, not in doubt: "
+            "there is nothing to resolve"
+        )
     intents = [
         e
         for e in await store.events(job_id)
         if e.type is EventType.INTENT and e.position == position
     ]
-    ordinal = intents[-1].data.get("ordinal", 1) if intents else 1
+    recorded = intents[-1].data if intents else {}
     base = {
         "name": row.tool,
         "by": resolution.by or "operator",
@@ -711,23 +723,13 @@ async def resolve_effect(
         "resolution": resolution.label,
     }
     events = [EventDraft(EventType.EFFECT_RESOLVED, base, position)]
-    state, result, error = EffectState.NOT_EXECUTED, None, None
-    if not resolution.not_executed:
-        state = EffectState.COMMITTED if resolution.committed else EffectState.FAILED
-        result = to_jsonable(resolution.result) if resolution.committed else None
-        error = (
-            None
-            if resolution.committed
-            else {
-                "type": "ResolvedAsFailed",
-                "message": resolution.reason
-                or "an operator resolved the in-doubt effect as failed",
-            }
-        )
+    state, result, error = _resolved_state(resolution)
+    if not resolution.not_executed and not job.status.terminal:
+        # The resumed run finds this outcome at the position, as if the tool had returned it.
         op: dict[str, Any] = {
-            "kind": "tool",
+            "kind": recorded.get("kind", "tool"),
             "name": row.tool,
-            "ordinal": ordinal,
+            "ordinal": recorded.get("ordinal", 1),
             "args_hash": row.args_hash,
             "effect": row.effect.value,
             "attempts": row.attempt,
@@ -751,6 +753,9 @@ async def resolve_effect(
         attempt=row.attempt,
         expect=EffectState.IN_DOUBT,
     )
+    if job.status.terminal:
+        guard = Guard(frozenset({job.status}))
+        return await store.apply(job_id, Commit(events, [write]), guard)
     guard = Guard(frozenset({JobStatus.PARKED}), frozenset({ParkReason.EFFECT_IN_DOUBT}))
     return await store.apply(
         job_id,
@@ -761,3 +766,12 @@ async def resolve_effect(
         ),
         guard,
     )
+
+
+def _resolved_state(resolution: Resolution) -> tuple[EffectState, Any, dict[str, Any] | None]:
+    if resolution.not_executed:
+        return EffectState.NOT_EXECUTED, None, None
+    if resolution.committed:
+        return EffectState.COMMITTED, to_jsonable(resolution.result), None
+    message = resolution.reason or "an operator resolved the in-doubt effect as failed"
+    return EffectState.FAILED, None, {"type": "ResolvedAsFailed", "message": message}

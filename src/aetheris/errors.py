@@ -28,7 +28,14 @@ cannot swallow them::
     ├── LeaseLost               another worker owns the job now: stop, dispatch nothing more
     ├── Suspend                 the job parks (waits for a human, an operator, a timer)
     ├── JobCancelled            an operator cancelled the job: compensate and end ``cancelled``
-    └── DeadlineExceeded        the job's deadline passed: compensate and end as failed
+    ├── DeadlineExceeded        the job's deadline passed: compensate and end as failed
+    ├── Draining                the worker is stopping: start nothing new, hand the job back
+    └── RuntimeFailure          the runtime itself failed (the database, a bug of ours): the
+                                run stops outside agent code; the job is handed back and retried
+
+A runtime failure is never an exception agent code could catch, and never recorded as the
+agent's own failure: a job whose runs keep failing this way (or whose workers keep dying) is
+failed as ``PoisonJob`` after ``max_recoveries``.
 """
 
 from __future__ import annotations
@@ -192,3 +199,15 @@ class JobCancelled(ControlSignal):
 
 class DeadlineExceeded(ControlSignal):
     """The job's deadline passed; raised at the agent's next durable operation."""
+
+
+class Draining(ControlSignal):
+    """The worker is stopping: raised instead of starting a new durable operation."""
+
+
+class RuntimeFailure(ControlSignal):
+    """The runtime failed while running a job; ``__cause__`` is the original error.
+
+    Raised where a store error (after any outage was waited out), a refused write or a bug of
+    the runtime would otherwise surface in agent code. The worker hands the job back.
+    """

@@ -104,13 +104,40 @@ _ENCODER = json.JSONEncoder(
 
 
 def _dumps(jsonable: Any) -> bytes:
-    """Canonical bytes of a value that is already plain JSON (see :func:`to_jsonable`)."""
+    """Canonical bytes of a value that is already plain JSON (see :func:`to_jsonable`).
+
+    A NUL character (``\\u0000``) is refused on every backend: PostgreSQL cannot store it in
+    ``jsonb`` or ``text``, and a value one store keeps and another refuses would make a job's
+    fate depend on the database.
+    """
     try:
-        return _ENCODER.encode(jsonable).encode("utf-8")
+        text = _ENCODER.encode(jsonable)
     except ValueError as exc:
         raise EncodingError(f"value is not canonical JSON: {exc}") from exc
     except TypeError as exc:
         raise EncodingError(f"value is not JSON: {exc}") from exc
+    if "\\u0000" in text and _has_nul(jsonable):
+        raise EncodingError(
+            "value contains a NUL character (\\u0000), which no Aetheris store can keep"
+        )
+    return text.encode("utf-8")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def check_text(value: str, what: str) -> str:
+    """Refuse a name or id no store can keep (a NUL character); return it unchanged."""
+    if "\x00" in value:
+        raise EncodingError(f"{what} contains a NUL character, which no Aetheris store can keep")
+    return value
 
 
 def decode(data: bytes | str) -> Any:

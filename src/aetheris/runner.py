@@ -6,18 +6,31 @@ without executing anything. The first position past the recorded prefix is live:
 every result is written before the code continues.
 
 The journal is read once when the job is claimed; nothing re-reads it per step.
+
+Rules this module enforces for every path through a run:
+
+* A position holding *any* record (an operation, an effect intent, a wait) is compared with the
+  operation the code makes there before anything else happens at it: a mismatch parks the job
+  ``nondeterminism``. So a deploy that inserts a step in front of an unfinished effect cannot
+  move that effect to a fresh position and dispatch it again.
+* No end of a job (success, failure, cancel, deadline, poison) leaves its ledger unsettled: an
+  intent with no outcome becomes ``in_doubt`` in the same transaction as the end.
+* A run never parks or ends while one of its effects is being dispatched: it waits for (or, on
+  cancel and deadline, interrupts) operations in flight in parallel branches first.
+* Failures of the runtime itself (the database after the outage budget, a refused write, a bug
+  of ours) reach agent code as :class:`~aetheris.errors.RuntimeFailure`, a ``BaseException``:
+  agent code cannot swallow them, and they are never recorded as the agent's failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.context import Context, current_run
@@ -37,13 +50,16 @@ from aetheris.effects import (
 from aetheris.errors import (
     ControlSignal,
     DeadlineExceeded,
+    Draining,
     EncodingError,
     InvalidInput,
     JobCancelled,
     LeaseLost,
+    RuntimeFailure,
     StoreUnavailable,
     Suspend,
     ToolFailed,
+    WaitError,
 )
 from aetheris.journal import Event, EventDraft, EventType, args_hash, canonical, to_jsonable
 from aetheris.store.port import (
@@ -68,16 +84,16 @@ if TYPE_CHECKING:
     from aetheris.app import AgentDef
 
 log = logging.getLogger("aetheris.runner")
+T = TypeVar("T")
 
 
 class Committer(Protocol):
-    """What a run needs of a store: fenced commits, its inbox, child jobs, and reads."""
+    """What a run needs of a store: fenced commits, its inbox, and reads."""
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]: ...
     async def get_job(self, job_id: str) -> Job | None: ...
     async def events(self, job_id: str) -> list[Event]: ...
     async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]: ...
-    async def create_job(self, new: NewJob) -> tuple[Job, bool]: ...
 
 
 class ReplayEnded(ControlSignal):
@@ -89,6 +105,13 @@ class ReplayEnded(ControlSignal):
 
 
 _SMALL = frozenset({int, float, bool, type(None)})
+# What agent code may see from a durable operation: its own recorded outcome or its own misuse.
+_FOR_THE_AGENT = (ToolFailed, WaitError, InvalidInput)
+_HOLDS = {
+    EventType.OP: "a recorded result",
+    EventType.INTENT: "an effect intent (dispatched, outcome not recorded)",
+    EventType.WAIT: "a wait that began",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +121,54 @@ class Slot:
     position: int
     ordinal: int
     recorded: Event | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """The operation a journal position names, whatever kind of entry names it."""
+
+    kind: str | None
+    name: str | None
+    args_hash: str | None
+    holds: str
+
+    def matches(self, kind: str, name: str, digest: str) -> bool:
+        # A wait journaled before waits named their operation cannot be compared.
+        return self.kind is None or (self.kind, self.name, self.args_hash) == (kind, name, digest)
+
+    def shown(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "args_hash": self.args_hash}
+
+
+def _records(events: Sequence[Event]) -> dict[int, _Record]:
+    """Per position, the most telling record: a result, else an intent, else a wait."""
+    rank = {EventType.WAIT: 0, EventType.INTENT: 1, EventType.OP: 2}
+    found: dict[int, tuple[int, _Record]] = {}
+    for event in events:
+        level = rank.get(event.type)
+        if event.position is None or level is None:
+            continue
+        if event.position in found and found[event.position][0] > level:
+            continue
+        data = event.data
+        holds = _HOLDS[event.type]
+        record = _Record(data.get("kind"), data.get("name"), data.get("args_hash"), holds)
+        found[event.position] = (level, record)
+    return {position: record for position, (_, record) in found.items()}
+
+
+def _as_write(row: Effect) -> EffectWrite:
+    return EffectWrite(
+        row.position,
+        row.tool,
+        row.effect,
+        row.args_hash,
+        row.idempotency_key,
+        row.state,
+        result=row.result,
+        error=row.error,
+        attempt=row.attempt,
+    )
 
 
 class JobRun:
@@ -126,22 +197,24 @@ class JobRun:
         self.agent = agent
         self.agents = agents or {}
         self.store = store
-        self._ops: dict[int, Event] = {}
-        self.waits: dict[int, dict[str, Any]] = {}
-        for event in events:
-            if event.position is None:
-                continue
-            if event.type is EventType.OP:
-                self._ops[event.position] = event
-            elif event.type is EventType.WAIT:
-                self.waits[event.position] = event.data
-        self._ledger = {e.position: e for e in effects}
+        self._ops = {
+            e.position: e for e in events if e.type is EventType.OP and e.position is not None
+        }
+        self._records = _records(events)
+        self.waits: dict[int, dict[str, Any]] = {
+            e.position: e.data
+            for e in events
+            if e.type is EventType.WAIT and e.position is not None
+        }
+        self._has_children = any(r.kind == "child" for r in self._records.values())
+        self._ledger = {e.position: _as_write(e) for e in effects}
         self._inbox = list(signals)
         self._deadline = lease_deadline
         self._max_payload = max_payload_bytes
         self._position = 0
         self._ordinals: dict[str, int] = {}
         self._pending: list[EventDraft] = []
+        self._children: list[NewJob] = []
         self._head = Head(job.event_count, job.head_hash)
         self._commit_lock = asyncio.Lock()
         self._outage_budget = outage_budget
@@ -149,54 +222,54 @@ class JobRun:
         self.control = job.control
         self.compensating = False
         self.compensable: list[tuple[ToolDef, CompensationRequest]] = []
-        self.in_flight: dict[int, EffectWrite] = {}
+        self._closing: ControlSignal | None = None
+        self._diverged_at: int | None = None
+        self._flights: dict[asyncio.Task[Any], int] = {}
+        self._landed = asyncio.Event()
 
     # -- the journal cursor -----------------------------------------------------------------
 
     def next_op(self, kind: str, name: str, args_digest: str) -> Slot:
-        """Take the next position; check that a recorded entry there is the same operation."""
+        """Take the next position; check whatever the journal holds there against the code."""
         position = self._position
         self._position += 1
         ordinal = self._ordinals.get(name, 0) + 1
         self._ordinals[name] = ordinal
+        record = self._records.get(position)
+        if record is not None and not record.matches(kind, name, args_digest):
+            self.diverged(
+                position, record.shown(), {"kind": kind, "name": name, "args_hash": args_digest}
+            )
         recorded = self._ops.get(position)
         if recorded is None:
             if self._replay_only:
                 raise ReplayEnded(position)
             if not self.compensating:
+                if self._closing is not None:
+                    raise self._closing  # the run is ending: a parallel branch starts nothing
                 self._honour_control(position)
-        if recorded is not None:
-            data = recorded.data
-            if (data["kind"], data["name"], data["args_hash"]) != (kind, name, args_digest):
-                self.diverged(
-                    position,
-                    {"kind": data["kind"], "name": data["name"], "args_hash": data["args_hash"]},
-                    {"kind": kind, "name": name, "args_hash": args_digest},
-                )
         return Slot(position, ordinal, recorded)
 
     def _honour_control(self, position: int) -> None:
         """Before anything new runs: a cancel, a pause or a passed deadline takes effect here."""
         if self.job.deadline is not None and self.clock.time() >= self.job.deadline:
-            raise DeadlineExceeded(f"the job's deadline passed before position {position}")
+            self._close(DeadlineExceeded(f"the job's deadline passed before position {position}"))
         if self.control is Control.CANCEL:
-            raise JobCancelled(f"cancelled by an operator before position {position}")
+            self._close(JobCancelled(f"cancelled by an operator before position {position}"))
         if self.control is Control.PAUSE:
             detail = {"position": position, "message": "paused by an operator: `aetheris resume`"}
-            raise Suspend(ParkReason.PAUSED, detail)
+            self._close(Suspend(ParkReason.PAUSED, detail))
 
-    async def take_signal(self, name: str) -> Signal | None:
-        """The oldest signal of ``name`` not yet received by this job (re-reading the inbox)."""
-        found = next((s for s in self._inbox if s.name == name), None)
-        if found is None:
-            self._inbox = await self.store.signals(self.job.id)
-            found = next((s for s in self._inbox if s.name == name), None)
-        if found is not None:
-            self._inbox.remove(found)
-        return found
+    def _close(self, signal: ControlSignal) -> None:
+        """End the run with ``signal``; parallel branches reaching a new operation get it too."""
+        if self._closing is None:
+            self._closing = signal
+        raise signal
 
-    def ledger_row(self, position: int) -> Effect | None:
-        return self._ledger.get(position)
+    def drain(self) -> None:
+        """The worker is stopping: start no new operation; what is in flight may finish."""
+        if self._closing is None:
+            self._closing = Draining("the worker is stopping")
 
     def diverged(self, position: int, expected: Mapping[str, Any], got: Mapping[str, Any]) -> None:
         """The code no longer matches the journal: park, never continue on a wrong prefix."""
@@ -207,18 +280,98 @@ class JobRun:
             digest = entry.get("args_hash") or ""
             return f"{entry.get('kind')} {entry.get('name')} (args {digest[:12]})"
 
+        record = self._records.get(position)
+        holds = f" ({record.holds})" if record is not None and record.holds else ""
         diff = (
             f"nondeterminism at position {position}: the journal and the code disagree\n"
-            f"  journal: {show(expected)}\n"
+            f"  journal: {show(expected)}{holds}\n"
             f"  code:    {show(got)}"
         )
         detail = {"position": position, "expected": dict(expected), "got": dict(got), "diff": diff}
-        raise Suspend(ParkReason.NONDETERMINISM, detail)
+        self._diverged_at = position
+        if self.control is Control.CANCEL and not self.compensating:
+            # Cancelled all the same; compensations cannot run through a journal that no longer
+            # matches the code, so none runs (and the job would otherwise park again and again).
+            self._close(JobCancelled(f"cancelled by an operator; {diff}"))
+        self._close(Suspend(ParkReason.NONDETERMINISM, detail))
 
     def check_lease(self) -> None:
         """Refuse to dispatch once the lease may have expired (e.g. after a SIGSTOP)."""
         if self.clock.monotonic() >= self._deadline():
             raise LeaseLost(self.lease.job_id, self.lease.epoch)
+
+    def ledger_row(self, position: int) -> EffectWrite | None:
+        """The ledger row at ``position`` as this run knows it (loaded, then as it wrote it)."""
+        return self._ledger.get(position)
+
+    def create_child(self, new: NewJob) -> None:
+        """Create ``new`` in the next fenced commit (with any value it was built from)."""
+        self._children.append(new)
+        self._has_children = True
+
+    # -- operations in flight ---------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def dispatching(self) -> AsyncIterator[None]:
+        """Mark an operation in flight, from its intent to its recorded outcome."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._flights[task] = self._flights.get(task, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._flights[task] - 1
+            if left:
+                self._flights[task] = left
+            else:
+                del self._flights[task]
+            self._landed.set()
+
+    async def settle_flights(self, *, interrupt: bool = False) -> None:
+        """Wait until no other branch has an operation in flight (interrupting them if asked)."""
+        me = asyncio.current_task()
+        if interrupt:
+            for task in list(self._flights):
+                if task is not me:
+                    task.cancel()
+        while any(task is not me and not task.done() for task in self._flights):
+            self._landed.clear()
+            await self._landed.wait()
+
+    async def suspend(self, suspend: Suspend) -> Suspend:
+        """``suspend``, to raise once every effect a parallel branch dispatches has landed."""
+        if self._closing is None:
+            self._closing = suspend
+        await self.settle_flights()
+        return suspend
+
+    # -- store access -----------------------------------------------------------------------
+
+    async def read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """A read a durable operation needs: an outage is waited out, as commits do."""
+        delay = 0.05
+        deadline = self.clock.monotonic() + self._outage_budget
+        while True:
+            try:
+                return await fn(*args)
+            except StoreUnavailable as exc:
+                if self.clock.monotonic() + delay > deadline:
+                    raise RuntimeFailure(f"job {self.job.id}: a read failed: {exc}") from exc
+                log.warning("job %s: read failed (%s); retrying in %.2fs", self.job.id, exc, delay)
+            except Exception as exc:
+                raise RuntimeFailure(f"job {self.job.id}: a read failed: {exc}") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def take_signal(self, name: str) -> Signal | None:
+        """The oldest signal of ``name`` not yet received by this job (re-reading the inbox)."""
+        found = next((s for s in self._inbox if s.name == name), None)
+        if found is None:
+            self._inbox = await self.read(self.store.signals, self.job.id)
+            found = next((s for s in self._inbox if s.name == name), None)
+        if found is not None:
+            self._inbox.remove(found)
+        return found
 
     async def commit(
         self,
@@ -227,7 +380,7 @@ class JobRun:
         status: StatusWrite | None = None,
         consume: Sequence[tuple[int, int]] = (),
     ) -> list[Event]:
-        """A fenced write; buffered ``now``/``uuid``/``random`` values travel with it.
+        """A fenced write; buffered ``now``/``uuid``/``random`` values and children travel with it.
 
         Commits of one run are serialized (parallel operations may race to commit), and each
         names the head it extends. If the database goes away mid-commit, the commit is retried
@@ -236,14 +389,47 @@ class JobRun:
         """
         async with self._commit_lock:
             drafts, self._pending = [*self._pending, *events], []
+            children, self._children = self._children, []
+            ends = status is not None and status.status.terminal
             wake: tuple[tuple[str, str], ...] = ()
-            if status is not None and status.status.terminal and self.job.parent_id:
+            if ends and self.job.parent_id:
                 wake = ((self.job.parent_id, job_wake(self.job.id)),)  # its parent waits
-            commit = Commit(drafts, effects, status, self._head, consume, wake)
-            sealed = await self._commit_surviving_outages(commit)
+            commit = Commit(
+                drafts,
+                effects,
+                status,
+                self._head,
+                consume,
+                wake,
+                create=children,
+                cancel_children=ends and self._has_children,
+            )
+            try:
+                sealed = await self._commit_surviving_outages(commit)
+            except Exception as exc:
+                raise RuntimeFailure(f"job {self.job.id}: a write failed: {exc}") from exc
             if sealed:
                 self._head = Head(sealed[-1].seq + 1, sealed[-1].hash)
+            self._remember(effects)
             return sealed
+
+    def _remember(self, writes: Sequence[EffectWrite]) -> None:
+        for write in writes:
+            known = self._ledger.get(write.position)
+            if known is None or write.expect is None:
+                self._ledger[write.position] = write
+            else:
+                self._ledger[write.position] = EffectWrite(
+                    write.position,
+                    known.tool,
+                    known.effect,
+                    known.args_hash,
+                    known.idempotency_key,
+                    write.state,
+                    result=write.result,
+                    error=write.error,
+                    attempt=write.attempt,
+                )
 
     async def _commit_surviving_outages(self, commit: Commit) -> list[Event]:
         deadline = self.clock.monotonic() + self._outage_budget
@@ -260,11 +446,11 @@ class JobRun:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
             with contextlib.suppress(StoreUnavailable):
-                landed = await self._landed(commit)
+                landed = await self._landed_commit(commit)
                 if landed is not None:
                     return landed
 
-    async def _landed(self, commit: Commit) -> list[Event] | None:
+    async def _landed_commit(self, commit: Commit) -> list[Event] | None:
         """After an ambiguous failure: the events of ``commit`` if it did land, else None."""
         job = await self.store.get_job(self.job.id)
         if job is None or job.lease_epoch != self.lease.epoch:
@@ -279,10 +465,12 @@ class JobRun:
         """JSON form of a result, within the payload limit (raises :class:`InvalidInput`)."""
         jsonable = to_jsonable(value)
         if type(jsonable) in _SMALL or (
-            type(jsonable) is str and len(jsonable) * 4 < self._max_payload
+            type(jsonable) is str
+            and len(jsonable) * 4 < self._max_payload
+            and "\x00" not in jsonable
         ):
             return jsonable  # cannot be over the limit: skip encoding it just to measure
-        size = len(canonical(jsonable))
+        size = len(canonical(jsonable))  # refuses what no store can hold (NaN, NUL characters)
         if size > self._max_payload:
             raise InvalidInput(
                 f"{what} returned {size} bytes, over the payload limit of {self._max_payload}"
@@ -290,6 +478,18 @@ class JobRun:
         return jsonable
 
     # -- operations agent code reaches through Context and tools ---------------------------
+
+    async def guarded(self, operation: Awaitable[T]) -> T:
+        """Run a durable operation for agent code: only its own outcome may reach the agent."""
+        try:
+            return await operation
+        except _FOR_THE_AGENT:
+            raise
+        except Exception as exc:
+            raise RuntimeFailure(
+                f"job {self.job.id}: the runtime failed in a durable operation: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def record_value(self, kind: str, produce: Callable[[], Any]) -> Any:
         slot = self.next_op(kind, kind, "")
@@ -327,35 +527,59 @@ class JobRun:
         return await run_pure(self, call, adapter)
 
     async def call_tool(self, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return await call_tool(self, tool, args, kwargs)
+        return await self.guarded(call_tool(self, tool, args, kwargs))
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def execute(self) -> None:
-        """Run the agent to its end, a park, or the loss of the lease (which propagates)."""
+        """Run the agent to its end, a park, a hand-back, or a runtime failure (propagated)."""
         token = current_run.set(self)
         try:
             await self._execute()
         except Suspend as suspend:
+            await self.settle_flights()
             await self._park(suspend)
         except JobCancelled as cancelled:
-            await self._stop(cancelled)
+            await self.settle_flights(interrupt=True)
+            await self._ending(self._stop(cancelled))
         except DeadlineExceeded as passed:
-            await self._fail(passed)
+            await self.settle_flights(interrupt=True)
+            await self._ending(self._fail(passed))
+        except Draining:
+            await self.settle_flights()
+            await self.release("the worker is stopping")
+        except (RuntimeFailure, LeaseLost):
+            await self.settle_flights(interrupt=True)
+            raise
         except asyncio.CancelledError:
-            # The worker interrupts a run in flight to cancel it or to enforce its deadline;
-            # any other cancellation (shutdown, lost lease) is not ours to handle.
-            task = asyncio.current_task()
-            if self.control is Control.CANCEL and task is not None:
-                task.uncancel()
-                await self._stop(JobCancelled("cancelled by an operator while running"))
-            elif self._deadline_passed() and task is not None:
-                task.uncancel()
-                await self._fail(DeadlineExceeded("the job's deadline passed while running"))
-            else:
-                raise
+            await self._interrupted()
         finally:
             current_run.reset(token)
+
+    async def _interrupted(self) -> None:
+        """The worker interrupted the run: to cancel it or to enforce its deadline, or not ours.
+
+        Any other cancellation (shutdown, lost lease) is re-raised for the worker to handle.
+        """
+        task = asyncio.current_task()
+        if self.control is Control.CANCEL and task is not None:
+            task.uncancel()
+            await self.settle_flights(interrupt=True)
+            await self._ending(self._stop(JobCancelled("cancelled by an operator while running")))
+        elif self._deadline_passed() and task is not None:
+            task.uncancel()
+            await self.settle_flights(interrupt=True)
+            passed = DeadlineExceeded("the job's deadline passed while running")
+            await self._ending(self._fail(passed))
+        else:
+            raise asyncio.CancelledError
+
+    async def _ending(self, end: Awaitable[None]) -> None:
+        """An end that compensates; if the journal disagrees with the code there, park."""
+        try:
+            await end
+        except Suspend as suspend:
+            await self._park(suspend)
 
     def _deadline_passed(self) -> bool:
         return self.job.deadline is not None and self.clock.time() >= self.job.deadline
@@ -364,72 +588,54 @@ class JobRun:
         try:
             kwargs = self.agent.validate(self.job.input)
             value = await self.agent.fn(Context(self), **kwargs)
+            await self.settle_flights()
             self._check_consumed()
             result = self.encode_result(value, f"agent {self.agent.name!r}")
         except Exception as exc:
+            await self.settle_flights()
             await self._fail(exc)
             return
-        await self.commit(
-            EventDraft(EventType.JOB_SUCCEEDED, {"result": result}),
-            status=StatusWrite(JobStatus.SUCCEEDED, result=result),
-        )
+        await self._end(JobStatus.SUCCEEDED, EventType.JOB_SUCCEEDED, {"result": result})
 
-    async def fail_poisoned(self, limit: int) -> None:
-        """A job whose workers keep dying while running it is failed, not retried forever."""
+    async def fail_poisoned(self, limit: int, last_failure: str | None = None) -> None:
+        """A job whose runs keep being cut short is failed, not retried forever."""
         error = {
             "type": "PoisonJob",
-            "message": f"its worker died {self.job.recoveries} times while running it "
-            f"(max_recoveries={limit}); giving up",
+            "message": f"its runs were cut short {self.job.recoveries} times (its worker died "
+            f"or the runtime failed; max_recoveries={limit}); giving up",
         }
-        await self._finish(JobStatus.FAILED, EventType.JOB_FAILED, error)
+        if last_failure:
+            error["last_failure"] = last_failure
+        await self._end(JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
+
+    async def release(self, why: str) -> None:
+        """Hand the job back (pending), so that any worker can take it up again."""
+        data = {"owner": self.lease.owner, "reason": why}
+        await self.commit(
+            EventDraft(EventType.JOB_RELEASED, data), status=StatusWrite(JobStatus.PENDING)
+        )
 
     def _check_consumed(self) -> None:
-        leftover = sorted(p for p in self._ops if p >= self._position)
+        leftover = sorted(p for p in self._records if p >= self._position)
         if leftover:
-            data = self._ops[leftover[0]].data
-            self.diverged(
-                leftover[0],
-                {"kind": data["kind"], "name": data["name"], "args_hash": data["args_hash"]},
-                {},
-            )
-
-    async def _mark_in_flight_in_doubt(self) -> list[int]:
-        """Interrupted mid-dispatch: an at_most_once effect may have happened. Say so."""
-        doubts = []
-        for position, intent in sorted(self.in_flight.items()):
-            if intent.effect is not EffectClass.AT_MOST_ONCE:
-                continue
-            data = {
-                "name": intent.tool,
-                "idempotency_key": intent.idempotency_key,
-                "attempt": intent.attempt,
-                "interrupted": True,
-            }
-            write = dataclasses.replace(
-                intent, state=EffectState.IN_DOUBT, expect=EffectState.INTENT
-            )
-            await self.commit(
-                EventDraft(EventType.EFFECT_IN_DOUBT, data, position), effects=[write]
-            )
-            doubts.append(position)
-        self.in_flight.clear()
-        return doubts
+            self.diverged(leftover[0], self._records[leftover[0]].shown(), {})
 
     async def _stop(self, cancelled: JobCancelled) -> None:
         """Cancelled: compensate what was committed, leave in doubt what may have happened."""
         self.compensating = True
         error: dict[str, Any] = {"type": "Cancelled", "message": str(cancelled)}
-        error["in_doubt"] = await self._mark_in_flight_in_doubt()
-        try:
-            error["compensated"] = await compensate_all(self)
-        except CompensationFailed as failed:
-            error["compensation_error"] = str(failed)
-        await self._finish(JobStatus.CANCELLED, EventType.JOB_CANCELLED, error)
+        if self._diverged_at is not None:
+            error["compensated"] = []
+            error["not_compensated"] = [request.tool for _, request in self.compensable]
+        else:
+            try:
+                error["compensated"] = await compensate_all(self)
+            except CompensationFailed as failed:
+                error["compensation_error"] = str(failed)
+        await self._end(JobStatus.CANCELLED, EventType.JOB_CANCELLED, {"error": error})
 
     async def _fail(self, exc: BaseException) -> None:
         self.compensating = True
-        if isinstance(exc, DeadlineExceeded):
-            await self._mark_in_flight_in_doubt()
         error = error_doc(exc)
         if isinstance(exc, ToolFailed):
             error.update(position=exc.position, tool=exc.name, cause=exc.error_type)
@@ -437,22 +643,57 @@ class JobRun:
             error["type"] = type(exc).__name__
         error["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
         if not self.compensable:
-            await self._finish(JobStatus.FAILED, EventType.JOB_FAILED, error)
+            await self._end(JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
             return
         try:
             undone = await compensate_all(self)
         except CompensationFailed as failed:
             error["compensation_error"] = str(failed)
-            await self._finish(JobStatus.FAILED, EventType.JOB_FAILED, error)
+            await self._end(JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
             return
         self._check_consumed()
         error["compensated"] = undone
-        await self._finish(JobStatus.COMPENSATED, EventType.JOB_COMPENSATED, error)
+        await self._end(JobStatus.COMPENSATED, EventType.JOB_COMPENSATED, {"error": error})
 
-    async def _finish(self, status: JobStatus, event: EventType, error: dict[str, Any]) -> None:
+    async def _end(self, status: JobStatus, event: EventType, data: dict[str, Any]) -> None:
+        """The job's last commit: its end, and every intent still open settled as in doubt."""
+        drafts, writes = self._settlement()
+        error = data.get("error")
+        if writes and isinstance(error, dict):
+            error["in_doubt"] = [w.position for w in writes]
+        drafts.append(EventDraft(event, data))
         await self.commit(
-            EventDraft(event, {"error": error}), status=StatusWrite(status, error=error)
+            *drafts,
+            effects=writes,
+            status=StatusWrite(status, result=data.get("result"), error=error),
         )
+
+    def _settlement(self) -> tuple[list[EventDraft], list[EffectWrite]]:
+        drafts: list[EventDraft] = []
+        writes: list[EffectWrite] = []
+        for position, row in sorted(self._ledger.items()):
+            if row.state is not EffectState.INTENT:
+                continue
+            data = {
+                "name": row.tool,
+                "idempotency_key": row.idempotency_key,
+                "attempt": row.attempt,
+                "reason": "the job ended before the outcome was recorded",
+            }
+            drafts.append(EventDraft(EventType.EFFECT_IN_DOUBT, data, position))
+            writes.append(
+                EffectWrite(
+                    position,
+                    row.tool,
+                    row.effect,
+                    row.args_hash,
+                    row.idempotency_key,
+                    EffectState.IN_DOUBT,
+                    attempt=row.attempt,
+                    expect=EffectState.INTENT,
+                )
+            )
+        return drafts, writes
 
     async def _park(self, suspend: Suspend) -> None:
         reason = ParkReason(suspend.reason)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.crashpoints import SimulatedCrash
-from aetheris.errors import AetherisError, LeaseLost
-from aetheris.journal import EventDraft, EventType
+from aetheris.errors import AetherisError, ConfigurationError, LeaseLost, RuntimeFailure
+from aetheris.journal import Event, EventDraft, EventType
 from aetheris.runner import JobRun
 from aetheris.store.port import (
     Claim,
@@ -68,8 +68,6 @@ class Worker:
         owner: str | None = None,
         reap_interval: float = 1.0,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
         self.app = app
         self.concurrency = concurrency
         self.queues = list(queues) if queues is not None else None
@@ -77,11 +75,13 @@ class Worker:
         self.poll_interval = poll_interval if poll_interval is not None else app.poll_interval
         self.grace = grace
         self.reap_interval = reap_interval
+        _check_options(concurrency, self.lease_ttl, self.poll_interval, grace)
         self.clock = app.clock
         self.owner = owner or worker_id(self.clock)
         self._active: dict[str, _Active] = {}
         self._wake: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
+        self._hurry = False
         self.claimed = 0
         self.crashed = False
 
@@ -94,10 +94,24 @@ class Worker:
             self._wake.set()
 
     def stop(self) -> None:
-        """Ask the worker to stop claiming and finish (or release) what it runs."""
-        if self._stop is not None:
+        """Stop claiming; runs start nothing new and finish what is in flight, then hand
+        their jobs back (within ``grace`` seconds). Asked a second time: hand back at once."""
+        if self._stop is not None and self._stop.is_set():
+            self._hurry = True
+            log.warning("worker %s: stop asked again; handing jobs back now", self.owner)
+            for active in self._active.values():
+                self._interrupt(active)
+        elif self._stop is not None:
             self._stop.set()
+            for active in self._active.values():
+                if active.run is not None:
+                    active.run.drain()
         self.wake()
+
+    def _interrupt(self, active: _Active) -> None:
+        active.stopping = True
+        if active.task is not None and not active.task.done():
+            active.task.cancel()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Claim and run jobs until ``stop`` is set (or :meth:`stop` is called)."""
@@ -222,10 +236,12 @@ class Worker:
                 clock=self.clock,
             )
             if job.recoveries > self.app.max_recoveries:
-                await run.fail_poisoned(self.app.max_recoveries)
+                await run.fail_poisoned(self.app.max_recoveries, _last_failure(events))
                 return
             if job.deadline is not None:
                 self._enforce_deadline(active, job.deadline)
+            if self._stop_set():
+                run.drain()  # the worker began stopping while this job was being claimed
             await run.execute()
         except LeaseLost:
             log.info("job %s: lease lost, stopped", job.id)
@@ -241,9 +257,8 @@ class Worker:
                 await self._release(store, active.lease, "worker stopping")
             else:
                 raise
-        except Exception:
-            log.exception("job %s: run aborted by an internal error", job.id)
-            await self._release(store, active.lease, "internal error", delay=1.0)
+        except (RuntimeFailure, Exception) as failure:
+            await self._cut_short(store, active, failure)
         finally:
             self._active.pop(job.id, None)
             self.wake()
@@ -258,15 +273,43 @@ class Worker:
         loop = asyncio.get_running_loop()
         loop.call_at(loop.time() + max(0.0, deadline - self.clock.time()), interrupt)
 
-    async def _release(self, store: Store, lease: Lease, why: str, delay: float = 0.0) -> None:
-        """Hand a job back (status pending) so that any worker can claim it right away."""
+    async def _cut_short(self, store: Store, active: _Active, failure: BaseException) -> None:
+        """The runtime failed running a job: hand it back, later each time; counted as poison."""
+        cause = failure.__cause__ or failure
+        log.error(
+            "job %s: run cut short by a runtime failure: %s",
+            active.lease.job_id,
+            failure,
+            exc_info=(type(cause), cause, cause.__traceback__),
+        )
+        job = active.run.job if active.run is not None else None
+        delay = min(60.0, 0.5 * 2 ** (job.recoveries if job else 0))
+        error = {"type": type(cause).__name__, "message": str(cause).replace("\x00", "\ufffd")}
+        await self._release(store, active.lease, "runtime failure", delay, error=error)
+
+    async def _release(
+        self,
+        store: Store,
+        lease: Lease,
+        why: str,
+        delay: float = 0.0,
+        *,
+        error: dict[str, str] | None = None,
+    ) -> None:
+        """Hand a job back (status pending) so that any worker can claim it after ``delay``.
+
+        Handed back after a runtime failure (``error``), the run counts as cut short: a job
+        whose runs keep failing is failed as poison rather than retried forever.
+        """
+        data: dict[str, Any] = {"owner": lease.owner, "reason": why}
+        if error is not None:
+            data["error"] = error
+        status = StatusWrite(
+            JobStatus.PENDING, run_at=self.clock.time() + delay, recovery=error is not None
+        )
         try:
             await store.commit(
-                lease,
-                Commit(
-                    [EventDraft(EventType.JOB_RELEASED, {"owner": lease.owner, "reason": why})],
-                    status=StatusWrite(JobStatus.PENDING, run_at=self.clock.time() + delay),
-                ),
+                lease, Commit([EventDraft(EventType.JOB_RELEASED, data)], status=status)
             )
             log.info("job %s released (%s)", lease.job_id, why)
         except (LeaseLost, AetherisError) as exc:
@@ -336,6 +379,10 @@ class Worker:
             active.task.cancel()
 
     async def _drain(self, store: Store) -> None:
+        """Stopping: runs start nothing new; what is in flight gets ``grace`` seconds."""
+        for active in self._active.values():
+            if active.run is not None:
+                active.run.drain()
         tasks = [a.task for a in self._active.values() if a.task is not None]
         if not self.crashed:
             log.info(
@@ -346,10 +393,31 @@ class Worker:
             )
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=0 if self.crashed else self.grace)
+        hurry = self.crashed or self._hurry
+        _, pending = await asyncio.wait(tasks, timeout=0 if hurry else self.grace)
         for active in list(self._active.values()):
             if active.task in pending:
-                active.stopping = True
-                active.task.cancel()
+                self._interrupt(active)
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _check_options(concurrency: int, lease_ttl: float, poll_interval: float, grace: float) -> None:
+    """Refuse settings that cannot work before any job is touched."""
+    if concurrency < 1:
+        raise ConfigurationError(f"concurrency must be at least 1, got {concurrency}")
+    if not lease_ttl > 0:
+        raise ConfigurationError(f"lease_ttl must be a positive number of seconds, got {lease_ttl}")
+    if not poll_interval > 0:
+        raise ConfigurationError(f"poll_interval must be positive, got {poll_interval}")
+    if not grace >= 0:
+        raise ConfigurationError(f"grace must be zero or more seconds, got {grace}")
+
+
+def _last_failure(events: Sequence[Event]) -> str | None:
+    """What cut the job's last run short, if the runtime failed (for the PoisonJob error)."""
+    for event in reversed(events):
+        if event.type is EventType.JOB_RELEASED and isinstance(event.data.get("error"), dict):
+            error = event.data["error"]
+            return f"{error.get('type')}: {error.get('message')}"
+    return None

@@ -8,8 +8,11 @@ signal, a due time or a child's end makes it claimable again; the agent then rep
 top and every earlier operation returns its recorded result (nothing runs twice, unlike an
 ``interrupt()`` that re-runs the node).
 
-A wait's deadline is journaled (a ``wait`` event) the first time it parks, so a job resumed on
-another worker, days later, keeps the same deadline.
+The first time a wait parks, a ``wait`` event journals it at its position: which operation it
+is (kind, name, args hash, so a changed code is caught there like at any recorded position)
+and its deadline, so a job resumed on another worker, days later, keeps the same deadline.
+Before parking, the run waits for effects that parallel branches are dispatching, so that their
+outcomes are recorded rather than left in doubt.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from aetheris.errors import (
     ApprovalRejected,
     ApprovalTimeout,
     ChildFailed,
+    InvalidInput,
     SignalTimeout,
     Suspend,
     WaitError,
 )
-from aetheris.journal import EventDraft, EventType, args_hash, to_jsonable
-from aetheris.store.port import JobStatus, NewJob, ParkReason, Signal, job_wake, signal_wake
+from aetheris.journal import EventDraft, EventType, args_hash, canonical, to_jsonable
+from aetheris.store.port import Job, JobStatus, NewJob, ParkReason, Signal, job_wake, signal_wake
 
 if TYPE_CHECKING:
     from aetheris.runner import JobRun, Slot
@@ -51,9 +55,12 @@ class Approval:
     request_id: str
 
 
+APPROVAL_PREFIX = "approval:"
+
+
 def approval_signal(position: int) -> str:
     """The signal that carries the decision on the approval requested at ``position``."""
-    return f"approval:{position}"
+    return f"{APPROVAL_PREFIX}{position}"
 
 
 def _recorded(slot: Slot) -> Any:
@@ -90,11 +97,12 @@ async def _record_error(
     error: type[WaitError],
     message: str,
     detail: Mapping[str, Any] | None = None,
-) -> None:
+) -> WaitError:
+    """Record a wait's failure at its position; return the error to raise in agent code."""
     details = dict(detail or {})
     doc = {"type": error.__name__, "message": message, "detail": details}
     await run.commit(_op(slot, kind, name, digest, error=doc))
-    raise error(message, position=slot.position, detail=details)
+    return error(message, position=slot.position, detail=details)
 
 
 def _signal_fields(signal: Signal) -> dict[str, Any]:
@@ -106,15 +114,6 @@ def _signal_fields(signal: Signal) -> dict[str, Any]:
     }
 
 
-def _first_wait(
-    run: JobRun, position: int, deadline: float | None
-) -> tuple[int, dict[str, Any]] | None:
-    """Journal a wait's deadline the first time it parks (a wait without one needs nothing)."""
-    if deadline is None or position in run.waits:
-        return None
-    return position, {"deadline": deadline}
-
-
 def _deadline(run: JobRun, position: int, timeout: float | None) -> float | None:
     """The wait's deadline: journaled at its first park, else from now."""
     recorded = run.waits.get(position)
@@ -122,6 +121,35 @@ def _deadline(run: JobRun, position: int, timeout: float | None) -> float | None
         deadline: float | None = recorded.get("deadline")
         return deadline
     return None if timeout is None else run.clock.time() + timeout
+
+
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """A wait that is about to park: its operation, and what makes it due."""
+
+    slot: Slot
+    kind: str
+    name: str
+    digest: str
+
+    async def park(
+        self,
+        run: JobRun,
+        reason: ParkReason,
+        detail: dict[str, Any],
+        *,
+        wake_on: str | None = None,
+        deadline: float | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Suspend:
+        """What parks the job, to raise; journals the wait the first time (or as it changes)."""
+        record = None
+        if self.slot.position not in run.waits or extra:
+            data: dict[str, Any] = {"kind": self.kind, "name": self.name, "args_hash": self.digest}
+            data.update({"deadline": deadline, **(extra or {})})
+            record = (self.slot.position, data)
+        suspend = Suspend(reason, detail, wake_on=wake_on, wake_at=deadline, wait=record)
+        return await run.suspend(suspend)
 
 
 # -- signals -----------------------------------------------------------------------------------
@@ -140,7 +168,7 @@ async def wait_for_signal(run: JobRun, name: str, timeout: float | None) -> Any:
         )
         return signal.payload
     if deadline is not None and run.clock.time() >= deadline:
-        await _record_error(
+        raise await _record_error(
             run, slot, "signal", name, "", SignalTimeout, f"no signal {name!r} within {timeout}s"
         )
     detail = {
@@ -149,12 +177,9 @@ async def wait_for_signal(run: JobRun, name: str, timeout: float | None) -> Any:
         "deadline": deadline,
         "message": f"waiting for signal {name!r}: `aetheris signal {run.job.id} {name}`",
     }
-    raise Suspend(
-        ParkReason.SIGNAL,
-        detail,
-        wake_on=signal_wake(name),
-        wake_at=deadline,
-        wait=_first_wait(run, slot.position, deadline),
+    wait = _Wait(slot, "signal", name, "")
+    raise await wait.park(
+        run, ParkReason.SIGNAL, detail, wake_on=signal_wake(name), deadline=deadline
     )
 
 
@@ -172,11 +197,8 @@ async def sleep(run: JobRun, seconds: float) -> None:
         await run.commit(_op(slot, "sleep", "sleep", digest, result=None, until=until))
         return
     detail = {"position": slot.position, "until": until, "seconds": seconds}
-    raise Suspend(
-        ParkReason.TIMER,
-        detail,
-        wake_at=until,
-        wait=None if slot.position in run.waits else (slot.position, {"deadline": until}),
+    raise await _Wait(slot, "sleep", "sleep", digest).park(
+        run, ParkReason.TIMER, detail, deadline=until
     )
 
 
@@ -191,6 +213,7 @@ async def approval(
     escalate_to: str | None,
 ) -> Approval:
     body = to_jsonable(payload)
+    canonical(body)  # what has no stored form is the caller's mistake, refused here
     digest = args_hash([name], {"payload": body})
     slot = run.next_op("approval", name, digest)
     request_id = f"{run.job.id}:{slot.position}"
@@ -202,9 +225,10 @@ async def approval(
     if decision is not None:
         return await _decided(run, slot, name, digest, request_id, decision)
     escalated = bool(wait.get("escalated"))
+    extra: dict[str, Any] | None = None
     if deadline is not None and run.clock.time() >= deadline:
         if escalate_to is None or escalated:
-            await _record_error(
+            raise await _record_error(
                 run,
                 slot,
                 "approval",
@@ -216,8 +240,7 @@ async def approval(
             )
         deadline = run.clock.time() + (timeout or 0.0)
         escalated = True
-        wait = {"deadline": deadline, "escalated": True, "to": escalate_to}
-        run.waits.pop(slot.position, None)
+        extra = {"escalated": True, "to": escalate_to}
     detail = {
         "request_id": request_id,
         "position": slot.position,
@@ -229,15 +252,13 @@ async def approval(
         "message": f"approval {name!r} requested: `aetheris approve {run.job.id}` or "
         f"`aetheris reject {run.job.id} --reason ...`",
     }
-    first = slot.position not in run.waits
-    raise Suspend(
+    raise await _Wait(slot, "approval", name, digest).park(
+        run,
         ParkReason.APPROVAL,
         detail,
         wake_on=signal_wake(approval_signal(slot.position)),
-        wake_at=deadline,
-        wait=(slot.position, {**wait, "deadline": deadline})
-        if first and deadline is not None
-        else None,
+        deadline=deadline,
+        extra=extra,
     )
 
 
@@ -247,11 +268,14 @@ async def _decided(
     body = decision.payload if isinstance(decision.payload, dict) else {}
     who: dict[str, Any] = {"by": body.get("by"), "at": decision.created_at}
     consume = [(decision.seq, slot.position)]
-    if body.get("args_hash") not in (None, digest):
+    if body.get("args_hash") != digest:
+        # A decision binds to exactly what was reviewed: one naming other arguments, or none
+        # at all (sent before the request existed), approves nothing.
+        problem = "other arguments" if body.get("args_hash") else "no arguments in particular"
         body = {
             **body,
             "decision": "rejected",
-            "reason": "the approval was for other arguments than this request's",
+            "reason": f"the decision was for {problem}, not this request's ({digest[:12]}…)",
         }
     if body.get("decision") != "approved":
         reason = str(body.get("reason") or "rejected")
@@ -276,6 +300,7 @@ async def _decided(
 
 async def run_agent(run: JobRun, agent: str, data: Mapping[str, Any], job_id: str | None) -> Any:
     body = to_jsonable(dict(data))
+    canonical(body)  # what has no stored form is the caller's mistake, refused here
     digest = args_hash([agent], body)
     slot = run.next_op("child", agent, digest)
     if slot.recorded is not None:
@@ -284,36 +309,46 @@ async def run_agent(run: JobRun, agent: str, data: Mapping[str, Any], job_id: st
     known = run.agents.get(agent)
     if known is not None:
         known.validate(body)
-    # Idempotent by id: a run that crashed after creating the child finds it again.
-    child, _ = await run.store.create_job(
-        NewJob(
-            id=child_id,
-            agent=agent,
-            input=body,
-            idempotency_key=child_id,
-            queue=run.job.queue,
-            parent_id=run.job.id,
-        )
+    new = NewJob(
+        id=child_id,
+        agent=agent,
+        input=body,
+        idempotency_key=child_id,
+        queue=run.job.queue,
+        parent_id=run.job.id,
     )
-    if child.status.terminal:
-        fields = {"child": child.id, "status": child.status.value}
-        if child.status is JobStatus.SUCCEEDED:
-            await run.commit(_op(slot, "child", agent, digest, result=child.result, **fields))
-            return child.result
-        await _record_error(
-            run,
-            slot,
-            "child",
-            agent,
-            digest,
-            ChildFailed,
-            f"child {agent!r} ({child.id}) ended {child.status}",
-            {**fields, "error": child.error},
-        )
+    child = await run.read(run.store.get_job, child_id)
+    if child is None:
+        # Created in the same fenced commit that parks this job (with any ctx.uuid() or
+        # ctx.now() its input was built from): a zombie creates nothing, a crash creates
+        # nothing that a replay would create differently.
+        run.create_child(new)
+    elif child.parent_id != run.job.id or child.agent != agent or child.input != body:
+        raise InvalidInput(f"child job id {child_id!r} is taken by another job")
+    elif child.status.terminal:
+        return await _child_ended(run, slot, agent, digest, child)
     detail = {
-        "child": child.id,
+        "child": child_id,
         "agent": agent,
         "position": slot.position,
-        "message": f"waiting for child job {child.id} ({agent})",
+        "message": f"waiting for child job {child_id} ({agent})",
     }
-    raise Suspend(ParkReason.CHILD, detail, wake_on=job_wake(child.id))
+    wait = _Wait(slot, "child", agent, digest)
+    raise await wait.park(run, ParkReason.CHILD, detail, wake_on=job_wake(child_id))
+
+
+async def _child_ended(run: JobRun, slot: Slot, agent: str, digest: str, child: Job) -> Any:
+    fields = {"child": child.id, "status": child.status.value}
+    if child.status is JobStatus.SUCCEEDED:
+        await run.commit(_op(slot, "child", agent, digest, result=child.result, **fields))
+        return child.result
+    raise await _record_error(
+        run,
+        slot,
+        "child",
+        agent,
+        digest,
+        ChildFailed,
+        f"child {agent!r} ({child.id}) ended {child.status}",
+        {**fields, "error": child.error},
+    )

@@ -533,7 +533,7 @@ def test_effects_resolve_refuses_a_job_that_is_not_parked_in_doubt(
 
     committed = cli("effects", "resolve", job["id"], "1", "--not-executed")
     assert committed.returncode == 1, committed.stdout
-    assert f"job {job['id']} is succeeded, expected one of: parked" in committed.stderr
+    assert f"effect at position 1 of job {job['id']} is committed, not in doubt" in committed.stderr
 
     no_effect = cli("effects", "resolve", job["id"], "0", "--fail")
     assert no_effect.returncode == 1, no_effect.stdout
@@ -591,7 +591,7 @@ def test_an_in_doubt_effect_is_resolved_by_an_operator_and_the_job_resumes(
 
     again = cli("effects", "resolve", job_id, "1", "--committed", '"ch_x"')
     assert again.returncode == 1
-    assert f"job {job_id} is succeeded, expected one of: parked" in again.stderr
+    assert f"effect at position 1 of job {job_id} is committed, not in doubt" in again.stderr
     assert cli.ok("verify", job_id).startswith("ok: ")
 
 

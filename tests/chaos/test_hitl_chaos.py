@@ -157,6 +157,6 @@ async def test_a_job_that_keeps_killing_its_workers_is_failed_as_poison(cluster:
     job = await wait_job(app, handle.job_id, timeout=20)
     assert job.status is JobStatus.FAILED
     assert job.error is not None and job.error["type"] == "PoisonJob"
-    assert "died 3 times" in job.error["message"]
+    assert "cut short 3 times" in job.error["message"]
     assert cluster.lines("charges.log") == []
     await app.close()

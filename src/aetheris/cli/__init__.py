@@ -120,11 +120,31 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
 @main.command()
 @click.option("--app", "app_spec", required=True, metavar="MOD:APP", help="The App to serve.")
-@click.option("--concurrency", default=10, show_default=True, help="Jobs run at once.")
-@click.option("--lease-ttl", type=float, help="Seconds a claim lasts without a heartbeat.")
+@click.option(
+    "--concurrency",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Jobs run at once.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a claim lasts without a heartbeat (default: the App's, 30).",
+)
 @click.option("--queue", "queues", multiple=True, help="Serve only these queues (repeatable).")
-@click.option("--poll-interval", type=float, help="Seconds between claims when idle.")
-@click.option("--grace", default=10.0, show_default=True, help="Seconds to finish on SIGTERM.")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between claims when idle.",
+)
+@click.option(
+    "--grace",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to finish what is in flight on SIGTERM or Ctrl-C (a second one: at once).",
+)
 @pass_env
 def worker(
     env: Env,
@@ -138,13 +158,16 @@ def worker(
     """Run jobs of an App until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = env.app(app_spec)
-    w = app.worker(
-        concurrency=concurrency,
-        queues=queues or None,
-        lease_ttl=lease_ttl,
-        poll_interval=poll_interval,
-        grace=grace,
-    )
+    try:
+        w = app.worker(
+            concurrency=concurrency,
+            queues=queues or None,
+            lease_ttl=lease_ttl,
+            poll_interval=poll_interval,
+            grace=grace,
+        )
+    except AetherisError as exc:
+        raise click.ClickException(str(exc)) from None
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

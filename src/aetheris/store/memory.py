@@ -44,6 +44,7 @@ from aetheris.store.port import (
     SchemaState,
     Signal,
     StatusWrite,
+    job_wake,
     signal_wake,
 )
 
@@ -78,47 +79,50 @@ class MemoryStore:
 
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
         with self._lock:
-            if new.idempotency_key is not None and new.idempotency_key in self._by_key:
-                existing = self._jobs[self._by_key[new.idempotency_key]]
-                if not same_request(existing, new):
-                    raise IdempotencyConflict(
-                        f"idempotency key {new.idempotency_key!r} belongs to job {existing.id} "
-                        "with a different agent or input"
-                    )
-                return existing, False
-            if new.id in self._jobs:
-                raise Conflict(f"job id {new.id!r} already exists")
-            now = self._clock()
-            job = Job(
-                id=new.id,
-                agent=new.agent,
-                input=to_jsonable(new.input),
-                status=JobStatus.PENDING,
-                park_reason=None,
-                park_detail=None,
-                result=None,
-                error=None,
-                idempotency_key=new.idempotency_key,
-                queue=new.queue,
-                priority=new.priority,
-                lease_epoch=0,
-                lease_owner=None,
-                lease_expires_at=None,
-                run_at=new.run_at if new.run_at is not None else now,
-                attempts=0,
-                event_count=0,
-                head_hash=GENESIS_HASH,
-                created_at=now,
-                updated_at=now,
-                parent_id=new.parent_id,
-                deadline=new.deadline,
-            )
-            self._jobs[job.id] = job
-            self._events[job.id] = []
-            if new.idempotency_key is not None:
-                self._by_key[new.idempotency_key] = job.id
-            self._append(job.id, [created_draft(new)], now)
-            return self._jobs[job.id], True
+            return self._create(new)
+
+    def _create(self, new: NewJob) -> tuple[Job, bool]:
+        if new.idempotency_key is not None and new.idempotency_key in self._by_key:
+            existing = self._jobs[self._by_key[new.idempotency_key]]
+            if not same_request(existing, new):
+                raise IdempotencyConflict(
+                    f"idempotency key {new.idempotency_key!r} belongs to job {existing.id} "
+                    "with a different agent or input"
+                )
+            return existing, False
+        if new.id in self._jobs:
+            raise Conflict(f"job id {new.id!r} already exists")
+        now = self._clock()
+        job = Job(
+            id=new.id,
+            agent=new.agent,
+            input=to_jsonable(new.input),
+            status=JobStatus.PENDING,
+            park_reason=None,
+            park_detail=None,
+            result=None,
+            error=None,
+            idempotency_key=new.idempotency_key,
+            queue=new.queue,
+            priority=new.priority,
+            lease_epoch=0,
+            lease_owner=None,
+            lease_expires_at=None,
+            run_at=new.run_at if new.run_at is not None else now,
+            attempts=0,
+            event_count=0,
+            head_hash=GENESIS_HASH,
+            created_at=now,
+            updated_at=now,
+            parent_id=new.parent_id,
+            deadline=new.deadline,
+        )
+        self._jobs[job.id] = job
+        self._events[job.id] = []
+        if new.idempotency_key is not None:
+            self._by_key[new.idempotency_key] = job.id
+        self._append(job.id, [created_draft(new)], now)
+        return self._jobs[job.id], True
 
     async def get_job(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
@@ -136,6 +140,8 @@ class MemoryStore:
             if job is None:
                 return None
             recovered = job.lease_owner if job.status == JobStatus.RUNNING else None
+            # Its own expired lease taken back is no death of a worker: not counted.
+            died = recovered is not None and recovered != owner
             epoch = job.lease_epoch + 1
             self._jobs[job.id] = dataclasses.replace(
                 job,
@@ -144,7 +150,7 @@ class MemoryStore:
                 lease_owner=owner,
                 lease_expires_at=now + lease_ttl,
                 attempts=job.attempts + 1,
-                recoveries=job.recoveries + (recovered is not None),
+                recoveries=job.recoveries + died,
                 park_reason=None,
                 park_detail=None,
                 wake_on=None,
@@ -228,6 +234,10 @@ class MemoryStore:
 
     def _apply(self, job: Job, commit: Commit, now: float) -> list[Event]:
         self._check_effects(job.id, commit.effects)
+        for new in commit.create:
+            existing = self._jobs.get(new.id)
+            if existing is not None and not same_request(existing, new):
+                raise IdempotencyConflict(f"job id {new.id!r} is taken by another job")
         for seq, _ in commit.consume:
             found = self._signals.get((job.id, seq))
             if found is None or found.consumed_position is not None:
@@ -241,12 +251,18 @@ class MemoryStore:
             self._jobs[job.id] = _with_status(job, commit.status, now)
         for other, wake_on in commit.wake:
             self._wake(other, wake_on, now)
+        for new in commit.create:
+            if new.id not in self._jobs:
+                self._create(new)
         sealed = self._append(job.id, commit.events, now)
-        if commit.status is not None and commit.status.wake_on and self._ready(job.id):
-            self._wake(job.id, commit.status.wake_on, now)
+        parks = commit.status is not None and commit.status.status is JobStatus.PARKED
+        if parks and self._ready(job.id):
+            self._wake(job.id, self._jobs[job.id].wake_on, now)
+        if commit.cancel_children:
+            self._cancel_children(job.id)
         return sealed
 
-    def _wake(self, job_id: str, wake_on: str, now: float) -> None:
+    def _wake(self, job_id: str, wake_on: str | None, now: float) -> None:
         job = self._jobs.get(job_id)
         if job is not None and job.status is JobStatus.PARKED and job.wake_on == wake_on:
             self._jobs[job_id] = dataclasses.replace(
@@ -254,7 +270,9 @@ class MemoryStore:
             )
 
     def _ready(self, job_id: str) -> bool:
-        """Whether what a parked job waits for is already there."""
+        """Whether what a parked job waits for is already there (or a cancel awaits it)."""
+        if self._jobs[job_id].control is Control.CANCEL:
+            return True
         wake_on = self._jobs[job_id].wake_on or ""
         kind, _, name = wake_on.partition(":")
         if kind == "signal":
@@ -392,10 +410,15 @@ class MemoryStore:
         self._jobs[job_id] = dataclasses.replace(job, control=plan.control, updated_at=now)
         if plan.event is not None:
             self._append(job_id, [plan.event], now)
+        if plan.status is not None and plan.status.status.terminal and job.parent_id:
+            self._wake(job.parent_id, job_wake(job_id), now)
         if plan.cascade:
-            for child in [j.id for j in self._jobs.values() if j.parent_id == job_id]:
-                with contextlib.suppress(Conflict):
-                    self._control(child, Control.CANCEL)
+            self._cancel_children(job_id)
+
+    def _cancel_children(self, job_id: str) -> None:
+        for child in [j.id for j in self._jobs.values() if j.parent_id == job_id]:
+            with contextlib.suppress(Conflict):
+                self._control(child, Control.CANCEL)
 
     async def next_wake(self) -> float | None:
         with self._lock:
@@ -434,6 +457,7 @@ def _with_status(job: Job, write: StatusWrite, now: float) -> Job:
         wake_on=write.wake_on,
         wake_at=write.wake_at,
         control=None if write.status.terminal else job.control,
+        recoveries=job.recoveries + write.recovery,
         lease_owner=job.lease_owner if running else None,
         lease_expires_at=job.lease_expires_at if running else None,
         updated_at=now,

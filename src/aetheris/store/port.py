@@ -193,6 +193,7 @@ class StatusWrite:
     run_at: float | None = None
     wake_on: str | None = None  # "signal:<name>" or "job:<id>": what unparks the job
     wake_at: float | None = None  # when a parked job becomes due (a timer, a timeout)
+    recovery: bool = False  # a run cut short (handed back after a runtime failure): counted
 
 
 def signal_wake(name: str) -> str:
@@ -218,6 +219,12 @@ class Commit:
     ``head`` is where the writer believes the journal ends. The lease holder always knows it
     (only its epoch may append), so the store need not read it, and a commit whose reply was
     lost can be told apart from one that never landed: it would find the head moved.
+
+    ``wake`` unparks other jobs (a child's end wakes its parent). The store locks every job it
+    wakes *before* it writes this job's row: one lock order (waiter first) for every wake-up, so
+    that a waiter parking at the same moment either sees this commit or is woken by it.
+    ``create`` makes child jobs fenced by this job's lease, so a zombie creates none; a child
+    whose id exists already is left as it is.
     """
 
     events: Sequence[EventDraft] = ()
@@ -226,6 +233,8 @@ class Commit:
     head: Head | None = None
     consume: Sequence[tuple[int, int]] = ()  # (signal seq, journal position) received
     wake: Sequence[tuple[str, str]] = ()  # (job id, wake_on) of parked jobs to unpark
+    create: Sequence[NewJob] = ()  # child jobs, created unless a job with the same id exists
+    cancel_children: bool = False  # the job ends: cancel its children that have not ended
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ from aetheris.store.port import (
     SchemaState,
     Signal,
     StatusWrite,
+    job_wake,
     signal_wake,
 )
 
@@ -259,6 +260,10 @@ class PostgresStore:
     # -- jobs -------------------------------------------------------------------------------
 
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
+        async with self._tx() as conn:
+            return await self._create_in(conn, new)
+
+    async def _create_in(self, conn: psycopg.AsyncConnection[Row], new: NewJob) -> tuple[Job, bool]:
         params = {
             "id": new.id,
             "agent": new.agent,
@@ -271,12 +276,11 @@ class PostgresStore:
             "parent_id": new.parent_id,
             "deadline": new.deadline,
         }
-        async with self._tx() as conn:
-            inserted = await (await conn.execute(Q["insert_job"], params)).fetchone()
-            if inserted is None:
-                return await self._existing(conn, new), False
-            await self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)])
-            return await self._get(conn, new.id), True
+        inserted = await (await conn.execute(Q["insert_job"], params)).fetchone()
+        if inserted is None:
+            return await self._existing(conn, new), False
+        await self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)])
+        return await self._get(conn, new.id), True
 
     async def _existing(self, conn: psycopg.AsyncConnection[Row], new: NewJob) -> Job:
         if new.idempotency_key is not None:
@@ -360,10 +364,9 @@ class PostgresStore:
         sealed = seal_all(
             lease.job_id, commit.head.count, commit.head.hash, commit.events, time.time()
         )
-        if crashpoints.armed():
-            crashpoints.reach("in_append", _op_name(commit.events))
         params = _commit_params(lease, commit, sealed)
-        if _needs_follow_up(commit):
+        if _needs_follow_up(commit) or crashpoints.armed():
+            # Crash injection kills inside the transaction, after the statement, before COMMIT.
             fenced = await self._commit_with_follow_up(params, lease.job_id, commit)
         else:
             fenced = await self._group.commit(params)
@@ -374,12 +377,22 @@ class PostgresStore:
     async def _commit_with_follow_up(
         self, params: dict[str, Any], job_id: str, commit: Commit
     ) -> int:
-        """The commit statement, then what must follow it in the same transaction."""
+        """The commit statement, then what must follow it in the same transaction.
+
+        Jobs it wakes are locked first (the waiter before the job that wakes it, as everywhere):
+        a parent parking at this moment then either waits for this transaction and finds the
+        child ended, or has parked already and is woken here.
+        """
         async with self._tx() as conn:
+            waiters = sorted({other for other, _ in commit.wake})
+            if waiters:
+                await conn.execute(Q["lock_jobs"], {"ids": waiters})
             row = await (await conn.execute(Q["commit"], params)).fetchone()
             if row is None or row["fenced"] != 1:
                 return 0
-            await _follow_up(conn, job_id, commit)
+            await self._follow_up(conn, job_id, commit)
+            if crashpoints.armed():
+                crashpoints.reach("in_append", _op_name(commit.events))
             return 1
 
     async def _commit_one(self, params: dict[str, Any]) -> int:
@@ -439,6 +452,24 @@ class PostgresStore:
                 raise LeaseLost(lease.job_id, lease.epoch)
             return await self._write(conn, lease.job_id, head, commit)
 
+    async def _follow_up(
+        self, conn: psycopg.AsyncConnection[Row], job_id: str, commit: Commit
+    ) -> None:
+        """Signals received, parked jobs woken, children created or cancelled, and no sleeping
+        on what is already there."""
+        for seq, position in commit.consume:
+            params = {"job_id": job_id, "seq": seq, "position": position}
+            if await (await conn.execute(Q["consume_signal"], params)).fetchone() is None:
+                raise Conflict(f"signal {seq} of job {job_id} was already received")
+        for other, wake_on in commit.wake:
+            await conn.execute(Q["wake"], {"id": other, "wake_on": wake_on})
+        for new in commit.create:
+            await self._create_in(conn, new)
+        if commit.status is not None and commit.status.status is JobStatus.PARKED:
+            await conn.execute(Q["wake_if_ready"], {"id": job_id})
+        if commit.cancel_children:
+            await self._cancel_children(conn, job_id)
+
     async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
         async with self._tx() as conn:
             row = await (await conn.execute(Q["lock_job"], {"id": job_id})).fetchone()
@@ -456,7 +487,7 @@ class PostgresStore:
             await _write_effect(conn, job_id, write)
         if commit.status is not None:
             await conn.execute(Q["set_status"], _status_params(job_id, commit.status))
-        await _follow_up(conn, job_id, commit)
+        await self._follow_up(conn, job_id, commit)
         return await self._append(
             conn, job_id, head["event_count"], head["head_hash"], commit.events
         )
@@ -540,9 +571,13 @@ class PostgresStore:
     async def _control(
         self, conn: psycopg.AsyncConnection[Row], job_id: str, action: Control
     ) -> None:
-        row = await (await conn.execute(Q["lock_job"], {"id": job_id})).fetchone()
-        if row is None:
+        seen = await (await conn.execute(Q["get_job"], {"id": job_id})).fetchone()
+        if seen is None:
             raise JobNotFound(job_id)
+        if seen["parent_id"] is not None:
+            # The waiter first: a child that ends here wakes its parent, so lock the parent.
+            await conn.execute(Q["lock_jobs"], {"ids": [seen["parent_id"]]})
+        row = await _fetch(await conn.execute(Q["lock_job"], {"id": job_id}))
         job = _job(row)
         plan = plan_control(job, action)
         if plan.status is not None:
@@ -551,11 +586,16 @@ class PostgresStore:
         await conn.execute(Q["set_control"], {"id": job_id, "control": control})
         if plan.event is not None:
             await self._append(conn, job_id, job.event_count, job.head_hash, [plan.event])
+        if plan.status is not None and plan.status.status.terminal and job.parent_id:
+            await conn.execute(Q["wake"], {"id": job.parent_id, "wake_on": job_wake(job_id)})
         if plan.cascade:
-            children = await (await conn.execute(Q["children"], {"id": job_id})).fetchall()
-            for child in children:
-                with contextlib.suppress(Conflict):
-                    await self._control(conn, child["id"], Control.CANCEL)
+            await self._cancel_children(conn, job_id)
+
+    async def _cancel_children(self, conn: psycopg.AsyncConnection[Row], job_id: str) -> None:
+        children = await (await conn.execute(Q["children"], {"id": job_id})).fetchall()
+        for child in children:
+            with contextlib.suppress(Conflict):
+                await self._control(conn, child["id"], Control.CANCEL)
 
     async def next_wake(self) -> float | None:
         row = await self._one("next_wake")
@@ -788,21 +828,9 @@ async def _write_effect(
 
 def _needs_follow_up(commit: Commit) -> bool:
     status = commit.status
-    parks = status is not None and status.status is JobStatus.PARKED and bool(status.wake_on)
-    return bool(commit.consume or commit.wake) or parks
-
-
-async def _follow_up(conn: psycopg.AsyncConnection[Row], job_id: str, commit: Commit) -> None:
-    """Signals received, parked jobs woken, and no sleeping on what is already there."""
-    for seq, position in commit.consume:
-        params = {"job_id": job_id, "seq": seq, "position": position}
-        if await (await conn.execute(Q["consume_signal"], params)).fetchone() is None:
-            raise Conflict(f"signal {seq} of job {job_id} was already received")
-    for other, wake_on in commit.wake:
-        await conn.execute(Q["wake"], {"id": other, "wake_on": wake_on})
-    status = commit.status
-    if status is not None and status.status is JobStatus.PARKED and status.wake_on:
-        await conn.execute(Q["wake_if_ready"], {"id": job_id})
+    parks = status is not None and status.status is JobStatus.PARKED
+    extra = commit.consume or commit.wake or commit.create or commit.cancel_children
+    return bool(extra) or parks
 
 
 def _commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict[str, Any]:
@@ -823,6 +851,7 @@ def _commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dic
         "run_at": status.run_at if status else None,
         "wake_on": status.wake_on if status else None,
         "wake_at": status.wake_at if status else None,
+        "recovery": int(status.recovery) if status else 0,
         "e_positions": [w.position for w in writes],
         "e_expects": [w.expect.value if w.expect else None for w in writes],
         "e_tools": [w.tool for w in writes],
@@ -865,6 +894,7 @@ def _status_params(job_id: str, write: StatusWrite) -> dict[str, Any]:
         "run_at": write.run_at,
         "wake_on": write.wake_on,
         "wake_at": write.wake_at,
+        "recovery": int(write.recovery),
     }
 
 

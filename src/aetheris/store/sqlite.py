@@ -64,6 +64,7 @@ from aetheris.store.port import (
     SchemaState,
     Signal,
     StatusWrite,
+    job_wake,
     signal_wake,
 )
 from aetheris.store.sqlite_writer import PerThread, Writer, connect, translate
@@ -274,7 +275,8 @@ class SQLiteStore:
         if found is None:
             return None
         epoch, attempts = found["lease_epoch"] + 1, found["attempts"] + 1
-        draft = claimed_draft(owner, epoch, attempts, found["lease_owner"])
+        previous = found["lease_owner"]
+        draft = claimed_draft(owner, epoch, attempts, previous)
         sealed = seal_all(found["id"], found["event_count"], found["head_hash"], [draft], now)
         row = conn.execute(
             Q["take_lease"],
@@ -286,7 +288,8 @@ class SQLiteStore:
                 "expires": now + lease_ttl,
                 "count": found["event_count"] + 1,
                 "hash": sealed[0].hash,
-                "recovered": int(found["lease_owner"] is not None),
+                # Its own expired lease taken back is no death of a worker: not counted.
+                "recovered": int(previous is not None and previous != owner),
                 "now": now,
             },
         ).fetchone()
@@ -348,7 +351,7 @@ class SQLiteStore:
             raise Conflict(head_moved(job.id, commit.head.count, job.event_count))
         for write in commit.effects:
             _write_effect(conn, lease.job_id, write, now)
-        _after_writes(conn, lease.job_id, commit, now)
+        self._after_writes(conn, lease.job_id, commit, now)
         _insert_events(conn, sealed)
         if crashpoints.armed():
             crashpoints.reach("in_append", _op_name(commit.events))
@@ -372,7 +375,25 @@ class SQLiteStore:
             _write_effect(conn, job_id, write, now)
         if commit.status is not None:
             conn.execute(Q["set_status"], _status_params(job_id, commit.status, now))
-        _after_writes(conn, job_id, commit, now)
+        self._after_writes(conn, job_id, commit, now)
+
+    def _after_writes(
+        self, conn: sqlite3.Connection, job_id: str, commit: Commit, now: float
+    ) -> None:
+        """Signals received, parked jobs woken, children created or cancelled, no sleeping on
+        what is already there (one writer at a time: SQLite needs no lock order)."""
+        for seq, position in commit.consume:
+            params = {"job_id": job_id, "seq": seq, "position": position}
+            if conn.execute(Q["consume_signal"], params).rowcount == 0:
+                raise Conflict(f"signal {seq} of job {job_id} was already received")
+        for other, wake_on in commit.wake:
+            conn.execute(Q["wake"], {"id": other, "wake_on": wake_on, "now": now})
+        for new in commit.create:
+            self._create_job(conn, new)
+        if commit.status is not None and commit.status.status is JobStatus.PARKED:
+            conn.execute(Q["wake_if_ready"], {"id": job_id, "now": now})
+        if commit.cancel_children:
+            self._cancel_children(conn, job_id)
 
     def _append(
         self,
@@ -477,11 +498,17 @@ class SQLiteStore:
             self._append(
                 conn, job_id, job.event_count, job.head_hash, [plan.event], now, set_head=True
             )
+        if plan.status is not None and plan.status.status.terminal and job.parent_id:
+            wake = {"id": job.parent_id, "wake_on": job_wake(job_id), "now": now}
+            conn.execute(Q["wake"], wake)
         if plan.cascade:
-            for child in conn.execute(Q["children"], {"id": job_id}).fetchall():
-                with contextlib.suppress(Conflict):
-                    self._control(conn, child[0], Control.CANCEL)
+            self._cancel_children(conn, job_id)
         return _get(conn, job_id)
+
+    def _cancel_children(self, conn: sqlite3.Connection, job_id: str) -> None:
+        for child in conn.execute(Q["children"], {"id": job_id}).fetchall():
+            with contextlib.suppress(Conflict):
+                self._control(conn, child[0], Control.CANCEL)
 
     async def next_wake(self) -> float | None:
         row = self._read(lambda conn: conn.execute(Q["next_wake"]).fetchone())
@@ -672,19 +699,6 @@ def _signal(row: sqlite3.Row) -> Signal:
     )
 
 
-def _after_writes(conn: sqlite3.Connection, job_id: str, commit: Commit, now: float) -> None:
-    """Signals received, parked jobs woken, and no sleeping on what is already there."""
-    for seq, position in commit.consume:
-        params = {"job_id": job_id, "seq": seq, "position": position}
-        if conn.execute(Q["consume_signal"], params).rowcount == 0:
-            raise Conflict(f"signal {seq} of job {job_id} was already received")
-    for other, wake_on in commit.wake:
-        conn.execute(Q["wake"], {"id": other, "wake_on": wake_on, "now": now})
-    status = commit.status
-    if status is not None and status.status is JobStatus.PARKED and status.wake_on:
-        conn.execute(Q["wake_if_ready"], {"id": job_id, "now": now})
-
-
 def _effect(row: sqlite3.Row) -> Effect:
     return Effect(
         job_id=row["job_id"],
@@ -713,5 +727,6 @@ def _status_params(job_id: str, write: StatusWrite, now: float) -> dict[str, Any
         "run_at": write.run_at if write.run_at is not None else now,
         "wake_on": write.wake_on,
         "wake_at": write.wake_at,
+        "recovery": int(write.recovery),
         "now": now,
     }

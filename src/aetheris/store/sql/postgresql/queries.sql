@@ -16,6 +16,10 @@ SELECT * FROM jobs WHERE id = %(id)s
 -- name: lock_job
 SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE
 
+-- name: lock_jobs
+-- Jobs about to be woken, locked before the job that wakes them (in id order: no deadlock).
+SELECT id FROM jobs WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
+
 -- name: job_by_key
 SELECT * FROM jobs WHERE idempotency_key = %(key)s
 
@@ -61,6 +65,7 @@ SET status = %(status)s, park_reason = %(park_reason)s, park_detail = %(park_det
                    THEN NULL ELSE control END,
     lease_owner = CASE WHEN %(status)s = 'running' THEN lease_owner END,
     lease_expires_at = CASE WHEN %(status)s = 'running' THEN lease_expires_at END,
+    recoveries = recoveries + %(recovery)s,
     updated_at = aetheris_now()
 WHERE id = %(id)s
 
@@ -135,7 +140,8 @@ WITH fence AS (
                        THEN NULL ELSE control END,
         lease_owner = CASE WHEN coalesce(%(status)s, 'running') = 'running' THEN lease_owner END,
         lease_expires_at = CASE WHEN coalesce(%(status)s, 'running') = 'running'
-                                THEN lease_expires_at END
+                                THEN lease_expires_at END,
+        recoveries = recoveries + %(recovery)s
     WHERE id = %(id)s AND lease_epoch = %(epoch)s AND status = 'running'
       AND event_count = %(expect)s
       AND NOT EXISTS (
@@ -210,7 +216,9 @@ WITH expired AS (
 UPDATE jobs
 SET status = 'running', lease_epoch = jobs.lease_epoch + 1, lease_owner = %(owner)s,
     lease_expires_at = aetheris_now() + %(ttl)s, attempts = jobs.attempts + 1,
-    recoveries = jobs.recoveries + (candidate.lease_owner IS NOT NULL)::integer,
+    -- its own expired lease taken back is no death of a worker: not counted
+    recoveries = jobs.recoveries
+        + (candidate.lease_owner IS NOT NULL AND candidate.lease_owner <> %(owner)s)::integer,
     park_reason = NULL, park_detail = NULL, wake_on = NULL, wake_at = NULL,
     updated_at = aetheris_now()
 FROM candidate
@@ -237,12 +245,14 @@ UPDATE jobs SET status = 'pending', run_at = aetheris_now(), wake_on = NULL, wak
 WHERE id = %(id)s AND status = 'parked' AND wake_on = %(wake_on)s
 
 -- name: wake_if_ready
--- Right after a job parks: if what it waits for is already there, it must not sleep on it.
--- A separate statement after the parking one: it sees what committed before it started.
+-- Right after a job parks: if what it waits for is already there, or a cancel was requested
+-- while it ran, it must not sleep on it. A separate statement after the parking one: it sees
+-- what committed before it started (those who wake a job lock it first, so nothing is missed).
 UPDATE jobs SET status = 'pending', run_at = aetheris_now(), wake_on = NULL, wake_at = NULL
-WHERE id = %(id)s AND status = 'parked' AND wake_on IS NOT NULL AND (
-    EXISTS (SELECT 1 FROM signals s WHERE s.job_id = jobs.id AND s.consumed_position IS NULL
-            AND 'signal:' || s.name = jobs.wake_on)
+WHERE id = %(id)s AND status = 'parked' AND (
+    control = 'cancel'
+    OR EXISTS (SELECT 1 FROM signals s WHERE s.job_id = jobs.id AND s.consumed_position IS NULL
+               AND 'signal:' || s.name = jobs.wake_on)
     OR EXISTS (SELECT 1 FROM jobs c WHERE 'job:' || c.id = jobs.wake_on
                AND c.status IN ('succeeded', 'failed', 'cancelled', 'compensated')))
 

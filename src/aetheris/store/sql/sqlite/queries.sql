@@ -75,7 +75,8 @@ SET event_count = :count, head_hash = :hash, updated_at = :now,
     control = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled', 'compensated')
                    THEN NULL ELSE control END,
     lease_owner = CASE WHEN :status = 'running' THEN lease_owner ELSE NULL END,
-    lease_expires_at = CASE WHEN :status = 'running' THEN lease_expires_at ELSE NULL END
+    lease_expires_at = CASE WHEN :status = 'running' THEN lease_expires_at ELSE NULL END,
+    recoveries = recoveries + :recovery
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND event_count = :expect
 
 -- name: bump_epoch
@@ -98,6 +99,7 @@ SET status = :status, park_reason = :park_reason, park_detail = :park_detail,
                    THEN NULL ELSE control END,
     lease_owner = CASE WHEN :status = 'running' THEN lease_owner ELSE NULL END,
     lease_expires_at = CASE WHEN :status = 'running' THEN lease_expires_at ELSE NULL END,
+    recoveries = recoveries + :recovery,
     updated_at = :now
 WHERE id = :id
 
@@ -144,11 +146,13 @@ UPDATE jobs SET status = 'pending', run_at = :now, wake_on = NULL, wake_at = NUL
 WHERE id = :id AND status = 'parked' AND wake_on = :wake_on
 
 -- name: wake_if_ready
--- Right after a job parks: if what it waits for is already there, it must not sleep on it.
+-- Right after a job parks: if what it waits for is already there, or a cancel was requested
+-- while it ran, it must not sleep on it.
 UPDATE jobs SET status = 'pending', run_at = :now, wake_on = NULL, wake_at = NULL
-WHERE id = :id AND status = 'parked' AND wake_on IS NOT NULL AND (
-    EXISTS (SELECT 1 FROM signals s WHERE s.job_id = jobs.id AND s.consumed_position IS NULL
-            AND 'signal:' || s.name = jobs.wake_on)
+WHERE id = :id AND status = 'parked' AND (
+    control = 'cancel'
+    OR EXISTS (SELECT 1 FROM signals s WHERE s.job_id = jobs.id AND s.consumed_position IS NULL
+               AND 'signal:' || s.name = jobs.wake_on)
     OR EXISTS (SELECT 1 FROM jobs c WHERE 'job:' || c.id = jobs.wake_on
                AND c.status IN ('succeeded', 'failed', 'cancelled', 'compensated')))
 
