@@ -179,8 +179,8 @@ class App:
         name: str | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if lease_ttl <= 0:
-            raise ConfigurationError("lease_ttl must be positive")
+        if not lease_ttl >= 0.5:
+            raise ConfigurationError(f"lease_ttl must be at least 0.5 seconds, got {lease_ttl}")
         self.database_url = database_url or default_url()
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval

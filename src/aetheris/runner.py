@@ -289,10 +289,13 @@ class JobRun:
         )
         detail = {"position": position, "expected": dict(expected), "got": dict(got), "diff": diff}
         self._diverged_at = position
-        if self.control is Control.CANCEL and not self.compensating:
-            # Cancelled all the same; compensations cannot run through a journal that no longer
-            # matches the code, so none runs (and the job would otherwise park again and again).
-            self._close(JobCancelled(f"cancelled by an operator; {diff}"))
+        if not self.compensating:
+            # A cancel or a passed deadline still ends the job; no compensation can run through
+            # a journal that no longer matches the code (and parking would loop: it is due).
+            if self.control is Control.CANCEL:
+                self._close(JobCancelled(f"cancelled by an operator; {diff}"))
+            if self._deadline_passed():
+                self._close(DeadlineExceeded(f"the job's deadline passed; {diff}"))
         self._close(Suspend(ParkReason.NONDETERMINISM, detail))
 
     def check_lease(self) -> None:
@@ -642,6 +645,10 @@ class JobRun:
         if isinstance(exc, EncodingError | InvalidInput) and not self._ops:
             error["type"] = type(exc).__name__
         error["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+        if self._diverged_at is not None and self.compensable:
+            error["not_compensated"] = [request.tool for _, request in self.compensable]
+            await self._end(JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
+            return
         if not self.compensable:
             await self._end(JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
             return
@@ -704,11 +711,15 @@ class JobRun:
         events.append(
             EventDraft(EventType.JOB_PARKED, {"reason": reason.value, "detail": suspend.detail})
         )
+        wake_at = suspend.wake_at
+        if self.job.deadline is not None:
+            # Past its deadline a parked job is due too: it wakes to end as failed.
+            wake_at = min(wake_at or self.job.deadline, self.job.deadline)
         status = StatusWrite(
             JobStatus.PARKED,
             park_reason=reason,
             park_detail=suspend.detail,
             wake_on=suspend.wake_on,
-            wake_at=suspend.wake_at,
+            wake_at=wake_at,
         )
         await self.commit(*events, status=status)

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from aetheris.app import App
 
 log = logging.getLogger("aetheris.worker")
+BEAT_FLOOR = 0.25  # seconds between two heartbeats, at least
+MIN_LEASE_TTL = 2 * BEAT_FLOOR
 
 
 def worker_id(clock: Clock = SYSTEM_CLOCK) -> str:
@@ -323,7 +325,7 @@ class Worker:
             # A notification (a control request on PostgreSQL) brings the next beat forward,
             # but beats stay at least a quarter of a second apart.
             await store.wait_for_work(interval)
-            await asyncio.sleep(max(0.0, 0.25 - (self.clock.monotonic() - last)))
+            await asyncio.sleep(max(0.0, BEAT_FLOOR - (self.clock.monotonic() - last)))
             last = self.clock.monotonic()
             actives = list(self._active.values())
             if not actives:
@@ -406,8 +408,11 @@ def _check_options(concurrency: int, lease_ttl: float, poll_interval: float, gra
     """Refuse settings that cannot work before any job is touched."""
     if concurrency < 1:
         raise ConfigurationError(f"concurrency must be at least 1, got {concurrency}")
-    if not lease_ttl > 0:
-        raise ConfigurationError(f"lease_ttl must be a positive number of seconds, got {lease_ttl}")
+    if not lease_ttl >= MIN_LEASE_TTL:
+        raise ConfigurationError(
+            f"lease_ttl must be at least {MIN_LEASE_TTL} seconds (heartbeats are up to "
+            f"{BEAT_FLOOR} s apart), got {lease_ttl}"
+        )
     if not poll_interval > 0:
         raise ConfigurationError(f"poll_interval must be positive, got {poll_interval}")
     if not grace >= 0:

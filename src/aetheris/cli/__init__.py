@@ -129,8 +129,8 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 )
 @click.option(
     "--lease-ttl",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Seconds a claim lasts without a heartbeat (default: the App's, 30).",
+    type=click.FloatRange(min=0.5),
+    help="Seconds a claim lasts without a heartbeat, at least 0.5 (default: the App's, 30).",
 )
 @click.option("--queue", "queues", multiple=True, help="Serve only these queues (repeatable).")
 @click.option(
