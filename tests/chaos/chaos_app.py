@@ -163,3 +163,87 @@ async def fan_out(ctx: Context, n: int) -> list[int]:
 async def slow_then_charge(ctx: Context, seconds: float) -> str:
     await slow_charge(seconds)
     return await after_slow()
+
+
+# -- integrity: the cases of the guarantees' regression tests (tests/chaos/test_integrity.py) ----
+
+VERSION = int(os.environ.get("CHAOS_VERSION", "1"))
+
+
+@app.agent
+async def versioned(ctx: Context, n: int) -> str:
+    if VERSION >= 2:
+        ctx.now()  # v2 inserts a durable operation in front of the charge
+    return await charge(n)
+
+
+def refund(request: aetheris.CompensationRequest) -> None:
+    record("refunds.log", request.idempotency_key)
+
+
+def charge_rc_reconcile(key: str) -> aetheris.Committed | aetheris.NotExecuted:
+    return aetheris.Committed("ch-seen") if key in lines("charges.log") else aetheris.NotExecuted()
+
+
+@app.tool(effect="at_most_once", reconcile=charge_rc_reconcile, compensate=refund)
+async def charge_rc(amount: int) -> str:
+    record("charges.log", aetheris.tool_context().idempotency_key)
+    return f"ch-{amount}"
+
+
+def fail_for_good(n: int) -> None:
+    raise ValueError(f"no stock for order {n}")
+
+
+@app.agent
+async def charge_then_fail(ctx: Context, n: int) -> None:
+    await charge_rc(n)
+    await ctx.step("stock", fail_for_good, n)
+
+
+@app.agent
+async def echo(ctx: Context, token: str) -> str:
+    record("echo.log", token)
+    return token
+
+
+@app.agent
+async def parent_with_token(ctx: Context, n: int) -> object:
+    token = str(ctx.uuid())  # the child's input is built from a value the journal holds
+    return {"token": token, "child": await ctx.run_agent("echo", {"token": token})}
+
+
+@app.agent
+async def parent_after_probe(ctx: Context, n: int) -> object:
+    await probe(n)
+    return await ctx.run_agent("echo", {"token": f"child of {ctx.job_id}"})
+
+
+@app.agent
+async def swallow(ctx: Context, n: int) -> str:
+    try:
+        return await charge(n)
+    except Exception as exc:  # an agent may swallow its own failures, never the runtime's
+        record("swallowed.log", repr(exc))
+        return "swallowed"
+
+
+@app.agent
+async def nul_result(ctx: Context, n: int) -> str:
+    await lookup(n)
+    return "a\x00b"
+
+
+@app.tool
+async def slow_step(i: int, seconds: float) -> int:
+    record("steps.log", f"begin {i}")
+    await asyncio.sleep(seconds)
+    record("steps.log", f"end {i}")
+    return i
+
+
+@app.agent
+async def steps_then_charge(ctx: Context, n: int, seconds: float) -> str:
+    for i in range(n):
+        await slow_step(i, seconds)
+    return await charge(n)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from aetheris import App, Job, JobStatus
@@ -53,12 +54,14 @@ class Cluster:
         concurrency: int = 4,
         url: str | None = None,
         wrap: tuple[str, ...] = (),
+        grace: float = 1.0,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """A worker process; ``wrap`` prefixes the command (e.g. ``ip netns exec NS``)."""
         self.started += 1
-        env = self.env(crash_at)
+        environment = {**self.env(crash_at), **(env or {})}
         if url is not None:
-            env["AETHERIS_DATABASE_URL"] = url
+            environment["AETHERIS_DATABASE_URL"] = url
         log = open(self.tmp / f"worker-{self.started}.log", "wb")  # noqa: SIM115
         command = [
             sys.executable,
@@ -70,10 +73,10 @@ class Cluster:
             "--concurrency",
             str(concurrency),
             "--grace",
-            "1",
+            str(grace),
         ]
         proc = subprocess.Popen(
-            [*wrap, *command], cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT
+            [*wrap, *command], cwd=HERE, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         self.procs.append(proc)
@@ -122,6 +125,17 @@ async def wait_job(app: App, job_id: str, *statuses: JobStatus, timeout: float =
         await asyncio.sleep(0.05)
 
 
+async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait until ``predicate()`` holds (polling), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout}s: {predicate}")
+        await asyncio.sleep(0.02)
+
+
 def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     return proc.wait(timeout=timeout)
 
@@ -136,3 +150,18 @@ def with_fast_reaping(url: str) -> str:
     if not url.startswith("postgresql"):
         return url
     return url + ("&" if "?" in url else "?") + "aetheris_reap_grace=0.5"
+
+
+def wait_stopped(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait until ``proc`` has stopped itself (SIGSTOP at a crash point)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"worker {proc.pid} exited ({proc.returncode}) instead of stopping"
+            )
+        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"worker {proc.pid} did not stop within {timeout}s")

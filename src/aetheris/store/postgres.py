@@ -725,7 +725,8 @@ class _Listener:
         self.key = key
         self._task = asyncio.create_task(self._run(), name="aetheris-pg-listener")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), self._connect_timeout)
+            async with asyncio.timeout(self._connect_timeout):
+                await self.connected.wait()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -738,7 +739,10 @@ class _Listener:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.add(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives as the
+            # waiter completes (a notification), and the heartbeat task would never stop.
+            async with asyncio.timeout(timeout):
+                await waiter
         except TimeoutError:
             pass
         finally:
