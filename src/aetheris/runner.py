@@ -157,6 +157,30 @@ def _records(events: Sequence[Event]) -> dict[int, _Record]:
     return {position: record for position, (_, record) in found.items()}
 
 
+# Which control signal ends a run when parallel branches raised several: the runtime's own
+# failures first, then what an operator or the clock asked, then the worker's stop, then a park.
+_PRECEDENCE = (LeaseLost, RuntimeFailure, JobCancelled, DeadlineExceeded, Draining, Suspend)
+
+
+def _signal_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The control signal a group of branch failures stands for (else the group itself)."""
+    leaves: list[BaseException] = []
+
+    def collect(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                collect(inner)
+        else:
+            leaves.append(error)
+
+    collect(group)
+    for kind in _PRECEDENCE:
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return group
+
+
 def _as_write(row: Effect) -> EffectWrite:
     return EffectWrite(
         row.position,
@@ -224,6 +248,7 @@ class JobRun:
         self.compensable: list[tuple[ToolDef, CompensationRequest]] = []
         self._closing: ControlSignal | None = None
         self._diverged_at: int | None = None
+        self._phase = "new"  # "running" the agent, then "ending" (parking, ending, handing back)
         self._flights: dict[asyncio.Task[Any], int] = {}
         self._landed = asyncio.Event()
 
@@ -265,6 +290,19 @@ class JobRun:
         if self._closing is None:
             self._closing = signal
         raise signal
+
+    @property
+    def interruptible(self) -> bool:
+        """Whether the worker may cancel this run's task (to cancel it, or at its deadline).
+
+        Only while agent code runs: once the run writes its end, an interruption would leave
+        that write half done and the job held until its lease expires.
+        """
+        return self._phase == "running"
+
+    @property
+    def ending(self) -> bool:
+        return self._phase == "ending"
 
     def drain(self) -> None:
         """The worker is stopping: start no new operation; what is in flight may finish."""
@@ -537,8 +575,14 @@ class JobRun:
     async def execute(self) -> None:
         """Run the agent to its end, a park, a hand-back, or a runtime failure (propagated)."""
         token = current_run.set(self)
+        self._phase = "running"
         try:
-            await self._execute()
+            try:
+                await self._execute()
+            except BaseExceptionGroup as group:  # an asyncio.TaskGroup of the agent's
+                raise _signal_of(group) from None
+            finally:
+                self._phase = "ending"
         except Suspend as suspend:
             await self.settle_flights()
             await self._park(suspend)
@@ -596,8 +640,10 @@ class JobRun:
             result = self.encode_result(value, f"agent {self.agent.name!r}")
         except Exception as exc:
             await self.settle_flights()
+            self._phase = "ending"
             await self._fail(exc)
             return
+        self._phase = "ending"
         await self._end(JobStatus.SUCCEEDED, EventType.JOB_SUCCEEDED, {"result": result})
 
     async def fail_poisoned(self, limit: int, last_failure: str | None = None) -> None:

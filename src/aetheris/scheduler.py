@@ -207,6 +207,11 @@ class Worker:
             found = True
             self.claimed += 1
             active = _Active(claim.lease, sent + self.lease_ttl - self._margin)
+            stale = self._active.get(claim.job.id)
+            if stale is not None:
+                # Its lease expired under this very worker (heartbeats failed): the old run is
+                # fenced now; stop it rather than let two runs of one job share the process.
+                self._lose(stale)
             self._active[claim.job.id] = active
             active.task = asyncio.create_task(
                 self._run(store, claim, active), name=f"aetheris-job-{claim.job.id}"
@@ -262,17 +267,23 @@ class Worker:
         except (RuntimeFailure, Exception) as failure:
             await self._cut_short(store, active, failure)
         finally:
-            self._active.pop(job.id, None)
+            if self._active.get(job.id) is active:
+                del self._active[job.id]
             self.wake()
 
     def _enforce_deadline(self, active: _Active, deadline: float) -> None:
         """Interrupt a job still running at its deadline (a slow tool included)."""
 
-        def interrupt() -> None:
-            if active.task is not None and not active.task.done():
-                active.task.cancel()
-
         loop = asyncio.get_running_loop()
+
+        def interrupt() -> None:
+            if active.task is None or active.task.done() or active.run is None:
+                return
+            if active.run.interruptible:
+                active.task.cancel()
+            elif not active.run.ending:
+                loop.call_later(0.05, interrupt)  # not started yet: it will be, soon
+
         loop.call_at(loop.time() + max(0.0, deadline - self.clock.time()), interrupt)
 
     async def _cut_short(self, store: Store, active: _Active, failure: BaseException) -> None:
@@ -358,7 +369,9 @@ class Worker:
         if active.run.control is control:
             return
         active.run.control = control
-        if control is Control.CANCEL and active.task is not None:
+        if control is Control.CANCEL and active.task is not None and active.run.interruptible:
+            # A run already ending (or parking) is left to write its end; a cancel that comes
+            # as it parks wakes it again, and it ends cancelled then.
             log.info("job %s: cancel requested; interrupting it", active.lease.job_id)
             active.task.cancel()
 
