@@ -663,3 +663,26 @@ def test_approve_signal_and_cancel_from_the_cli(cli: Cli, workers: Workers) -> N
     assert cli.wait_for(waiting_id, "cancelled")["error"]["type"] == "Cancelled"
     again = cli("cancel", waiting_id)
     assert again.returncode == 1 and "already ended" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--lease-ttl", "0", "--lease-ttl"),
+        ("--lease-ttl", "-1", "--lease-ttl"),
+        ("--lease-ttl", "0.1", "0.5"),
+        ("--concurrency", "0", "--concurrency"),
+        ("--poll-interval", "0", "--poll-interval"),
+        ("--grace", "-1", "--grace"),
+    ],
+)
+def test_worker_flags_that_cannot_work_are_refused_before_any_job_is_touched(
+    cli: Cli, flag: str, value: str, message: str
+) -> None:
+    job_id = cli.ok("start", "place_order", "--input", '{"order_id": "o1"}').strip()
+    done = cli("worker", "--app", APP, flag, value)
+    assert done.returncode == 2, done.stderr
+    assert f"Invalid value for '{flag}'" in done.stderr and message in done.stderr
+    assert "Traceback" not in done.stderr
+    job = cli.job(job_id)
+    assert (job["status"], job["attempts"]) == ("pending", 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,8 +76,10 @@ async def test_a_deadline_passed_after_a_crash_mid_effect_leaves_it_in_doubt(
     cluster: Cluster,
 ) -> None:
     app = App(cluster.url)
-    job_id = await killed_after_charging(cluster, app, deadline=1.0)
-    await asyncio.sleep(1.2)
+    job_id = await killed_after_charging(cluster, app, deadline=6.0)  # time to reach the charge
+    deadline = (await app.get_job(job_id)).deadline
+    assert deadline is not None
+    await asyncio.sleep(max(0.0, deadline - time.time()) + 0.1)
     cluster.start_worker()
     job = await wait_job(app, job_id)
     assert job.status is JobStatus.FAILED
