@@ -231,6 +231,9 @@ class JobRun:
             if e.type is EventType.WAIT and e.position is not None
         }
         self._has_children = any(r.kind == "child" for r in self._records.values())
+        # Not interrupted while replaying: a cancel then takes effect where the replay ends,
+        # with every effect the journal holds known (and so compensated).
+        self._replayed_to = max(self._records, default=-1)
         self._ledger = {e.position: _as_write(e) for e in effects}
         self._inbox = list(signals)
         self._deadline = lease_deadline
@@ -261,6 +264,12 @@ class JobRun:
         ordinal = self._ordinals.get(name, 0) + 1
         self._ordinals[name] = ordinal
         record = self._records.get(position)
+        if record is not None and record.kind == "compensation" and not self.compensating:
+            # An earlier run was cancelled (or ran out of time) here and began compensating:
+            # this one ends at the same position, whatever the code was about to do.
+            self._position = position
+            self._ordinals[name] = ordinal - 1
+            self._end_where_compensation_began(position)
         if record is not None and not record.matches(kind, name, args_digest):
             self.diverged(
                 position, record.shown(), {"kind": kind, "name": name, "args_hash": args_digest}
@@ -274,6 +283,12 @@ class JobRun:
                     raise self._closing  # the run is ending: a parallel branch starts nothing
                 self._honour_control(position)
         return Slot(position, ordinal, recorded)
+
+    def _end_where_compensation_began(self, position: int) -> None:
+        if self.control is Control.CANCEL:
+            self._close(JobCancelled(f"cancelled by an operator before position {position}"))
+        if self._deadline_passed():
+            self._close(DeadlineExceeded(f"the job's deadline passed before position {position}"))
 
     def _honour_control(self, position: int) -> None:
         """Before anything new runs: a cancel, a pause or a passed deadline takes effect here."""
@@ -295,10 +310,11 @@ class JobRun:
     def interruptible(self) -> bool:
         """Whether the worker may cancel this run's task (to cancel it, or at its deadline).
 
-        Only while agent code runs: once the run writes its end, an interruption would leave
-        that write half done and the job held until its lease expires.
+        Only while agent code runs past the recorded prefix: once the run writes its end, an
+        interruption would leave that write half done and the job held until its lease expires;
+        during the replay it would compensate only what was replayed so far.
         """
-        return self._phase == "running"
+        return self._phase == "running" and self._position > self._replayed_to
 
     @property
     def ending(self) -> bool:
