@@ -1,0 +1,115 @@
+"""What one seed runs: its swarm configuration, workload, operator schedule and fault plan.
+
+Everything is drawn from separate seeded streams (``random.Random(f"{seed}/{name}")``): removing
+a fault from the plan leaves the workload and the operator's schedule unchanged, which is what
+lets a failing plan shrink.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FAULT_KINDS = ("kill", "kill_after", "lost_reply", "outage", "store_error", "pause")
+FEATURES = (
+    "kill",
+    "lost_reply",
+    "outage",
+    "store_error",
+    "zombie",
+    "sigterm",
+    "cancel",
+    "pause_job",
+    "deadline",
+    "signals",
+    "approvals",
+    "resolve",
+    "code_change",
+)
+
+
+def stream(seed: int, name: str) -> random.Random:
+    """The seeded generator ``name`` of ``seed`` (stable across processes and hash seeds)."""
+    return random.Random(f"{seed}/{name}")
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A fault injected at one (site, occurrence) of a run."""
+
+    kind: str
+    duration: float = 0.0  # outage or pause length, virtual seconds
+    restart: float = 1.0  # after a kill: when the supervisor starts a replacement
+
+    def describe(self) -> str:
+        extra = f" {self.duration:.2f}s" if self.duration else ""
+        return f"{self.kind}{extra}"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """An operator's (or the supervisor's) action at a virtual time, fully drawn in advance."""
+
+    at: float
+    kind: str
+    target: int = 0
+    arg: Any = None
+
+    def describe(self) -> str:
+        return f"t={self.at:.2f} {self.kind} #{self.target}" + (
+            f" {self.arg!r}" if self.arg is not None else ""
+        )
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One seed's swarm configuration: sizes, timings, and which faults it enables, how often."""
+
+    seed: int
+    store: str
+    processes: int
+    concurrency: int
+    lease_ttl: float
+    poll_interval: float
+    max_recoveries: int
+    chaos_seconds: float
+    quiet_budget: float
+    features: frozenset[str]
+    rates: dict[str, float] = field(default_factory=dict)
+
+    def enabled(self, feature: str) -> bool:
+        return feature in self.features
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["features"] = sorted(self.features)
+        return data
+
+
+def draw_config(seed: int, store: str) -> SimConfig:
+    """Swarm: each seed draws its own sizes, enabled features and fault rates."""
+    rng = stream(seed, "config")
+    calm = rng.random() < 0.1  # some seeds run with no faults and no operator chaos at all
+    features = frozenset() if calm else frozenset(f for f in FEATURES if rng.random() < 0.55)
+    rates = {
+        "kill": rng.choice((0.004, 0.01, 0.025)),
+        "kill_after": rng.choice((0.004, 0.01, 0.025)),
+        "lost_reply": rng.choice((0.005, 0.02, 0.05)),
+        "outage": rng.choice((0.002, 0.006, 0.015)),
+        "store_error": rng.choice((0.003, 0.01, 0.03)),
+        "pause": rng.choice((0.003, 0.01, 0.02)),
+    }
+    return SimConfig(
+        seed=seed,
+        store=store,
+        processes=rng.choice((1, 2, 2, 3)),
+        concurrency=rng.choice((1, 2, 4)),
+        lease_ttl=rng.choice((2.0, 3.0, 5.0)),
+        poll_interval=rng.choice((0.25, 0.5, 1.0)),
+        max_recoveries=rng.choice((1, 2, 5)),
+        chaos_seconds=rng.choice((20.0, 40.0, 60.0)),
+        quiet_budget=240.0,
+        features=features,
+        rates=rates,
+    )
