@@ -160,11 +160,18 @@ def _check_compensated(sim: Sim, rec: Record) -> None:
         return
     if "compensation_error" in error:
         return
+    settled = {
+        e.position: e.data.get("by")
+        for e in rec.events
+        if e.type is EventType.EFFECT_RESOLVED and e.data.get("resolution") == "committed"
+    }
     for row in rec.effects:
         if row.tool in COMPENSABLE and row.state is EffectState.COMMITTED:
+            by = settled.get(row.position)
+            how = f" (settled as committed by {by})" if row.position in settled else ""
             sim.violate(
                 "committed_effect_not_compensated",
-                f"{rec.job.status}: {row.tool} at {row.position} committed, never compensated",
+                f"{rec.job.status}: {row.tool} at {row.position} committed{how}, never compensated",
                 job=rec.job.id,
             )
 

@@ -12,6 +12,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 FAULT_KINDS = ("kill", "kill_after", "lost_reply", "outage", "store_error", "pause")
+HOT_SITES = (
+    "commit:intent",
+    "commit:outcome",
+    "commit:park",
+    "commit:end",
+    "commit:consume",
+    "create_job:child",
+    "signals",
+    "claim",
+    "heartbeat",
+    "events",
+    "tool:before",
+    "tool:after",
+)
+HOT_FACTOR = 6.0
 FEATURES = (
     "kill",
     "lost_reply",
@@ -77,13 +92,19 @@ class SimConfig:
     quiet_budget: float
     features: frozenset[str]
     rates: dict[str, float] = field(default_factory=dict)
+    hot_sites: frozenset[str] = frozenset()
 
     def enabled(self, feature: str) -> bool:
         return feature in self.features
 
+    def rate(self, kind: str, site: str) -> float:
+        """How often ``kind`` strikes at ``site`` (sites the seed picked as hot: more often)."""
+        return self.rates[kind] * (HOT_FACTOR if site in self.hot_sites else 1.0)
+
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data["features"] = sorted(self.features)
+        data["hot_sites"] = sorted(self.hot_sites)
         return data
 
 
@@ -106,10 +127,11 @@ def draw_config(seed: int, store: str) -> SimConfig:
         processes=rng.choice((1, 2, 2, 3)),
         concurrency=rng.choice((1, 2, 4)),
         lease_ttl=rng.choice((2.0, 3.0, 5.0)),
-        poll_interval=rng.choice((0.25, 0.5, 1.0)),
+        poll_interval=rng.choice((0.5, 1.0, 2.0)),
         max_recoveries=rng.choice((1, 2, 5)),
         chaos_seconds=rng.choice((20.0, 40.0, 60.0)),
-        quiet_budget=240.0,
+        quiet_budget=180.0,
         features=features,
         rates=rates,
+        hot_sites=frozenset(rng.sample(HOT_SITES, 2)),
     )

@@ -91,11 +91,11 @@ class Faults:
         self.outage_until = 0.0
         self.kills = 0
 
-    def draw(self, site: str, write: bool) -> tuple[FaultKey, Fault | None]:
-        """The fault at the next occurrence of ``site`` (counted even when faults are off)."""
+    def draw(self, site: str, write: bool, *, quiet: bool = False) -> tuple[FaultKey, Fault | None]:
+        """The fault at the next occurrence of ``site`` (counted even when none may strike)."""
         self.counts[site] += 1
         key = (site, self.counts[site])
-        if not self.active:
+        if not self.active or quiet:
             return key, None
         fault = self.plan.get(key) if self.replaying else self._random(site, write)
         if fault is not None:
@@ -116,7 +116,7 @@ class Faults:
         for kind in self._allowed(site, write):
             if not self.config.enabled(_FEATURE[kind]):
                 continue
-            rate = self.config.rates[kind]
+            rate = self.config.rate(kind, site)
             if draw >= rate:
                 draw -= rate
                 continue
@@ -166,23 +166,26 @@ class FaultyStore:
             await sim.store_latency()
             await proc.ready()
         fault = None
+        if site is not None and sim.faults.in_outage(sim.now()):
+            sim.faults.draw(site, write, quiet=True)  # counted; nothing more strikes a dead DB
+            raise StoreUnavailable(f"simulated outage at {site}: the database is unreachable")
         if site is not None and proc.faultable:
             key, fault = sim.faults.draw(site, write)
             if fault is not None:
                 sim.fault_injected(proc, key, fault)
-                await self._before(fault)
+                await self._before(fault, site)
         if site is not None and sim.faults.in_outage(sim.now()):
-            raise StoreUnavailable("simulated outage: the database is unreachable")
+            raise StoreUnavailable(f"simulated outage at {site}: the database is unreachable")
         try:
             result = await thunk()
         except LeaseLost:
             sim.probe("stale_lease_fenced")
             raise
         if fault is not None:
-            self._after(fault)
+            self._after(fault, site)
         return result
 
-    async def _before(self, fault: Fault) -> None:
+    async def _before(self, fault: Fault, site: str) -> None:
         proc, sim = self._proc, self._sim
         if fault.kind == "kill":
             raise proc.kill(fault)
@@ -193,33 +196,41 @@ class FaultyStore:
             sim.faults.outage_until = max(sim.faults.outage_until, sim.now() + fault.duration)
             sim.probe("outage")
         elif fault.kind == "store_error":
-            raise StoreError("simulated database error (nothing was written)")
+            raise StoreError(f"simulated database error at {site} (nothing was written)")
 
-    def _after(self, fault: Fault) -> None:
+    def _after(self, fault: Fault, site: str) -> None:
         if fault.kind == "kill_after":
             raise self._proc.kill(fault)
         if fault.kind == "lost_reply":
             self._sim.probe("lost_reply")
-            raise LostReply("simulated lost reply: the write committed, the reply is lost")
+            raise LostReply(f"simulated lost reply at {site}: the write committed")
 
     # -- the write methods: each a fault site --------------------------------------------
 
     async def commit(self, lease: Lease, commit: Commit) -> Any:
         """A fenced write of a running job; checked against the world once it landed."""
         site = commit_site(commit)
+
+        async def landed() -> Any:
+            sealed = await self._inner.commit(lease, commit)
+            self._sim.committed(self._proc, lease, commit, site)
+            return sealed
+
         try:
-            sealed = await self._call(site, True, lambda: self._inner.commit(lease, commit))
+            return await self._call(site, True, landed)
         except LostReply:
             self._sim.lost_replies.add((lease.job_id, lease.epoch))
             raise
-        self._sim.committed(self._proc, lease, commit, site)
-        return sealed
 
     async def apply(self, job_id: str, commit: Commit, guard: Any) -> Any:
         """A control-plane write (an operator's resolution)."""
-        job = await self._call("apply", True, lambda: self._inner.apply(job_id, commit, guard))
-        self._sim.applied(job_id, commit)
-        return job
+
+        async def applied() -> Any:
+            job = await self._inner.apply(job_id, commit, guard)
+            self._sim.applied(job_id, commit)
+            return job
+
+        return await self._call("apply", True, applied)
 
     async def create_job(self, new: NewJob) -> Any:
         """Job creation; a child's creation must hold its parent's lease (checked here)."""
@@ -237,10 +248,14 @@ class FaultyStore:
 
     async def claim(self, owner: str, lease_ttl: float, where: Any) -> Any:
         """A claim: a fault site like any write."""
-        claim = await self._call("claim", True, lambda: self._inner.claim(owner, lease_ttl, where))
-        if claim is not None:
-            self._sim.claimed(self._proc, claim)
-        return claim
+
+        async def claimed() -> Any:
+            claim = await self._inner.claim(owner, lease_ttl, where)
+            if claim is not None:
+                self._sim.claimed(self._proc, claim)
+            return claim
+
+        return await self._call("claim", True, claimed)
 
     async def heartbeat(self, leases: Any, lease_ttl: float) -> Any:
         """A heartbeat: a fault site like any write."""

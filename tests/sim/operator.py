@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aetheris import AetherisError, Job, JobStatus, ParkReason, StoreUnavailable
 from tests.sim.catalog import AGENT
 from tests.sim.config import Action
+from tests.sim.workload import approval_positions
 
 if TYPE_CHECKING:
     from aetheris import App
@@ -32,6 +33,7 @@ class Operator:
         self.sim = sim
         self.app = app
         self.count = 0
+        self.side_tasks: list[asyncio.Task[Any]] = []
 
     async def attempt(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         """One API call; a refusal or an outage is recorded in the trace, not raised."""
@@ -48,13 +50,15 @@ class Operator:
         return jobs[target % len(jobs)] if jobs else None
 
     async def run(self, schedule: list[Action]) -> None:
-        """Carry out ``schedule`` (sorted by time) at its virtual times."""
+        """Carry out ``schedule`` (sorted by time) at its virtual times, each on its own."""
         loop = asyncio.get_running_loop()
+        doing = []
         for action in schedule:
             if action.at > loop.time():
                 await asyncio.sleep(action.at - loop.time())
             self.count += 1
-            await ACTIONS[action.kind](self, action)
+            doing.append(loop.create_task(ACTIONS[action.kind](self, action)))
+        await asyncio.gather(*doing)
 
     # -- chaos-phase actions -----------------------------------------------------------------
 
@@ -82,6 +86,25 @@ class Operator:
             call = {"cancel": self.app.cancel, "pause": self.app.pause, "resume": self.app.resume}
             await self.attempt(f"{action.kind} {job_id}", lambda: call[action.kind](job_id))
 
+    async def cancel_child(self, action: Action) -> None:
+        """Cancel the next child job as soon as it appears (it has not started yet)."""
+        self.sim.cancel_next_child = True
+
+    def child_appeared(self, job_id: str) -> None:
+        self.sim.cancel_next_child = False
+        loop = asyncio.get_running_loop()
+        cancel = self.attempt(f"cancel {job_id}", lambda: self.app.cancel(job_id))
+        self.side_tasks.append(loop.create_task(cancel, context=self.sim.root_context.copy()))
+
+    async def cancel_stuck(self, action: Action) -> None:
+        """Cancel a running job whose lease has expired (its worker looks frozen)."""
+        jobs = await self.attempt("list", lambda: self.app.list_jobs(status=JobStatus.RUNNING))
+        now = self.sim.clock.time()
+        stuck = sorted(j.id for j in jobs or [] if (j.lease_expires_at or now) < now)
+        job_id = stuck[action.target % len(stuck)] if stuck else self.pick(action.target)
+        if job_id is not None:
+            await self.attempt(f"cancel {job_id}", lambda: self.app.cancel(job_id))
+
     async def cancel_pending(self, action: Action) -> None:
         jobs = await self.attempt("list", lambda: self.app.list_jobs(status=JobStatus.PENDING))
         fresh = sorted(j.id for j in jobs or [] if j.attempts == 0)
@@ -102,15 +125,20 @@ class Operator:
             )
 
     async def approve(self, action: Action) -> None:
-        job_id = self.pick(action.target)
+        jobs = self.sim.workload.jobs
+        spec = jobs[action.target % len(jobs)]
+        job_id = spec.id if action.kind in ("approve_early", "approve_raw") else None
+        job_id = job_id or self.pick(action.target)
         if job_id is None:
             return
         app = self.app
+        guesses = approval_positions(spec.plan) or [0]
+        position = guesses[(action.arg or 0) % len(guesses)]
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "approve": lambda: self._approve_pending(job_id),
-            "approve_early": lambda: app.approve(job_id, position=action.arg, by="early"),
+            "approve_early": lambda: app.approve(job_id, position=position, by="early"),
             "approve_raw": lambda: app.signal(
-                job_id, f"approval:{action.arg}", {"decision": "approved", "by": "raw"}
+                job_id, f"approval:{position}", {"decision": "approved", "by": "raw"}
             ),
             "reject": lambda: app.reject(job_id, by="operator", reason="not today"),
         }
@@ -194,6 +222,8 @@ ACTIONS: dict[str, Act] = {
     "pause": Operator.control,
     "resume": Operator.control,
     "cancel_pending": Operator.cancel_pending,
+    "cancel_child": Operator.cancel_child,
+    "cancel_stuck": Operator.cancel_stuck,
     "signal": Operator.signal,
     "signal_dup": Operator.signal,
     "signal_wrong": Operator.signal,

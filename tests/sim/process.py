@@ -71,7 +71,7 @@ class SimProcess:
             poll_interval=config.poll_interval,
             grace=GRACE,
             owner=self.owner,
-            reap_interval=1.0,
+            reap_interval=2.0,
         )
         self.task: asyncio.Task[None] | None = None
 

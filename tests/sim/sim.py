@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import gc
 import logging
 import os
 import shutil
@@ -23,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aetheris import Control, Job, JobStatus, ToolFailed, WaitError
+from aetheris import Control, Job, JobStatus, StoreError, ToolFailed, WaitError
+from aetheris.journal import EventType
 from aetheris.store.memory import MemoryStore
 from aetheris.store.port import Claim, Commit, EffectState, Lease
 from aetheris.store.sqlite import SQLiteStore
 from tests.sim.catalog import current_sim
-from tests.sim.checks import check_all
+from tests.sim.checks import Record, check_all
 from tests.sim.clock import SimClock
 from tests.sim.config import Action, Fault, SimConfig, draw_config, stream
 from tests.sim.faulty import FaultKey, Faults
@@ -41,7 +41,9 @@ from tests.sim.workload import Workload, draw_workload
 from tests.sim.world import World
 
 MAX_STEPS = 400_000
+_JOURNALED = (EventType.OP, EventType.INTENT)
 WOKEN_AFTER = 3.0  # seconds a parked job may be seen with its wake condition holding
+STALLED_AFTER = 40.0  # quiet phase: no journal moved this long, no timer set: it is stuck
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class SimResult:
     steps: int
     virtual_time: float
     trace: list[str] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -114,15 +117,18 @@ class Sim(ToolRunner):
         self.job_version: dict[str, int] = {}
         self.lost_replies: set[tuple[str, int]] = set()
         self.finished = False
+        self.cancel_next_child = False
         self.keep_trace = keep_trace
         self._memory: MemoryStore | None = None
         self._sqlite: list[SQLiteStore] = []
         self._woken: dict[tuple[str, str], float] = {}
         self._reported: set[tuple[str, str]] = set()
+        self._seen: set[tuple[str, str | None, str]] = set()
         self.db_path = _sqlite_base() / f"sim-{os.getpid()}-{seed}.db"
         self.loop: asyncio.AbstractEventLoop | None = None
         self.trace = Trace(self.now, keep=keep_trace)
         self.statuses: dict[str, str] = {}
+        self.records: list[Record] = []
         self.steps = 0
 
     # -- the run -------------------------------------------------------------------------------
@@ -152,6 +158,7 @@ class Sim(ToolRunner):
         self.supervisor.halt_all()
         await asyncio.sleep(0.01)
         records = await check_all(self, self.reader)
+        self.records = records if self.keep_trace else []
         self.statuses = {r.job.id: r.job.status.value for r in records}
         for job_id, status in sorted(self.statuses.items()):
             self.trace.add("end", job=job_id, status=status)
@@ -172,13 +179,17 @@ class Sim(ToolRunner):
         self.faults.active = False
         self.trace.add("quiet")
         deadline = self.now() + self.config.quiet_budget
+        progress, moved_at = -1, self.now()
         while True:
             await self.supervisor.ensure_one()
             jobs = await self._jobs()
             open_jobs = [j for j in jobs if not j.status.terminal]
             if not open_jobs:
                 return
-            if self.now() >= deadline:
+            total = sum(j.event_count for j in jobs)
+            if total != progress or any(j.wake_at is not None for j in open_jobs):
+                progress, moved_at = total, self.now()
+            if self.now() >= min(deadline, moved_at + STALLED_AFTER):
                 for job in open_jobs:
                     await self._stuck(job)
                 return
@@ -189,12 +200,16 @@ class Sim(ToolRunner):
 
     async def _stuck(self, job: Job) -> None:
         why = await self.wake_condition(job)
+        if why is None and (job.wake_on or "").startswith("job:"):
+            child = await self.reader.get_job(job.wake_on.partition(":")[2])
+            if child is not None and not child.status.terminal:
+                why = f"it waits for its child {child.id}, itself stuck ({child.park_reason})"
         reason = f" ({job.park_reason})" if job.park_reason else ""
         control = f", control={job.control}" if job.control else ""
         self.violate(
             "not_live",
             f"still {job.status}{reason}{control} after the quiet phase"
-            + (f", although {why}" if why else ""),
+            + (f"; {why}" if why else ""),
             job=job.id,
         )
 
@@ -204,7 +219,7 @@ class Sim(ToolRunner):
     async def _monitor(self) -> None:
         """No job stays parked while what it waits for is there (checked every second)."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(2.0)
             seen = set()
             for job in await self._jobs():
                 if job.status is not JobStatus.PARKED:
@@ -249,7 +264,11 @@ class Sim(ToolRunner):
         self.probes[name] += 1
 
     def violate(self, kind: str, message: str, *, job: str | None = None) -> None:
-        """Record a violated invariant."""
+        """Record a violated invariant (once per invariant, job and message)."""
+        key = (kind, job, message)
+        if key in self._seen:
+            return
+        self._seen.add(key)
         self.violations.append(Violation(kind, message, job, round(self.now(), 6)))
         self.trace.add("violation", kind=kind, job=job, msg=message)
 
@@ -278,9 +297,9 @@ class Sim(ToolRunner):
                     "at_most_once tools is still running",
                     job=job_id,
                 )
-            if status.status.terminal:
-                self.job_version[job_id] = proc.version
             self.probe(f"{status.status}:{status.park_reason or ''}".rstrip(":"))
+        if any(d.type in _JOURNALED for d in commit.events):
+            self.job_version[job_id] = proc.version  # the code that wrote the journal
         if any(w.state is EffectState.IN_DOUBT for w in commit.effects):
             self.probe("in_doubt")
         for draft in commit.events:
@@ -306,6 +325,8 @@ class Sim(ToolRunner):
         if job.parent_id is None:
             return
         self.probe("child_created")
+        if self.cancel_next_child:
+            self.operator.child_appeared(job.id)
         if (
             parent is None
             or parent.status is not JobStatus.RUNNING
@@ -351,6 +372,7 @@ class Sim(ToolRunner):
             steps=self.steps,
             virtual_time=round(self.now(), 3),
             trace=self.trace.lines,
+            records=self.records,
         )
 
     async def run(self) -> None:
@@ -369,14 +391,33 @@ class Sim(ToolRunner):
             shutil.rmtree(f"{self.db_path}.workers", ignore_errors=True)
 
 
+class _Errors(logging.Handler):
+    """The runtime's own error logs become violations (a run aborted by an internal error)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sim = current_sim.get()
+        if sim is None:
+            return
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, StoreError) and str(exc).startswith("simulated"):
+            return  # an injected database error: the worker gave the job back, as it should
+        detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        job = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        sim.violate("internal_error", f"{record.getMessage()}{detail}"[:300], job=str(job))
+
+
 @contextlib.contextmanager
-def _runtime_logs_off() -> Iterator[None]:
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
+def _runtime_logs_captured() -> Iterator[None]:
+    """Only the runtime's errors are kept (warnings are expected under faults: skipped)."""
+    logger = logging.getLogger("aetheris")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    logger.handlers, logger.propagate = [_Errors()], False
+    logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logging.disable(previous)
+        logger.setLevel(saved[0])
+        logger.propagate, logger.handlers = saved[1], saved[2]
 
 
 def run_seed(
@@ -388,9 +429,8 @@ def run_seed(
     keep_trace: bool = False,
 ) -> SimResult:
     """Run one seed (with the drawn faults, or exactly ``plan`` and ``actions``)."""
-    gc.collect()
     sim = Sim(seed, store, plan=plan, actions=actions, keep_trace=keep_trace)
-    with _runtime_logs_off():
+    with _runtime_logs_captured():
         try:
             _, loop = run_simulated(sim.run, max_steps=MAX_STEPS)
             sim.steps = loop.steps

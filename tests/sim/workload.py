@@ -37,6 +37,17 @@ _GATHERS = (
 )
 _SWALLOWED = ("charge", "ship", "notify", "explode", "signal", "child", "lookup")
 SIGNALS = ("go", "data")
+_TEMPLATES: tuple[tuple[tuple[Any, ...], ...], ...] = (
+    (("ship",), ("book",), ("explode",)),  # a saga that fails after its effects
+    (("ship",), ("signal", "go", None), ("charge",), ("explode",)),
+    (("approval", None), ("wire",), ("signal", "go", 15.0)),  # people in the loop
+    (("child", (("charge",), ("signal", "go", None))), ("child", (("ship",),)), ("lookup",)),
+    (("gather", (("charge",), ("signal", "go", None))), ("notify",)),  # a tool beside a wait
+    (("swallow", ("charge",)), ("swallow", ("signal", "data", None)), ("swallow", ("ship",))),
+    (("swallow", ("child", (("lookup",),))), ("swallow", ("notify",)), ("charge",)),
+    (("lookup",), ("charge",), ("sleep", 2.0), ("charge",)),  # a deploy lands in between
+    (("uuid",), ("child", (("notify",), ("charge",))), ("approval", 20.0)),
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,24 @@ class _PlanDrawer:
         weights = [_WEIGHTS[k] for k in kinds]
         return [self.op(self.rng.choices(kinds, weights)[0], depth) for _ in range(length)]
 
+    def template(self) -> list[list[Any]]:
+        return [self.shape(step, 0) for step in self.rng.choice(_TEMPLATES)]
+
+    def shape(self, step: tuple[Any, ...], depth: int) -> list[Any]:
+        """A template step made concrete: fresh labels, nested plans."""
+        kind = step[0]
+        if kind == "child":
+            return ["child", [self.shape(s, depth + 1) for s in step[1]]]
+        if kind == "gather":
+            return ["gather", [self.shape(s, depth) for s in step[1]]]
+        if kind == "swallow":
+            return ["swallow", self.shape(step[1], depth + 1)]
+        if kind == "approval":
+            return ["approval", self.label("ok"), step[1]]
+        if kind in ("signal", "sleep", "uuid", "now", "random"):
+            return list(step)
+        return [kind, self.label(kind)]
+
     def op(self, kind: str, depth: int) -> list[Any]:
         rng = self.rng
         if kind == "signal":
@@ -97,7 +126,7 @@ def draw_workload(config: SimConfig) -> Workload:
     drawer = _PlanDrawer(rng)
     jobs = []
     for i in range(rng.randint(2, 5)):
-        plan = drawer.plan(rng.randint(2, 6), 0)
+        plan = drawer.template() if rng.random() < 0.5 else drawer.plan(rng.randint(2, 6), 0)
         if config.enabled("code_change") and not any(op[0] == "charge" for op in plan):
             plan.insert(rng.randrange(len(plan) + 1), ["charge", drawer.label("charge")])
         start = 0.0 if i < 2 else round(rng.uniform(0.0, config.chaos_seconds / 2), 3)
@@ -111,7 +140,7 @@ def draw_workload(config: SimConfig) -> Workload:
 def _action_kinds(config: SimConfig) -> list[str]:
     kinds: list[str] = []
     if config.enabled("cancel"):
-        kinds += ["cancel", "cancel_pending"]
+        kinds += ["cancel", "cancel_pending", "cancel_child", "cancel_stuck"]
     if config.enabled("pause_job"):
         kinds += ["pause", "resume", "resume"]
     if config.enabled("signals"):
@@ -130,7 +159,7 @@ def _draw_actions(rng: random.Random, config: SimConfig) -> list[Action]:
     if not kinds:
         return []
     actions = []
-    for _ in range(rng.randint(1, 12)):
+    for _ in range(rng.randint(1, 16)):
         kind = rng.choice(kinds)
         at = round(rng.uniform(0.2, config.chaos_seconds), 3)
         arg: Any = None
@@ -139,8 +168,31 @@ def _draw_actions(rng: random.Random, config: SimConfig) -> list[Action]:
         elif kind == "signal_wrong":
             arg = "nobody-waits-for-this"
         elif kind in ("approve_early", "approve_raw"):
-            arg = rng.randrange(0, 8)
+            arg = rng.randrange(0, 1000)
         elif kind == "resolve":
             arg = rng.choice(("not_executed", "not_executed", "fail"))
         actions.append(Action(at, kind, rng.randrange(1000), arg))
     return sorted(actions, key=lambda a: (a.at, a.kind, a.target))
+
+
+def _width(op: list[Any], version: int) -> int:
+    """How many journal positions an operation takes."""
+    kind = op[0]
+    if kind == "gather":
+        return sum(_width(sub, version) for sub in op[1])
+    if kind == "swallow":
+        return _width(op[1], version)
+    if kind in ("child", "wire") or (kind == "charge" and version >= 2):
+        return 2
+    return 1
+
+
+def approval_positions(plan: list[list[Any]], version: int = 1) -> list[int]:
+    """Where a plan's approval requests land (what an operator could guess), in order."""
+    found, position = [], 0
+    for op in plan:
+        inner = op[1] if op[0] == "swallow" else op
+        if inner[0] in ("approval", "wire"):
+            found.append(position)
+        position += _width(op, version)
+    return found
