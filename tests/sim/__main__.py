@@ -114,10 +114,11 @@ def _run_in_sweep(
     result = run_seed(seed, store, keep_trace=args.details)
     sweep.add(result, time.monotonic() - started)
     if args.check_determinism and run_seed(seed, store).digest != result.digest:
-        progress.console.print(f"NONDETERMINISTIC {store} seed {seed}")
+        progress.console.print(f"NONDETERMINISTIC {store} seed {seed}", markup=False)
         sweep.failures.append(result)
     if not result.ok:
-        progress.console.print(report.full(result) if args.details else report.one_line(result))
+        text = report.full(result) if args.details else report.one_line(result)
+        progress.console.print(text, soft_wrap=True, markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ AGENT_ERRORS = frozenset(
 """Why a job may end without succeeding: its own failures, an operator, a deadline, poison."""
 
 COMPENSABLE = frozenset({"ship", "book"})
+_DECIDED_OUTSIDE = frozenset({"PoisonJob", "DeadlineExceeded", "Cancelled"})
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ def _check_compensated(sim: Sim, rec: Record) -> None:
             how = f" (settled as committed by {by})" if row.position in settled else ""
             sim.violate(
                 "committed_effect_not_compensated",
-                f"{rec.job.status}: {row.tool} at {row.position} committed{how}, never compensated",
+                f"{rec.job.status} ({rec.error_type}): {row.tool} at {row.position} "
+                f"committed{how}, never compensated",
                 job=rec.job.id,
             )
 
@@ -238,8 +240,8 @@ async def check_replays(sim: Sim, jobs: dict[str, Record]) -> None:
         )
         if report.outcome in expected:
             continue
-        if report.outcome == "different_end" and rec.error_type == "PoisonJob":
-            continue  # poison ends a job whatever its code does next
+        if report.outcome == "different_end" and rec.error_type in _DECIDED_OUTSIDE:
+            continue  # poison, a deadline or a cancel ends a job whatever its code does next
         sim.violate(
             "replay_mismatch",
             f"{report.outcome} at {report.position}: {report.diff or report.replayed_end}",

@@ -28,6 +28,7 @@ KNOWN = {
     "N3": "an interrupted run compensates where its next operation goes: replay diverges",
     "N4": "a compensation takes over another tool's ledger row at its position",
     "N5": "a deadline or cancel during compensation compensates again: Conflict, livelock",
+    "N6": "a deadline or cancel that interrupts a replay compensates only what it replayed",
 }
 _READS = ("signals", "create_job", "get_job", "events", "effects", "next_wake", "list_jobs")
 
@@ -83,6 +84,18 @@ def _replay(message: str) -> str:
     return "N3" if "journal: compensation" in message else "NEW"
 
 
+def _uncompensated(message: str) -> str:
+    if "by reconcile" in message:
+        return "9"
+    return "N6" if re.match(r"\w+ \((DeadlineExceeded|Cancelled)\)", message) else "NEW"
+
+
+def _internal(message: str) -> str:
+    if "is compensated, expected committed" in message:
+        return "N5"
+    return "7" if "the writer expected" in message else "NEW"  # a stale head after a store error
+
+
 _RULES: dict[str, Callable[[str], str]] = {
     "runtime_failure_as_agent_failure": _store_error_site,
     "runtime_error_reached_agent": _store_error_site,
@@ -91,13 +104,13 @@ _RULES: dict[str, Callable[[str], str]] = {
     "amo_dispatched_twice": _twice,
     "unfenced_child_creation": lambda m: "3",
     "approval_unbound": lambda m: "6",
-    "committed_effect_not_compensated": lambda m: "9" if "by reconcile" in m else "NEW",
+    "committed_effect_not_compensated": _uncompensated,
     "parked_with_tool_in_flight": lambda m: "11",
     "stopping_worker_started_step": lambda m: "14",
     "stop_cancelled_tool": lambda m: "14",
     "replay_mismatch": _replay,
     "ledger_result_differs": lambda m: "N4" if "'undone'" in m else "NEW",
-    "internal_error": lambda m: "N5" if "is compensated, expected committed" in m else "NEW",
+    "internal_error": _internal,
 }
 
 

@@ -176,5 +176,5 @@ def _cancel_leftovers(loop: SimLoop) -> None:
             task.cancel()
         try:
             loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
-        except (Deadlock, BaseException):  # a leftover that ignores cancellation: try again
+        except (Deadlock, StepBudgetExceeded):  # a leftover that ignores cancellation: again
             continue

@@ -50,6 +50,8 @@ class SimProcess:
         self.halted = False
         self.stopping = False
         self.paused_until = 0.0
+        self.stopped_at: float | None = None
+        self.calls: set[tuple[str, int]] = set()  # (job, position) of every tool call begun
         self.app = catalog.install(
             App(
                 inner.url,
@@ -153,9 +155,15 @@ class SimProcess:
         """SIGTERM: the worker stops claiming and finishes (or releases) what it runs."""
         if self.alive and not self.stopping:
             self.stopping = True
+            self.stopped_at = self.loop.time()
             self.sim.trace.add("sigterm", proc=self.name)
             self.sim.probe("sigterm")
             self.worker.stop()
+
+    @property
+    def paused_since_stop(self) -> bool:
+        """Whether a pause overlapped the grace period (a tool may then outlive it)."""
+        return self.stopped_at is not None and self.paused_until > self.stopped_at
 
     @property
     def healthy(self) -> bool:

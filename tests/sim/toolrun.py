@@ -54,19 +54,21 @@ class ToolRunner:
     ) -> Any:
         """One call of a fake tool by a running job."""
         proc = self._process(tool)
-        if proc.stopping:
+        call = (ctx.job_id, ctx.position)
+        if proc.stopping and call not in proc.calls:  # a retry of a call begun before is fine
             self.violate(
                 "stopping_worker_started_step",
                 f"{proc.name} dispatched {tool} at {ctx.position} after its SIGTERM",
                 job=ctx.job_id,
             )
+        proc.calls.add(call)
         once = effect == "at_most_once"
         self.trace.add("tool", proc=proc.name, tool=tool, job=ctx.job_id, pos=ctx.position)
         self.world.enter(ctx.idempotency_key, proc.name, ctx.job_id, once)
         try:
             return await self._body(proc, ctx, tool, effect, label, mode)
         except asyncio.CancelledError:
-            if proc.alive and proc.stopping:
+            if proc.alive and proc.stopping and not proc.paused_since_stop:
                 self.violate(
                     "stop_cancelled_tool",
                     f"{proc.name}'s graceful stop cancelled {tool} at {ctx.position} mid-call",
