@@ -30,7 +30,7 @@ KNOWN = {
     "N5": "a deadline or cancel during compensation compensates again: Conflict, livelock",
     "N6": "a deadline or cancel that interrupts a replay compensates only what it replayed",
 }
-_READS = ("signals", "create_job", "get_job", "events", "effects", "next_wake", "list_jobs")
+_READS = ("signals", "create_job")  # a durable operation's own reads and writes
 
 
 class _Violation(Protocol):

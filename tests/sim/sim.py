@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ from typing import Any
 from aetheris import Control, Job, JobStatus, StoreError, ToolFailed, WaitError
 from aetheris.journal import EventType
 from aetheris.store.memory import MemoryStore
-from aetheris.store.port import Claim, Commit, EffectState, Lease
+from aetheris.store.port import Claim, Commit, EffectState, Lease, NewJob
 from aetheris.store.sqlite import SQLiteStore
 from tests.sim.catalog import current_sim
 from tests.sim.checks import Record, check_all
@@ -43,6 +44,7 @@ from tests.sim.world import World
 MAX_STEPS = 400_000
 _JOURNALED = (EventType.OP, EventType.INTENT)
 WOKEN_AFTER = 3.0  # seconds a parked job may be seen with its wake condition holding
+TIMER_LATE = 10.0  # quiet phase: a due timer must be claimed by a live worker within this
 STALLED_AFTER = 40.0  # quiet phase: no journal moved this long, no timer set: it is stuck
 
 
@@ -217,11 +219,13 @@ class Sim(ToolRunner):
         return sorted(await self.reader.list_jobs(limit=100_000), key=lambda j: j.id)
 
     async def _monitor(self) -> None:
-        """No job stays parked while what it waits for is there (checked every second)."""
+        """No job stays parked while what it waits for is there (checked every 2 seconds)."""
         while True:
             await asyncio.sleep(2.0)
             seen = set()
             for job in await self._jobs():
+                if job.id not in self.job_ids:  # created by a path no hook saw
+                    self.job_ids.append(job.id)
                 if job.status is not JobStatus.PARKED:
                     continue
                 why = await self.wake_condition(job)
@@ -230,7 +234,8 @@ class Sim(ToolRunner):
                 key = (job.id, why)
                 seen.add(key)
                 since = self._woken.setdefault(key, self.now())
-                if self.now() - since >= WOKEN_AFTER and key not in self._reported:
+                allowed = TIMER_LATE if why.startswith("its timer") else WOKEN_AFTER
+                if self.now() - since >= allowed and key not in self._reported:
                     self._reported.add(key)
                     self.violate(
                         "parked_while_woken",
@@ -252,6 +257,9 @@ class Sim(ToolRunner):
             child = await self.reader.get_job(name)
             if child is not None and child.status.terminal:
                 return f"its child {name} ended {child.status}"
+        due = job.wake_at is not None and self.clock.time() >= job.wake_at
+        if due and not self.faults.active and self.supervisor.live():
+            return "its timer is due and a worker is up"  # quiet phase: nothing excuses it
         return None
 
     # -- what the seams report -----------------------------------------------------------------
@@ -288,6 +296,8 @@ class Sim(ToolRunner):
         if (job_id, lease.epoch) in self.lost_replies:
             self.lost_replies.discard((job_id, lease.epoch))
             self.probe("lost_reply_recovered")
+        for child in _children_in(commit):  # if commits ever create children themselves
+            self._note_job(proc, child.id, child.parent_id)
         status = commit.status
         if status is not None and (status.status is JobStatus.PARKED or status.status.terminal):
             if proc.alive and self.world.running(proc.name, job_id) > 0:
@@ -317,16 +327,21 @@ class Sim(ToolRunner):
     def applied(self, job_id: str, commit: Commit) -> None:
         self.trace.add("apply", job=job_id, events=len(commit.events))
 
+    def _note_job(self, proc: SimProcess, job_id: str, parent_id: str | None) -> None:
+        if job_id in self.job_ids:
+            return
+        self.job_ids.append(job_id)
+        self.trace.add("created", proc=proc.name, job=job_id)
+        if parent_id is not None:
+            self.probe("child_created")
+            if self.cancel_next_child:
+                self.operator.child_appeared(job_id)
+
     def job_created(self, proc: SimProcess, job: Job, parent: Job | None) -> None:
         """A job was created; a child only by the holder of its parent's lease."""
-        if job.id not in self.job_ids:
-            self.job_ids.append(job.id)
-        self.trace.add("created", proc=proc.name, job=job.id)
+        self._note_job(proc, job.id, job.parent_id)
         if job.parent_id is None:
             return
-        self.probe("child_created")
-        if self.cancel_next_child:
-            self.operator.child_appeared(job.id)
         if (
             parent is None
             or parent.status is not JobStatus.RUNNING
@@ -404,6 +419,16 @@ class _Errors(logging.Handler):
         detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
         job = record.args[0] if isinstance(record.args, tuple) and record.args else None
         sim.violate("internal_error", f"{record.getMessage()}{detail}"[:300], job=str(job))
+
+
+def _children_in(commit: Commit) -> list[NewJob]:
+    """Jobs a commit creates, should the port let a commit create child jobs."""
+    found: list[NewJob] = []
+    for item in dataclasses.fields(commit):
+        value = getattr(commit, item.name)
+        if isinstance(value, list | tuple):
+            found += [v for v in value if isinstance(v, NewJob)]
+    return found
 
 
 @contextlib.contextmanager
