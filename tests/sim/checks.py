@@ -50,14 +50,17 @@ class Record:
     signals: list[Signal]
 
     def ops(self) -> list[Event]:
+        """The journal's operation results."""
         return [e for e in self.events if e.type is EventType.OP]
 
     @property
     def ended(self) -> bool:
+        """Whether the job reached a terminal status."""
         return self.job.status.terminal
 
     @property
     def error_type(self) -> str | None:
+        """The type of the error the job ended with, if any."""
         return (self.job.error or {}).get("type")
 
 

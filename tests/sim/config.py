@@ -58,6 +58,7 @@ class Fault:
     restart: float = 1.0  # after a kill: when the supervisor starts a replacement
 
     def describe(self) -> str:
+        """A short human-readable form."""
         extra = f" {self.duration:.2f}s" if self.duration else ""
         return f"{self.kind}{extra}"
 
@@ -72,6 +73,7 @@ class Action:
     arg: Any = None
 
     def describe(self) -> str:
+        """A short human-readable form."""
         return f"t={self.at:.2f} {self.kind} #{self.target}" + (
             f" {self.arg!r}" if self.arg is not None else ""
         )
@@ -95,6 +97,7 @@ class SimConfig:
     hot_sites: frozenset[str] = frozenset()
 
     def enabled(self, feature: str) -> bool:
+        """Whether this seed enables ``feature``."""
         return feature in self.features
 
     def rate(self, kind: str, site: str) -> float:
@@ -102,6 +105,7 @@ class SimConfig:
         return self.rates[kind] * (HOT_FACTOR if site in self.hot_sites else 1.0)
 
     def summary(self) -> dict[str, Any]:
+        """The configuration as plain JSON-able data."""
         data = asdict(self)
         data["features"] = sorted(self.features)
         data["hot_sites"] = sorted(self.hot_sites)

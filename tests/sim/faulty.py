@@ -136,6 +136,7 @@ class Faults:
         return Fault(kind)
 
     def in_outage(self, now: float) -> bool:
+        """Whether the database is down at ``now``."""
         return self.active and now < self.outage_until
 
 

@@ -46,13 +46,16 @@ class _NullSelector:
         self._loop = loop
 
     def select(self, timeout: float | None) -> list[Any]:
+        """Wait for no I/O: let the loop jump in virtual time."""
         self._loop.tick(timeout)
         return []
 
     def close(self) -> None:
-        return None
+        """Nothing to release."""
+        return
 
     def get_map(self) -> dict[Any, Any]:
+        """No file descriptors are registered."""
         return {}
 
 
@@ -121,10 +124,12 @@ class SimLoop(asyncio.BaseEventLoop):
             self._now = max(self._now, min(when, self._now + timeout))
 
     def next_task_id(self) -> int:
+        """The next task creation number."""
         self._task_ids += 1
         return self._task_ids
 
     def register_task(self, task: SimTask) -> None:
+        """Remember which process created ``task``."""
         if task.sim_process is not None:
             self._tasks_by_process.setdefault(task.sim_process, []).append(task)
 
@@ -146,9 +151,11 @@ class SimLoop(asyncio.BaseEventLoop):
         raise RuntimeError("SimLoop has no threads: call_soon_threadsafe is not allowed")
 
     def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> Any:
+        """Refused: threads would make runs nondeterministic."""
         raise RuntimeError(f"SimLoop runs no threads (run_in_executor of {func!r})")
 
     def set_default_executor(self, executor: Any) -> None:
+        """Refused: there are no threads."""
         raise RuntimeError("SimLoop runs no threads")
 
 

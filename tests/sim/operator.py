@@ -46,6 +46,7 @@ class Operator:
         return result
 
     def pick(self, target: int) -> str | None:
+        """A job the simulation knows of, by index (wrapping around)."""
         jobs = self.sim.job_ids
         return jobs[target % len(jobs)] if jobs else None
 
@@ -63,6 +64,7 @@ class Operator:
     # -- chaos-phase actions -----------------------------------------------------------------
 
     async def start(self, action: Action) -> None:
+        """Start a workload job (retried through outages)."""
         spec = self.sim.workload.jobs[action.target]
         for _ in range(200):
             try:
@@ -81,6 +83,7 @@ class Operator:
         self.sim.violate("operator_gave_up", f"could not start {spec.id}")
 
     async def control(self, action: Action) -> None:
+        """Cancel, pause or resume some job."""
         job_id = self.pick(action.target)
         if job_id is not None:
             call = {"cancel": self.app.cancel, "pause": self.app.pause, "resume": self.app.resume}
@@ -91,6 +94,7 @@ class Operator:
         self.sim.cancel_next_child = True
 
     def child_appeared(self, job_id: str) -> None:
+        """A child job was just created: cancel it before it starts."""
         self.sim.cancel_next_child = False
         loop = asyncio.get_running_loop()
         cancel = self.attempt(f"cancel {job_id}", lambda: self.app.cancel(job_id))
@@ -106,6 +110,7 @@ class Operator:
             await self.attempt(f"cancel {job_id}", lambda: self.app.cancel(job_id))
 
     async def cancel_pending(self, action: Action) -> None:
+        """Cancel a job that has not started yet."""
         jobs = await self.attempt("list", lambda: self.app.list_jobs(status=JobStatus.PENDING))
         fresh = sorted(j.id for j in jobs or [] if j.attempts == 0)
         if fresh:
@@ -113,6 +118,7 @@ class Operator:
             await self.attempt(f"cancel {job_id}", lambda: self.app.cancel(job_id))
 
     async def signal(self, action: Action) -> None:
+        """Send a signal (possibly twice with one id, or a name nobody waits for)."""
         job_id = self.pick(action.target)
         if job_id is None:
             return
@@ -125,6 +131,7 @@ class Operator:
             )
 
     async def approve(self, action: Action) -> None:
+        """Approve the pending request, approve early or raw, or reject."""
         jobs = self.sim.workload.jobs
         spec = jobs[action.target % len(jobs)]
         job_id = spec.id if action.kind in ("approve_early", "approve_raw") else None
@@ -154,6 +161,7 @@ class Operator:
         )
 
     async def resolve(self, action: Action) -> None:
+        """Resolve the in-doubt effect a job is parked on, honestly."""
         job_id = self.pick(action.target)
         if job_id is not None:
             job = await self.attempt("get", lambda: self.app.get_job(job_id))
@@ -183,6 +191,7 @@ class Operator:
         )
 
     async def sigterm(self, action: Action) -> None:
+        """Ask one worker process to stop gracefully."""
         live = self.sim.supervisor.live()
         if len(live) > 1:  # keep one worker: a SIGTERM is a deploy, not an outage
             live[action.target % len(live)].stop()

@@ -82,6 +82,7 @@ class SimProcess:
 
     @property
     def loop(self) -> SimLoop:
+        """The simulated loop this process runs on."""
         loop = asyncio.get_running_loop()
         assert isinstance(loop, SimLoop)
         return loop
@@ -105,6 +106,7 @@ class SimProcess:
     # -- what happens to a process ------------------------------------------------------------
 
     def check_alive(self) -> None:
+        """Raise :class:`ProcessKilled` if the process is dead."""
         if not self.alive:
             raise ProcessKilled(f"{self.name} is dead")
 
@@ -167,6 +169,7 @@ class SimProcess:
 
     @property
     def healthy(self) -> bool:
+        """Alive, not stopping, and its worker still running."""
         return self.alive and not self.stopping and self.task is not None and not self.task.done()
 
 
@@ -186,6 +189,7 @@ class Supervisor:
         return 1
 
     def live(self) -> list[SimProcess]:
+        """The healthy worker processes."""
         return [p for p in self.processes if p.healthy]
 
     async def spawn(self, *, force: bool = False) -> SimProcess | None:
@@ -202,6 +206,7 @@ class Supervisor:
         return process
 
     def replace_later(self, delay: float) -> None:
+        """Start a replacement after ``delay`` seconds if one is missing."""
         loop = asyncio.get_running_loop()
         loop.call_later(delay, self._replace, context=self.sim.root_context.copy())
 
@@ -222,5 +227,6 @@ class Supervisor:
             await self.spawn(force=True)
 
     def halt_all(self) -> None:
+        """Stop every process at the end of the run."""
         for process in self.processes:
             process.halt()

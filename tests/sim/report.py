@@ -51,6 +51,7 @@ def plan_from_json(text: str) -> tuple[dict[FaultKey, Fault], list[Action]]:
 
 
 def describe_plan(faults: dict[FaultKey, Fault], actions: list[Action]) -> list[str]:
+    """A fault plan and operator schedule, one item a line."""
     lines = [f"  fault {site}#{n}: {f.describe()}" for (site, n), f in sorted(faults.items())]
     lines += [f"  action {a.describe()}" for a in actions]
     return lines or ["  (no faults, no operator actions)"]
@@ -70,6 +71,7 @@ def trace_summary(result: SimResult) -> list[str]:
 
 
 def violations(result: SimResult) -> list[str]:
+    """Each violation with the defect it is classified as."""
     lines = []
     for v in result.violations:
         label = classify(v, result.config.features, result.violations)
@@ -93,6 +95,7 @@ def full(result: SimResult) -> str:
 
 
 def one_line(result: SimResult) -> str:
+    """A failing seed in one line, with its re-run command."""
     found = defects(result.violations, result.config.features)
     return (
         f"FAIL {result.store:<6} seed {result.seed:<6} defects {','.join(found) or '-':<14} "
@@ -111,6 +114,7 @@ class Sweep:
     by_defect: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     def add(self, result: SimResult, seconds: float) -> None:
+        """Count one run."""
         self.seeds[result.store] += 1
         self.seconds[result.store] += seconds
         self.probes.update(dict.fromkeys(result.probes, 1))
@@ -125,6 +129,7 @@ class Sweep:
         return [text for probe, text in ESSENTIAL_PROBES.items() if not self.probes[probe]]
 
     def summary(self) -> str:
+        """Seeds per second per store, and failures grouped by defect."""
         lines = []
         for store in sorted(self.seeds):
             rate = self.seeds[store] / max(self.seconds[store], 1e-9)
@@ -146,13 +151,16 @@ class Sweep:
 
 
 def defect_order(label: str) -> tuple[bool, int, str]:
+    """Known defects by number first, then the ones found here."""
     return (label[0] == "N", len(label), label)
 
 
 def emit(text: str) -> None:
+    """Write a line to stdout, flushed."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
 def dump(value: Any) -> str:
+    """Sorted JSON of ``value``."""
     return json.dumps(value, sort_keys=True, default=str)

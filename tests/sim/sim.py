@@ -58,6 +58,7 @@ class Violation:
     at: float
 
     def describe(self) -> str:
+        """One line: time, invariant, job, message."""
         where = f" [{self.job}]" if self.job else ""
         return f"t={self.at:.3f} {self.kind}{where}: {self.message}"
 
@@ -82,10 +83,12 @@ class SimResult:
 
     @property
     def ok(self) -> bool:
+        """Whether no invariant was violated."""
         return not self.violations
 
     @property
     def kinds(self) -> list[str]:
+        """The violated invariants, sorted."""
         return sorted({v.kind for v in self.violations})
 
 
@@ -265,6 +268,7 @@ class Sim(ToolRunner):
     # -- what the seams report -----------------------------------------------------------------
 
     def now(self) -> float:
+        """Virtual time."""
         return self.loop.time() if self.loop is not None else 0.0
 
     def probe(self, name: str) -> None:
@@ -281,6 +285,7 @@ class Sim(ToolRunner):
         self.trace.add("violation", kind=kind, job=job, msg=message)
 
     def fault_injected(self, proc: SimProcess, key: FaultKey, fault: Fault) -> None:
+        """A fault struck: trace it."""
         self.trace.add("fault", site=key[0], n=key[1], kind=fault.kind, proc=proc.name)
 
     async def store_latency(self) -> None:
@@ -325,6 +330,7 @@ class Sim(ToolRunner):
         )
 
     def applied(self, job_id: str, commit: Commit) -> None:
+        """A control-plane write landed: trace it."""
         self.trace.add("apply", job=job_id, events=len(commit.events))
 
     def _note_job(self, proc: SimProcess, job_id: str, parent_id: str | None) -> None:
@@ -355,6 +361,7 @@ class Sim(ToolRunner):
             )
 
     def claimed(self, proc: SimProcess, claim: Claim) -> None:
+        """A claim landed: trace it, count recoveries."""
         if claim.recovered_from:
             self.probe("recovered")
         self.trace.add("claim", proc=proc.name, job=claim.job.id, epoch=claim.lease.epoch)
@@ -374,6 +381,7 @@ class Sim(ToolRunner):
     # -- result --------------------------------------------------------------------------------
 
     def result(self) -> SimResult:
+        """What this run did and found."""
         return SimResult(
             seed=self.config.seed,
             store=self.config.store,
@@ -410,6 +418,7 @@ class _Errors(logging.Handler):
     """The runtime's own error logs become violations (a run aborted by an internal error)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Report the runtime's error log record as a violation."""
         sim = current_sim.get()
         if sim is None:
             return

@@ -33,12 +33,15 @@ class ToolRunner:
     trace: Trace
 
     def violate(self, kind: str, message: str, *, job: str | None = None) -> None:
+        """Record a violation (provided by the simulation)."""
         raise NotImplementedError
 
     def now(self) -> float:
+        """Virtual time (provided by the simulation)."""
         raise NotImplementedError
 
     def fault_injected(self, proc: SimProcess, key: tuple[str, int], fault: Any) -> None:
+        """Trace a fault (provided by the simulation)."""
         raise NotImplementedError
 
     def _process(self, what: str) -> SimProcess:

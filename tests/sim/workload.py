@@ -74,15 +74,18 @@ class _PlanDrawer:
         self.count = 0
 
     def label(self, kind: str) -> str:
+        """A fresh label for an operation."""
         self.count += 1
         return f"{kind}{self.count}"
 
     def plan(self, length: int, depth: int) -> list[list[Any]]:
+        """A random plan of ``length`` operations."""
         kinds = [k for k in _WEIGHTS if depth == 0 or k not in ("child", "gather")]
         weights = [_WEIGHTS[k] for k in kinds]
         return [self.op(self.rng.choices(kinds, weights)[0], depth) for _ in range(length)]
 
     def template(self) -> list[list[Any]]:
+        """One of the templates, made concrete."""
         return [self.shape(step, 0) for step in self.rng.choice(_TEMPLATES)]
 
     def shape(self, step: tuple[Any, ...], depth: int) -> list[Any]:
@@ -101,6 +104,7 @@ class _PlanDrawer:
         return [kind, self.label(kind)]
 
     def op(self, kind: str, depth: int) -> list[Any]:
+        """One random operation of ``kind``."""
         rng = self.rng
         if kind == "signal":
             return ["signal", rng.choice(SIGNALS), rng.choice((None, None, 3.0, 15.0))]
