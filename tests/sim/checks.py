@@ -162,15 +162,18 @@ def _check_compensated(sim: Sim, rec: Record) -> None:
     error = rec.job.error or {}
     if rec.job.status is JobStatus.SUCCEEDED or rec.error_type == "PoisonJob":
         return
-    if "compensation_error" in error:
-        return
+    if "compensation_error" in error or _diverged(rec):
+        return  # a diverged job's code cannot be replayed to learn what to compensate
     settled = {
         e.position: e.data.get("by")
         for e in rec.events
         if e.type is EventType.EFFECT_RESOLVED and e.data.get("resolution") == "committed"
     }
+    declared = set(error.get("not_compensated") or ())  # said so, with the reason, on its end
     for row in rec.effects:
         if row.tool in COMPENSABLE and row.state is EffectState.COMMITTED:
+            if row.tool in declared:
+                continue
             by = settled.get(row.position)
             how = f" (settled as committed by {by})" if row.position in settled else ""
             sim.violate(
@@ -179,6 +182,13 @@ def _check_compensated(sim: Sim, rec: Record) -> None:
                 f"committed{how}, never compensated",
                 job=rec.job.id,
             )
+
+
+def _diverged(rec: Record) -> bool:
+    return any(
+        e.type is EventType.JOB_PARKED and e.data.get("reason") == "nondeterminism"
+        for e in rec.events
+    )
 
 
 def check_world(sim: Sim, jobs: dict[str, Record]) -> None:

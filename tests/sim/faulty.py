@@ -169,6 +169,7 @@ class FaultyStore:
         fault = None
         if site is not None and sim.faults.in_outage(sim.now()):
             sim.faults.draw(site, write, quiet=True)  # counted; nothing more strikes a dead DB
+            sim.fault_hit(proc)
             raise StoreUnavailable(f"simulated outage at {site}: the database is unreachable")
         if site is not None and proc.faultable:
             key, fault = sim.faults.draw(site, write)
@@ -176,6 +177,7 @@ class FaultyStore:
                 sim.fault_injected(proc, key, fault)
                 await self._before(fault, site)
         if site is not None and sim.faults.in_outage(sim.now()):
+            sim.fault_hit(proc)
             raise StoreUnavailable(f"simulated outage at {site}: the database is unreachable")
         try:
             result = await thunk()

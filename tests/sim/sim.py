@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aetheris import Control, Job, JobStatus, StoreError, ToolFailed, WaitError
+from aetheris import Control, Job, JobStatus, ToolFailed, WaitError
 from aetheris.journal import EventType
 from aetheris.store.memory import MemoryStore
 from aetheris.store.port import Claim, Commit, EffectState, Lease, NewJob
@@ -129,6 +129,8 @@ class Sim(ToolRunner):
         self._woken: dict[tuple[str, str], float] = {}
         self._reported: set[tuple[str, str]] = set()
         self._seen: set[tuple[str, str | None, str]] = set()
+        self.fault_times: dict[str, float] = {}
+        self.claim_times: dict[tuple[str, str], float] = {}
         self.db_path = _sqlite_base() / f"sim-{os.getpid()}-{seed}.db"
         self.loop: asyncio.AbstractEventLoop | None = None
         self.trace = Trace(self.now, keep=keep_trace)
@@ -286,7 +288,22 @@ class Sim(ToolRunner):
 
     def fault_injected(self, proc: SimProcess, key: FaultKey, fault: Fault) -> None:
         """A fault struck: trace it."""
+        self.fault_hit(proc)
         self.trace.add("fault", site=key[0], n=key[1], kind=fault.kind, proc=proc.name)
+
+    def fault_hit(self, proc: SimProcess) -> None:
+        """Remember when a fault last touched ``proc`` (an outage refusing a call included)."""
+        self.fault_times[proc.name] = self.now()
+
+    def aborted(self, job_id: str, message: str) -> None:
+        """The runtime gave up a run: a violation unless a fault hit that run meanwhile."""
+        proc = current_process.get()
+        if proc is not None:
+            claimed_at = self.claim_times.get((proc.name, job_id), float("inf"))
+            if self.fault_times.get(proc.name, -1.0) >= claimed_at:
+                self.probe("run_aborted_after_fault")
+                return
+        self.violate("internal_error", message, job=job_id)
 
     async def store_latency(self) -> None:
         """A seeded delay at a store seam (often none): how interleavings vary by seed."""
@@ -364,6 +381,7 @@ class Sim(ToolRunner):
         """A claim landed: trace it, count recoveries."""
         if claim.recovered_from:
             self.probe("recovered")
+        self.claim_times[(proc.name, claim.job.id)] = self.now()
         self.trace.add("claim", proc=proc.name, job=claim.job.id, epoch=claim.lease.epoch)
 
     def agent_caught(self, job_id: str, exc: Exception) -> None:
@@ -423,11 +441,9 @@ class _Errors(logging.Handler):
         if sim is None:
             return
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, StoreError) and str(exc).startswith("simulated"):
-            return  # an injected database error: the worker gave the job back, as it should
         detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
         job = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        sim.violate("internal_error", f"{record.getMessage()}{detail}"[:300], job=str(job))
+        sim.aborted(str(job), f"{record.getMessage()}{detail}"[:300])
 
 
 def _children_in(commit: Commit) -> list[NewJob]:

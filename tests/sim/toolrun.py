@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from aetheris import CompensationRequest, RetryableError, ToolContext
+from aetheris import CompensationRequest, Control, RetryableError, ToolContext
 from tests.sim.loop import current_process
 from tests.sim.world import Dispatch
 
 if TYPE_CHECKING:
     import random
 
+    from aetheris import Clock
     from tests.sim.faulty import Faults
     from tests.sim.process import SimProcess
     from tests.sim.trace import Trace
@@ -29,6 +30,8 @@ class ToolRunner:
 
     world: World
     faults: Faults
+    reader: Any
+    clock: Clock
     latency: random.Random
     trace: Trace
 
@@ -72,14 +75,23 @@ class ToolRunner:
             return await self._body(proc, ctx, tool, effect, label, mode)
         except asyncio.CancelledError:
             if proc.alive and proc.stopping and not proc.paused_since_stop:
-                self.violate(
-                    "stop_cancelled_tool",
-                    f"{proc.name}'s graceful stop cancelled {tool} at {ctx.position} mid-call",
-                    job=ctx.job_id,
-                )
+                await self._stop_cancelled(proc, ctx, tool)
             raise
         finally:
             self.world.leave(ctx.idempotency_key, proc.name, ctx.job_id, once)
+
+    async def _stop_cancelled(self, proc: SimProcess, ctx: ToolContext, tool: str) -> None:
+        """A tool of a stopping worker was cancelled: by the stop, unless its job's own end."""
+        job = await self.reader.get_job(ctx.job_id)
+        if job is not None and job.control is Control.CANCEL:
+            return  # an operator's cancel interrupts a running tool, by design
+        if job is not None and job.deadline is not None and self.clock.time() >= job.deadline:
+            return  # so does a deadline
+        self.violate(
+            "stop_cancelled_tool",
+            f"{proc.name}'s graceful stop cancelled {tool} at {ctx.position} mid-call",
+            job=ctx.job_id,
+        )
 
     async def _body(
         self, proc: SimProcess, ctx: ToolContext, tool: str, effect: str, label: str, mode: str
