@@ -41,7 +41,8 @@ from tests.sim.trace import Trace
 from tests.sim.workload import Workload, draw_workload
 from tests.sim.world import World
 
-MAX_STEPS = 400_000
+MAX_STEPS = 200_000
+MAX_CLAIMS = 300  # claims of one job in one run: beyond this it is a livelock
 _JOURNALED = (EventType.OP, EventType.INTENT)
 WOKEN_AFTER = 3.0  # seconds a parked job may be seen with its wake condition holding
 TIMER_LATE = 10.0  # quiet phase: a due timer must be claimed by a live worker within this
@@ -130,6 +131,7 @@ class Sim(ToolRunner):
         self._reported: set[tuple[str, str]] = set()
         self._seen: set[tuple[str, str | None, str]] = set()
         self.fault_times: dict[str, float] = {}
+        self.claims: Counter[str] = Counter()
         self.claim_times: dict[tuple[str, str], float] = {}
         self.db_path = _sqlite_base() / f"sim-{os.getpid()}-{seed}.db"
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -144,6 +146,7 @@ class Sim(ToolRunner):
         """Set up, chaos phase, quiet phase, checks."""
         loop = asyncio.get_running_loop()
         self.loop = loop
+        self.runaway = asyncio.Event()
         self.clock = SimClock(loop, stream(self.config.seed, "clock"))
         current_sim.set(self)
         current_process.set(None)
@@ -157,9 +160,12 @@ class Sim(ToolRunner):
         starts = [Action(j.start_at, "start", i) for i, j in enumerate(self.workload.jobs)]
         schedule = sorted([*starts, *self.actions], key=lambda a: (a.at, a.kind != "start"))
         chaos = loop.create_task(self.operator.run(schedule))
-        await asyncio.sleep(self.config.chaos_seconds)
-        await chaos
-        await self._quiet()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runaway.wait(), self.config.chaos_seconds)
+        if not self.runaway.is_set():
+            await chaos
+            await self._quiet()
+        chaos.cancel()
         self.finished = True
         monitor.cancel()
         self.supervisor.halt_all()
@@ -196,6 +202,8 @@ class Sim(ToolRunner):
             total = sum(j.event_count for j in jobs)
             if total != progress or any(j.wake_at is not None for j in open_jobs):
                 progress, moved_at = total, self.now()
+            if self.runaway.is_set():
+                return
             if self.now() >= min(deadline, moved_at + STALLED_AFTER):
                 for job in open_jobs:
                     await self._stuck(job)
@@ -382,6 +390,14 @@ class Sim(ToolRunner):
         if claim.recovered_from:
             self.probe("recovered")
         self.claim_times[(proc.name, claim.job.id)] = self.now()
+        self.claims[claim.job.id] += 1
+        if self.claims[claim.job.id] == MAX_CLAIMS:
+            self.violate(
+                "claim_storm",
+                f"claimed {MAX_CLAIMS} times by t={self.now():.1f}s: it spins without progress",
+                job=claim.job.id,
+            )
+            self.runaway.set()  # stop here: the rest of the run would only repeat this
         self.trace.add("claim", proc=proc.name, job=claim.job.id, epoch=claim.lease.epoch)
 
     def agent_caught(self, job_id: str, exc: Exception) -> None:
