@@ -192,6 +192,11 @@ class Supervisor:
         """The healthy worker processes."""
         return [p for p in self.processes if p.healthy]
 
+    def awake(self) -> list[SimProcess]:
+        """The healthy worker processes that are not frozen right now."""
+        now = asyncio.get_running_loop().time()
+        return [p for p in self.live() if p.paused_until <= now]
+
     async def spawn(self, *, force: bool = False) -> SimProcess | None:
         """Start the next process (at most ``MAX_PROCESSES`` per run unless ``force``)."""
         if self.started >= MAX_PROCESSES and not force:

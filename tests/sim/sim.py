@@ -271,7 +271,7 @@ class Sim(ToolRunner):
             if child is not None and child.status.terminal:
                 return f"its child {name} ended {child.status}"
         due = job.wake_at is not None and self.clock.time() >= job.wake_at
-        if due and not self.faults.active and self.supervisor.live():
+        if due and not self.faults.active and self.supervisor.awake():
             return "its timer is due and a worker is up"  # quiet phase: nothing excuses it
         return None
 
