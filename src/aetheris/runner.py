@@ -691,7 +691,7 @@ class JobRun:
         error: dict[str, Any] = {"type": "Cancelled", "message": str(cancelled)}
         if self._diverged_at is not None:
             error["compensated"] = []
-            error["not_compensated"] = [request.tool for _, request in self.compensable]
+            error["not_compensated"] = self._standing_effects()
         else:
             try:
                 error["compensated"] = await compensate_all(self)
@@ -707,8 +707,8 @@ class JobRun:
         if isinstance(exc, EncodingError | InvalidInput) and not self._ops:
             error["type"] = type(exc).__name__
         error["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
-        if self._diverged_at is not None and self.compensable:
-            error["not_compensated"] = [request.tool for _, request in self.compensable]
+        if self._diverged_at is not None and (self.compensable or self._standing_effects()):
+            error["not_compensated"] = self._standing_effects()
             await self._end(JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
             return
         if not self.compensable:
@@ -723,6 +723,13 @@ class JobRun:
         self._check_consumed()
         error["compensated"] = undone
         await self._end(JobStatus.COMPENSATED, EventType.JOB_COMPENSATED, {"error": error})
+
+    def _standing_effects(self) -> list[str]:
+        """Tools whose effects happened and stand: none is compensated through a journal that
+        no longer matches the code, so the job's end names them for an operator."""
+        replayed = {request.tool for _, request in self.compensable}
+        ledgered = {row.tool for row in self._ledger.values() if row.state is EffectState.COMMITTED}
+        return sorted(replayed | ledgered)
 
     async def _end(self, status: JobStatus, event: EventType, data: dict[str, Any]) -> None:
         """The job's last commit: its end, and every intent still open settled as in doubt."""

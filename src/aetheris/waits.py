@@ -324,6 +324,9 @@ async def run_agent(run: JobRun, agent: str, data: Mapping[str, Any], job_id: st
         # nothing that a replay would create differently.
         run.create_child(new)
     elif child.parent_id != run.job.id or child.agent != agent or child.input != body:
+        # Another run of this job may have created it (this one would then be a zombie): a
+        # fenced write tells, and only the lease holder sees the conflict as its own.
+        await run.commit()
         raise InvalidInput(f"child job id {child_id!r} is taken by another job")
     elif child.status.terminal:
         return await _child_ended(run, slot, agent, digest, child)

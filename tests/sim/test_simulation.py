@@ -3,7 +3,7 @@
 ``SEEDS_PER_STORE`` seeds run on each store, split into shards that ``pytest -n 2`` spreads
 over its workers. A shard fails if any seed violates an invariant (each failure is listed with
 its defects and the command that replays it) or if an essential coverage probe never fired.
-On today's runtime the sweep is expected to fail: the simulator finds its known defects.
+``python -m tests.sim --duration SECONDS`` runs the long mode, as long as asked.
 """
 
 from __future__ import annotations
