@@ -32,6 +32,7 @@ from aetheris.context import ToolContext, current_run, enter_tool, leave_tool
 from aetheris.errors import (
     ConfigurationError,
     Conflict,
+    Draining,
     InvalidInput,
     JobNotFound,
     RetryableError,
@@ -336,6 +337,8 @@ async def run_pure(run: JobRun, call: Call, adapter: TypeAdapter[Any] | None) ->
     key = idempotency_key(run.job.id, position, call.args_hash)
     ctx = ToolContext(run.job.id, call.name, position, key, run.lease.epoch, 1)
     async with run.dispatching():
+        if run.draining:
+            raise Draining(f"the worker is stopping; {call.name} was not run")
         outcome = await execute(run, call, ctx)
         data = call.op_data(outcome)
         await run.commit(EventDraft(EventType.OP, data, call.slot.position))
@@ -424,6 +427,8 @@ async def _dispatch_once(run: JobRun, tool: ToolDef, call: Call) -> Any:
             f"job {run.job.id}: ledger row at position {position} is {row.state} "
             "but the journal has no outcome for it"
         )
+    if run.draining:
+        await _not_dispatched(run, call, key, attempt)
     ctx = ToolContext(run.job.id, call.name, position, key, run.lease.epoch, attempt)
     # Between intent and outcome the effect is in flight: if the run is interrupted here
     # (cancel, deadline), it may have happened, and the job's end records it in doubt.
@@ -438,6 +443,22 @@ async def _dispatch_once(run: JobRun, tool: ToolDef, call: Call) -> Any:
     value = _deliver_live(call, data, tool.adapter, outcome)
     _remember_compensation(run, tool, call, data)
     return value
+
+
+async def _not_dispatched(run: JobRun, call: Call, key: str, attempt: int) -> None:
+    """The worker began stopping while the intent was written: dispatch nothing, say so."""
+    data = {
+        "name": call.name,
+        "by": "worker stopping",
+        "idempotency_key": key,
+        "resolution": "not_executed",
+        "reason": "the worker stopped before dispatching it",
+    }
+    write = _effect_write(call, key, EffectState.NOT_EXECUTED, attempt, EffectState.INTENT)
+    await run.commit(
+        EventDraft(EventType.EFFECT_RESOLVED, data, call.slot.position), effects=[write]
+    )
+    raise Draining(f"the worker is stopping; {call.name} was not dispatched")
 
 
 def _intent_writer(

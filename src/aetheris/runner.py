@@ -236,6 +236,7 @@ class JobRun:
         self._replayed_to = max(self._records, default=-1)
         self._ledger = {e.position: _as_write(e) for e in effects}
         self._inbox = list(signals)
+        self._taken: set[int] = set()
         self._deadline = lease_deadline
         self._max_payload = max_payload_bytes
         self._position = 0
@@ -315,6 +316,11 @@ class JobRun:
         during the replay it would compensate only what was replayed so far.
         """
         return self._phase == "running" and self._position > self._replayed_to
+
+    @property
+    def draining(self) -> bool:
+        """The worker is stopping: nothing new is dispatched."""
+        return isinstance(self._closing, Draining)
 
     @property
     def ending(self) -> bool:
@@ -421,13 +427,18 @@ class JobRun:
             delay = min(delay * 2, 2.0)
 
     async def take_signal(self, name: str) -> Signal | None:
-        """The oldest signal of ``name`` not yet received by this job (re-reading the inbox)."""
+        """The oldest signal of ``name`` not yet received by this job (re-reading the inbox).
+
+        Parallel branches may wait for the same name: each signal goes to one of them only.
+        """
         found = next((s for s in self._inbox if s.name == name), None)
         if found is None:
-            self._inbox = await self.read(self.store.signals, self.job.id)
+            inbox = await self.read(self.store.signals, self.job.id)
+            self._inbox = [s for s in inbox if s.seq not in self._taken]
             found = next((s for s in self._inbox if s.name == name), None)
         if found is not None:
             self._inbox.remove(found)
+            self._taken.add(found.seq)
         return found
 
     async def commit(

@@ -29,6 +29,7 @@ KNOWN = {
     "N4": "a compensation takes over another tool's ledger row at its position",
     "N5": "a deadline or cancel during compensation compensates again: Conflict, livelock",
     "N6": "a deadline or cancel that interrupts a replay compensates only what it replayed",
+    "N7": "parallel waits for one signal name both take the same signal: a runtime failure",
 }
 _READS = ("signals", "create_job")  # a durable operation's own reads and writes
 
@@ -93,6 +94,8 @@ def _uncompensated(message: str) -> str:
 def _internal(message: str) -> str:
     if "is compensated, expected committed" in message:
         return "N5"
+    if "was already received" in message:
+        return "N7"
     return "7" if "the writer expected" in message else "NEW"  # a stale head after a store error
 
 

@@ -32,6 +32,8 @@ FOUND = [
     ("N4", 1089),
     ("N5", 375),
     ("N6", 1169),
+    ("14", 2876),  # the stop came while the intent of a side effect was being written
+    ("N7", 3024),  # two parallel waits for one signal name took the same signal
 ]
 
 
