@@ -178,6 +178,7 @@ class Snapshot:
     signals: dict[str, list[Signal]]
     pending: dict[str, list[Signal]]
     effects: list[Effect] = field(default_factory=list)
+    next_wake: float | None = None
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -361,6 +362,12 @@ class StoreMachine(RuleBasedStateMachine):
         epoch = self.model.jobs[claim.job.id].lease_epoch
         assert claim.lease == Lease(claim.job.id, epoch, owner)
         assert claim.job.lease_epoch == epoch and claim.job.status is JobStatus.RUNNING
+        claimed = self.backend.run(self.store.events(claim.job.id))[-1]
+        attempt = self.model.jobs[claim.job.id].attempts
+        assert (claimed.type, claimed.data) == (
+            EventType.JOB_CLAIMED,
+            {"owner": owner, "epoch": epoch, "attempt": attempt, "recovered_from": recovered},
+        )
         self.held.append(Held(claim.lease, Head(claim.job.event_count, claim.job.head_hash)))
 
     @precondition(has_leases)
@@ -636,6 +643,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.check_ledger(snapshot)
         self.check_inboxes(snapshot)
         check_no_sleeping_on_what_is_there(snapshot)
+        parked = [j.wake_at for j in self.model.jobs.values() if j.status is JobStatus.PARKED]
+        expected_wake = min((at for at in parked if at is not None), default=None)
+        assert snapshot.next_wake == expected_wake
 
     async def snapshot(self) -> Snapshot:
         store = self.store
@@ -649,6 +659,7 @@ class StoreMachine(RuleBasedStateMachine):
             inboxes,
             {job_id: pending.get(job_id, []) for job_id in jobs},
             await store.effects(),
+            await store.next_wake(),
         )
 
     def check_jobs(self, snapshot: Snapshot) -> None:
