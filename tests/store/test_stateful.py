@@ -30,8 +30,11 @@ from hypothesis import HealthCheck, Phase, event, seed, settings
 from hypothesis import strategies as st
 from hypothesis.internal.conjecture import engine
 from hypothesis.stateful import (
+    Bundle,
+    MultipleResults,
     RuleBasedStateMachine,
     invariant,
+    multiple,
     precondition,
     rule,
     run_state_machine_as_test,
@@ -184,6 +187,8 @@ class Snapshot:
 class StoreMachine(RuleBasedStateMachine):
     """Random sequences of port operations, each checked against :class:`Model`."""
 
+    jobs = Bundle[str]("jobs")
+
     def __init__(self, backend: Backend) -> None:
         super().__init__()
         self.backend = backend
@@ -214,10 +219,6 @@ class StoreMachine(RuleBasedStateMachine):
             return None
         assert refusal is None, f"the store accepted what the model refuses with {refusal}"
         return value
-
-    def job_id(self, pick: int) -> str:
-        ids = list(self.model.jobs)
-        return ids[pick % len(ids)] if ids else GHOST
 
     def held_lease(self, pick: int) -> Held:
         """Picks 0 and 1 take a good lease, 2 and 3 a stale one (latest first), if there is one.
@@ -298,15 +299,19 @@ class StoreMachine(RuleBasedStateMachine):
         if sealed is not None:
             assert [e.type for e in sealed] == [d.type for d in commit.events]
 
-    def create(self, new: NewJob) -> None:
+    def create(self, new: NewJob) -> MultipleResults[str]:
+        """Create a job; a new one joins the ``jobs`` bundle."""
         refusal, expected_id, created = self.model.create_job(new)
         found = self.expect(refusal, self.store.create_job(new))
-        if found is not None:
-            assert (found[0].id, found[1]) == (expected_id, created)
+        if found is None:
+            return multiple()
+        assert (found[0].id, found[1]) == (expected_id, created)
+        return multiple(new.id) if created else multiple()
 
     # -- jobs ------------------------------------------------------------------------------
 
     @rule(
+        target=jobs,
         agent=st.sampled_from(AGENTS),
         queue=st.sampled_from(QUEUES),
         priority=st.integers(0, 2),
@@ -324,17 +329,16 @@ class StoreMachine(RuleBasedStateMachine):
         payload: int,
         delay: float | None,
         reuse_id: bool,
-    ) -> None:
+    ) -> MultipleResults[str]:
         """Keys return the same job for the same request; a taken id is a Conflict."""
         job_id = list(self.model.jobs)[-1] if reuse_id and self.has_jobs() else self.new_id()
         run_at = None if delay is None else self.model.now + delay
-        self.create(NewJob(job_id, agent, INPUTS[payload], key, queue, priority, run_at))
+        return self.create(NewJob(job_id, agent, INPUTS[payload], key, queue, priority, run_at))
 
-    @precondition(has_jobs)
-    @rule(parent=PICKS, agent=st.sampled_from(AGENTS))
-    def create_child(self, parent: int, agent: str) -> None:
-        """A child job (to become part of a fenced commit of its parent)."""
-        self.create(NewJob(self.new_id(), agent, {}, parent_id=self.job_id(parent)))
+    @rule(target=jobs, parent=jobs, agent=st.sampled_from(AGENTS))
+    def create_child(self, parent: str, agent: str) -> MultipleResults[str]:
+        """A child of any job, ended or not: cancels cascade down such trees."""
+        return self.create(NewJob(self.new_id(), agent, {}, parent_id=parent))
 
     # -- ownership -------------------------------------------------------------------------
 
@@ -467,11 +471,22 @@ class StoreMachine(RuleBasedStateMachine):
         name=st.sampled_from(SIGNAL_NAMES),
         awaited=PICKS,
         timeout=st.sampled_from((None, 5.0, 20.0)),
+        receipt=st.none() | PICKS,
     )
     def commit_park(
-        self, lease: int, reason: ParkReason, name: str, awaited: int, timeout: float | None
+        self,
+        lease: int,
+        reason: ParkReason,
+        name: str,
+        awaited: int,
+        timeout: float | None,
+        receipt: int | None,
     ) -> None:
-        """Park on a signal (with a timeout), a child, a timer or for a pause."""
+        """Park on a signal (with a timeout), a child, a timer or for a pause.
+
+        It may receive a signal in the same commit (one wait ends, the next begins): that one
+        no longer counts as waiting in the inbox, another of the same name does.
+        """
         held = self.good_lease(lease)
         job_id = held.lease.job_id
         wake_at = None if timeout is None else self.model.now + timeout
@@ -486,7 +501,24 @@ class StoreMachine(RuleBasedStateMachine):
             wake_at = None
         status = StatusWrite(JobStatus.PARKED, reason, wake_on=wake_on, wake_at=wake_at)
         event = EventDraft(EventType.JOB_PARKED, {"reason": reason.value})
-        self.commit(held.lease, Commit([event], status=status, head=self.heads.get(job_id)))
+        receipts = self.receipts(job_id, [] if receipt is None else [receipt])
+        commit = Commit([event], status=status, head=self.heads.get(job_id), consume=receipts)
+        self.commit(held.lease, commit)
+
+    @precondition(has_good_lease)
+    @rule(target=jobs, lease=LEASE_PICKS, agent=st.sampled_from(AGENTS))
+    def run_child(self, lease: int, agent: str) -> MultipleResults[str]:
+        """Start a child agent and park until it ends (``ctx.run_agent``).
+
+        Two port calls today; creating the child is to become part of the fenced commit.
+        """
+        held = self.good_lease(lease)
+        parent, child = held.lease.job_id, self.new_id()
+        created = self.create(NewJob(child, agent, {}, parent_id=parent))
+        status = StatusWrite(JobStatus.PARKED, ParkReason.CHILD, wake_on=job_wake(child))
+        event = EventDraft(EventType.JOB_PARKED, {"reason": "child", "child": child})
+        self.commit(held.lease, Commit([event], status=status, head=self.heads.get(parent)))
+        return created
 
     def unsettled(self) -> list[Held]:
         """Good leases of jobs with an intent and no outcome: what a recovering worker finds."""
@@ -551,8 +583,8 @@ class StoreMachine(RuleBasedStateMachine):
 
     # -- control plane ---------------------------------------------------------------------
 
-    @precondition(has_jobs)
     @rule(
+        job=jobs,
         row=PICKS,
         guard=st.sampled_from(sorted(GUARDS)),
         state=st.sampled_from(
@@ -564,6 +596,7 @@ class StoreMachine(RuleBasedStateMachine):
     )
     def apply_resolve(
         self,
+        job: str,
         row: int,
         guard: str,
         state: EffectState,
@@ -577,7 +610,7 @@ class StoreMachine(RuleBasedStateMachine):
         bumps the epoch before it finds the signal already received, so a refused apply
         still fences the holder).
         """
-        rows = self.ledger_rows() or [(self.job_id(row), 0)]
+        rows = self.ledger_rows() or [(job, 0)]
         job_id, position = rows[row % len(rows)]
         job_id = GHOST if missing else job_id
         write = self.ledger_write(job_id, "commit", position)
@@ -597,17 +630,16 @@ class StoreMachine(RuleBasedStateMachine):
         effects = self.model.effects
         return sorted(effects, key=lambda k: (effects[k].state is not EffectState.IN_DOUBT, k))
 
-    @precondition(has_jobs)
     @rule(
-        job=PICKS,
+        job=jobs,
         name=st.sampled_from(SIGNAL_NAMES),
         signal=st.integers(0, 2),
         payload=st.integers(0, len(PAYLOADS) - 1),
         missing=RARELY,
     )
-    def send_signal(self, job: int, name: str, signal: int, payload: int, missing: bool) -> None:
+    def send_signal(self, job: str, name: str, signal: int, payload: int, missing: bool) -> None:
         """Deduplicated by signal id, refused by an ended job, wakes a job parked for it."""
-        job_id, signal_id = GHOST if missing else self.job_id(job), f"s{signal}"
+        job_id, signal_id = GHOST if missing else job, f"s{signal}"
         refusal, expected, created = self.model.send_signal(
             job_id, name, PAYLOADS[payload], signal_id
         )
@@ -618,11 +650,10 @@ class StoreMachine(RuleBasedStateMachine):
             assert expected is not None and found[1] == created
             assert _signal_view(found[0]) == _model_signal_view(expected)
 
-    @precondition(has_jobs)
-    @rule(job=PICKS, action=st.sampled_from(list(Control)), missing=RARELY)
-    def control(self, job: int, action: Control, missing: bool) -> None:
+    @rule(job=jobs, action=st.sampled_from(list(Control)), missing=RARELY)
+    def control(self, job: str, action: Control, missing: bool) -> None:
         """Cancel (cascading to children), pause and resume."""
-        job_id = GHOST if missing else self.job_id(job)
+        job_id = GHOST if missing else job
         target = self.model.jobs.get(job_id)
         pausing_a_cancel = (
             action is Control.PAUSE and target is not None and target.control is Control.CANCEL
