@@ -108,7 +108,7 @@ SEEDS = {"memory": 1, "sqlite": 2, "postgresql": 3}
 AGENTS = ("a", "b")
 QUEUES = ("default", "q1")
 OWNERS = ("w0", "w1", "w2")
-INPUTS = ({}, {"n": 1}, {"n": 2}, {"s": "x", "l": [1, 2]})
+INPUTS: tuple[dict[str, Any], ...] = ({}, {"n": 1}, {"n": 2}, {"s": "x", "l": [1, 2]})
 PAYLOADS = (None, {"ok": True}, [1, "a"], 3)
 SIGNAL_NAMES = ("go", "stop")
 TTLS = (5.0, 30.0)
@@ -212,7 +212,8 @@ class StoreMachine(RuleBasedStateMachine):
             value = self.backend.run(coro)
         except (Exception, LeaseLost) as exc:
             raised = exc
-        event(f"{coro.__name__}: {type(raised).__name__ if raised else 'applied'}")
+        operation = getattr(coro, "__name__", "?")
+        event(f"{operation}: {type(raised).__name__ if raised else 'applied'}")
         if raised is not None:
             expected = refusal is not None and isinstance(raised, refusal)
             assert expected, f"the store raised {raised!r}; the model expected {refusal}"
@@ -606,9 +607,11 @@ class StoreMachine(RuleBasedStateMachine):
     ) -> None:
         """An operator resolves an in-doubt effect: guarded, it fences out any holder.
 
-        A receipt of a signal rides along sometimes (open store defect: the memory store
-        bumps the epoch before it finds the signal already received, so a refused apply
-        still fences the holder).
+        The row is one of the ledger's, in-doubt ones first (``job`` serves while the ledger
+        is empty); the guard and the expected state may not hold, which is a Conflict. A
+        receipt of a signal rides along sometimes (open store defect: the memory store bumps
+        the epoch before it finds the signal already received, so a refused apply still
+        fences the holder).
         """
         rows = self.ledger_rows() or [(job, 0)]
         job_id, position = rows[row % len(rows)]
@@ -792,4 +795,4 @@ def test_every_store_agrees_with_the_model(store_url: str, tmp_path: Path) -> No
             return StoreMachine(backend)
 
         factory = seed(SEEDS[kind])(machine) if PROFILE.derandomize else machine
-        run_state_machine_as_test(factory, settings=budget)
+        run_state_machine_as_test(factory, settings=budget)  # type: ignore[no-untyped-call]
