@@ -21,7 +21,7 @@ import dataclasses
 import itertools
 import os
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,29 +41,37 @@ from hypothesis.stateful import (
 )
 
 from aetheris.errors import LeaseLost
-from aetheris.journal import GENESIS_HASH, Event, EventDraft, EventType, verify_chain
+from aetheris.journal import EventDraft, EventType
 from aetheris.store.port import (
     ClaimFilter,
     Commit,
     Control,
-    Effect,
     EffectClass,
     EffectState,
     EffectWrite,
     Guard,
     Head,
-    Job,
     JobStatus,
     Lease,
     NewJob,
     ParkReason,
-    Signal,
     StatusWrite,
     job_wake,
     signal_wake,
 )
+from tests.store.stateful_checks import (
+    check_inboxes,
+    check_jobs,
+    check_journals,
+    check_ledger,
+    check_next_wake,
+    check_no_sleeping_on_what_is_there,
+    model_signal_view,
+    read,
+    signal_view,
+)
 from tests.store.stateful_stores import START, Backend, backend_for
-from tests.store.store_model import AWAITED_FIXES, VIEW_FIELDS, Model, MSignal, Refusal
+from tests.store.store_model import Model, Refusal
 
 T = TypeVar("T")
 
@@ -170,18 +178,6 @@ class Held:
 
     lease: Lease
     head: Head
-
-
-@dataclass
-class Snapshot:
-    """Everything the store holds, read once after each step."""
-
-    jobs: dict[str, Job]
-    events: dict[str, list[Event]]
-    signals: dict[str, list[Signal]]
-    pending: dict[str, list[Signal]]
-    effects: list[Effect] = field(default_factory=list)
-    next_wake: float | None = None
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -651,7 +647,7 @@ class StoreMachine(RuleBasedStateMachine):
         )
         if found is not None:
             assert expected is not None and found[1] == created
-            assert _signal_view(found[0]) == _model_signal_view(expected)
+            assert signal_view(found[0]) == model_signal_view(expected)
 
     @rule(job=jobs, action=st.sampled_from(list(Control)), missing=RARELY)
     def control(self, job: str, action: Control, missing: bool) -> None:
@@ -670,104 +666,14 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def the_store_is_the_model(self) -> None:
-        """After every step: jobs, journals, ledger and inboxes as the model says."""
-        snapshot = self.backend.run(self.snapshot())
-        self.check_jobs(snapshot)
-        self.check_journals(snapshot)
-        self.check_ledger(snapshot)
-        self.check_inboxes(snapshot)
+        """After every step: jobs, journals, ledger, inboxes and waits as the model says."""
+        snapshot = self.backend.run(read(self.store))
+        check_jobs(snapshot, self.model, self.epochs)
+        self.heads = check_journals(snapshot, self.model)
+        check_ledger(snapshot, self.model)
+        check_inboxes(snapshot, self.model)
         check_no_sleeping_on_what_is_there(snapshot)
-        parked = [j.wake_at for j in self.model.jobs.values() if j.status is JobStatus.PARKED]
-        expected_wake = min((at for at in parked if at is not None), default=None)
-        assert snapshot.next_wake == expected_wake
-
-    async def snapshot(self) -> Snapshot:
-        store = self.store
-        jobs = {j.id: j for j in await store.list_jobs(limit=10_000)}
-        inboxes = {job_id: await store.signals(job_id, pending=False) for job_id in jobs}
-        # An empty inbox has nothing pending: ask only where there is something to filter.
-        pending = {job_id: await store.signals(job_id) for job_id in jobs if inboxes[job_id]}
-        return Snapshot(
-            jobs,
-            {job_id: await store.events(job_id) for job_id in jobs},
-            inboxes,
-            {job_id: pending.get(job_id, []) for job_id in jobs},
-            await store.effects(),
-            await store.next_wake(),
-        )
-
-    def check_jobs(self, snapshot: Snapshot) -> None:
-        """Every field the port defines, and lease epochs that never go back."""
-        assert set(snapshot.jobs) == set(self.model.jobs)
-        for job_id, job in snapshot.jobs.items():
-            assert _job_view(job) == self.model.jobs[job_id].view(), job_id
-            assert job.lease_epoch >= self.epochs.get(job_id, 0), f"{job_id}: epoch went back"
-            self.epochs[job_id] = job.lease_epoch
-
-    def check_journals(self, snapshot: Snapshot) -> None:
-        """Gap-free, hash-chained journals whose head is the job's, with the model's events."""
-        for job_id, events in snapshot.events.items():
-            report = verify_chain(job_id, events)
-            assert report.ok, f"{job_id}: {report.problem} at seq {report.seq}"
-            job = snapshot.jobs[job_id]
-            assert [e.seq for e in events] == list(range(job.event_count))
-            assert job.head_hash == (events[-1].hash if events else GENESIS_HASH)
-            assert [e.type for e in events] == self.model.jobs[job_id].journal, job_id
-            self.heads[job_id] = Head(job.event_count, job.head_hash)
-
-    def check_ledger(self, snapshot: Snapshot) -> None:
-        found = {(e.job_id, e.position): _effect_view(e) for e in snapshot.effects}
-        expected = {key: vars(row) for key, row in self.model.effects.items()}
-        assert found == expected
-
-    def check_inboxes(self, snapshot: Snapshot) -> None:
-        for job_id, inbox in snapshot.signals.items():
-            assert [_signal_view(s) for s in inbox] == [
-                _model_signal_view(s) for s in self.model.signals[job_id]
-            ], job_id
-            assert [_signal_view(s) for s in snapshot.pending[job_id]] == [
-                _model_signal_view(s) for s in self.model.pending_signals(job_id)
-            ], job_id
-
-
-def check_no_sleeping_on_what_is_there(snapshot: Snapshot) -> None:
-    """DESIGN invariant 5, on the store's own rows: no job parked while what it waits is there.
-
-    A pending signal of the awaited name, an ended awaited job, a cancel requested of it.
-    Cases listed in ``AWAITED_FIXES`` (being fixed on main) pass until they leave the list.
-    """
-    for job in snapshot.jobs.values():
-        if job.status is not JobStatus.PARKED:
-            continue
-        kind, _, name = (job.wake_on or "").partition(":")
-        if kind == "signal":
-            waiting = [s.seq for s in snapshot.pending[job.id] if s.name == name]
-            assert not waiting, f"{job.id} sleeps on signals {waiting} already in its inbox"
-        other = snapshot.jobs.get(name)
-        if kind == "job" and other is not None and other.status.terminal:
-            tolerated = other.attempts == 0 and other.status is JobStatus.CANCELLED
-            awaited = "a child cancelled before it started wakes its parent" in AWAITED_FIXES
-            assert tolerated and awaited, f"{job.id} sleeps on {other.id}, which has ended"
-        if job.control is Control.CANCEL:
-            awaited = "a job parking with a cancel requested is woken" in AWAITED_FIXES
-            assert awaited, f"{job.id} sleeps with a cancel requested"
-
-
-def _job_view(job: Job) -> dict[str, Any]:
-    return {name: getattr(job, name) for name in VIEW_FIELDS} | {"event_count": job.event_count}
-
-
-def _effect_view(effect: Effect) -> dict[str, Any]:
-    names = ("tool", "effect", "args_hash", "idempotency_key", "state", "result", "error")
-    return {name: getattr(effect, name) for name in names} | {"attempt": effect.attempt}
-
-
-def _signal_view(signal: Signal) -> tuple[Any, ...]:
-    return (signal.seq, signal.name, signal.signal_id, signal.payload, signal.consumed_position)
-
-
-def _model_signal_view(signal: MSignal) -> tuple[Any, ...]:
-    return (signal.seq, signal.name, signal.signal_id, signal.payload, signal.consumed_position)
+        check_next_wake(snapshot, self.model)
 
 
 def _resumed() -> EventDraft:
