@@ -12,7 +12,7 @@ from typing import Any
 
 from aetheris.journal import GENESIS_HASH, Event, verify_chain
 from aetheris.store.port import Control, Effect, Head, Job, JobStatus, Signal, Store
-from tests.store.store_model import AWAITED_FIXES, VIEW_FIELDS, Model, MSignal
+from tests.store.store_model import VIEW_FIELDS, Model, MSignal
 
 
 @dataclass
@@ -91,7 +91,6 @@ def check_no_sleeping_on_what_is_there(snapshot: Snapshot) -> None:
     """DESIGN invariant 5, on the store's own rows: no job parked while what it waits is there.
 
     A pending signal of the awaited name, an ended awaited job, a cancel requested of it.
-    Cases listed in ``AWAITED_FIXES`` (being fixed on main) pass until they leave the list.
     """
     for job in snapshot.jobs.values():
         if job.status is not JobStatus.PARKED:
@@ -101,13 +100,9 @@ def check_no_sleeping_on_what_is_there(snapshot: Snapshot) -> None:
             waiting = [s.seq for s in snapshot.pending[job.id] if s.name == name]
             assert not waiting, f"{job.id} sleeps on signals {waiting} already in its inbox"
         other = snapshot.jobs.get(name)
-        if kind == "job" and other is not None and other.status.terminal:
-            tolerated = other.attempts == 0 and other.status is JobStatus.CANCELLED
-            awaited = "a child cancelled before it started wakes its parent" in AWAITED_FIXES
-            assert tolerated and awaited, f"{job.id} sleeps on {other.id}, which has ended"
-        if job.control is Control.CANCEL:
-            awaited = "a job parking with a cancel requested is woken" in AWAITED_FIXES
-            assert awaited, f"{job.id} sleeps with a cancel requested"
+        if kind == "job" and other is not None:
+            assert not other.status.terminal, f"{job.id} sleeps on {other.id}, which has ended"
+        assert job.control is not Control.CANCEL, f"{job.id} sleeps with a cancel requested"
 
 
 def job_view(job: Job) -> dict[str, Any]:

@@ -34,16 +34,6 @@ from aetheris.store.port import (
 
 Refusal = type[BaseException] | None
 
-# Fixes under way on main. While a name is listed, the model copies the stores' present
-# behaviour and the parked-waiter invariant lets exactly that case pass; delete the name when
-# the fix lands, and the model and the invariant expect the fixed behaviour.
-AWAITED_FIXES = frozenset(
-    {
-        "a child cancelled before it started wakes its parent",
-        "a job parking with a cancel requested is woken",
-    }
-)
-
 
 class _NotNone:
     """Equal to any value but ``None``: for payloads whose wording the port leaves open."""
@@ -333,8 +323,7 @@ class Model:
     def _no_sleeping_on_what_is_there(self, job: MJob) -> None:
         if job.wake_on is not None and self.waits_on_what_is_there(job):
             self._wake(job.id, job.wake_on)
-        awaited = "a job parking with a cancel requested is woken" in AWAITED_FIXES
-        if job.status is JobStatus.PARKED and job.control is Control.CANCEL and not awaited:
+        if job.status is JobStatus.PARKED and job.control is Control.CANCEL:
             self._unpark(job)
 
     def waits_on_what_is_there(self, job: MJob) -> bool:
@@ -388,8 +377,7 @@ class Model:
             self._set_status(job, StatusWrite(JobStatus.CANCELLED))
             job.error = NOT_NONE
             job.journal.append(EventType.JOB_CANCELLED)
-            if "a child cancelled before it started wakes its parent" not in AWAITED_FIXES:
-                self._wake(job.parent_id or "", job_wake(job.id))
+            self._wake(job.parent_id or "", job_wake(job.id))
         elif job.status is JobStatus.RUNNING:
             job.control = Control.CANCEL
         else:
@@ -403,9 +391,8 @@ class Model:
 
     def _pause(self, job: MJob) -> Refusal:
         if job.control is Control.CANCEL:
-            # Open store defect (OPEN_DEFECTS in test_stateful.py): every store lets a pause
-            # overwrite a requested cancel, so the cancel is lost. A cancel is the stronger
-            # request; the model refuses the pause.
+            # A cancel is the stronger request: a pause must not take its place (the stores
+            # let it, and lost the cancel, until the machine found it).
             return Conflict
         if job.status is JobStatus.PENDING:
             self._set_status(job, StatusWrite(JobStatus.PARKED, park_reason=ParkReason.PAUSED))

@@ -131,13 +131,7 @@ LEDGER_SIZE = 4  # positions 0-3: few enough that rows get written again and aga
 # around them, so that it keeps hunting and a new failure is not hidden behind a known one;
 # delete a name when its fix lands and the machine draws those steps again (with
 # AETHERIS_STATEFUL_EXERCISE_OPEN=1 it draws them anyway, to try a fix).
-OPEN_DEFECTS = frozenset(
-    {
-        "a commit may name one ledger row or one signal twice",
-        "a refused apply still fences the lease holder",
-        "a pause erases a requested cancel",
-    }
-)
+OPEN_DEFECTS: frozenset[str] = frozenset()
 EXERCISE_OPEN = os.environ.get("AETHERIS_STATEFUL_EXERCISE_OPEN") == "1"
 
 

@@ -1,8 +1,8 @@
 """Store defects the stateful machine found (``test_stateful.py``), pinned as plain tests.
 
-Each test is the smallest sequence that shows one defect, on every store, and fails until the
-store is fixed. ``OPEN_DEFECTS`` in ``test_stateful.py`` names the same defects: the machine
-steers around them until their names leave that list.
+Each test is the smallest sequence that showed one defect, on every store; each failed until
+the store was fixed. While a defect is open, ``OPEN_DEFECTS`` in ``test_stateful.py`` names it
+so that the machine steers around it (and keeps hunting for others) until it is fixed.
 """
 
 from __future__ import annotations

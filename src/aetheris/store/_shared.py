@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aetheris.errors import Conflict
 from aetheris.journal import Event, EventDraft, EventType, seal, to_jsonable
 from aetheris.store.port import (
+    Commit,
     Control,
     Guard,
     Job,
@@ -60,6 +61,18 @@ def check_guard(job: Job, guard: Guard) -> None:
         raise Conflict(f"job {job.id} is parked for {job.park_reason}, expected: {wanted}")
 
 
+def check_commit(job_id: str, commit: Commit) -> None:
+    """Refuse a commit that names one ledger row, or one signal, twice: one transaction writes
+    each at most once (stores would otherwise each keep a different one of the two)."""
+    positions = [write.position for write in commit.effects]
+    if len(set(positions)) != len(positions):
+        twice = sorted({p for p in positions if positions.count(p) > 1})
+        raise Conflict(f"a commit to job {job_id} writes the ledger row at {twice} twice")
+    seqs = [seq for seq, _ in commit.consume]
+    if len(set(seqs)) != len(seqs):
+        raise Conflict(f"a commit to job {job_id} receives one signal twice")
+
+
 def same_request(job: Job, new: NewJob) -> bool:
     """Whether an idempotent re-submission asks for the same thing as the job it found."""
     return job.agent == new.agent and job.input == to_jsonable(new.input)
@@ -106,6 +119,9 @@ def plan_control(job: Job, action: Control) -> ControlPlan:
             return ControlPlan(Control.CANCEL, cascade=True)
         return ControlPlan(Control.CANCEL, StatusWrite(JobStatus.PENDING), requested, True)
     if action is Control.PAUSE:
+        if job.control is Control.CANCEL:
+            # A cancel is the stronger request: a pause must not take its place.
+            raise Conflict(f"job {job.id} is being cancelled; it cannot be paused")
         if job.status is JobStatus.PENDING:
             detail = {"message": "paused by an operator: `aetheris resume` to continue"}
             parked = StatusWrite(

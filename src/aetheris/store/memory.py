@@ -17,6 +17,7 @@ from typing import Any
 from aetheris.errors import Conflict, IdempotencyConflict, JobNotFound, LeaseLost
 from aetheris.journal import GENESIS_HASH, Event, to_jsonable
 from aetheris.store._shared import (
+    check_commit,
     check_guard,
     claimed_draft,
     created_draft,
@@ -217,6 +218,7 @@ class MemoryStore:
                 raise LeaseLost(lease.job_id, lease.epoch)
             if commit.head is not None and commit.head != Head(job.event_count, job.head_hash):
                 raise Conflict(head_moved(job.id, commit.head.count, job.event_count))
+            self._check(job, commit)
             return self._apply(job, commit, self._clock())
 
     async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
@@ -225,14 +227,16 @@ class MemoryStore:
             if job is None:
                 raise JobNotFound(job_id)
             check_guard(job, guard)
-            self._check_effects(job_id, commit.effects)
+            self._check(job, commit)  # all of it before the epoch moves: refused, nothing changes
             now = self._clock()
             job = dataclasses.replace(job, lease_epoch=job.lease_epoch + 1, lease_owner=None)
             self._jobs[job_id] = job
             self._apply(job, commit, now)
             return self._jobs[job_id]
 
-    def _apply(self, job: Job, commit: Commit, now: float) -> list[Event]:
+    def _check(self, job: Job, commit: Commit) -> None:
+        """Everything that could refuse ``commit``, before any of it is written (no rollback)."""
+        check_commit(job.id, commit)
         self._check_effects(job.id, commit.effects)
         for new in commit.create:
             existing = self._jobs.get(new.id)
@@ -242,6 +246,8 @@ class MemoryStore:
             found = self._signals.get((job.id, seq))
             if found is None or found.consumed_position is not None:
                 raise Conflict(f"signal {seq} of job {job.id} was already received")
+
+    def _apply(self, job: Job, commit: Commit, now: float) -> list[Event]:
         for write in commit.effects:
             self._write_effect(job.id, write, now)
         for seq, position in commit.consume:

@@ -44,6 +44,7 @@ from aetheris.errors import (
 from aetheris.journal import GENESIS_HASH, Event, EventDraft, canonical, open_event
 from aetheris.store import sql
 from aetheris.store._shared import (
+    check_commit,
     check_guard,
     claimed_draft,
     created_draft,
@@ -358,6 +359,7 @@ class PostgresStore:
     # -- writes -----------------------------------------------------------------------------
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
+        check_commit(lease.job_id, commit)
         if commit.head is None:
             return await self._commit_reading_head(lease, commit)
         # The lease holder knows the head: seal here, then one statement does the rest.
@@ -471,6 +473,7 @@ class PostgresStore:
             await self._cancel_children(conn, job_id)
 
     async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
+        check_commit(job_id, commit)
         async with self._tx() as conn:
             row = await (await conn.execute(Q["lock_job"], {"id": job_id})).fetchone()
             if row is None:

@@ -36,6 +36,7 @@ from aetheris.errors import (
 from aetheris.journal import GENESIS_HASH, Event, EventDraft, canonical, decode, open_event
 from aetheris.store import sql
 from aetheris.store._shared import (
+    check_commit,
     check_guard,
     claimed_draft,
     created_draft,
@@ -320,6 +321,7 @@ class SQLiteStore:
         return await self._write(lambda conn: self._commit(conn, lease, commit))
 
     def _commit(self, conn: sqlite3.Connection, lease: Lease, commit: Commit) -> list[Event]:
+        check_commit(lease.job_id, commit)
         now = self._clock()
         if commit.head is None:
             params = {"id": lease.job_id, "epoch": lease.epoch, "now": now, "expect": None}
@@ -361,6 +363,7 @@ class SQLiteStore:
         return await self._write(lambda conn: self._apply(conn, job_id, commit, guard))
 
     def _apply(self, conn: sqlite3.Connection, job_id: str, commit: Commit, guard: Guard) -> Job:
+        check_commit(job_id, commit)
         now = self._clock()
         check_guard(_get(conn, job_id), guard)
         head = conn.execute(Q["bump_epoch"], {"id": job_id, "now": now}).fetchone()
