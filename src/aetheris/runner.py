@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -486,14 +487,10 @@ class JobRun:
             known = self._ledger.get(write.position)
             if known is None or write.expect is None:
                 self._ledger[write.position] = write
-            else:
-                self._ledger[write.position] = EffectWrite(
-                    write.position,
-                    known.tool,
-                    known.effect,
-                    known.args_hash,
-                    known.idempotency_key,
-                    write.state,
+            else:  # an update names only what changes (a compensation names no args hash)
+                self._ledger[write.position] = dataclasses.replace(
+                    known,
+                    state=write.state,
                     result=write.result,
                     error=write.error,
                     attempt=write.attempt,
@@ -769,16 +766,7 @@ class JobRun:
             }
             drafts.append(EventDraft(EventType.EFFECT_IN_DOUBT, data, position))
             writes.append(
-                EffectWrite(
-                    position,
-                    row.tool,
-                    row.effect,
-                    row.args_hash,
-                    row.idempotency_key,
-                    EffectState.IN_DOUBT,
-                    attempt=row.attempt,
-                    expect=EffectState.INTENT,
-                )
+                dataclasses.replace(row, state=EffectState.IN_DOUBT, expect=EffectState.INTENT)
             )
         return drafts, writes
 
