@@ -116,7 +116,7 @@ class Context:
         A step is pure: if the worker dies before its result is recorded, it runs again. Use a
         tool with ``effect="at_most_once"`` for anything that must not happen twice.
         """
-        result: T = await self._run.guarded(self._run.step(name, fn, args, kwargs))
+        result: T = await self._run.step(name, fn, args, kwargs)
         return result
 
     async def sleep(self, seconds: float) -> None:

@@ -336,12 +336,15 @@ async def run_pure(run: JobRun, call: Call, adapter: TypeAdapter[Any] | None) ->
     position = call.slot.position
     key = idempotency_key(run.job.id, position, call.args_hash)
     ctx = ToolContext(run.job.id, call.name, position, key, run.lease.epoch, 1)
-    async with run.dispatching():
+    flight = run.take_off()
+    try:
         if run.draining:
             raise Draining(f"the worker is stopping; {call.name} was not run")
         outcome = await execute(run, call, ctx)
         data = call.op_data(outcome)
         await run.commit(EventDraft(EventType.OP, data, call.slot.position))
+    finally:
+        run.land(flight)
     crashpoints.reach("after_outcome", call.name)
     return _deliver_live(call, data, adapter, outcome)
 
@@ -395,8 +398,11 @@ async def call_tool(
 
 async def _ledgered(run: JobRun, tool: ToolDef, call: Call) -> Any:
     # next_op compared any intent at this position with this call: the row is this call's.
-    async with run.dispatching():
+    flight = run.take_off()
+    try:
         return await _dispatch_once(run, tool, call)
+    finally:
+        run.land(flight)
 
 
 async def _dispatch_once(run: JobRun, tool: ToolDef, call: Call) -> Any:

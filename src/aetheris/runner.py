@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -375,21 +375,21 @@ class JobRun:
 
     # -- operations in flight ---------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def dispatching(self) -> AsyncIterator[None]:
-        """Mark an operation in flight, from its intent to its recorded outcome."""
+    def take_off(self) -> asyncio.Task[Any]:
+        """An operation is in flight, from its intent to its recorded outcome; call
+        :meth:`land` with the result in a ``finally`` (plain calls: this is the hot path)."""
         task = asyncio.current_task()
         assert task is not None
         self._flights[task] = self._flights.get(task, 0) + 1
-        try:
-            yield
-        finally:
-            left = self._flights[task] - 1
-            if left:
-                self._flights[task] = left
-            else:
-                del self._flights[task]
-            self._landed.set()
+        return task
+
+    def land(self, task: asyncio.Task[Any]) -> None:
+        left = self._flights[task] - 1
+        if left:
+            self._flights[task] = left
+        else:
+            del self._flights[task]
+        self._landed.set()
 
     async def settle_flights(self, *, interrupt: bool = False) -> None:
         """Wait until no other branch has an operation in flight (interrupting them if asked)."""
@@ -551,10 +551,13 @@ class JobRun:
         except _FOR_THE_AGENT:
             raise
         except Exception as exc:
-            raise RuntimeFailure(
-                f"job {self.job.id}: the runtime failed in a durable operation: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._runtime_failure(exc) from exc
+
+    def _runtime_failure(self, exc: Exception) -> RuntimeFailure:
+        return RuntimeFailure(
+            f"job {self.job.id}: the runtime failed in a durable operation: "
+            f"{type(exc).__name__}: {exc}"
+        )
 
     def record_value(self, kind: str, produce: Callable[[], Any]) -> Any:
         slot = self.next_op(kind, kind, "")
@@ -589,10 +592,20 @@ class JobRun:
         adapter = return_adapter(fn)
         if slot.recorded is not None:
             return deliver(call, slot.recorded.data, adapter)
-        return await run_pure(self, call, adapter)
+        try:  # as guarded(), without a coroutine more per step
+            return await run_pure(self, call, adapter)
+        except _FOR_THE_AGENT:
+            raise
+        except Exception as exc:
+            raise self._runtime_failure(exc) from exc
 
     async def call_tool(self, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return await self.guarded(call_tool(self, tool, args, kwargs))
+        try:  # as guarded(), without a coroutine more per call
+            return await call_tool(self, tool, args, kwargs)
+        except _FOR_THE_AGENT:
+            raise
+        except Exception as exc:
+            raise self._runtime_failure(exc) from exc
 
     # -- lifecycle --------------------------------------------------------------------------
 
