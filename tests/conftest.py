@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -126,3 +127,21 @@ def _no_ambient_database(monkeypatch: pytest.MonkeyPatch) -> None:
 def pytest_report_header() -> list[str]:
     pg = _PG_PROBLEM or f"PostgreSQL at {PG_URL}"
     return [f"aetheris stores under test: {', '.join(STORE_KINDS)}", pg]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Seeds per second per store, from what each sweep shard recorded."""
+    seeds: dict[str, float] = defaultdict(float)
+    seconds: dict[str, float] = defaultdict(float)
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            props = dict(getattr(report, "user_properties", ()))
+            if getattr(report, "when", None) == "call" and "sim_store" in props:
+                seeds[props["sim_store"]] += props["sim_seeds"]
+                seconds[props["sim_store"]] += props["sim_seconds"]
+    for store in sorted(seeds):
+        rate = seeds[store] / max(seconds[store], 1e-9)
+        terminalreporter.write_line(
+            f"simulation {store}: {seeds[store]:.0f} seeds in {seconds[store]:.1f}s of one "
+            f"worker's time, {rate:.1f} seeds/s per worker"
+        )
