@@ -8,14 +8,7 @@ from __future__ import annotations
 
 from aetheris.app import App, JobHandle
 from aetheris.clock import Clock
-from aetheris.context import Context, ToolContext, tool_context
-from aetheris.effects import (
-    Committed,
-    CompensationRequest,
-    NotExecuted,
-    RetryPolicy,
-    Tool,
-)
+from aetheris.context import Context
 from aetheris.errors import (
     AetherisError,
     ApprovalRejected,
@@ -42,6 +35,7 @@ from aetheris.errors import (
     UnknownAgent,
     WaitError,
 )
+from aetheris.ledger import Tool
 from aetheris.store.port import (
     Control,
     EffectClass,
@@ -50,6 +44,14 @@ from aetheris.store.port import (
     JobStatus,
     ParkReason,
     Signal,
+)
+from aetheris.tools import (
+    Committed,
+    CompensationRequest,
+    NotExecuted,
+    RetryPolicy,
+    ToolContext,
+    tool_context,
 )
 from aetheris.waits import Approval
 

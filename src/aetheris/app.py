@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
-
+from aetheris.agents import AgentDef, AgentFn
 from aetheris.clock import SYSTEM_CLOCK, Clock
-from aetheris.effects import (
-    CompensationRequest,
-    Reconciliation,
-    Resolution,
-    RetryPolicy,
-    Tool,
-    ToolDef,
-    resolve_effect,
-    return_adapter,
-    revive,
-)
 from aetheris.errors import (
     ConfigurationError,
     Conflict,
@@ -32,6 +18,9 @@ from aetheris.errors import (
     UnknownAgent,
 )
 from aetheris.journal import canonical, check_text
+from aetheris.ledger import Tool
+from aetheris.resolution import Resolution, resolve_effect
+from aetheris.scheduler import Doorbell, Worker
 from aetheris.store import create_store, default_url
 from aetheris.store.port import (
     Control,
@@ -43,77 +32,18 @@ from aetheris.store.port import (
     Signal,
     Store,
 )
+from aetheris.tools import (
+    CompensationRequest,
+    Reconciliation,
+    RetryPolicy,
+    ToolDef,
+    revive,
+)
 from aetheris.waits import APPROVAL_PREFIX, approval_signal
-
-if TYPE_CHECKING:
-    from aetheris.scheduler import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
-AgentFn = Callable[..., Awaitable[Any]]
 DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class AgentDef:
-    """A registered agent: its function and the validator of its input."""
-
-    name: str
-    fn: AgentFn
-    model: type[BaseModel] | None
-    adapter: TypeAdapter[Any] | None
-
-    def validate(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate and coerce a job's input into the agent's keyword arguments."""
-        if self.model is None:
-            return dict(data)
-        try:
-            parsed = self.model.model_validate(dict(data))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise InvalidInput(f"invalid input for agent {self.name!r}: {problems}") from None
-        values = {name: getattr(parsed, name) for name in type(parsed).model_fields}
-        values.update(parsed.model_extra or {})
-        return values
-
-
-def _input_model(name: str, fn: AgentFn) -> type[BaseModel] | None:
-    params = list(inspect.signature(fn).parameters.values())
-    if not params or params[0].kind not in (
-        params[0].POSITIONAL_ONLY,
-        params[0].POSITIONAL_OR_KEYWORD,
-    ):
-        raise ConfigurationError(f"agent {name!r} must take the Context as its first argument")
-    hints = _hints(fn)
-    fields: dict[str, Any] = {}
-    extra: Literal["allow", "forbid"] = "forbid"
-    for param in params[1:]:
-        if param.kind is param.VAR_KEYWORD:
-            extra = "allow"
-            continue
-        if param.kind in (param.VAR_POSITIONAL, param.POSITIONAL_ONLY):
-            raise ConfigurationError(
-                f"agent {name!r}: parameter {param.name!r} must be passable by keyword"
-            )
-        default = ... if param.default is param.empty else param.default
-        fields[param.name] = (hints.get(param.name, Any), default)
-    if not fields and extra == "allow":
-        return None
-    config = ConfigDict(extra=extra, arbitrary_types_allowed=True)
-    model: type[BaseModel] = create_model(f"{name}_input", __config__=config, **fields)
-    return model
-
-
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    import typing
-
-    try:
-        return typing.get_type_hints(fn)
-    except Exception:
-        return {}
 
 
 class ToolDecorator(Protocol):
@@ -192,7 +122,7 @@ class App:
         self._tools: dict[str, ToolDef] = {}
         self._store: Store | None = None
         self._store_lock: asyncio.Lock | None = None
-        self._workers: list[Worker] = []
+        self.doorbell = Doorbell()  # rung after each write, so that local workers wake
 
     def __repr__(self) -> str:
         return f"<aetheris.App {self.database_url} agents={sorted(self._agents)}>"
@@ -212,13 +142,10 @@ class App:
         """Register ``async def f(ctx, **input)`` as an agent (``name`` defaults to f's name)."""
 
         def register(func: AgentFn) -> AgentFn:
-            if not inspect.iscoroutinefunction(func):
-                raise ConfigurationError(f"agent {func.__name__!r} must be an async function")
             agent_name = name or func.__name__
             if agent_name in self._agents:
                 raise ConfigurationError(f"agent {agent_name!r} is already registered")
-            model = _input_model(agent_name, func)
-            self._agents[agent_name] = AgentDef(agent_name, func, model, return_adapter(func))
+            self._agents[agent_name] = AgentDef.of(agent_name, func)
             func.__aetheris_agent__ = agent_name  # type: ignore[attr-defined]
             return func
 
@@ -528,14 +455,11 @@ class App:
 
     async def _control(self, job_id: str, action: Control) -> Job:
         job = await (await self.open_store()).control(job_id, action)
-        for worker in self._workers:
-            worker.requested(job_id, job.control)
-        self._wake_workers()
+        self.doorbell.announce(job_id, job.control)
         return job
 
     def _wake_workers(self) -> None:
-        for worker in self._workers:
-            worker.wake()
+        self.doorbell.ring()
 
     async def resolve_effect(
         self,
@@ -559,8 +483,7 @@ class App:
     # -- workers ----------------------------------------------------------------------------
 
     def worker(self, **options: Any) -> Worker:
-        from aetheris.scheduler import Worker
-
+        """A worker of this App (``concurrency``, ``queues``, ``lease_ttl``, ``grace``, ...)."""
         return Worker(self, **options)
 
     async def run_worker(
@@ -578,13 +501,6 @@ class App:
 
     def run_worker_sync(self, concurrency: int = 10, **options: Any) -> None:
         asyncio.run(self.run_worker(concurrency, **options))
-
-    def attach(self, worker: Worker) -> None:
-        self._workers.append(worker)
-
-    def detach(self, worker: Worker) -> None:
-        if worker in self._workers:
-            self._workers.remove(worker)
 
 
 def new_job_id(clock: Clock = SYSTEM_CLOCK) -> str:

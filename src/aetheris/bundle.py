@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aetheris.errors import AetherisError, JobNotFound
+from aetheris.errors import BundleError, JobNotFound
 from aetheris.journal import Event, open_event, verify_chain
 from aetheris.store.port import (
     Effect,
@@ -27,10 +27,6 @@ from aetheris.store.port import (
 )
 
 FORMAT = "aetheris-bundle/1"
-
-
-class BundleError(AetherisError):
-    """A bundle is malformed or its hash chain does not verify."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
-"""The durable operations agent code calls: :class:`Context` and :func:`tool_context`.
+"""The durable operations agent code calls: :class:`Context`.
 
-Determinism lives here and in :mod:`aetheris.runner`. Agent code is re-executed from the top on
+Determinism lives here and in :mod:`aetheris.run`. Agent code is re-executed from the top on
 every resume; each durable operation takes the next position in the journal, and a recorded
 position returns its recorded result instead of executing. So agent code must reach the same
 operations in the same order, and anything not deterministic (clocks, randomness, ids) must come
@@ -26,41 +26,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid as uuid_module
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
-from aetheris.errors import AetherisError
-
-if TYPE_CHECKING:
-    from aetheris.runner import JobRun
+from aetheris import ledger, waits
+from aetheris.run import JobRun
 
 T = TypeVar("T")
-
-current_run: ContextVar[JobRun | None] = ContextVar("aetheris_current_run", default=None)
-
-
-@dataclass(frozen=True, slots=True)
-class ToolContext:
-    """What a running tool may know about its call (see :func:`tool_context`)."""
-
-    job_id: str
-    tool: str
-    position: int
-    idempotency_key: str
-    fencing_token: int
-    attempt: int
-
-
-_tool_context: ContextVar[ToolContext | None] = ContextVar("aetheris_tool_context", default=None)
-
-
-def tool_context() -> ToolContext:
-    """The call context of the tool that is running: forward ``idempotency_key`` downstream."""
-    found = _tool_context.get()
-    if found is None:
-        raise AetherisError("tool_context() is only available inside a tool called by an agent")
-    return found
 
 
 class Context:
@@ -116,13 +87,11 @@ class Context:
         A step is pure: if the worker dies before its result is recorded, it runs again. Use a
         tool with ``effect="at_most_once"`` for anything that must not happen twice.
         """
-        result: T = await self._run.step(name, fn, args, kwargs)
+        result: T = await ledger.step(self._run, name, fn, args, kwargs)
         return result
 
     async def sleep(self, seconds: float) -> None:
         """Sleep durably: the job parks (holding no worker) and wakes when due, anywhere."""
-        from aetheris import waits
-
         await self._run.guarded(waits.sleep(self._run, seconds))
 
     async def wait_for_signal(self, name: str, *, timeout: float | None = None) -> Any:
@@ -131,8 +100,6 @@ class Context:
         Signals sent before the wait are kept in the job's inbox. Raises
         :class:`~aetheris.SignalTimeout` (catchable) if ``timeout`` seconds pass first.
         """
-        from aetheris import waits
-
         return await self._run.guarded(waits.wait_for_signal(self._run, name, timeout))
 
     async def approval(
@@ -150,8 +117,6 @@ class Context:
         to ``escalate_to`` (once, for another ``timeout``) or fails with
         :class:`~aetheris.ApprovalTimeout`.
         """
-        from aetheris import waits
-
         return await self._run.guarded(
             waits.approval(self._run, name, payload, timeout, escalate_to)
         )
@@ -164,17 +129,4 @@ class Context:
         The parent parks while the child runs; cancelling the parent cancels the child. A child
         that does not succeed raises :class:`~aetheris.ChildFailed`.
         """
-        from aetheris import waits
-
         return await self._run.guarded(waits.run_agent(self._run, agent, input or {}, job_id))
-
-
-def enter_tool(ctx: ToolContext) -> Any:
-    """Set the tool context (and hide the run, so a nested tool call executes directly)."""
-    return _tool_context.set(ctx), current_run.set(None)
-
-
-def leave_tool(tokens: Any) -> None:
-    tool_token, run_token = tokens
-    current_run.reset(run_token)
-    _tool_context.reset(tool_token)

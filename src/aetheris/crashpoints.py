@@ -28,13 +28,9 @@ import os
 import signal
 import threading
 
-from aetheris.errors import ControlSignal
+from aetheris.errors import ConfigurationError, SimulatedCrash
 
 POINTS = ("before_intent", "after_intent", "after_dispatch", "after_outcome", "in_append")
-
-
-class SimulatedCrash(ControlSignal):
-    """Raised instead of SIGKILL when crash injection is armed in-process."""
 
 
 class _Plan:
@@ -42,7 +38,9 @@ class _Plan:
         rest, _, count = spec.partition("@")
         point, _, name = rest.partition(":")
         if point not in POINTS:
-            raise ValueError(f"AETHERIS_CRASH_AT: unknown point {point!r}; use one of {POINTS}")
+            raise ConfigurationError(
+                f"AETHERIS_CRASH_AT: unknown point {point!r}; use one of {POINTS}"
+            )
         self.point = point
         self.name = name or None
         self.remaining = int(count) if count else 1
@@ -64,7 +62,7 @@ def configure(spec: str | None, action: str = "kill") -> None:
     """Arm (or with ``None`` disarm) crash injection: ``action`` is ``kill`` or ``raise``."""
     global _plan
     if action not in ("kill", "stop", "raise"):
-        raise ValueError(f"crash action must be 'kill', 'stop' or 'raise', not {action!r}")
+        raise ConfigurationError(f"crash action must be 'kill', 'stop' or 'raise', not {action!r}")
     _plan = _Plan(spec, action) if spec else None
 
 

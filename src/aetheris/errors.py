@@ -11,6 +11,8 @@ Errors (``Exception``) are things a caller can handle::
     ├── IdempotencyConflict     the idempotency key is taken by a job with other arguments
     ├── Conflict                a control-plane action whose precondition no longer holds
     ├── ToolFailed              a tool or step failed for good (live and on replay alike)
+    ├── CompensationFailed      a compensation failed for good: the job ends failed with it
+    ├── BundleError             an evidence bundle is malformed or does not verify
     ├── WaitError               a durable wait ended without what it waited for:
     │   ├── SignalTimeout       ``wait_for_signal(timeout=...)`` ran out
     │   ├── ApprovalRejected    a human rejected the request
@@ -30,8 +32,10 @@ cannot swallow them::
     ├── JobCancelled            an operator cancelled the job: compensate and end ``cancelled``
     ├── DeadlineExceeded        the job's deadline passed: compensate and end as failed
     ├── Draining                the worker is stopping: start nothing new, hand the job back
-    └── RuntimeFailure          the runtime itself failed (the database, a bug of ours): the
-                                run stops outside agent code; the job is handed back and retried
+    ├── RuntimeFailure          the runtime itself failed (the database, a bug of ours): the
+    │                           run stops outside agent code; the job is handed back and retried
+    ├── ReplayEnded             a replay reached the end of the journal: nothing live may run
+    └── SimulatedCrash          crash injection in-process: the worker dies, writing nothing
 
 A runtime failure is never an exception agent code could catch, and never recorded as the
 agent's own failure: a job whose runs keep failing this way (or whose workers keep dying) is
@@ -98,6 +102,14 @@ class ToolFailed(AetherisError):
         self.message = message
         self.position = position
         super().__init__(f"{name} failed at position {position}: {error_type}: {message}")
+
+
+class CompensationFailed(AetherisError):
+    """A registered compensation failed for good; the job ends failed with this."""
+
+
+class BundleError(AetherisError):
+    """An evidence bundle is malformed or its hash chain does not verify."""
 
 
 class WaitError(AetherisError):
@@ -211,3 +223,15 @@ class RuntimeFailure(ControlSignal):
     Raised where a store error (after any outage was waited out), a refused write or a bug of
     the runtime would otherwise surface in agent code. The worker hands the job back.
     """
+
+
+class ReplayEnded(ControlSignal):
+    """A replay-only run reached the end of the recorded prefix; nothing live may run."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        super().__init__(f"the journal ends before position {position}")
+
+
+class SimulatedCrash(ControlSignal):
+    """Raised instead of SIGKILL when crash injection is armed in-process."""

@@ -158,6 +158,98 @@ def chain_hash(prev_hash: str, body: bytes) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
 
 
+_OP_CORE = frozenset(
+    {
+        "kind",
+        "name",
+        "ordinal",
+        "args_hash",
+        "effect",
+        "outcome",
+        "result",
+        "error",
+        "attempts",
+        "started_at",
+        "duration_ms",
+        "idempotency_key",
+        "retries",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """What an ``op`` event records of one durable operation at its position.
+
+    ``kind`` (``tool``, ``step``, ``signal``, ``approval``, ``sleep``, ``child``, ``now``, ...),
+    ``name`` and ``args_hash`` identify the operation (replay compares them with the code);
+    ``ordinal`` is its number among operations of that name (``pay#2``). Either ``error`` (a
+    failure, recorded and raised again on replay) or ``result`` holds. ``extra`` carries what
+    one kind records besides (a signal's id, a child's id, a timer's due time, who resolved).
+    """
+
+    kind: str
+    name: str
+    ordinal: int
+    args_hash: str
+    effect: str = "pure"
+    outcome: str = "pure"
+    result: Any = None
+    error: Mapping[str, Any] | None = None
+    attempts: int | None = None
+    started_at: float | None = None
+    duration_ms: float | None = None
+    idempotency_key: str | None = None
+    retries: tuple[Mapping[str, Any], ...] = ()
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_data(self) -> dict[str, Any]:
+        """The event's data: plain JSON, the same shape whatever kind wrote it."""
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "ordinal": self.ordinal,
+            "args_hash": self.args_hash,
+            "effect": self.effect,
+            "outcome": self.outcome,
+        }
+        for key in ("attempts", "started_at", "duration_ms", "idempotency_key"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        if self.error is not None:
+            data["error"] = dict(self.error)
+        else:
+            data["result"] = self.result
+        if self.retries:
+            data["retries"] = [dict(r) for r in self.retries]
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> OpRecord:
+        """Read an ``op`` event's data back (journals of every version of this format)."""
+        return cls(
+            kind=data["kind"],
+            name=data["name"],
+            ordinal=data.get("ordinal", 1),
+            args_hash=data.get("args_hash", ""),
+            effect=data.get("effect", "pure"),
+            outcome=data.get("outcome", "pure"),
+            result=data.get("result"),
+            error=data.get("error"),
+            attempts=data.get("attempts"),
+            started_at=data.get("started_at"),
+            duration_ms=data.get("duration_ms"),
+            idempotency_key=data.get("idempotency_key"),
+            retries=tuple(data.get("retries") or ()),
+            extra={k: v for k, v in data.items() if k not in _OP_CORE},
+        )
+
+    def draft(self, position: int) -> EventDraft:
+        return EventDraft(EventType.OP, self.to_data(), position)
+
+
 @dataclass(frozen=True, slots=True)
 class EventDraft:
     """An event to append; the store assigns ``seq`` and the hash inside the transaction."""

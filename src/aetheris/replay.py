@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aetheris import runner
 from aetheris.app import App
-from aetheris.errors import JobNotFound
+from aetheris.errors import JobNotFound, ReplayEnded
 from aetheris.journal import Event, EventDraft, EventType
-from aetheris.runner import JobRun, ReplayEnded
-from aetheris.store.port import Commit, Effect, Job, Lease, NewJob, Signal
+from aetheris.run import JobRun
+from aetheris.store.port import Commit, Effect, Job, Lease, Signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +61,6 @@ class _Capture:
 
     async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
         return []
-
-    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
-        raise AssertionError("a replay creates no jobs")
 
 
 _END_EVENTS = (
@@ -115,7 +113,7 @@ async def replay_history(
     )
     operations = sum(1 for e in events if e.type is EventType.OP)
     try:
-        await run.execute()
+        await runner.execute(run)
     except ReplayEnded as ended:
         return ReplayReport(
             job.id, "incomplete", operations, position=ended.position, recorded_end=_end(events)

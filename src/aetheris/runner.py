@@ -1,166 +1,135 @@
-"""Replay and live execution of one job under one lease.
+"""The life of one run: agent code from the top to an end, a park or a hand-back.
 
-The agent function is called from the top. Each durable operation takes the next position; a
-position the journal already holds returns its recorded result (or raises its recorded error)
-without executing anything. The first position past the recorded prefix is live: from there,
-every result is written before the code continues.
+:func:`execute` calls the agent function with a :class:`~aetheris.Context` over the run's
+cursor (:class:`~aetheris.run.JobRun`) and turns how it stops into the job's next state, in one
+commit each:
 
-The journal is read once when the job is claimed; nothing re-reads it per step.
+=============================  ===========================================================
+the agent returns              ``succeeded``
+it raises                      compensations of committed effects, then ``compensated``
+                               (or ``failed``)
+a wait parks (``Suspend``)     ``parked``, holding no worker
+cancel / deadline              in-flight effects interrupted, compensations, ``cancelled`` /
+                               ``failed``
+the worker stops (Draining)    what is in flight lands, then ``pending`` (handed back)
+runtime failure / lease lost   propagated to the worker, which hands the job back (or not)
+=============================  ===========================================================
 
-Rules this module enforces for every path through a run:
-
-* A position holding *any* record (an operation, an effect intent, a wait) is compared with the
-  operation the code makes there before anything else happens at it: a mismatch parks the job
-  ``nondeterminism``. So a deploy that inserts a step in front of an unfinished effect cannot
-  move that effect to a fresh position and dispatch it again.
-* No end of a job (success, failure, cancel, deadline, poison) leaves its ledger unsettled: an
-  intent with no outcome becomes ``in_doubt`` in the same transaction as the end.
-* A run never parks or ends while one of its effects is being dispatched: it waits for (or, on
-  cancel and deadline, interrupts) operations in flight in parallel branches first.
-* Failures of the runtime itself (the database after the outage budget, a refused write, a bug
-  of ours) reach agent code as :class:`~aetheris.errors.RuntimeFailure`, a ``BaseException``:
-  agent code cannot swallow them, and they are never recorded as the agent's failure.
+No end leaves the ledger unsettled: the commit that ends a job turns every intent with no
+outcome into ``in_doubt``; and a run never parks or ends while a parallel branch dispatches an
+effect (it waits for it, or on cancel and deadline interrupts it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import logging
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Awaitable
+from typing import Any
 
-from aetheris.clock import SYSTEM_CLOCK, Clock
-from aetheris.context import Context, current_run
-from aetheris.effects import (
-    NO_RETRY,
-    Call,
-    CompensationFailed,
-    CompensationRequest,
-    ToolDef,
-    call_tool,
-    compensate_all,
-    deliver,
-    error_doc,
-    return_adapter,
-    run_pure,
-)
+from aetheris.compensation import compensate_all
+from aetheris.context import Context
 from aetheris.errors import (
-    ControlSignal,
+    CompensationFailed,
     DeadlineExceeded,
     Draining,
-    EncodingError,
-    InvalidInput,
     JobCancelled,
     LeaseLost,
     RuntimeFailure,
-    StoreUnavailable,
     Suspend,
     ToolFailed,
-    WaitError,
 )
-from aetheris.journal import Event, EventDraft, EventType, args_hash, canonical, to_jsonable
+from aetheris.journal import EventDraft, EventType
+from aetheris.ledger import error_doc
+from aetheris.run import JobRun, current_run
 from aetheris.store.port import (
-    Commit,
     Control,
-    Effect,
-    EffectClass,
     EffectState,
     EffectWrite,
-    Head,
-    Job,
     JobStatus,
-    Lease,
-    NewJob,
     ParkReason,
-    Signal,
     StatusWrite,
-    job_wake,
 )
-
-if TYPE_CHECKING:
-    from aetheris.app import AgentDef
-
-log = logging.getLogger("aetheris.runner")
-T = TypeVar("T")
-
-
-class Committer(Protocol):
-    """What a run needs of a store: fenced commits, its inbox, and reads."""
-
-    async def commit(self, lease: Lease, commit: Commit) -> list[Event]: ...
-    async def get_job(self, job_id: str) -> Job | None: ...
-    async def events(self, job_id: str) -> list[Event]: ...
-    async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]: ...
-
-
-class ReplayEnded(ControlSignal):
-    """A replay-only run reached the end of the recorded prefix; nothing live may run."""
-
-    def __init__(self, position: int) -> None:
-        self.position = position
-        super().__init__(f"the journal ends before position {position}")
-
-
-_SMALL = frozenset({int, float, bool, type(None)})
-# What agent code may see from a durable operation: its own recorded outcome or its own misuse.
-_FOR_THE_AGENT = (ToolFailed, WaitError, InvalidInput)
-_HOLDS = {
-    EventType.OP: "a recorded result",
-    EventType.INTENT: "an effect intent (dispatched, outcome not recorded)",
-    EventType.WAIT: "a wait that began",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """The journal position an operation takes, and what the journal holds there."""
-
-    position: int
-    ordinal: int
-    recorded: Event | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """The operation a journal position names, whatever kind of entry names it."""
-
-    kind: str | None
-    name: str | None
-    args_hash: str | None
-    holds: str
-
-    def matches(self, kind: str, name: str, digest: str) -> bool:
-        # A wait journaled before waits named their operation cannot be compared.
-        return self.kind is None or (self.kind, self.name, self.args_hash) == (kind, name, digest)
-
-    def shown(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "args_hash": self.args_hash}
-
-
-def _records(events: Sequence[Event]) -> dict[int, _Record]:
-    """Per position, the most telling record: a result, else an intent, else a wait."""
-    rank = {EventType.WAIT: 0, EventType.INTENT: 1, EventType.OP: 2}
-    found: dict[int, tuple[int, _Record]] = {}
-    for event in events:
-        level = rank.get(event.type)
-        if event.position is None or level is None:
-            continue
-        if event.position in found and found[event.position][0] > level:
-            continue
-        data = event.data
-        holds = _HOLDS[event.type]
-        record = _Record(data.get("kind"), data.get("name"), data.get("args_hash"), holds)
-        found[event.position] = (level, record)
-    return {position: record for position, (_, record) in found.items()}
-
 
 # Which control signal ends a run when parallel branches raised several: the runtime's own
 # failures first, then what an operator or the clock asked, then the worker's stop, then a park.
 _PRECEDENCE = (LeaseLost, RuntimeFailure, JobCancelled, DeadlineExceeded, Draining, Suspend)
+
+
+async def execute(run: JobRun) -> None:
+    """Run the agent to its end, a park, a hand-back, or a runtime failure (propagated)."""
+    token = current_run.set(run)
+    run.begin()
+    try:
+        try:
+            await _run_agent(run)
+        except BaseExceptionGroup as group:  # an asyncio.TaskGroup of the agent's
+            raise _signal_of(group) from None
+        finally:
+            run.begin_ending()
+    except Suspend as suspend:
+        await run.settle_flights()
+        await _park(run, suspend)
+    except JobCancelled as cancelled:
+        await run.settle_flights(interrupt=True)
+        await _ending(run, _stop(run, cancelled))
+    except DeadlineExceeded as passed:
+        await run.settle_flights(interrupt=True)
+        await _ending(run, _fail(run, passed))
+    except Draining:
+        await run.settle_flights()
+        await release(run, "the worker is stopping")
+    except (RuntimeFailure, LeaseLost):
+        await run.settle_flights(interrupt=True)
+        raise
+    except asyncio.CancelledError:
+        await _interrupted(run)
+    finally:
+        current_run.reset(token)
+
+
+async def _run_agent(run: JobRun) -> None:
+    try:
+        kwargs = run.agent.validate(run.job.input)
+        value = await run.agent.fn(Context(run), **kwargs)
+        await run.settle_flights()
+        _check_consumed(run)
+        result = run.encode_result(value, f"agent {run.agent.name!r}")
+    except Exception as exc:
+        await run.settle_flights()
+        run.begin_ending()
+        await _fail(run, exc)
+        return
+    run.begin_ending()
+    await _end(run, JobStatus.SUCCEEDED, EventType.JOB_SUCCEEDED, {"result": result})
+
+
+async def _interrupted(run: JobRun) -> None:
+    """The worker interrupted the run: to cancel it or to enforce its deadline, or not ours.
+
+    Any other cancellation (shutdown, lost lease) is re-raised for the worker to handle.
+    """
+    task = asyncio.current_task()
+    if run.control is Control.CANCEL and task is not None:
+        task.uncancel()
+        await run.settle_flights(interrupt=True)
+        await _ending(run, _stop(run, JobCancelled("cancelled by an operator while running")))
+    elif run.deadline_passed() and task is not None:
+        task.uncancel()
+        await run.settle_flights(interrupt=True)
+        passed = DeadlineExceeded("the job's deadline passed while running")
+        await _ending(run, _fail(run, passed))
+    else:
+        raise asyncio.CancelledError
+
+
+async def _ending(run: JobRun, end: Awaitable[None]) -> None:
+    """An end that compensates; if the journal disagrees with the code there, park."""
+    try:
+        await end
+    except Suspend as suspend:
+        await _park(run, suspend)
 
 
 def _signal_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -182,625 +151,122 @@ def _signal_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-def _as_write(row: Effect) -> EffectWrite:
-    return EffectWrite(
-        row.position,
-        row.tool,
-        row.effect,
-        row.args_hash,
-        row.idempotency_key,
-        row.state,
-        result=row.result,
-        error=row.error,
-        attempt=row.attempt,
+def _check_consumed(run: JobRun) -> None:
+    """The code ended before a position the journal holds: it is not the code that ran."""
+    leftover = run.leftover()
+    if leftover is not None:
+        run.diverged(leftover[0], leftover[1], {})
+
+
+async def fail_poisoned(run: JobRun, limit: int, last_failure: str | None = None) -> None:
+    """A job whose runs keep being cut short is failed, not retried forever."""
+    error = {
+        "type": "PoisonJob",
+        "message": f"its runs were cut short {run.job.recoveries} times (its worker died "
+        f"or the runtime failed; max_recoveries={limit}); giving up",
+    }
+    if last_failure:
+        error["last_failure"] = last_failure
+    await _end(run, JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
+
+
+async def release(run: JobRun, why: str) -> None:
+    """Hand the job back (pending), so that any worker can take it up again."""
+    data = {"owner": run.lease.owner, "reason": why}
+    await run.commit(
+        EventDraft(EventType.JOB_RELEASED, data), status=StatusWrite(JobStatus.PENDING)
     )
 
 
-class JobRun:
-    """One execution of a job: replays the recorded prefix, runs and records the rest."""
-
-    def __init__(
-        self,
-        *,
-        job: Job,
-        lease: Lease,
-        agent: AgentDef,
-        store: Committer,
-        events: Sequence[Event],
-        effects: Sequence[Effect],
-        lease_deadline: Callable[[], float],
-        max_payload_bytes: int,
-        signals: Sequence[Signal] = (),
-        agents: Mapping[str, AgentDef] | None = None,
-        outage_budget: float = 300.0,
-        replay_only: bool = False,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        self.job = job
-        self.clock = clock
-        self.lease = lease
-        self.agent = agent
-        self.agents = agents or {}
-        self.store = store
-        self._ops = {
-            e.position: e for e in events if e.type is EventType.OP and e.position is not None
-        }
-        self._records = _records(events)
-        self.waits: dict[int, dict[str, Any]] = {
-            e.position: e.data
-            for e in events
-            if e.type is EventType.WAIT and e.position is not None
-        }
-        self._has_children = any(r.kind == "child" for r in self._records.values())
-        # Not interrupted while replaying: a cancel then takes effect where the replay ends,
-        # with every effect the journal holds known (and so compensated).
-        self._replayed_to = max(self._records, default=-1)
-        self._ledger = {e.position: _as_write(e) for e in effects}
-        self._inbox = list(signals)
-        self._taken: set[int] = set()
-        self._deadline = lease_deadline
-        self._max_payload = max_payload_bytes
-        self._position = 0
-        self._ordinals: dict[str, int] = {}
-        self._pending: list[EventDraft] = []
-        self._children: list[NewJob] = []
-        self._head = Head(job.event_count, job.head_hash)
-        self._commit_lock = asyncio.Lock()
-        self._outage_budget = outage_budget
-        self._replay_only = replay_only
-        self.control = job.control
-        self.compensating = False
-        self.compensable: list[tuple[ToolDef, CompensationRequest]] = []
-        self._closing: ControlSignal | None = None
-        self._diverged_at: int | None = None
-        self._phase = "new"  # "running" the agent, then "ending" (parking, ending, handing back)
-        self._flights: dict[asyncio.Task[Any], int] = {}
-        self._landed = asyncio.Event()
-
-    # -- the journal cursor -----------------------------------------------------------------
-
-    def next_op(self, kind: str, name: str, args_digest: str) -> Slot:
-        """Take the next position; check whatever the journal holds there against the code."""
-        position = self._position
-        self._position += 1
-        ordinal = self._ordinals.get(name, 0) + 1
-        self._ordinals[name] = ordinal
-        record = self._records.get(position)
-        if record is not None and record.kind == "compensation" and not self.compensating:
-            # An earlier run was cancelled (or ran out of time) here and began compensating:
-            # this one ends at the same position, whatever the code was about to do.
-            self._position = position
-            self._ordinals[name] = ordinal - 1
-            self._end_where_compensation_began(position)
-        if record is not None and not record.matches(kind, name, args_digest):
-            self.diverged(
-                position, record.shown(), {"kind": kind, "name": name, "args_hash": args_digest}
-            )
-        recorded = self._ops.get(position)
-        if recorded is None:
-            if self._replay_only:
-                raise ReplayEnded(position)
-            if not self.compensating:
-                if self._closing is not None:
-                    raise self._closing  # the run is ending: a parallel branch starts nothing
-                self._honour_control(position)
-        return Slot(position, ordinal, recorded)
-
-    def _end_where_compensation_began(self, position: int) -> None:
-        if self.control is Control.CANCEL:
-            self._close(JobCancelled(f"cancelled by an operator before position {position}"))
-        if self._deadline_passed():
-            self._close(DeadlineExceeded(f"the job's deadline passed before position {position}"))
-
-    def _honour_control(self, position: int) -> None:
-        """Before anything new runs: a cancel, a pause or a passed deadline takes effect here."""
-        if self.job.deadline is not None and self.clock.time() >= self.job.deadline:
-            self._close(DeadlineExceeded(f"the job's deadline passed before position {position}"))
-        if self.control is Control.CANCEL:
-            self._close(JobCancelled(f"cancelled by an operator before position {position}"))
-        if self.control is Control.PAUSE:
-            detail = {"position": position, "message": "paused by an operator: `aetheris resume`"}
-            self._close(Suspend(ParkReason.PAUSED, detail))
-
-    def _close(self, signal: ControlSignal) -> None:
-        """End the run with ``signal``; parallel branches reaching a new operation get it too."""
-        if self._closing is None:
-            self._closing = signal
-        raise signal
-
-    @property
-    def interruptible(self) -> bool:
-        """Whether the worker may cancel this run's task (to cancel it, or at its deadline).
-
-        Only while agent code runs past the recorded prefix: once the run writes its end, an
-        interruption would leave that write half done and the job held until its lease expires;
-        during the replay it would compensate only what was replayed so far.
-        """
-        return self._phase == "running" and self._position > self._replayed_to
-
-    @property
-    def draining(self) -> bool:
-        """The worker is stopping: nothing new is dispatched."""
-        return isinstance(self._closing, Draining)
-
-    @property
-    def ending(self) -> bool:
-        return self._phase == "ending"
-
-    def drain(self) -> None:
-        """The worker is stopping: start no new operation; what is in flight may finish."""
-        if self._closing is None:
-            self._closing = Draining("the worker is stopping")
-
-    def diverged(self, position: int, expected: Mapping[str, Any], got: Mapping[str, Any]) -> None:
-        """The code no longer matches the journal: park, never continue on a wrong prefix."""
-
-        def show(entry: Mapping[str, Any]) -> str:
-            if not entry:
-                return "(nothing)"
-            digest = entry.get("args_hash") or ""
-            return f"{entry.get('kind')} {entry.get('name')} (args {digest[:12]})"
-
-        record = self._records.get(position)
-        holds = f" ({record.holds})" if record is not None and record.holds else ""
-        diff = (
-            f"nondeterminism at position {position}: the journal and the code disagree\n"
-            f"  journal: {show(expected)}{holds}\n"
-            f"  code:    {show(got)}"
-        )
-        detail = {"position": position, "expected": dict(expected), "got": dict(got), "diff": diff}
-        self._diverged_at = position
-        if not self.compensating:
-            # A cancel or a passed deadline still ends the job; no compensation can run through
-            # a journal that no longer matches the code (and parking would loop: it is due).
-            if self.control is Control.CANCEL:
-                self._close(JobCancelled(f"cancelled by an operator; {diff}"))
-            if self._deadline_passed():
-                self._close(DeadlineExceeded(f"the job's deadline passed; {diff}"))
-        self._close(Suspend(ParkReason.NONDETERMINISM, detail))
-
-    def check_lease(self) -> None:
-        """Refuse to dispatch once the lease may have expired (e.g. after a SIGSTOP)."""
-        if self.clock.monotonic() >= self._deadline():
-            raise LeaseLost(self.lease.job_id, self.lease.epoch)
-
-    def ledger_row(self, position: int) -> EffectWrite | None:
-        """The ledger row at ``position`` as this run knows it (loaded, then as it wrote it)."""
-        return self._ledger.get(position)
-
-    def create_child(self, new: NewJob) -> None:
-        """Create ``new`` in the next fenced commit (with any value it was built from)."""
-        self._children.append(new)
-        self._has_children = True
-
-    # -- operations in flight ---------------------------------------------------------------
-
-    def take_off(self) -> asyncio.Task[Any]:
-        """An operation is in flight, from its intent to its recorded outcome; call
-        :meth:`land` with the result in a ``finally`` (plain calls: this is the hot path)."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._flights[task] = self._flights.get(task, 0) + 1
-        return task
-
-    def land(self, task: asyncio.Task[Any]) -> None:
-        left = self._flights[task] - 1
-        if left:
-            self._flights[task] = left
-        else:
-            del self._flights[task]
-        self._landed.set()
-
-    async def settle_flights(self, *, interrupt: bool = False) -> None:
-        """Wait until no other branch has an operation in flight (interrupting them if asked)."""
-        me = asyncio.current_task()
-        if interrupt:
-            for task in list(self._flights):
-                if task is not me:
-                    task.cancel()
-        while any(task is not me and not task.done() for task in self._flights):
-            self._landed.clear()
-            await self._landed.wait()
-
-    async def suspend(self, suspend: Suspend) -> Suspend:
-        """``suspend``, to raise once every effect a parallel branch dispatches has landed."""
-        if self._closing is None:
-            self._closing = suspend
-        await self.settle_flights()
-        return suspend
-
-    # -- store access -----------------------------------------------------------------------
-
-    async def read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """A read a durable operation needs: an outage is waited out, as commits do."""
-        delay = 0.05
-        deadline = self.clock.monotonic() + self._outage_budget
-        while True:
-            try:
-                return await fn(*args)
-            except StoreUnavailable as exc:
-                if self.clock.monotonic() + delay > deadline:
-                    raise RuntimeFailure(f"job {self.job.id}: a read failed: {exc}") from exc
-                log.warning("job %s: read failed (%s); retrying in %.2fs", self.job.id, exc, delay)
-            except Exception as exc:
-                raise RuntimeFailure(f"job {self.job.id}: a read failed: {exc}") from exc
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    async def take_signal(self, name: str) -> Signal | None:
-        """The oldest signal of ``name`` not yet received by this job (re-reading the inbox).
-
-        Parallel branches may wait for the same name: each signal goes to one of them only.
-        """
-        found = next((s for s in self._inbox if s.name == name), None)
-        if found is None:
-            inbox = await self.read(self.store.signals, self.job.id)
-            self._inbox = [s for s in inbox if s.seq not in self._taken]
-            found = next((s for s in self._inbox if s.name == name), None)
-        if found is not None:
-            self._inbox.remove(found)
-            self._taken.add(found.seq)
-        return found
-
-    async def commit(
-        self,
-        *events: EventDraft,
-        effects: Sequence[EffectWrite] = (),
-        status: StatusWrite | None = None,
-        consume: Sequence[tuple[int, int]] = (),
-    ) -> list[Event]:
-        """A fenced write; buffered ``now``/``uuid``/``random`` values and children travel with it.
-
-        Commits of one run are serialized (parallel operations may race to commit), and each
-        names the head it extends. If the database goes away mid-commit, the commit is retried
-        until it lands, is fenced, or the outage budget is spent; a reply lost on the way back
-        is recognised by the head having moved, so nothing is written twice.
-        """
-        async with self._commit_lock:
-            drafts, self._pending = [*self._pending, *events], []
-            children, self._children = self._children, []
-            ends = status is not None and status.status.terminal
-            wake: tuple[tuple[str, str], ...] = ()
-            if ends and self.job.parent_id:
-                wake = ((self.job.parent_id, job_wake(self.job.id)),)  # its parent waits
-            commit = Commit(
-                drafts,
-                effects,
-                status,
-                self._head,
-                consume,
-                wake,
-                create=children,
-                cancel_children=ends and self._has_children,
-            )
-            try:
-                sealed = await self._commit_surviving_outages(commit)
-            except Exception as exc:
-                raise RuntimeFailure(f"job {self.job.id}: a write failed: {exc}") from exc
-            if sealed:
-                self._head = Head(sealed[-1].seq + 1, sealed[-1].hash)
-            self._remember(effects)
-            return sealed
-
-    def _remember(self, writes: Sequence[EffectWrite]) -> None:
-        for write in writes:
-            known = self._ledger.get(write.position)
-            if known is None or write.expect is None:
-                self._ledger[write.position] = write
-            else:  # an update names only what changes (a compensation names no args hash)
-                self._ledger[write.position] = dataclasses.replace(
-                    known,
-                    state=write.state,
-                    result=write.result,
-                    error=write.error,
-                    attempt=write.attempt,
-                )
-
-    async def _commit_surviving_outages(self, commit: Commit) -> list[Event]:
-        deadline = self.clock.monotonic() + self._outage_budget
-        delay = 0.05
-        while True:
-            try:
-                return await self.store.commit(self.lease, commit)
-            except StoreUnavailable as exc:
-                if self.clock.monotonic() + delay > deadline:
-                    raise
-                log.warning(
-                    "job %s: commit failed (%s); retrying in %.2fs", self.job.id, exc, delay
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-            with contextlib.suppress(StoreUnavailable):
-                landed = await self._landed_commit(commit)
-                if landed is not None:
-                    return landed
-
-    async def _landed_commit(self, commit: Commit) -> list[Event] | None:
-        """After an ambiguous failure: the events of ``commit`` if it did land, else None."""
-        job = await self.store.get_job(self.job.id)
-        if job is None or job.lease_epoch != self.lease.epoch:
-            raise LeaseLost(self.lease.job_id, self.lease.epoch)
-        assert commit.head is not None
-        if job.event_count == commit.head.count:
-            return None
-        events = await self.store.events(self.job.id)
-        return events[commit.head.count : commit.head.count + len(commit.events)]
-
-    def encode_result(self, value: Any, what: str) -> Any:
-        """JSON form of a result, within the payload limit (raises :class:`InvalidInput`)."""
-        jsonable = to_jsonable(value)
-        if type(jsonable) in _SMALL or (
-            type(jsonable) is str
-            and len(jsonable) * 4 < self._max_payload
-            and "\x00" not in jsonable
-        ):
-            return jsonable  # cannot be over the limit: skip encoding it just to measure
-        size = len(canonical(jsonable))  # refuses what no store can hold (NaN, NUL characters)
-        if size > self._max_payload:
-            raise InvalidInput(
-                f"{what} returned {size} bytes, over the payload limit of {self._max_payload}"
-            )
-        return jsonable
-
-    # -- operations agent code reaches through Context and tools ---------------------------
-
-    async def guarded(self, operation: Awaitable[T]) -> T:
-        """Run a durable operation for agent code: only its own outcome may reach the agent."""
+async def _stop(run: JobRun, cancelled: JobCancelled) -> None:
+    """Cancelled: compensate what was committed, leave in doubt what may have happened."""
+    run.begin_compensating()
+    error: dict[str, Any] = {"type": "Cancelled", "message": str(cancelled)}
+    if run.diverged_at is not None:
+        # No compensation runs through a journal the code does not match: name what stands.
+        error["compensated"] = []
+        error["not_compensated"] = run.committed_tools()
+    else:
         try:
-            return await operation
-        except _FOR_THE_AGENT:
-            raise
-        except Exception as exc:
-            raise self._runtime_failure(exc) from exc
-
-    def _runtime_failure(self, exc: Exception) -> RuntimeFailure:
-        return RuntimeFailure(
-            f"job {self.job.id}: the runtime failed in a durable operation: "
-            f"{type(exc).__name__}: {exc}"
-        )
-
-    def record_value(self, kind: str, produce: Callable[[], Any]) -> Any:
-        slot = self.next_op(kind, kind, "")
-        if slot.recorded is not None:
-            return slot.recorded.data["result"]
-        value = produce()
-        data = {
-            "kind": kind,
-            "name": kind,
-            "ordinal": slot.ordinal,
-            "args_hash": "",
-            "effect": "pure",
-            "outcome": "pure",
-            "result": value,
-        }
-        self._pending.append(EventDraft(EventType.OP, data, slot.position))
-        return value
-
-    async def step(
-        self,
-        name: str,
-        fn: Callable[..., Awaitable[Any]] | Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        ahash = args_hash(args, kwargs)
-        slot = self.next_op("step", name, ahash)
-        is_async = asyncio.iscoroutinefunction(fn)
-        call = Call(
-            "step", name, fn, is_async, args, kwargs, ahash, NO_RETRY, EffectClass.PURE, slot
-        )
-        adapter = return_adapter(fn)
-        if slot.recorded is not None:
-            return deliver(call, slot.recorded.data, adapter)
-        try:  # as guarded(), without a coroutine more per step
-            return await run_pure(self, call, adapter)
-        except _FOR_THE_AGENT:
-            raise
-        except Exception as exc:
-            raise self._runtime_failure(exc) from exc
-
-    async def call_tool(self, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        try:  # as guarded(), without a coroutine more per call
-            return await call_tool(self, tool, args, kwargs)
-        except _FOR_THE_AGENT:
-            raise
-        except Exception as exc:
-            raise self._runtime_failure(exc) from exc
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    async def execute(self) -> None:
-        """Run the agent to its end, a park, a hand-back, or a runtime failure (propagated)."""
-        token = current_run.set(self)
-        self._phase = "running"
-        try:
-            try:
-                await self._execute()
-            except BaseExceptionGroup as group:  # an asyncio.TaskGroup of the agent's
-                raise _signal_of(group) from None
-            finally:
-                self._phase = "ending"
-        except Suspend as suspend:
-            await self.settle_flights()
-            await self._park(suspend)
-        except JobCancelled as cancelled:
-            await self.settle_flights(interrupt=True)
-            await self._ending(self._stop(cancelled))
-        except DeadlineExceeded as passed:
-            await self.settle_flights(interrupt=True)
-            await self._ending(self._fail(passed))
-        except Draining:
-            await self.settle_flights()
-            await self.release("the worker is stopping")
-        except (RuntimeFailure, LeaseLost):
-            await self.settle_flights(interrupt=True)
-            raise
-        except asyncio.CancelledError:
-            await self._interrupted()
-        finally:
-            current_run.reset(token)
-
-    async def _interrupted(self) -> None:
-        """The worker interrupted the run: to cancel it or to enforce its deadline, or not ours.
-
-        Any other cancellation (shutdown, lost lease) is re-raised for the worker to handle.
-        """
-        task = asyncio.current_task()
-        if self.control is Control.CANCEL and task is not None:
-            task.uncancel()
-            await self.settle_flights(interrupt=True)
-            await self._ending(self._stop(JobCancelled("cancelled by an operator while running")))
-        elif self._deadline_passed() and task is not None:
-            task.uncancel()
-            await self.settle_flights(interrupt=True)
-            passed = DeadlineExceeded("the job's deadline passed while running")
-            await self._ending(self._fail(passed))
-        else:
-            raise asyncio.CancelledError
-
-    async def _ending(self, end: Awaitable[None]) -> None:
-        """An end that compensates; if the journal disagrees with the code there, park."""
-        try:
-            await end
-        except Suspend as suspend:
-            await self._park(suspend)
-
-    def _deadline_passed(self) -> bool:
-        return self.job.deadline is not None and self.clock.time() >= self.job.deadline
-
-    async def _execute(self) -> None:
-        try:
-            kwargs = self.agent.validate(self.job.input)
-            value = await self.agent.fn(Context(self), **kwargs)
-            await self.settle_flights()
-            self._check_consumed()
-            result = self.encode_result(value, f"agent {self.agent.name!r}")
-        except Exception as exc:
-            await self.settle_flights()
-            self._phase = "ending"
-            await self._fail(exc)
-            return
-        self._phase = "ending"
-        await self._end(JobStatus.SUCCEEDED, EventType.JOB_SUCCEEDED, {"result": result})
-
-    async def fail_poisoned(self, limit: int, last_failure: str | None = None) -> None:
-        """A job whose runs keep being cut short is failed, not retried forever."""
-        error = {
-            "type": "PoisonJob",
-            "message": f"its runs were cut short {self.job.recoveries} times (its worker died "
-            f"or the runtime failed; max_recoveries={limit}); giving up",
-        }
-        if last_failure:
-            error["last_failure"] = last_failure
-        await self._end(JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
-
-    async def release(self, why: str) -> None:
-        """Hand the job back (pending), so that any worker can take it up again."""
-        data = {"owner": self.lease.owner, "reason": why}
-        await self.commit(
-            EventDraft(EventType.JOB_RELEASED, data), status=StatusWrite(JobStatus.PENDING)
-        )
-
-    def _check_consumed(self) -> None:
-        leftover = sorted(p for p in self._records if p >= self._position)
-        if leftover:
-            self.diverged(leftover[0], self._records[leftover[0]].shown(), {})
-
-    async def _stop(self, cancelled: JobCancelled) -> None:
-        """Cancelled: compensate what was committed, leave in doubt what may have happened."""
-        self.compensating = True
-        error: dict[str, Any] = {"type": "Cancelled", "message": str(cancelled)}
-        if self._diverged_at is not None:
-            error["compensated"] = []
-            error["not_compensated"] = self._standing_effects()
-        else:
-            try:
-                error["compensated"] = await compensate_all(self)
-            except CompensationFailed as failed:
-                error["compensation_error"] = str(failed)
-        await self._end(JobStatus.CANCELLED, EventType.JOB_CANCELLED, {"error": error})
-
-    async def _fail(self, exc: BaseException) -> None:
-        self.compensating = True
-        error = error_doc(exc)
-        if isinstance(exc, ToolFailed):
-            error.update(position=exc.position, tool=exc.name, cause=exc.error_type)
-        if isinstance(exc, EncodingError | InvalidInput) and not self._ops:
-            error["type"] = type(exc).__name__
-        error["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
-        if self._diverged_at is not None and (self.compensable or self._standing_effects()):
-            error["not_compensated"] = self._standing_effects()
-            await self._end(JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
-            return
-        if not self.compensable:
-            await self._end(JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
-            return
-        try:
-            undone = await compensate_all(self)
+            error["compensated"] = await compensate_all(run)
         except CompensationFailed as failed:
             error["compensation_error"] = str(failed)
-            await self._end(JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
-            return
-        self._check_consumed()
-        error["compensated"] = undone
-        await self._end(JobStatus.COMPENSATED, EventType.JOB_COMPENSATED, {"error": error})
+    await _end(run, JobStatus.CANCELLED, EventType.JOB_CANCELLED, {"error": error})
 
-    def _standing_effects(self) -> list[str]:
-        """Tools whose effects happened and stand: none is compensated through a journal that
-        no longer matches the code, so the job's end names them for an operator."""
-        replayed = {request.tool for _, request in self.compensable}
-        ledgered = {row.tool for row in self._ledger.values() if row.state is EffectState.COMMITTED}
-        return sorted(replayed | ledgered)
 
-    async def _end(self, status: JobStatus, event: EventType, data: dict[str, Any]) -> None:
-        """The job's last commit: its end, and every intent still open settled as in doubt."""
-        drafts, writes = self._settlement()
-        error = data.get("error")
-        if writes and isinstance(error, dict):
-            error["in_doubt"] = [w.position for w in writes]
-        drafts.append(EventDraft(event, data))
-        await self.commit(
-            *drafts,
-            effects=writes,
-            status=StatusWrite(status, result=data.get("result"), error=error),
+async def _fail(run: JobRun, exc: BaseException) -> None:
+    """The agent failed: compensate what was committed; ``compensated`` if all was undone."""
+    run.begin_compensating()
+    error = error_doc(exc)
+    if isinstance(exc, ToolFailed):
+        error.update(position=exc.position, tool=exc.name, cause=exc.error_type)
+    error["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+    standing = run.committed_tools() if run.diverged_at is not None else []
+    if standing or not run.compensations:
+        if standing:
+            error["not_compensated"] = standing
+        await _end(run, JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
+        return
+    try:
+        undone = await compensate_all(run)
+    except CompensationFailed as failed:
+        error["compensation_error"] = str(failed)
+        await _end(run, JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
+        return
+    _check_consumed(run)
+    error["compensated"] = undone
+    await _end(run, JobStatus.COMPENSATED, EventType.JOB_COMPENSATED, {"error": error})
+
+
+async def _end(run: JobRun, status: JobStatus, event: EventType, data: dict[str, Any]) -> None:
+    """The job's last commit: its end, and every intent still open settled as in doubt."""
+    drafts, writes = _settlement(run)
+    error = data.get("error")
+    if writes and isinstance(error, dict):
+        error["in_doubt"] = [w.position for w in writes]
+    drafts.append(EventDraft(event, data))
+    await run.commit(
+        *drafts,
+        effects=writes,
+        status=StatusWrite(status, result=data.get("result"), error=error),
+    )
+
+
+def _settlement(run: JobRun) -> tuple[list[EventDraft], list[EffectWrite]]:
+    drafts: list[EventDraft] = []
+    writes: list[EffectWrite] = []
+    for row in run.open_intents():
+        data = {
+            "name": row.tool,
+            "idempotency_key": row.idempotency_key,
+            "attempt": row.attempt,
+            "reason": "the job ended before the outcome was recorded",
+        }
+        drafts.append(EventDraft(EventType.EFFECT_IN_DOUBT, data, row.position))
+        writes.append(
+            dataclasses.replace(row, state=EffectState.IN_DOUBT, expect=EffectState.INTENT)
         )
+    return drafts, writes
 
-    def _settlement(self) -> tuple[list[EventDraft], list[EffectWrite]]:
-        drafts: list[EventDraft] = []
-        writes: list[EffectWrite] = []
-        for position, row in sorted(self._ledger.items()):
-            if row.state is not EffectState.INTENT:
-                continue
-            data = {
-                "name": row.tool,
-                "idempotency_key": row.idempotency_key,
-                "attempt": row.attempt,
-                "reason": "the job ended before the outcome was recorded",
-            }
-            drafts.append(EventDraft(EventType.EFFECT_IN_DOUBT, data, position))
-            writes.append(
-                dataclasses.replace(row, state=EffectState.IN_DOUBT, expect=EffectState.INTENT)
-            )
-        return drafts, writes
 
-    async def _park(self, suspend: Suspend) -> None:
-        reason = ParkReason(suspend.reason)
-        events = []
-        if suspend.wait is not None:
-            position, data = suspend.wait
-            events.append(EventDraft(EventType.WAIT, data, position))
-        events.append(
-            EventDraft(EventType.JOB_PARKED, {"reason": reason.value, "detail": suspend.detail})
-        )
-        wake_at = suspend.wake_at
-        if self.job.deadline is not None:
-            # Past its deadline a parked job is due too: it wakes to end as failed.
-            wake_at = min(wake_at or self.job.deadline, self.job.deadline)
-        status = StatusWrite(
-            JobStatus.PARKED,
-            park_reason=reason,
-            park_detail=suspend.detail,
-            wake_on=suspend.wake_on,
-            wake_at=wake_at,
-        )
-        await self.commit(*events, status=status)
+async def _park(run: JobRun, suspend: Suspend) -> None:
+    reason = ParkReason(suspend.reason)
+    events = []
+    if suspend.wait is not None:
+        position, data = suspend.wait
+        events.append(EventDraft(EventType.WAIT, data, position))
+    events.append(
+        EventDraft(EventType.JOB_PARKED, {"reason": reason.value, "detail": suspend.detail})
+    )
+    wake_at = suspend.wake_at
+    if run.job.deadline is not None:
+        # Past its deadline a parked job is due too: it wakes to end as failed.
+        wake_at = min(wake_at or run.job.deadline, run.job.deadline)
+    status = StatusWrite(
+        JobStatus.PARKED,
+        park_reason=reason,
+        park_detail=suspend.detail,
+        wake_on=suspend.wake_on,
+        wake_at=wake_at,
+    )
+    await run.commit(*events, status=status)

@@ -5,23 +5,35 @@ of the run carries the epoch and applies only while it is current, so a worker t
 lease (paused, partitioned, presumed dead) cannot record anything; the heartbeat also cancels the
 job's task the moment it learns of the loss, and side-effecting dispatches check a local lease
 deadline first, so a worker resumed after a SIGSTOP dispatches nothing.
+
+A worker reads what it runs from a :class:`Registry` (the :class:`~aetheris.App` is one) and
+is never called back: an App in the same process rings a :class:`Doorbell` after it writes
+(a job started, a signal sent, a cancel requested), and its workers wake to claim or to beat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from aetheris import runner
+from aetheris.agents import AgentDef
 from aetheris.clock import SYSTEM_CLOCK, Clock
-from aetheris.crashpoints import SimulatedCrash
-from aetheris.errors import AetherisError, ConfigurationError, LeaseLost, RuntimeFailure
+from aetheris.errors import (
+    AetherisError,
+    ConfigurationError,
+    LeaseLost,
+    RuntimeFailure,
+    SimulatedCrash,
+)
 from aetheris.journal import Event, EventDraft, EventType
-from aetheris.runner import JobRun
+from aetheris.run import JobRun
 from aetheris.store.port import (
     Claim,
     ClaimFilter,
@@ -33,12 +45,69 @@ from aetheris.store.port import (
     Store,
 )
 
-if TYPE_CHECKING:
-    from aetheris.app import App
-
 log = logging.getLogger("aetheris.worker")
 BEAT_FLOOR = 0.25  # seconds between two heartbeats, at least
 MIN_LEASE_TTL = 2 * BEAT_FLOOR
+
+
+class Doorbell:
+    """In-process news: whoever writes rings, and workers listening act on it at once.
+
+    ``ring`` wakes workers waiting for work; ``announce`` tells them an operator's request on a
+    job (cancel, pause, resume), which a worker running that job honours now rather than at its
+    next heartbeat. The App rings; it never knows which workers listen.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._listeners: list[Callable[[str, Control | None], None]] = []
+
+    def listen(self, listener: Callable[[str, Control | None], None]) -> Callable[[], None]:
+        """Call ``listener(job_id, control)`` on each announcement; returns how to stop."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def announce(self, job_id: str, control: Control | None) -> None:
+        for listener in list(self._listeners):
+            listener(job_id, control)
+        self.ring()
+
+    def ring(self) -> None:
+        for waiter in list(self._waiters):
+            if not waiter.done():
+                with contextlib.suppress(RuntimeError):  # its event loop has closed
+                    waiter.set_result(None)
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until the next ring, or ``timeout`` seconds."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(waiter)
+
+
+class Registry(Protocol):
+    """What a worker reads of the App it serves: its agents, settings and store."""
+
+    database_url: str
+    clock: Clock
+    lease_ttl: float
+    poll_interval: float
+    max_payload_bytes: int
+    max_recoveries: int
+    doorbell: Doorbell
+
+    @property
+    def agent_names(self) -> list[str]: ...
+    @property
+    def agents(self) -> Mapping[str, AgentDef]: ...
+    def agent_def(self, name: str) -> AgentDef: ...
+    async def open_store(self) -> Store: ...
 
 
 def worker_id(clock: Clock = SYSTEM_CLOCK) -> str:
@@ -56,11 +125,12 @@ class _Active:
 
 
 class Worker:
-    """Runs jobs of one :class:`~aetheris.App`; several may share a database."""
+    """Runs jobs of one :class:`~aetheris.App` (its :class:`Registry`); several may share a
+    database."""
 
     def __init__(
         self,
-        app: App,
+        registry: Registry,
         *,
         concurrency: int = 10,
         queues: Sequence[str] | None = None,
@@ -70,15 +140,15 @@ class Worker:
         owner: str | None = None,
         reap_interval: float = 1.0,
     ) -> None:
-        self.app = app
+        self.registry = registry
         self.concurrency = concurrency
         self.queues = list(queues) if queues is not None else None
-        self.lease_ttl = lease_ttl if lease_ttl is not None else app.lease_ttl
-        self.poll_interval = poll_interval if poll_interval is not None else app.poll_interval
+        self.lease_ttl = lease_ttl if lease_ttl is not None else registry.lease_ttl
+        self.poll_interval = poll_interval if poll_interval is not None else registry.poll_interval
         self.grace = grace
         self.reap_interval = reap_interval
         _check_options(concurrency, self.lease_ttl, self.poll_interval, grace)
-        self.clock = app.clock
+        self.clock = registry.clock
         self.owner = owner or worker_id(self.clock)
         self._active: dict[str, _Active] = {}
         self._wake: asyncio.Event | None = None
@@ -119,19 +189,19 @@ class Worker:
         """Claim and run jobs until ``stop`` is set (or :meth:`stop` is called)."""
         self._wake = asyncio.Event()
         self._stop = stop or asyncio.Event()
-        store = await self.app.open_store()
-        await store.register_agents(self.app.agent_names)
+        store = await self.registry.open_store()
+        await store.register_agents(self.registry.agent_names)
         await store.register_worker(self.owner)
-        self.app.attach(self)
         log.info(
             "worker %s serving %s on %s (concurrency %d, lease %.1fs)",
             self.owner,
-            ", ".join(self.app.agent_names),
-            self.app.database_url,
+            ", ".join(self.registry.agent_names),
+            self.registry.database_url,
             self.concurrency,
             self.lease_ttl,
         )
-        where = ClaimFilter(self.app.agent_names, self.queues)
+        unlisten = self.registry.doorbell.listen(self._requested)
+        where = ClaimFilter(self.registry.agent_names, self.queues)
         beat = asyncio.create_task(self._heartbeats(store), name="aetheris-heartbeat")
         stop_waiter = asyncio.create_task(self._stop.wait())
         try:
@@ -154,8 +224,8 @@ class Worker:
                 finally:
                     notified.cancel()
         finally:
+            unlisten()
             stop_waiter.cancel()
-            self.app.detach(self)
             await self._drain(store)
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
@@ -188,10 +258,14 @@ class Worker:
         assert self._wake is not None
         woken = asyncio.create_task(self._wake.wait())
         waiters: set[asyncio.Task[Any]] = {woken, stop_waiter}
+        rung = None
         if timeout is not None:
-            waiters.add(notified)
+            rung = asyncio.create_task(self.registry.doorbell.wait(timeout))
+            waiters.update((notified, rung))
         await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         woken.cancel()
+        if rung is not None:
+            rung.cancel()
 
     async def _fill(self, store: Store, where: ClaimFilter) -> bool:
         found = False
@@ -224,7 +298,7 @@ class Worker:
     async def _run(self, store: Store, claim: Claim, active: _Active) -> None:
         job = claim.job
         try:
-            agent = self.app.agent_def(job.agent)
+            agent = self.registry.agent_def(job.agent)
             if job.attempts == 1:
                 events, effects = [], []  # first claim ever: nothing ran, nothing to replay
             else:
@@ -238,18 +312,18 @@ class Worker:
                 events=events,
                 effects=effects,
                 lease_deadline=lambda: active.deadline,
-                max_payload_bytes=self.app.max_payload_bytes,
-                agents=self.app.agents,
+                max_payload_bytes=self.registry.max_payload_bytes,
+                agents=self.registry.agents,
                 clock=self.clock,
             )
-            if job.recoveries > self.app.max_recoveries:
-                await run.fail_poisoned(self.app.max_recoveries, _last_failure(events))
+            if job.recoveries > self.registry.max_recoveries:
+                await runner.fail_poisoned(run, self.registry.max_recoveries, _last_failure(events))
                 return
             if job.deadline is not None:
                 self._enforce_deadline(active, job.deadline)
             if self._stop_set():
                 run.drain()  # the worker began stopping while this job was being claimed
-            await run.execute()
+            await runner.execute(run)
         except LeaseLost:
             log.info("job %s: lease lost, stopped", job.id)
         except SimulatedCrash:
@@ -333,9 +407,9 @@ class Worker:
         interval = min(self.lease_ttl / 3, 2.0)
         last = self.clock.monotonic()
         while True:
-            # A notification (a control request on PostgreSQL) brings the next beat forward,
-            # but beats stay at least a quarter of a second apart.
-            await store.wait_for_work(interval)
+            # A notification (a control request on PostgreSQL, or a write of an App in this
+            # process) brings the next beat forward, but beats stay at least BEAT_FLOOR apart.
+            await self._until_rung(store, interval)
             await asyncio.sleep(max(0.0, BEAT_FLOOR - (self.clock.monotonic() - last)))
             last = self.clock.monotonic()
             actives = list(self._active.values())
@@ -352,23 +426,33 @@ class Worker:
                     self._lose(active)
                     continue
                 active.deadline = sent + self.lease_ttl - self._margin
-                control = beat.control.get(active.lease.job_id)
-                if control is not None and active.run is not None:
-                    self._control(active, control)
+                if active.run is not None:
+                    self._control(active, beat.control.get(active.lease.job_id))
 
-    def requested(self, job_id: str, control: Control | None) -> None:
-        """An operator's request made through this process: honour it now, not at a beat."""
+    async def _until_rung(self, store: Store, timeout: float) -> None:
+        """The store's notification or this process's doorbell, whichever comes first."""
+        waiters = {
+            asyncio.create_task(store.wait_for_work(timeout)),
+            asyncio.create_task(self.registry.doorbell.wait(timeout)),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _requested(self, job_id: str, control: Control | None) -> None:
+        """An operator's request made in this process: honoured now, not at the next beat."""
         active = self._active.get(job_id)
-        if active is not None and active.run is not None and control is not None:
+        if active is not None and active.run is not None:
             self._control(active, control)
-        elif active is not None and active.run is not None:
-            active.run.control = None
 
-    def _control(self, active: _Active, control: Control) -> None:
+    def _control(self, active: _Active, control: Control | None) -> None:
+        """An operator's request (or its withdrawal, on resume) as the heartbeat learned it."""
         assert active.run is not None
         if active.run.control is control:
             return
-        active.run.control = control
+        active.run.request(control)
         if control is Control.CANCEL and active.task is not None and active.run.interruptible:
             # A run already ending (or parking) is left to write its end; a cancel that comes
             # as it parks wakes it again, and it ends cancelled then.

@@ -17,7 +17,7 @@ from typing import Any
 
 from aetheris import crashpoints
 from aetheris.app import App
-from aetheris.crashpoints import SimulatedCrash
+from aetheris.errors import SimulatedCrash
 from aetheris.replay import ReplayReport, replay
 from aetheris.scheduler import Worker
 

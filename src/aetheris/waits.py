@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aetheris.errors import (
     ApprovalRejected,
@@ -30,11 +30,9 @@ from aetheris.errors import (
     Suspend,
     WaitError,
 )
-from aetheris.journal import EventDraft, EventType, args_hash, canonical, to_jsonable
+from aetheris.journal import EventDraft, OpRecord, args_hash, canonical, to_jsonable
+from aetheris.run import JobRun, Slot
 from aetheris.store.port import Job, JobStatus, NewJob, ParkReason, Signal, job_wake, signal_wake
-
-if TYPE_CHECKING:
-    from aetheris.runner import JobRun, Slot
 
 _ERRORS: dict[str, type[WaitError]] = {
     "SignalTimeout": SignalTimeout,
@@ -64,28 +62,37 @@ def approval_signal(position: int) -> str:
 
 
 def _recorded(slot: Slot) -> Any:
+    """A wait's recorded outcome: its result, or its failure raised again as it was."""
     assert slot.recorded is not None
-    data = slot.recorded.data
-    error = data.get("error")
+    error = slot.recorded.error
     if error is not None:
         kind = _ERRORS.get(error["type"], WaitError)
         raise kind(error["message"], position=slot.position, detail=error.get("detail"))
-    return data.get("result")
+    return slot.recorded.result
 
 
-def _op(slot: Slot, kind: str, name: str, digest: str, **fields: Any) -> EventDraft:
-    data = {
-        "kind": kind,
-        "name": name,
-        "ordinal": slot.ordinal,
-        "args_hash": digest,
-        "effect": "pure",
-        "outcome": "pure",
-        **fields,
-    }
-    if "error" in fields:
-        data["outcome"] = "permanent_failure"
-    return EventDraft(EventType.OP, data, slot.position)
+def _op(
+    slot: Slot,
+    kind: str,
+    name: str,
+    digest: str,
+    *,
+    result: Any = None,
+    error: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> EventDraft:
+    """The ``op`` event of a wait that ended (with ``result`` or ``error``)."""
+    record = OpRecord(
+        kind=kind,
+        name=name,
+        ordinal=slot.ordinal,
+        args_hash=digest,
+        outcome="pure" if error is None else "permanent_failure",
+        result=result,
+        error=error,
+        extra=extra,
+    )
+    return record.draft(slot.position)
 
 
 async def _record_error(
@@ -116,7 +123,7 @@ def _signal_fields(signal: Signal) -> dict[str, Any]:
 
 def _deadline(run: JobRun, position: int, timeout: float | None) -> float | None:
     """The wait's deadline: journaled at its first park, else from now."""
-    recorded = run.waits.get(position)
+    recorded = run.wait_record(position)
     if recorded is not None:
         deadline: float | None = recorded.get("deadline")
         return deadline
@@ -144,7 +151,7 @@ class _Wait:
     ) -> Suspend:
         """What parks the job, to raise; journals the wait the first time (or as it changes)."""
         record = None
-        if self.slot.position not in run.waits or extra:
+        if run.wait_record(self.slot.position) is None or extra:
             data: dict[str, Any] = {"kind": self.kind, "name": self.name, "args_hash": self.digest}
             data.update({"deadline": deadline, **(extra or {})})
             record = (self.slot.position, data)
@@ -219,7 +226,7 @@ async def approval(
     request_id = f"{run.job.id}:{slot.position}"
     if slot.recorded is not None:
         return Approval(request_id=request_id, **_recorded(slot))
-    wait = run.waits.get(slot.position, {})
+    wait = run.wait_record(slot.position) or {}
     deadline = _deadline(run, slot.position, timeout)
     decision = await run.take_signal(approval_signal(slot.position))
     if decision is not None:
@@ -341,7 +348,7 @@ async def run_agent(run: JobRun, agent: str, data: Mapping[str, Any], job_id: st
 
 
 async def _child_ended(run: JobRun, slot: Slot, agent: str, digest: str, child: Job) -> Any:
-    fields = {"child": child.id, "status": child.status.value}
+    fields: dict[str, Any] = {"child": child.id, "status": child.status.value}
     if child.status is JobStatus.SUCCEEDED:
         await run.commit(_op(slot, "child", agent, digest, result=child.result, **fields))
         return child.result

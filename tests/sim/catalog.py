@@ -29,7 +29,7 @@ from aetheris import (
     RetryPolicy,
     SignalTimeout,
 )
-from aetheris.effects import Reconciliation
+from aetheris.tools import Reconciliation
 
 current_sim: contextvars.ContextVar[Any] = contextvars.ContextVar("sim_current", default=None)
 """The running simulation (its tool, world and fault hooks)."""

@@ -22,7 +22,7 @@ def test_crash_plan_hits_the_nth_matching_point() -> None:
 
 
 def test_crash_plan_rejects_unknown_points() -> None:
-    with pytest.raises(ValueError, match="unknown point"):
+    with pytest.raises(ConfigurationError, match="unknown point"):
         crashpoints.configure("during_lunch")
 
 

@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from aetheris.crashpoints import SimulatedCrash
-from aetheris.errors import StoreError, StoreUnavailable
+from aetheris.errors import SimulatedCrash, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 # Commits run inline (no event loop turn) at most this many times in a row; see Writer._run_now.

@@ -1,0 +1,583 @@
+"""The journal cursor of one run of one job: the narrow interface of a run under a lease.
+
+The agent function is called from the top on every run. Each durable operation takes the next
+position (:meth:`JobRun.next_op`); a position the journal already holds answers from the
+journal, without executing anything; the first position past the recorded prefix is live, and
+from there every result is written (:meth:`JobRun.commit`) before the code continues. The
+journal is read once when the job is claimed; nothing re-reads it per step.
+
+Everything that touches a run goes through the methods of :class:`JobRun`: the ledger
+(:mod:`aetheris.ledger`), compensation, the waits and the lifecycle (:mod:`aetheris.runner`)
+ask it; none of them writes its fields. It enforces, on every path:
+
+* A position holding *any* record (an operation, an effect intent, a wait) is compared with the
+  operation the code makes there before anything else happens at it: a mismatch parks the job
+  ``nondeterminism``. So a deploy that inserts a step in front of an unfinished effect cannot
+  move that effect to a fresh position and dispatch it again.
+* Every write is fenced by the lease, children included; buffered ``now``/``uuid``/``random``
+  values and children travel with the next write.
+* A run never parks or ends while a parallel branch dispatches an effect (``take_off`` /
+  ``land`` / ``settle_flights``).
+* Failures of the runtime itself (the database after the outage budget, a refused write, a bug
+  of ours) reach agent code as :class:`~aetheris.errors.RuntimeFailure`, a ``BaseException``:
+  agent code cannot swallow them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from aetheris.agents import AgentDef
+from aetheris.clock import SYSTEM_CLOCK, Clock
+from aetheris.errors import (
+    ControlSignal,
+    DeadlineExceeded,
+    Draining,
+    InvalidInput,
+    JobCancelled,
+    LeaseLost,
+    ReplayEnded,
+    RuntimeFailure,
+    StoreUnavailable,
+    Suspend,
+    ToolFailed,
+    WaitError,
+)
+from aetheris.journal import Event, EventDraft, EventType, OpRecord, canonical, to_jsonable
+from aetheris.store.port import (
+    Commit,
+    Control,
+    Effect,
+    EffectState,
+    EffectWrite,
+    Head,
+    Job,
+    Lease,
+    NewJob,
+    ParkReason,
+    Signal,
+    StatusWrite,
+    job_wake,
+)
+from aetheris.tools import CompensationRequest, ToolDef
+
+log = logging.getLogger("aetheris.runner")
+T = TypeVar("T")
+
+current_run: ContextVar[JobRun | None] = ContextVar("aetheris_current_run", default=None)
+
+
+class Committer(Protocol):
+    """What a run needs of a store: fenced commits, its inbox, and reads."""
+
+    async def commit(self, lease: Lease, commit: Commit) -> list[Event]: ...
+    async def get_job(self, job_id: str) -> Job | None: ...
+    async def events(self, job_id: str) -> list[Event]: ...
+    async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]: ...
+
+
+_SMALL = frozenset({int, float, bool, type(None)})
+# What agent code may see from a durable operation: its own recorded outcome or its own misuse.
+FOR_THE_AGENT = (ToolFailed, WaitError, InvalidInput)
+_HOLDS = {
+    EventType.OP: "a recorded result",
+    EventType.INTENT: "an effect intent (dispatched, outcome not recorded)",
+    EventType.WAIT: "a wait that began",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """The journal position an operation takes, and what the journal holds there."""
+
+    position: int
+    ordinal: int
+    recorded: OpRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """The operation a journal position names, whatever kind of entry names it."""
+
+    kind: str | None
+    name: str | None
+    args_hash: str | None
+    holds: str
+
+    def matches(self, kind: str, name: str, digest: str) -> bool:
+        # A wait journaled before waits named their operation cannot be compared.
+        return self.kind is None or (self.kind, self.name, self.args_hash) == (kind, name, digest)
+
+    def shown(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "args_hash": self.args_hash}
+
+
+def _records(events: Sequence[Event]) -> dict[int, _Record]:
+    """Per position, the most telling record: a result, else an intent, else a wait."""
+    rank = {EventType.WAIT: 0, EventType.INTENT: 1, EventType.OP: 2}
+    found: dict[int, tuple[int, _Record]] = {}
+    for event in events:
+        level = rank.get(event.type)
+        if event.position is None or level is None:
+            continue
+        if event.position in found and found[event.position][0] > level:
+            continue
+        data = event.data
+        holds = _HOLDS[event.type]
+        record = _Record(data.get("kind"), data.get("name"), data.get("args_hash"), holds)
+        found[event.position] = (level, record)
+    return {position: record for position, (_, record) in found.items()}
+
+
+def _as_write(row: Effect) -> EffectWrite:
+    return EffectWrite(
+        row.position,
+        row.tool,
+        row.effect,
+        row.args_hash,
+        row.idempotency_key,
+        row.state,
+        result=row.result,
+        error=row.error,
+        attempt=row.attempt,
+    )
+
+
+class JobRun:
+    """One execution of a job: replays the recorded prefix, runs and records the rest."""
+
+    def __init__(
+        self,
+        *,
+        job: Job,
+        lease: Lease,
+        agent: AgentDef,
+        store: Committer,
+        events: Sequence[Event],
+        effects: Sequence[Effect],
+        lease_deadline: Callable[[], float],
+        max_payload_bytes: int,
+        signals: Sequence[Signal] = (),
+        agents: Mapping[str, AgentDef] | None = None,
+        outage_budget: float = 300.0,
+        replay_only: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.job = job
+        self.clock = clock
+        self.lease = lease
+        self.agent = agent
+        self.agents = agents or {}
+        self.store = store
+        self._ops = {
+            e.position: OpRecord.from_data(e.data)
+            for e in events
+            if e.type is EventType.OP and e.position is not None
+        }
+        self._records = _records(events)
+        self.waits: dict[int, dict[str, Any]] = {
+            e.position: e.data
+            for e in events
+            if e.type is EventType.WAIT and e.position is not None
+        }
+        self._has_children = any(r.kind == "child" for r in self._records.values())
+        # Not interrupted while replaying: a cancel then takes effect where the replay ends,
+        # with every effect the journal holds known (and so compensated).
+        self._replayed_to = max(self._records, default=-1)
+        self._ledger = {e.position: _as_write(e) for e in effects}
+        self._inbox = list(signals)
+        self._taken: set[int] = set()
+        self._deadline = lease_deadline
+        self._max_payload = max_payload_bytes
+        self._position = 0
+        self._ordinals: dict[str, int] = {}
+        self._pending: list[EventDraft] = []
+        self._children: list[NewJob] = []
+        self._head = Head(job.event_count, job.head_hash)
+        self._commit_lock = asyncio.Lock()
+        self._outage_budget = outage_budget
+        self._replay_only = replay_only
+        self.control = job.control
+        self.compensating = False
+        self._compensable: list[tuple[ToolDef, CompensationRequest]] = []
+        self._closing: ControlSignal | None = None
+        self._diverged_at: int | None = None
+        self._phase = "new"  # "running" the agent, then "ending" (parking, ending, handing back)
+        self._flights: dict[asyncio.Task[Any], int] = {}
+        self._landed = asyncio.Event()
+
+    # -- the journal cursor -----------------------------------------------------------------
+
+    def next_op(self, kind: str, name: str, args_digest: str) -> Slot:
+        """Take the next position; check whatever the journal holds there against the code."""
+        position = self._position
+        self._position += 1
+        ordinal = self._ordinals.get(name, 0) + 1
+        self._ordinals[name] = ordinal
+        record = self._records.get(position)
+        if record is not None and record.kind == "compensation" and not self.compensating:
+            # An earlier run was cancelled (or ran out of time) here and began compensating:
+            # this one ends at the same position, whatever the code was about to do.
+            self._position = position
+            self._ordinals[name] = ordinal - 1
+            self._end_where_compensation_began(position)
+        if record is not None and not record.matches(kind, name, args_digest):
+            self.diverged(
+                position, record.shown(), {"kind": kind, "name": name, "args_hash": args_digest}
+            )
+        recorded = self._ops.get(position)
+        if recorded is None:
+            if self._replay_only:
+                raise ReplayEnded(position)
+            if not self.compensating:
+                if self._closing is not None:
+                    raise self._closing  # the run is ending: a parallel branch starts nothing
+                self._honour_control(position)
+        return Slot(position, ordinal, recorded)
+
+    def _end_where_compensation_began(self, position: int) -> None:
+        if self.control is Control.CANCEL:
+            self._close(JobCancelled(f"cancelled by an operator before position {position}"))
+        if self.deadline_passed():
+            self._close(DeadlineExceeded(f"the job's deadline passed before position {position}"))
+
+    def _honour_control(self, position: int) -> None:
+        """Before anything new runs: a cancel, a pause or a passed deadline takes effect here."""
+        if self.job.deadline is not None and self.clock.time() >= self.job.deadline:
+            self._close(DeadlineExceeded(f"the job's deadline passed before position {position}"))
+        if self.control is Control.CANCEL:
+            self._close(JobCancelled(f"cancelled by an operator before position {position}"))
+        if self.control is Control.PAUSE:
+            detail = {"position": position, "message": "paused by an operator: `aetheris resume`"}
+            self._close(Suspend(ParkReason.PAUSED, detail))
+
+    def _close(self, signal: ControlSignal) -> None:
+        """End the run with ``signal``; parallel branches reaching a new operation get it too."""
+        if self._closing is None:
+            self._closing = signal
+        raise signal
+
+    @property
+    def interruptible(self) -> bool:
+        """Whether the worker may cancel this run's task (to cancel it, or at its deadline).
+
+        Only while agent code runs past the recorded prefix: once the run writes its end, an
+        interruption would leave that write half done and the job held until its lease expires;
+        during the replay it would compensate only what was replayed so far.
+        """
+        return self._phase == "running" and self._position > self._replayed_to
+
+    @property
+    def draining(self) -> bool:
+        """The worker is stopping: nothing new is dispatched."""
+        return isinstance(self._closing, Draining)
+
+    @property
+    def ending(self) -> bool:
+        return self._phase == "ending"
+
+    @property
+    def diverged_at(self) -> int | None:
+        """Where the code was found not to match the journal in this run, if it was."""
+        return self._diverged_at
+
+    def deadline_passed(self) -> bool:
+        return self.job.deadline is not None and self.clock.time() >= self.job.deadline
+
+    def begin(self) -> None:
+        """Agent code starts running (interruptible once past the recorded prefix)."""
+        self._phase = "running"
+
+    def begin_ending(self) -> None:
+        """The run now writes its end (or parks, or hands back): no more interruptions."""
+        self._phase = "ending"
+
+    def begin_compensating(self) -> None:
+        """From here, positions are compensations: control and closing no longer stop them."""
+        self.compensating = True
+
+    def request(self, control: Control | None) -> None:
+        """An operator's request (cancel, pause, or none), as the worker learned of it."""
+        self.control = control
+
+    def remember_compensation(self, tool: ToolDef, request: CompensationRequest) -> None:
+        """A committed effect this run knows of, to compensate if the job fails or is cancelled."""
+        self._compensable.append((tool, request))
+
+    @property
+    def compensations(self) -> list[tuple[ToolDef, CompensationRequest]]:
+        """The committed effects with a compensation, in the order they were recorded."""
+        return list(self._compensable)
+
+    def wait_record(self, position: int) -> dict[str, Any] | None:
+        """What the journal recorded when the wait at ``position`` first parked, if it did."""
+        return self.waits.get(position)
+
+    def leftover(self) -> tuple[int, dict[str, Any]] | None:
+        """The first record past the position reached, if the code stopped short of it."""
+        later = sorted(p for p in self._records if p >= self._position)
+        return (later[0], self._records[later[0]].shown()) if later else None
+
+    def open_intents(self) -> list[EffectWrite]:
+        """Ledger rows with an intent and no outcome, by position."""
+        return [w for _, w in sorted(self._ledger.items()) if w.state is EffectState.INTENT]
+
+    def committed_tools(self) -> list[str]:
+        """Tools whose effects this run knows committed (replayed, recorded or in the ledger)."""
+        replayed = {request.tool for _, request in self._compensable}
+        ledgered = {w.tool for w in self._ledger.values() if w.state is EffectState.COMMITTED}
+        return sorted(replayed | ledgered)
+
+    def drain(self) -> None:
+        """The worker is stopping: start no new operation; what is in flight may finish."""
+        if self._closing is None:
+            self._closing = Draining("the worker is stopping")
+
+    def diverged(self, position: int, expected: Mapping[str, Any], got: Mapping[str, Any]) -> None:
+        """The code no longer matches the journal: park, never continue on a wrong prefix."""
+
+        def show(entry: Mapping[str, Any]) -> str:
+            if not entry:
+                return "(nothing)"
+            digest = entry.get("args_hash") or ""
+            return f"{entry.get('kind')} {entry.get('name')} (args {digest[:12]})"
+
+        record = self._records.get(position)
+        holds = f" ({record.holds})" if record is not None and record.holds else ""
+        diff = (
+            f"nondeterminism at position {position}: the journal and the code disagree\n"
+            f"  journal: {show(expected)}{holds}\n"
+            f"  code:    {show(got)}"
+        )
+        detail = {"position": position, "expected": dict(expected), "got": dict(got), "diff": diff}
+        self._diverged_at = position
+        if not self.compensating:
+            # A cancel or a passed deadline still ends the job; no compensation can run through
+            # a journal that no longer matches the code (and parking would loop: it is due).
+            if self.control is Control.CANCEL:
+                self._close(JobCancelled(f"cancelled by an operator; {diff}"))
+            if self.deadline_passed():
+                self._close(DeadlineExceeded(f"the job's deadline passed; {diff}"))
+        self._close(Suspend(ParkReason.NONDETERMINISM, detail))
+
+    def check_lease(self) -> None:
+        """Refuse to dispatch once the lease may have expired (e.g. after a SIGSTOP)."""
+        if self.clock.monotonic() >= self._deadline():
+            raise LeaseLost(self.lease.job_id, self.lease.epoch)
+
+    def ledger_row(self, position: int) -> EffectWrite | None:
+        """The ledger row at ``position`` as this run knows it (loaded, then as it wrote it)."""
+        return self._ledger.get(position)
+
+    def create_child(self, new: NewJob) -> None:
+        """Create ``new`` in the next fenced commit (with any value it was built from)."""
+        self._children.append(new)
+        self._has_children = True
+
+    # -- operations in flight ---------------------------------------------------------------
+
+    def take_off(self) -> asyncio.Task[Any]:
+        """An operation is in flight, from its intent to its recorded outcome; call
+        :meth:`land` with the result in a ``finally`` (plain calls: this is the hot path)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._flights[task] = self._flights.get(task, 0) + 1
+        return task
+
+    def land(self, task: asyncio.Task[Any]) -> None:
+        left = self._flights[task] - 1
+        if left:
+            self._flights[task] = left
+        else:
+            del self._flights[task]
+        self._landed.set()
+
+    async def settle_flights(self, *, interrupt: bool = False) -> None:
+        """Wait until no other branch has an operation in flight (interrupting them if asked)."""
+        me = asyncio.current_task()
+        if interrupt:
+            for task in list(self._flights):
+                if task is not me:
+                    task.cancel()
+        while any(task is not me and not task.done() for task in self._flights):
+            self._landed.clear()
+            await self._landed.wait()
+
+    async def suspend(self, suspend: Suspend) -> Suspend:
+        """``suspend``, to raise once every effect a parallel branch dispatches has landed."""
+        if self._closing is None:
+            self._closing = suspend
+        await self.settle_flights()
+        return suspend
+
+    # -- store access -----------------------------------------------------------------------
+
+    async def read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """A read a durable operation needs: an outage is waited out, as commits do."""
+        delay = 0.05
+        deadline = self.clock.monotonic() + self._outage_budget
+        while True:
+            try:
+                return await fn(*args)
+            except StoreUnavailable as exc:
+                if self.clock.monotonic() + delay > deadline:
+                    raise RuntimeFailure(f"job {self.job.id}: a read failed: {exc}") from exc
+                log.warning("job %s: read failed (%s); retrying in %.2fs", self.job.id, exc, delay)
+            except Exception as exc:
+                raise RuntimeFailure(f"job {self.job.id}: a read failed: {exc}") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def take_signal(self, name: str) -> Signal | None:
+        """The oldest signal of ``name`` not yet received by this job (re-reading the inbox).
+
+        Parallel branches may wait for the same name: each signal goes to one of them only.
+        """
+        found = next((s for s in self._inbox if s.name == name), None)
+        if found is None:
+            inbox = await self.read(self.store.signals, self.job.id)
+            self._inbox = [s for s in inbox if s.seq not in self._taken]
+            found = next((s for s in self._inbox if s.name == name), None)
+        if found is not None:
+            self._inbox.remove(found)
+            self._taken.add(found.seq)
+        return found
+
+    async def commit(
+        self,
+        *events: EventDraft,
+        effects: Sequence[EffectWrite] = (),
+        status: StatusWrite | None = None,
+        consume: Sequence[tuple[int, int]] = (),
+    ) -> list[Event]:
+        """A fenced write; buffered ``now``/``uuid``/``random`` values and children travel with it.
+
+        Commits of one run are serialized (parallel operations may race to commit), and each
+        names the head it extends. If the database goes away mid-commit, the commit is retried
+        until it lands, is fenced, or the outage budget is spent; a reply lost on the way back
+        is recognised by the head having moved, so nothing is written twice.
+        """
+        async with self._commit_lock:
+            drafts, self._pending = [*self._pending, *events], []
+            children, self._children = self._children, []
+            ends = status is not None and status.status.terminal
+            wake: tuple[tuple[str, str], ...] = ()
+            if ends and self.job.parent_id:
+                wake = ((self.job.parent_id, job_wake(self.job.id)),)  # its parent waits
+            commit = Commit(
+                drafts,
+                effects,
+                status,
+                self._head,
+                consume,
+                wake,
+                create=children,
+                cancel_children=ends and self._has_children,
+            )
+            try:
+                sealed = await self._commit_surviving_outages(commit)
+            except Exception as exc:
+                raise RuntimeFailure(f"job {self.job.id}: a write failed: {exc}") from exc
+            if sealed:
+                self._head = Head(sealed[-1].seq + 1, sealed[-1].hash)
+            self._remember(effects)
+            return sealed
+
+    def _remember(self, writes: Sequence[EffectWrite]) -> None:
+        for write in writes:
+            known = self._ledger.get(write.position)
+            if known is None or write.expect is None:
+                self._ledger[write.position] = write
+            else:  # an update names only what changes (a compensation names no args hash)
+                self._ledger[write.position] = dataclasses.replace(
+                    known,
+                    state=write.state,
+                    result=write.result,
+                    error=write.error,
+                    attempt=write.attempt,
+                )
+
+    async def _commit_surviving_outages(self, commit: Commit) -> list[Event]:
+        deadline = self.clock.monotonic() + self._outage_budget
+        delay = 0.05
+        while True:
+            try:
+                return await self.store.commit(self.lease, commit)
+            except StoreUnavailable as exc:
+                if self.clock.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "job %s: commit failed (%s); retrying in %.2fs", self.job.id, exc, delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            with contextlib.suppress(StoreUnavailable):
+                landed = await self._landed_commit(commit)
+                if landed is not None:
+                    return landed
+
+    async def _landed_commit(self, commit: Commit) -> list[Event] | None:
+        """After an ambiguous failure: the events of ``commit`` if it did land, else None."""
+        job = await self.store.get_job(self.job.id)
+        if job is None or job.lease_epoch != self.lease.epoch:
+            raise LeaseLost(self.lease.job_id, self.lease.epoch)
+        assert commit.head is not None
+        if job.event_count == commit.head.count:
+            return None
+        events = await self.store.events(self.job.id)
+        return events[commit.head.count : commit.head.count + len(commit.events)]
+
+    def encode_result(self, value: Any, what: str) -> Any:
+        """JSON form of a result, within the payload limit (raises :class:`InvalidInput`)."""
+        jsonable = to_jsonable(value)
+        if type(jsonable) in _SMALL or (
+            type(jsonable) is str
+            and len(jsonable) * 4 < self._max_payload
+            and "\x00" not in jsonable
+        ):
+            return jsonable  # cannot be over the limit: skip encoding it just to measure
+        size = len(canonical(jsonable))  # refuses what no store can hold (NaN, NUL characters)
+        if size > self._max_payload:
+            raise InvalidInput(
+                f"{what} returned {size} bytes, over the payload limit of {self._max_payload}"
+            )
+        return jsonable
+
+    # -- operations agent code reaches through Context and tools ---------------------------
+
+    async def guarded(self, operation: Awaitable[T]) -> T:
+        """Run a durable operation for agent code: only its own outcome may reach the agent."""
+        try:
+            return await operation
+        except FOR_THE_AGENT:
+            raise
+        except Exception as exc:
+            raise self.runtime_failure(exc) from exc
+
+    def runtime_failure(self, exc: Exception) -> RuntimeFailure:
+        """What agent code gets instead of an error of the runtime's own (``raise ... from``)."""
+        return RuntimeFailure(
+            f"job {self.job.id}: the runtime failed in a durable operation: "
+            f"{type(exc).__name__}: {exc}"
+        )
+
+    def record_value(self, kind: str, produce: Callable[[], Any]) -> Any:
+        """``ctx.now()``, ``ctx.uuid()``, ``ctx.random()``: recorded once, replayed after.
+
+        The value is buffered and written with the next commit, which always precedes
+        anything the value can influence outside the process.
+        """
+        slot = self.next_op(kind, kind, "")
+        if slot.recorded is not None:
+            return slot.recorded.result
+        value = produce()
+        record = OpRecord(kind=kind, name=kind, ordinal=slot.ordinal, args_hash="", result=value)
+        self._pending.append(record.draft(slot.position))
+        return value

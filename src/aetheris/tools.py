@@ -1,0 +1,195 @@
+"""What a tool is: its definition, its retry policy, what ``reconcile`` and ``compensate`` get,
+and what a running tool may know of its call (:func:`tool_context`).
+
+The journaling of a call lives in :mod:`aetheris.ledger`; this module holds the definitions it
+works from, and nothing that runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import typing
+import weakref
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic.errors import PydanticSchemaGenerationError
+
+from aetheris.errors import AetherisError, ConfigurationError, RetryableError
+from aetheris.store.port import EffectClass
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for errors raised before any effect happened.
+
+    ``at_most_once`` tools are retried only for :class:`~aetheris.RetryableError`: any other
+    exception means the tool ran and failed, so the failure is its outcome.
+    """
+
+    max_attempts: int = 3
+    initial_interval: float = 0.2
+    backoff: float = 2.0
+    max_interval: float = 30.0
+    jitter: float = 0.2
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    give_up_on: tuple[type[BaseException], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigurationError("RetryPolicy.max_attempts must be at least 1")
+
+    def allows(self, exc: BaseException, attempt: int, effect: EffectClass) -> bool:
+        """Whether a failure on ``attempt`` (1-based) may be followed by another attempt."""
+        if attempt >= self.max_attempts or isinstance(exc, self.give_up_on):
+            return False
+        if effect is EffectClass.AT_MOST_ONCE:
+            return isinstance(exc, RetryableError)
+        return isinstance(exc, (RetryableError, *self.retry_on))
+
+    def delay(self, attempt: int, draw: float) -> float:
+        """Seconds to wait before attempt ``attempt + 1``; ``draw`` in [0, 1) sets the jitter."""
+        base = min(self.max_interval, self.initial_interval * self.backoff ** (attempt - 1))
+        return max(0.0, base * (1 + self.jitter * (2 * draw - 1)))
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """``reconcile`` answer: the effect happened, with this result."""
+
+    result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotExecuted:
+    """``reconcile`` answer: the effect did not happen; it may be dispatched once."""
+
+
+Reconciliation = Committed | NotExecuted | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompensationRequest:
+    """What a ``compensate`` function receives: the committed call it must undo."""
+
+    job_id: str
+    tool: str
+    position: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    result: Any
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class ToolDef:
+    """A registered tool."""
+
+    name: str
+    fn: Callable[..., Any]
+    effect: EffectClass
+    retry: RetryPolicy
+    reconcile: Callable[[str], Reconciliation | Awaitable[Reconciliation]] | None = None
+    compensate: Callable[[CompensationRequest], Any] | None = None
+    requires_approval: bool = False
+    approval_timeout: float | None = None
+    is_async: bool = field(init=False)
+    adapter: TypeAdapter[Any] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.fn))
+        object.__setattr__(self, "adapter", return_adapter(self.fn))
+
+    def revive(self, value: Any) -> Any:
+        """Turn a recorded JSON result back into the annotated return type."""
+        return revive(self.adapter, value)
+
+
+_adapters: weakref.WeakKeyDictionary[Callable[..., Any], TypeAdapter[Any] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def return_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
+    """A validator for ``fn``'s return annotation, so replay returns the live type.
+
+    Cached per function: building a ``TypeAdapter`` costs more than a durable step. An
+    annotation that cannot be resolved or validated is a :class:`ConfigurationError` here, at
+    registration, not a replay that quietly returns other types than the live run did.
+    """
+    try:
+        return _adapters[fn]
+    except (KeyError, TypeError):
+        pass
+    adapter = _build_adapter(fn)
+    with contextlib.suppress(TypeError):  # not weakly referenceable (a builtin): not cached
+        _adapters[fn] = adapter
+    return adapter
+
+
+def _build_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
+    annotation = type_hints(fn).get("return")
+    if annotation is None or annotation is Any or annotation is type(None):
+        return None
+    try:
+        return TypeAdapter(annotation)
+    except PydanticSchemaGenerationError as exc:
+        raise ConfigurationError(
+            f"{_named(fn)}: its return annotation {annotation!r} cannot be validated: {exc}"
+        ) from None
+
+
+def type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """``fn``'s resolved annotations; one that names what does not exist is refused."""
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn).__call__
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        return {}  # a builtin or a C function: no annotations to resolve
+    try:
+        return typing.get_type_hints(target)
+    except Exception as exc:  # NameError, TypeError, ...: any unresolvable annotation
+        raise ConfigurationError(
+            f"{_named(fn)}: its annotations cannot be resolved ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _named(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def revive(adapter: TypeAdapter[Any] | None, value: Any) -> Any:
+    return value if adapter is None else adapter.validate_python(value)
+
+
+def idempotency_key(job_id: str, position: int, args_hash: str) -> str:
+    """Deterministic: the same call of the same job gets the same key on every worker."""
+    return f"aeth-{job_id}-{position}-{args_hash[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a running tool may know about its call (see :func:`tool_context`)."""
+
+    job_id: str
+    tool: str
+    position: int
+    idempotency_key: str
+    fencing_token: int
+    attempt: int
+
+
+tool_context_var: ContextVar[ToolContext | None] = ContextVar("aetheris_tool_context", default=None)
+
+
+def tool_context() -> ToolContext:
+    """The call context of the tool that is running: forward ``idempotency_key`` downstream."""
+    found = tool_context_var.get()
+    if found is None:
+        raise AetherisError("tool_context() is only available inside a tool called by an agent")
+    return found
