@@ -8,6 +8,7 @@ worker, records who resolved it and why, and resumes a job parked on it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from aetheris.errors import ConfigurationError, Conflict, JobNotFound
 from aetheris.journal import EventDraft, EventType, OpRecord, to_jsonable
 from aetheris.store.port import (
     Commit,
+    Effect,
     EffectState,
     EffectWrite,
     Guard,
@@ -59,48 +61,16 @@ async def resolve_effect(
     job = await store.get_job(job_id)
     if job is None:
         raise JobNotFound(job_id)
-    rows = await store.effects(job_id=job_id)
-    row = next((r for r in rows if r.position == position), None)
-    if row is None:
-        raise ConfigurationError(f"job {job_id} has no effect at position {position}")
-    if row.state is not EffectState.IN_DOUBT:
-        raise Conflict(
-            f"effect at position {position} of job {job_id} is {row.state}, not in doubt: "
-            "there is nothing to resolve"
-        )
+    row = await _in_doubt(store, job_id, position)
     intents = [
         e
         for e in await store.events(job_id)
         if e.type is EventType.INTENT and e.position == position
     ]
     recorded = intents[-1].data if intents else {}
-    base = {
-        "name": row.tool,
-        "by": resolution.by or "operator",
-        "reason": resolution.reason,
-        "idempotency_key": row.idempotency_key,
-        "resolution": resolution.label,
-    }
-    events = [EventDraft(EventType.EFFECT_RESOLVED, base, position)]
+    by = resolution.by or "operator"
+    events = _resolution_events(job, row, recorded, resolution, by, now)
     state, result, error = _resolved_state(resolution)
-    if not resolution.not_executed and not job.status.terminal:
-        # The resumed run finds this outcome at the position, as if the tool had returned it.
-        op = OpRecord(
-            kind=recorded.get("kind", "tool"),
-            name=row.tool,
-            ordinal=recorded.get("ordinal", 1),
-            args_hash=row.args_hash,
-            effect=row.effect.value,
-            outcome="side_effect_committed" if resolution.committed else "permanent_failure",
-            result=result,
-            error=error,
-            attempts=row.attempt,
-            started_at=now,
-            duration_ms=0.0,
-            idempotency_key=row.idempotency_key,
-            extra={"resolved_by": base["by"]},
-        )
-        events.append(op.draft(position))
     write = EffectWrite(
         position,
         row.tool,
@@ -120,12 +90,64 @@ async def resolve_effect(
     return await store.apply(
         job_id,
         Commit(
-            [*events, EventDraft(EventType.JOB_RESUMED, {"by": base["by"]})],
+            [*events, EventDraft(EventType.JOB_RESUMED, {"by": by})],
             [write],
             StatusWrite(JobStatus.PENDING),
         ),
         guard,
     )
+
+
+async def _in_doubt(store: Store, job_id: str, position: int) -> Effect:
+    rows = await store.effects(job_id=job_id)
+    row = next((r for r in rows if r.position == position), None)
+    if row is None:
+        raise ConfigurationError(f"job {job_id} has no effect at position {position}")
+    if row.state is not EffectState.IN_DOUBT:
+        raise Conflict(
+            f"effect at position {position} of job {job_id} is {row.state}, not in doubt: "
+            "there is nothing to resolve"
+        )
+    return row
+
+
+def _resolution_events(
+    job: Job,
+    row: Effect,
+    recorded: Mapping[str, Any],
+    resolution: Resolution,
+    by: str,
+    now: float,
+) -> list[EventDraft]:
+    """Who resolved the effect, how and why; for a job that goes on, the outcome it finds."""
+    base = {
+        "name": row.tool,
+        "by": by,
+        "reason": resolution.reason,
+        "idempotency_key": row.idempotency_key,
+        "resolution": resolution.label,
+    }
+    events = [EventDraft(EventType.EFFECT_RESOLVED, base, row.position)]
+    if resolution.not_executed or job.status.terminal:
+        return events
+    # The resumed run finds this outcome at the position, as if the tool had returned it.
+    _, result, error = _resolved_state(resolution)
+    op = OpRecord(
+        kind=recorded.get("kind", "tool"),
+        name=row.tool,
+        ordinal=recorded.get("ordinal", 1),
+        args_hash=row.args_hash,
+        effect=row.effect.value,
+        outcome="side_effect_committed" if resolution.committed else "permanent_failure",
+        result=result,
+        error=error,
+        attempts=row.attempt,
+        started_at=now,
+        duration_ms=0.0,
+        idempotency_key=row.idempotency_key,
+        extra={"resolved_by": by},
+    )
+    return [*events, op.draft(row.position)]
 
 
 def _resolved_state(resolution: Resolution) -> tuple[EffectState, Any, dict[str, Any] | None]:

@@ -176,22 +176,7 @@ class JobRun:
         self.agent = agent
         self.agents = agents or {}
         self.store = store
-        self._ops = {
-            e.position: OpRecord.from_data(e.data)
-            for e in events
-            if e.type is EventType.OP and e.position is not None
-        }
-        self._records = _records(events)
-        self.waits: dict[int, dict[str, Any]] = {
-            e.position: e.data
-            for e in events
-            if e.type is EventType.WAIT and e.position is not None
-        }
-        self._has_children = any(r.kind == "child" for r in self._records.values())
-        # Not interrupted while replaying: a cancel then takes effect where the replay ends,
-        # with every effect the journal holds known (and so compensated).
-        self._replayed_to = max(self._records, default=-1)
-        self._ledger = {e.position: _as_write(e) for e in effects}
+        self._index(events, effects)
         self._inbox = list(signals)
         self._taken: set[int] = set()
         self._deadline = lease_deadline
@@ -212,6 +197,25 @@ class JobRun:
         self._phase = "new"  # "running" the agent, then "ending" (parking, ending, handing back)
         self._flights: dict[asyncio.Task[Any], int] = {}
         self._landed = asyncio.Event()
+
+    def _index(self, events: Sequence[Event], effects: Sequence[Effect]) -> None:
+        """What the journal and the ledger hold, by position (read once, at the claim)."""
+        self._ops = {
+            e.position: OpRecord.from_data(e.data)
+            for e in events
+            if e.type is EventType.OP and e.position is not None
+        }
+        self._records = _records(events)
+        self.waits: dict[int, dict[str, Any]] = {
+            e.position: e.data
+            for e in events
+            if e.type is EventType.WAIT and e.position is not None
+        }
+        self._has_children = any(r.kind == "child" for r in self._records.values())
+        # Not interrupted while replaying: a cancel then takes effect where the replay ends,
+        # with every effect the journal holds known (and so compensated).
+        self._replayed_to = max(self._records, default=-1)
+        self._ledger = {e.position: _as_write(e) for e in effects}
 
     # -- the journal cursor -----------------------------------------------------------------
 

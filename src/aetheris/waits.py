@@ -235,18 +235,13 @@ async def approval(
     extra: dict[str, Any] | None = None
     if deadline is not None and run.clock.time() >= deadline:
         if escalate_to is None or escalated:
+            timed_out = f"nobody decided on {name!r} by the deadline"
+            detail = {"request_id": request_id, "escalated_to": wait.get("to")}
             raise await _record_error(
-                run,
-                slot,
-                "approval",
-                name,
-                digest,
-                ApprovalTimeout,
-                f"nobody decided on {name!r} by the deadline",
-                {"request_id": request_id, "escalated_to": wait.get("to")},
+                run, slot, "approval", name, digest, ApprovalTimeout, timed_out, detail
             )
-        deadline = run.clock.time() + (timeout or 0.0)
-        escalated = True
+        # Once, the request goes to ``escalate_to`` for another ``timeout``.
+        deadline, escalated = run.clock.time() + (timeout or 0.0), True
         extra = {"escalated": True, "to": escalate_to}
     detail = {
         "request_id": request_id,
