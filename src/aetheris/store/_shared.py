@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aetheris.errors import Conflict
+from aetheris.errors import Conflict, IdempotencyConflict, LeaseLost, StoreError
 from aetheris.journal import Event, EventDraft, EventType, seal, to_jsonable
 from aetheris.store.port import (
     Commit,
     Control,
+    EffectWrite,
     Guard,
     Job,
     JobStatus,
+    Lease,
     NewJob,
     ParkReason,
     StatusWrite,
@@ -80,11 +82,65 @@ def same_request(job: Job, new: NewJob) -> bool:
     return job.agent == new.agent and job.input == to_jsonable(new.input)
 
 
+def existing_job(new: NewJob, found: Job | None) -> Job:
+    """What a create that found its id or key taken returns: the job with that key when it asks
+    for the same thing; otherwise an error naming the clash."""
+    if found is None:
+        raise Conflict(f"job id {new.id!r} already exists")
+    if not same_request(found, new):
+        raise IdempotencyConflict(
+            f"idempotency key {new.idempotency_key!r} belongs to job {found.id} "
+            "with a different agent or input"
+        )
+    return found
+
+
+def op_name(drafts: Sequence[EventDraft]) -> str | None:
+    """The operation a write is about (for crash points that name one)."""
+    for draft in drafts:
+        name = draft.data.get("name")
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def refusal(
+    lease: Lease, commit: Commit, job: Job | None, effects: Mapping[int, str]
+) -> BaseException:
+    """Why a fenced commit wrote nothing, from the job and its ledger states read after it."""
+    if job is None or job.lease_epoch != lease.epoch or job.status is not JobStatus.RUNNING:
+        return LeaseLost(lease.job_id, lease.epoch)
+    if commit.head is not None and job.event_count != commit.head.count:
+        return Conflict(head_moved(job.id, commit.head.count, job.event_count))
+    for write in commit.effects:
+        state = effects.get(write.position)
+        if write.expect is None and state is not None:
+            return Conflict(effect_exists(job.id, write.position))
+        if write.expect is not None and state != write.expect:
+            return Conflict(effect_not_expected(job.id, write, state))
+    return StoreError(f"commit to job {job.id} was refused for no reason found")
+
+
+# -- messages: one wording for every store ------------------------------------------------
+
+
 def head_moved(job_id: str, expected: int, found: int) -> str:
     return f"journal of job {job_id} has {found} events, the writer expected {expected}"
 
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "compensated"})
+def effect_exists(job_id: str, position: int) -> str:
+    return f"effect at position {position} of job {job_id} already exists"
+
+
+def effect_not_expected(job_id: str, write: EffectWrite, found: str | None) -> str:
+    return (
+        f"effect at position {write.position} of job {job_id} is "
+        f"{found or 'missing'}, expected {write.expect}"
+    )
+
+
+def signal_taken(job_id: str, seq: int) -> str:
+    return f"signal {seq} of job {job_id} was already received"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,16 +16,21 @@ from typing import Any
 
 from aetheris.errors import Conflict, IdempotencyConflict, JobNotFound, LeaseLost
 from aetheris.journal import GENESIS_HASH, Event, to_jsonable
+from aetheris.store import sql
 from aetheris.store._shared import (
     check_commit,
     check_guard,
     claimed_draft,
     created_draft,
+    effect_exists,
+    effect_not_expected,
+    existing_job,
     head_moved,
     plan_control,
     same_request,
     seal_all,
     signal_refusal,
+    signal_taken,
 )
 from aetheris.store.port import (
     Claim,
@@ -49,7 +54,8 @@ from aetheris.store.port import (
     signal_wake,
 )
 
-LATEST_SCHEMA = 1
+# The in-memory store keeps no schema: it is always at the SQL stores' latest version.
+LATEST_SCHEMA = len(sql.migrations("sqlite"))
 
 
 class MemoryStore:
@@ -84,13 +90,7 @@ class MemoryStore:
 
     def _create(self, new: NewJob) -> tuple[Job, bool]:
         if new.idempotency_key is not None and new.idempotency_key in self._by_key:
-            existing = self._jobs[self._by_key[new.idempotency_key]]
-            if not same_request(existing, new):
-                raise IdempotencyConflict(
-                    f"idempotency key {new.idempotency_key!r} belongs to job {existing.id} "
-                    "with a different agent or input"
-                )
-            return existing, False
+            return existing_job(new, self._jobs[self._by_key[new.idempotency_key]]), False
         if new.id in self._jobs:
             raise Conflict(f"job id {new.id!r} already exists")
         now = self._clock()
@@ -245,7 +245,7 @@ class MemoryStore:
         for seq, _ in commit.consume:
             found = self._signals.get((job.id, seq))
             if found is None or found.consumed_position is not None:
-                raise Conflict(f"signal {seq} of job {job.id} was already received")
+                raise Conflict(signal_taken(job.id, seq))
 
     def _apply(self, job: Job, commit: Commit, now: float) -> list[Event]:
         for write in commit.effects:
@@ -293,15 +293,10 @@ class MemoryStore:
         for write in writes:
             current = self._effects.get((job_id, write.position))
             if write.expect is None and current is not None:
-                raise Conflict(
-                    f"effect at position {write.position} of job {job_id} already exists"
-                )
+                raise Conflict(effect_exists(job_id, write.position))
             if write.expect is not None and (current is None or current.state != write.expect):
-                found = current.state if current else "missing"
-                raise Conflict(
-                    f"effect at position {write.position} of job {job_id} is {found}, "
-                    f"expected {write.expect}"
-                )
+                found = current.state if current else None
+                raise Conflict(effect_not_expected(job_id, write, found))
 
     def _write_effect(self, job_id: str, write: EffectWrite, now: float) -> None:
         current = self._effects.get((job_id, write.position))

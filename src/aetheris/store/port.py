@@ -1,8 +1,12 @@
 """The store port: the one narrow interface between the runtime and a database.
 
 Every implementation (memory, SQLite, PostgreSQL) passes the same conformance suite in
-``tests/store``. Rows cross this boundary as the frozen models below, never as driver rows, and
-driver errors are translated into :mod:`aetheris.errors` here, not above.
+``tests/store``, and the stateful tests there drive each against a model of these contracts.
+The in-memory store (:mod:`aetheris.store.memory`) is the reference: one lock, plain
+dictionaries, every method's meaning in a few lines; the SQL stores do the same with
+transactions (their shared parts in :mod:`aetheris.store.sql`). Rows cross this boundary as the
+frozen models below, never as driver rows, and driver errors are translated into
+:mod:`aetheris.errors` here, not above.
 
 Writes come in two shapes:
 
@@ -283,38 +287,127 @@ class Store(Protocol):
 
     url: str
 
-    async def open(self, *, migrate: bool = True) -> None: ...
-    async def close(self) -> None: ...
-    async def schema(self) -> SchemaState: ...
-    async def migrate(self) -> SchemaState: ...
+    async def open(self, *, migrate: bool = True) -> None:
+        """Connect; with ``migrate`` also bring the schema to the latest version (serialized
+        across processes). Opening an open store does nothing. Raises
+        :class:`~aetheris.errors.StoreUnavailable` when the database cannot be reached and
+        :class:`~aetheris.errors.SchemaMismatch` when its schema is newer than this code."""
+        ...
 
-    async def create_job(self, new: NewJob) -> tuple[Job, bool]: ...
-    async def get_job(self, job_id: str) -> Job | None: ...
-    async def list_jobs(
-        self, *, status: JobStatus | None = None, limit: int = 100
-    ) -> list[Job]: ...
+    async def close(self) -> None:
+        """Release every connection and file this store holds; the store may be opened again."""
+        ...
 
-    async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None: ...
-    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat: ...
-    async def commit(self, lease: Lease, commit: Commit) -> list[Event]: ...
-    async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job: ...
+    async def schema(self) -> SchemaState:
+        """Where the schema stands (version 0: no tables yet). Reads only, never migrates."""
+        ...
 
-    async def events(self, job_id: str) -> list[Event]: ...
+    async def migrate(self) -> SchemaState:
+        """Apply pending migrations in one transaction (a new database gets the whole schema)."""
+        ...
+
+    async def create_job(self, new: NewJob) -> tuple[Job, bool]:
+        """Create a pending job and append its ``job_created`` event; ``(job, True)``.
+
+        A job with the same ``idempotency_key`` and the same agent and input is returned as
+        it is: ``(existing, False)``. The same key with another agent or input raises
+        :class:`~aetheris.errors.IdempotencyConflict`; an id that is taken,
+        :class:`~aetheris.errors.Conflict`."""
+        ...
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job, or ``None`` when there is no such job."""
+        ...
+
+    async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+        """Up to ``limit`` jobs, newest first, optionally only those with ``status``."""
+        ...
+
+    async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:
+        """Take one runnable job of ``where``'s agents (and queues) for ``owner``, or ``None``.
+
+        Order: jobs whose lease expired first (they were running), then parked jobs whose
+        ``wake_at`` passed, then pending jobs that are due (higher ``priority`` first). The claim
+        bumps the lease epoch (fencing out the previous holder), counts an attempt, appends a
+        ``job_claimed`` event and holds the lease for ``lease_ttl`` seconds. Concurrent claimers
+        never get the same job. ``Claim.recovered_from`` names the owner of an expired lease."""
+        ...
+
+    async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat:
+        """Extend the leases still held by ``lease_ttl``. Reports the jobs whose lease is lost
+        (epoch moved on, or not running any more) and control actions requested on the others."""
+        ...
+
+    async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
+        """Write ``commit`` for the lease holder, all or nothing; returns the events sealed.
+
+        Raises :class:`~aetheris.errors.LeaseLost` unless the job is running under
+        ``lease.epoch``; :class:`~aetheris.errors.Conflict` when ``commit.head`` is not where
+        the journal ends, a ledger row to insert exists, a row to update is not in its
+        ``expect`` state, or a signal to receive was received already. See :class:`Commit`
+        for wake-ups, children and lock order."""
+        ...
+
+    async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
+        """A control-plane write: check ``guard`` (else :class:`~aetheris.errors.Conflict`),
+        bump the lease epoch so no holder can write again, then write ``commit`` at the
+        journal's head. Returns the job after it. Unknown job:
+        :class:`~aetheris.errors.JobNotFound`."""
+        ...
+
+    async def events(self, job_id: str) -> list[Event]:
+        """The job's journal in order (empty for an unknown job)."""
+        ...
+
     async def effects(
         self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None
-    ) -> list[Effect]: ...
+    ) -> list[Effect]:
+        """Ledger rows, by job and position, optionally of one job and in some states."""
+        ...
 
     async def send_signal(
         self, job_id: str, name: str, payload: Any, signal_id: str, sender: str | None
-    ) -> tuple[Signal, bool]: ...
-    async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]: ...
-    async def control(self, job_id: str, action: Control) -> Job: ...
-    async def next_wake(self) -> float | None: ...
+    ) -> tuple[Signal, bool]:
+        """Put a signal in the job's inbox and wake the job if it waits for ``name``:
+        ``(signal, True)``. The same ``signal_id`` again returns the first one: ``(signal,
+        False)``. A job that has ended takes none (:class:`~aetheris.errors.Conflict`)."""
+        ...
 
-    async def register_agents(self, names: Sequence[str]) -> None: ...
-    async def agents(self) -> list[str]: ...
+    async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
+        """The job's signals in arrival order; by default only those not yet received."""
+        ...
 
-    async def wait_for_work(self, timeout: float) -> None: ...
-    async def register_worker(self, owner: str) -> None: ...
-    async def unregister_worker(self, owner: str, *, graceful: bool = True) -> None: ...
-    async def reap(self) -> list[str]: ...
+    async def control(self, job_id: str, action: Control) -> Job:
+        """Cancel, pause or resume a job (see ``_shared.plan_control``): a running job is only
+        flagged, its worker honours the flag; any other job changes at once. A cancel reaches
+        the job's children. Refusals are :class:`~aetheris.errors.Conflict`."""
+        ...
+
+    async def next_wake(self) -> float | None:
+        """The earliest ``wake_at`` of a parked job (a timer or a timeout), if any."""
+        ...
+
+    async def register_agents(self, names: Sequence[str]) -> None:
+        """Record that a worker serves these agents now."""
+        ...
+
+    async def agents(self) -> list[str]:
+        """Every agent a worker has ever registered, by name."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when work may have arrived (a notification, where the store has them) or
+        after ``timeout`` seconds, whichever is first."""
+        ...
+
+    async def register_worker(self, owner: str) -> None:
+        """Announce a live worker: the proof of life :meth:`reap` looks for."""
+        ...
+
+    async def unregister_worker(self, owner: str, *, graceful: bool = True) -> None:
+        """Withdraw ``owner``'s presence; ``graceful=False`` leaves what a killed process would."""
+        ...
+
+    async def reap(self) -> list[str]:
+        """Expire the leases of workers proven dead (see above); returns their ids."""
+        ...

@@ -26,23 +26,22 @@ from aetheris import crashpoints
 from aetheris.errors import (
     ConfigurationError,
     Conflict,
-    IdempotencyConflict,
     JobNotFound,
     LeaseLost,
-    SchemaMismatch,
     StoreError,
     StoreUnavailable,
 )
-from aetheris.journal import GENESIS_HASH, Event, EventDraft, canonical, decode, open_event
+from aetheris.journal import GENESIS_HASH, Event, EventDraft, canonical, open_event
 from aetheris.store import sql
 from aetheris.store._shared import (
     check_commit,
     check_guard,
     claimed_draft,
     created_draft,
-    head_moved,
+    existing_job,
+    op_name,
     plan_control,
-    same_request,
+    refusal,
     seal_all,
     signal_refusal,
 )
@@ -52,21 +51,26 @@ from aetheris.store.port import (
     Commit,
     Control,
     Effect,
-    EffectClass,
     EffectState,
-    EffectWrite,
     Guard,
     Heartbeat,
     Job,
     JobStatus,
     Lease,
     NewJob,
-    ParkReason,
     SchemaState,
     Signal,
-    StatusWrite,
-    job_wake,
     signal_wake,
+)
+from aetheris.store.sql import steps
+from aetheris.store.sql.rows import (
+    SQLITE,
+    effect_from,
+    event_row,
+    job_from,
+    job_params,
+    signal_from,
+    status_params,
 )
 from aetheris.store.sqlite_writer import PerThread, Writer, connect, translate
 
@@ -187,21 +191,13 @@ class SQLiteStore:
         return await self._write(self._migrate)
 
     def _migrate(self, conn: sqlite3.Connection) -> SchemaState:
-        conn.execute("CREATE TABLE IF NOT EXISTS aetheris_schema (version INTEGER NOT NULL)")
-        if conn.execute("SELECT count(*) FROM aetheris_schema").fetchone()[0] == 0:
-            conn.execute("INSERT INTO aetheris_schema (version) VALUES (0)")
-        current = conn.execute("SELECT version FROM aetheris_schema").fetchone()[0]
-        steps = sql.migrations("sqlite")
-        if current > len(steps):
-            raise SchemaMismatch(
-                f"{self.url}: schema version {current} is newer than this code "
-                f"({len(steps)}); upgrade aetheris"
-            )
-        scripts = [sql.schema("sqlite")] if current == 0 else [s.sql for s in steps[current:]]
-        for script in scripts:
+        conn.execute(Q["create_schema_table"])
+        conn.execute(Q["insert_schema_version"])
+        current = conn.execute(Q["schema_version"]).fetchone()[0]
+        for script in sql.pending_scripts("sqlite", current, self.url):
             for statement in _statements(script):
                 conn.execute(statement)
-        conn.execute("UPDATE aetheris_schema SET version = ?", (len(steps),))
+        conn.execute(Q["set_schema_version"], {"version": len(sql.migrations("sqlite"))})
         return _schema(conn)
 
     # -- jobs -------------------------------------------------------------------------------
@@ -211,46 +207,22 @@ class SQLiteStore:
 
     def _create_job(self, conn: sqlite3.Connection, new: NewJob) -> tuple[Job, bool]:
         now = self._clock()
-        if new.idempotency_key is not None:
-            row = conn.execute(Q["job_by_key"], {"key": new.idempotency_key}).fetchone()
-            if row is not None:
-                existing = _job(row)
-                if not same_request(existing, new):
-                    raise IdempotencyConflict(
-                        f"idempotency key {new.idempotency_key!r} belongs to job "
-                        f"{existing.id} with a different agent or input"
-                    )
-                return existing, False
-        try:
-            conn.execute(
-                Q["insert_job"],
-                {
-                    "id": new.id,
-                    "agent": new.agent,
-                    "input": canonical(new.input),
-                    "idempotency_key": new.idempotency_key,
-                    "queue": new.queue,
-                    "priority": new.priority,
-                    "run_at": new.run_at if new.run_at is not None else now,
-                    "head_hash": GENESIS_HASH,
-                    "parent_id": new.parent_id,
-                    "deadline": new.deadline,
-                    "now": now,
-                },
-            )
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(f"job id {new.id!r} already exists") from exc
-        self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)], now, set_head=True)
+        if conn.execute(Q["insert_job"], job_params(new, SQLITE, now)).fetchone() is None:
+            found = None
+            if new.idempotency_key is not None:
+                found = conn.execute(Q["job_by_key"], {"key": new.idempotency_key}).fetchone()
+            return existing_job(new, job_from(found, SQLITE) if found else None), False
+        self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)], now)
         return _get(conn, new.id), True
 
     async def get_job(self, job_id: str) -> Job | None:
         row = self._read(lambda conn: conn.execute(Q["get_job"], {"id": job_id}).fetchone())
-        return _job(row) if row is not None else None
+        return job_from(row, SQLITE) if row is not None else None
 
     async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
         params = {"status": status.value if status else None, "limit": limit}
         rows = self._read(lambda conn: conn.execute(Q["list_jobs"], params).fetchall())
-        return [_job(r) for r in rows]
+        return [job_from(r, SQLITE) for r in rows]
 
     # -- ownership --------------------------------------------------------------------------
 
@@ -280,7 +252,7 @@ class SQLiteStore:
         draft = claimed_draft(owner, epoch, attempts, previous)
         sealed = seal_all(found["id"], found["event_count"], found["head_hash"], [draft], now)
         row = conn.execute(
-            Q["take_lease"],
+            Q["claim"],
             {
                 "id": found["id"],
                 "owner": owner,
@@ -295,7 +267,7 @@ class SQLiteStore:
             },
         ).fetchone()
         _insert_events(conn, sealed)
-        job = _job(row)
+        job = job_from(row, SQLITE)
         return Claim(job, Lease(job.id, job.lease_epoch, owner), found["lease_owner"])
 
     async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat:
@@ -328,35 +300,24 @@ class SQLiteStore:
             head = conn.execute(Q["fence"], params).fetchone()
             if head is None:
                 raise LeaseLost(lease.job_id, lease.epoch)
-            self._write_rows(conn, lease.job_id, commit, now)
-            return self._append(
-                conn, lease.job_id, head[0], head[1], commit.events, now, set_head=True
+            return self._run(
+                conn, steps.write_commit(lease.job_id, head[0], head[1], commit, SQLITE, now)
             )
         # The lease holder knows the head: seal first, then one UPDATE fences and moves it.
         sealed = seal_all(lease.job_id, commit.head.count, commit.head.hash, commit.events, now)
-        params = {
-            "id": lease.job_id,
-            "epoch": lease.epoch,
-            "expect": commit.head.count,
-            "count": commit.head.count + len(sealed),
-            "hash": sealed[-1].hash if sealed else commit.head.hash,
-            "now": now,
-        }
-        query = "fence_head"
-        if commit.status is not None:
-            query = "fence_head_status"
-            params.update(_status_params(lease.job_id, commit.status, now))
-        if conn.execute(Q[query], params).rowcount == 0:
-            job = _get(conn, lease.job_id)
-            if job.lease_epoch != lease.epoch or job.status is not JobStatus.RUNNING:
-                raise LeaseLost(lease.job_id, lease.epoch)
-            raise Conflict(head_moved(job.id, commit.head.count, job.event_count))
-        for write in commit.effects:
-            _write_effect(conn, lease.job_id, write, now)
-        self._after_writes(conn, lease.job_id, commit, now)
+        params = status_params(lease.job_id, commit.status, SQLITE, now)
+        params["epoch"] = lease.epoch
+        params["expect"] = commit.head.count
+        params["count"] = commit.head.count + len(sealed)
+        params["hash"] = sealed[-1].hash if sealed else commit.head.hash
+        if conn.execute(Q["commit"], params).fetchone() is None:
+            # Ledger rows are checked by their own statements below: not the reason here.
+            raise refusal(lease, commit, _get(conn, lease.job_id), {})
+        self._run(conn, steps.effect_writes(lease.job_id, commit.effects, SQLITE, now))
+        self._run(conn, steps.follow_up(lease.job_id, commit, now))
         _insert_events(conn, sealed)
         if crashpoints.armed():
-            crashpoints.reach("in_append", _op_name(commit.events))
+            crashpoints.reach("in_append", op_name(commit.events))
         return sealed
 
     async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
@@ -367,36 +328,32 @@ class SQLiteStore:
         now = self._clock()
         check_guard(_get(conn, job_id), guard)
         head = conn.execute(Q["bump_epoch"], {"id": job_id, "now": now}).fetchone()
-        self._write_rows(conn, job_id, commit, now)
-        self._append(conn, job_id, head[0], head[1], commit.events, now, set_head=True)
+        self._run(conn, steps.write_commit(job_id, head[0], head[1], commit, SQLITE, now))
         return _get(conn, job_id)
 
-    def _write_rows(
-        self, conn: sqlite3.Connection, job_id: str, commit: Commit, now: float
-    ) -> None:
-        for write in commit.effects:
-            _write_effect(conn, job_id, write, now)
-        if commit.status is not None:
-            conn.execute(Q["set_status"], _status_params(job_id, commit.status, now))
-        self._after_writes(conn, job_id, commit, now)
-
-    def _after_writes(
-        self, conn: sqlite3.Connection, job_id: str, commit: Commit, now: float
-    ) -> None:
-        """Signals received, parked jobs woken, children created or cancelled, no sleeping on
-        what is already there (one writer at a time: SQLite needs no lock order)."""
-        for seq, position in commit.consume:
-            params = {"job_id": job_id, "seq": seq, "position": position}
-            if conn.execute(Q["consume_signal"], params).rowcount == 0:
-                raise Conflict(f"signal {seq} of job {job_id} was already received")
-        for other, wake_on in commit.wake:
-            conn.execute(Q["wake"], {"id": other, "wake_on": wake_on, "now": now})
-        for new in commit.create:
-            self._create_job(conn, new)
-        if commit.status is not None and commit.status.status is JobStatus.PARKED:
-            conn.execute(Q["wake_if_ready"], {"id": job_id, "now": now})
-        if commit.cancel_children:
-            self._cancel_children(conn, job_id)
+    def _run(self, conn: sqlite3.Connection, plan: Sequence[steps.Step]) -> list[Event]:
+        """Run a write's steps in order (one writer at a time: SQLite needs no lock order).
+        Returns the events appended."""
+        appended: list[Event] = []
+        for step in plan:
+            if isinstance(step, steps.Run):
+                cur = conn.execute(Q[step.query], step.params)
+                if step.refusal is None:
+                    continue
+                row = cur.fetchone()
+                if row is None:
+                    if step.explain is not None:
+                        row = conn.execute(Q[step.explain], step.params).fetchone()
+                    raise step.refusal(row)
+            elif isinstance(step, steps.Append):
+                appended += self._append(
+                    conn, step.job_id, step.count, step.prev_hash, step.drafts, step.now
+                )
+            elif isinstance(step, steps.Create):
+                self._create_job(conn, step.new)
+            else:
+                self._cancel_children(conn, step.job_id)
+        return appended
 
     def _append(
         self,
@@ -406,20 +363,15 @@ class SQLiteStore:
         prev_hash: str,
         drafts: Sequence[EventDraft],
         now: float,
-        *,
-        set_head: bool,
     ) -> list[Event]:
         if not drafts:
             return []
         sealed = seal_all(job_id, count, prev_hash, drafts, now)
         _insert_events(conn, sealed)
-        if set_head:
-            conn.execute(
-                Q["set_head"],
-                {"id": job_id, "count": count + len(sealed), "hash": sealed[-1].hash},
-            )
+        params = {"id": job_id, "count": count + len(sealed), "hash": sealed[-1].hash}
+        conn.execute(Q["set_head"], params)
         if crashpoints.armed():
-            crashpoints.reach("in_append", _op_name(drafts))
+            crashpoints.reach("in_append", op_name(drafts))
         return sealed
 
     # -- reads ------------------------------------------------------------------------------
@@ -436,12 +388,12 @@ class SQLiteStore:
             "states": json.dumps([s.value for s in states]) if states is not None else None,
         }
         rows = self._read(lambda conn: conn.execute(Q["list_effects"], params).fetchall())
-        return [_effect(r) for r in rows]
+        return [effect_from(r, SQLITE) for r in rows]
 
     async def register_agents(self, names: Sequence[str]) -> None:
         now = self._clock()
         rows = [{"name": n, "now": now} for n in names]
-        await self._write(lambda conn: conn.executemany(Q["upsert_agent"], rows))
+        await self._write(lambda conn: conn.executemany(Q["upsert_agents"], rows))
 
     async def agents(self) -> list[str]:
         rows = self._read(lambda conn: conn.execute(Q["list_agents"]).fetchall())
@@ -470,7 +422,7 @@ class SQLiteStore:
         known = {"job_id": job_id, "signal_id": signal_id}
         existing = conn.execute(Q["signal_by_id"], known).fetchone()
         if existing is not None:
-            return _signal(existing), False
+            return signal_from(existing, SQLITE), False
         if job.status.terminal:
             raise signal_refusal(job)
         now = self._clock()
@@ -479,33 +431,19 @@ class SQLiteStore:
             {**known, "name": name, "payload": payload, "sender": sender, "now": now},
         ).fetchone()
         conn.execute(Q["wake"], {"id": job_id, "wake_on": signal_wake(name), "now": now})
-        return _signal(row), True
+        return signal_from(row, SQLITE), True
 
     async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
         params = {"job_id": job_id, "pending": int(pending)}
         rows = self._read(lambda conn: conn.execute(Q["signals"], params).fetchall())
-        return [_signal(r) for r in rows]
+        return [signal_from(r, SQLITE) for r in rows]
 
     async def control(self, job_id: str, action: Control) -> Job:
         return await self._write(lambda conn: self._control(conn, job_id, action))
 
     def _control(self, conn: sqlite3.Connection, job_id: str, action: Control) -> Job:
         job = _get(conn, job_id)
-        plan = plan_control(job, action)
-        now = self._clock()
-        if plan.status is not None:
-            conn.execute(Q["set_status"], _status_params(job_id, plan.status, now))
-        control = plan.control.value if plan.control else None
-        conn.execute(Q["set_control"], {"id": job_id, "control": control, "now": now})
-        if plan.event is not None:
-            self._append(
-                conn, job_id, job.event_count, job.head_hash, [plan.event], now, set_head=True
-            )
-        if plan.status is not None and plan.status.status.terminal and job.parent_id:
-            wake = {"id": job.parent_id, "wake_on": job_wake(job_id), "now": now}
-            conn.execute(Q["wake"], wake)
-        if plan.cascade:
-            self._cancel_children(conn, job_id)
+        self._run(conn, steps.apply_control(job, plan_control(job, action), SQLITE, self._clock()))
         return _get(conn, job_id)
 
     def _cancel_children(self, conn: sqlite3.Connection, job_id: str) -> None:
@@ -570,12 +508,9 @@ class SQLiteStore:
 
 def _schema(conn: sqlite3.Connection) -> SchemaState:
     latest = len(sql.migrations("sqlite"))
-    row = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'aetheris_schema'"
-    ).fetchone()
-    if row is None:
+    if conn.execute(Q["schema_table"]).fetchone() is None:
         return SchemaState(0, latest)
-    version = conn.execute("SELECT version FROM aetheris_schema").fetchone()
+    version = conn.execute(Q["schema_version"]).fetchone()
     return SchemaState(version[0] if version else 0, latest)
 
 
@@ -583,7 +518,7 @@ def _get(conn: sqlite3.Connection, job_id: str) -> Job:
     row = conn.execute(Q["get_job"], {"id": job_id}).fetchone()
     if row is None:
         raise JobNotFound(job_id)
-    return _job(row)
+    return job_from(row, SQLITE)
 
 
 def _candidate(conn: sqlite3.Connection, params: Mapping[str, Any]) -> sqlite3.Row | None:
@@ -595,44 +530,10 @@ def _candidate(conn: sqlite3.Connection, params: Mapping[str, Any]) -> sqlite3.R
 
 
 def _insert_events(conn: sqlite3.Connection, sealed: Sequence[Event]) -> None:
-    rows = [
-        (e.job_id, e.seq, e.type.value, e.position, e.body, e.prev_hash, e.hash) for e in sealed
-    ]
-    if len(rows) == 1:
-        conn.execute(Q["insert_event"], rows[0])
+    if len(sealed) == 1:
+        conn.execute(Q["insert_events"], event_row(sealed[0]))
     else:
-        conn.executemany(Q["insert_event"], rows)
-
-
-def _write_effect(conn: sqlite3.Connection, job_id: str, write: EffectWrite, now: float) -> None:
-    params = {
-        "job_id": job_id,
-        "position": write.position,
-        "tool": write.tool,
-        "effect": write.effect.value,
-        "args_hash": write.args_hash,
-        "idempotency_key": write.idempotency_key,
-        "state": write.state.value,
-        "result": canonical(write.result),
-        "error": canonical(write.error) if write.error is not None else None,
-        "attempt": write.attempt,
-        "expect": write.expect.value if write.expect else None,
-        "now": now,
-    }
-    if write.expect is None:
-        try:
-            conn.execute(Q["insert_effect"], params)
-        except sqlite3.IntegrityError as exc:
-            raise Conflict(
-                f"effect at position {write.position} of job {job_id} already exists"
-            ) from exc
-        return
-    if conn.execute(Q["update_effect"], params).rowcount == 0:
-        found = conn.execute(Q["get_effect"], params).fetchone()
-        raise Conflict(
-            f"effect at position {write.position} of job {job_id} is "
-            f"{found[0] if found else 'missing'}, expected {write.expect}"
-        )
+        conn.executemany(Q["insert_events"], [event_row(e) for e in sealed])
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -644,92 +545,3 @@ def _statements(script: str) -> Iterator[str]:
             if candidate.strip(" \n;"):
                 yield candidate
             buffer = []
-
-
-def _op_name(drafts: Sequence[EventDraft]) -> str | None:
-    for draft in drafts:
-        name = draft.data.get("name")
-        if isinstance(name, str):
-            return name
-    return None
-
-
-def _maybe(blob: bytes | None) -> Any:
-    return decode(blob) if blob is not None else None
-
-
-def _job(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"],
-        agent=row["agent"],
-        input=decode(row["input"]),
-        status=JobStatus(row["status"]),
-        park_reason=ParkReason(row["park_reason"]) if row["park_reason"] else None,
-        park_detail=_maybe(row["park_detail"]),
-        result=_maybe(row["result"]),
-        error=_maybe(row["error"]),
-        idempotency_key=row["idempotency_key"],
-        queue=row["queue"],
-        priority=row["priority"],
-        lease_epoch=row["lease_epoch"],
-        lease_owner=row["lease_owner"],
-        lease_expires_at=row["lease_expires_at"],
-        run_at=row["run_at"],
-        attempts=row["attempts"],
-        event_count=row["event_count"],
-        head_hash=row["head_hash"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        wake_on=row["wake_on"],
-        wake_at=row["wake_at"],
-        parent_id=row["parent_id"],
-        control=Control(row["control"]) if row["control"] else None,
-        deadline=row["deadline"],
-        recoveries=row["recoveries"],
-    )
-
-
-def _signal(row: sqlite3.Row) -> Signal:
-    return Signal(
-        job_id=row["job_id"],
-        seq=row["seq"],
-        name=row["name"],
-        signal_id=row["signal_id"],
-        payload=decode(row["payload"]),
-        sender=row["sender"],
-        created_at=row["created_at"],
-        consumed_position=row["consumed_position"],
-    )
-
-
-def _effect(row: sqlite3.Row) -> Effect:
-    return Effect(
-        job_id=row["job_id"],
-        position=row["position"],
-        tool=row["tool"],
-        effect=EffectClass(row["effect"]),
-        args_hash=row["args_hash"],
-        idempotency_key=row["idempotency_key"],
-        state=EffectState(row["state"]),
-        result=_maybe(row["result"]),
-        error=_maybe(row["error"]),
-        attempt=row["attempt"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
-
-def _status_params(job_id: str, write: StatusWrite, now: float) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "status": write.status.value,
-        "park_reason": write.park_reason.value if write.park_reason else None,
-        "park_detail": canonical(write.park_detail) if write.park_detail is not None else None,
-        "result": canonical(write.result),
-        "error": canonical(write.error) if write.error is not None else None,
-        "run_at": write.run_at if write.run_at is not None else now,
-        "wake_on": write.wake_on,
-        "wake_at": write.wake_at,
-        "recovery": int(write.recovery),
-        "now": now,
-    }

@@ -1,4 +1,6 @@
-"""SQL lives in ``.sql`` files: named queries and ordered migrations per dialect."""
+"""The SQL both stores share: named queries and ordered migrations per dialect in ``.sql``
+files (here), statement parameters and row mapping (:mod:`.rows`), and the steps of a write
+(:mod:`.steps`). The adapters (``sqlite.py``, ``postgres.py``) only do the I/O."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+
+from aetheris.errors import SchemaMismatch, StoreError
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
@@ -41,7 +45,7 @@ def migrations(dialect: str) -> tuple[Migration, ...]:
     found.sort(key=lambda m: m.version)
     expected = list(range(1, len(found) + 1))
     if [m.version for m in found] != expected:
-        raise RuntimeError(f"{dialect} migrations are not numbered 1..n: {found}")
+        raise StoreError(f"{dialect} migrations are not numbered 1..n: {found}")
     return tuple(found)
 
 
@@ -49,3 +53,15 @@ def migrations(dialect: str) -> tuple[Migration, ...]:
 def schema(dialect: str) -> str:
     """The fresh schema at the latest version (``<dialect>/schema.sql``)."""
     return resources.files(__package__).joinpath(dialect, "schema.sql").read_text("utf-8")
+
+
+def pending_scripts(dialect: str, current: int, url: str) -> list[str]:
+    """What brings a database at schema version ``current`` to the latest: the whole schema
+    for a new database, else the migrations after ``current``."""
+    steps = migrations(dialect)
+    if current > len(steps):
+        raise SchemaMismatch(
+            f"{url}: schema version {current} is newer than this code ({len(steps)}); "
+            "upgrade aetheris"
+        )
+    return [schema(dialect)] if current == 0 else [step.sql for step in steps[current:]]

@@ -1,5 +1,32 @@
 -- Named queries of the PostgreSQL store. Each block starts with "-- name: <name>".
--- Times come from the database clock: aetheris_now() is now() in Unix seconds.
+-- Times come from the database clock: aetheris_now() is now() in Unix seconds (a :now
+-- parameter, the SQLite store's clock, is ignored here).
+
+-- name: schema_table
+SELECT to_regclass('aetheris_schema') AS found WHERE to_regclass('aetheris_schema') IS NOT NULL
+
+-- name: create_schema_table
+CREATE TABLE IF NOT EXISTS aetheris_schema (version integer)
+
+-- name: insert_schema_version
+INSERT INTO aetheris_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM aetheris_schema)
+
+-- name: schema_version
+SELECT version FROM aetheris_schema
+
+-- name: set_schema_version
+UPDATE aetheris_schema SET version = %(version)s
+
+-- name: migration_lock
+-- Migrations are serialized across processes (released when the transaction ends).
+SELECT pg_advisory_xact_lock(%(key)s)
+
+-- name: worker_lock
+-- Held by a worker's listening session while it runs: the proof of its liveness.
+SELECT pg_advisory_lock(%(key)s)
+
+-- name: listen
+LISTEN aetheris_work
 
 -- name: insert_job
 INSERT INTO jobs (id, agent, input, status, idempotency_key, queue, priority, run_at,
@@ -225,8 +252,9 @@ FROM candidate
 WHERE jobs.id = candidate.id
 RETURNING jobs.*, candidate.lease_owner AS previous_owner
 
--- name: append
--- Append events at a known head, fenced on the epoch (used right after a claim).
+-- name: claim_event
+-- The claim's own event, in a second statement pipelined with the claim: fenced on the epoch
+-- the claim set and the head it read.
 WITH fence AS (
     UPDATE jobs SET event_count = %(count)s, head_hash = %(hash)s
     WHERE id = %(id)s AND lease_epoch = %(epoch)s AND event_count = %(expect)s

@@ -1,10 +1,30 @@
 -- Named queries of the SQLite store. Each block starts with "-- name: <name>".
+-- The PostgreSQL store has a query of the same name for each, but for the claim candidates
+-- (tests/store/test_queries.py lists the names only one dialect has, and why).
+-- Times are the store's clock, passed as :now.
+
+-- name: schema_table
+SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'aetheris_schema'
+
+-- name: create_schema_table
+CREATE TABLE IF NOT EXISTS aetheris_schema (version INTEGER NOT NULL)
+
+-- name: insert_schema_version
+INSERT INTO aetheris_schema (version) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM aetheris_schema)
+
+-- name: schema_version
+SELECT version FROM aetheris_schema
+
+-- name: set_schema_version
+UPDATE aetheris_schema SET version = :version
 
 -- name: insert_job
 INSERT INTO jobs (id, agent, input, status, idempotency_key, queue, priority, run_at,
                   head_hash, created_at, updated_at, parent_id, deadline)
-VALUES (:id, :agent, :input, 'pending', :idempotency_key, :queue, :priority, :run_at,
-        :head_hash, :now, :now, :parent_id, :deadline)
+VALUES (:id, :agent, :input, 'pending', :idempotency_key, :queue, :priority,
+        coalesce(:run_at, :now), :head_hash, :now, :now, :parent_id, :deadline)
+ON CONFLICT DO NOTHING
+RETURNING id
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id
@@ -19,6 +39,8 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit
 
 -- name: expired_candidate
+-- The claim candidates, in the order a claim looks: no SKIP LOCKED here, and none needed (one
+-- writer at a time); a claim reads a candidate, then takes it with `claim`.
 SELECT id, lease_owner, lease_epoch, attempts, event_count, head_hash FROM jobs
 WHERE status = 'running' AND lease_expires_at < :now
   AND agent IN (SELECT value FROM json_each(:agents))
@@ -42,7 +64,7 @@ WHERE status = 'parked' AND wake_at <= :now
 ORDER BY wake_at
 LIMIT 1
 
--- name: take_lease
+-- name: claim
 -- The claim's own event is sealed before this runs, so the head moves here too.
 UPDATE jobs
 SET status = 'running', lease_epoch = :epoch, lease_owner = :owner,
@@ -63,30 +85,37 @@ WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
   AND (:expect IS NULL OR event_count = :expect)
 RETURNING event_count, head_hash
 
--- name: fence_head
-UPDATE jobs SET event_count = :count, head_hash = :hash, updated_at = :now
-WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND event_count = :expect
-
--- name: fence_head_status
+-- name: commit
+-- Fence on the lease epoch and the journal head, move the head, and change the status if the
+-- commit does (:status NULL: it does not). Ledger rows and events follow in the transaction.
 UPDATE jobs
 SET event_count = :count, head_hash = :hash, updated_at = :now,
-    status = :status, park_reason = :park_reason, park_detail = :park_detail,
-    result = :result, error = :error, run_at = :run_at, wake_on = :wake_on, wake_at = :wake_at,
+    status = coalesce(:status, status),
+    park_reason = CASE WHEN :status IS NULL THEN park_reason ELSE :park_reason END,
+    park_detail = CASE WHEN :status IS NULL THEN park_detail ELSE :park_detail END,
+    result = CASE WHEN :status IS NULL THEN result ELSE :result END,
+    error = CASE WHEN :status IS NULL THEN error ELSE :error END,
+    run_at = CASE WHEN :status IS NULL THEN run_at ELSE coalesce(:run_at, :now) END,
+    wake_on = CASE WHEN :status IS NULL THEN wake_on ELSE :wake_on END,
+    wake_at = CASE WHEN :status IS NULL THEN wake_at ELSE :wake_at END,
     control = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled', 'compensated')
                    THEN NULL ELSE control END,
-    lease_owner = CASE WHEN :status = 'running' THEN lease_owner ELSE NULL END,
-    lease_expires_at = CASE WHEN :status = 'running' THEN lease_expires_at ELSE NULL END,
+    lease_owner = CASE WHEN coalesce(:status, 'running') = 'running' THEN lease_owner END,
+    lease_expires_at = CASE WHEN coalesce(:status, 'running') = 'running'
+                            THEN lease_expires_at END,
     recoveries = recoveries + :recovery
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND event_count = :expect
+RETURNING 1
 
 -- name: bump_epoch
 UPDATE jobs SET lease_epoch = lease_epoch + 1, lease_owner = NULL, updated_at = :now
 WHERE id = :id
 RETURNING event_count, head_hash
 
--- name: insert_event
+-- name: insert_events
+-- One row; the store runs it once per event (executemany).
 INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+VALUES (:job_id, :seq, :type, :position, :body, :prev_hash, :hash)
 
 -- name: set_head
 UPDATE jobs SET event_count = :count, head_hash = :hash WHERE id = :id
@@ -94,7 +123,8 @@ UPDATE jobs SET event_count = :count, head_hash = :hash WHERE id = :id
 -- name: set_status
 UPDATE jobs
 SET status = :status, park_reason = :park_reason, park_detail = :park_detail,
-    result = :result, error = :error, run_at = :run_at, wake_on = :wake_on, wake_at = :wake_at,
+    result = :result, error = :error, run_at = coalesce(:run_at, :now), wake_on = :wake_on,
+    wake_at = :wake_at,
     control = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled', 'compensated')
                    THEN NULL ELSE control END,
     lease_owner = CASE WHEN :status = 'running' THEN lease_owner ELSE NULL END,
@@ -114,11 +144,14 @@ INSERT INTO effects (job_id, position, tool, effect, args_hash, idempotency_key,
                      result, error, attempt, created_at, updated_at)
 VALUES (:job_id, :position, :tool, :effect, :args_hash, :idempotency_key, :state,
         :result, :error, :attempt, :now, :now)
+ON CONFLICT DO NOTHING
+RETURNING 1
 
 -- name: update_effect
 UPDATE effects
 SET state = :state, result = :result, error = :error, attempt = :attempt, updated_at = :now
 WHERE job_id = :job_id AND position = :position AND state = :expect
+RETURNING 1
 
 -- name: list_effects
 SELECT * FROM effects
@@ -126,7 +159,8 @@ WHERE (:job_id IS NULL OR job_id = :job_id)
   AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
 ORDER BY job_id, position
 
--- name: upsert_agent
+-- name: upsert_agents
+-- One row; the store runs it once per name (executemany).
 INSERT INTO agents (name, last_seen) VALUES (:name, :now)
 ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen
 
@@ -159,6 +193,7 @@ WHERE id = :id AND status = 'parked' AND (
 -- name: consume_signal
 UPDATE signals SET consumed_position = :position
 WHERE job_id = :job_id AND seq = :seq AND consumed_position IS NULL
+RETURNING 1
 
 -- name: signal_by_id
 SELECT * FROM signals WHERE job_id = :job_id AND signal_id = :signal_id

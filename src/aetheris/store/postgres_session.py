@@ -1,0 +1,178 @@
+"""The PostgreSQL store's helpers: its URL options, the group commit of a process's writes,
+and the listening session that holds a worker's liveness lock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+
+from aetheris.errors import StoreUnavailable
+from aetheris.store import sql
+
+log = logging.getLogger("aetheris.postgres")
+Q = sql.queries("postgresql")
+
+
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """Take ``aetheris_*`` query parameters (ours) out of a libpq URL (the rest is libpq's)."""
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key.startswith("aetheris_"):
+            ours[key.removeprefix("aetheris_")] = value
+        else:
+            theirs.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+
+
+def lock_key(owner: str) -> int:
+    """A stable signed 64-bit advisory lock key for a worker id."""
+    return int.from_bytes(hashlib.sha256(owner.encode()).digest()[:8], "big", signed=True)
+
+
+class GroupedStore(Protocol):
+    async def _commit_one(self, params: dict[str, Any]) -> int: ...
+    async def _commit_many(self, batch: list[dict[str, Any]]) -> list[int | BaseException]: ...
+
+
+class CommitGroup:
+    """Group commit: while one commit is in flight, later ones queue and go together next.
+
+    A lone job's commit runs at once (no added latency); under load, commits of many jobs
+    share a transaction, a round trip and a WAL flush.
+    """
+
+    def __init__(self, store: GroupedStore) -> None:
+        self.store = store
+        self.queue: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
+        self.busy = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def commit(self, params: dict[str, Any]) -> int:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:
+            self.loop, self.queue, self.busy = loop, [], False
+        if self.busy:
+            future: asyncio.Future[int] = loop.create_future()
+            self.queue.append((params, future))
+            return await future
+        self.busy = True
+        try:
+            return await self.store._commit_one(params)
+        finally:
+            if self.queue:
+                self._drainer = loop.create_task(self._drain())
+            else:
+                self.busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue, []
+                try:
+                    results = await self.store._commit_many([params for params, _ in batch])
+                except BaseException as exc:
+                    results = [StoreUnavailable(f"PostgreSQL commit interrupted: {exc!r}")] * len(
+                        batch
+                    )
+                    if not isinstance(exc, Exception):
+                        self._settle(batch, results)
+                        raise
+                self._settle(batch, results)
+        finally:
+            self.busy = False
+
+    @staticmethod
+    def _settle(
+        batch: list[tuple[dict[str, Any], asyncio.Future[int]]],
+        results: list[int | BaseException],
+    ) -> None:
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+class Listener:
+    """A dedicated session: holds the worker's advisory lock and listens for work."""
+
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        self.url = url
+        self.key: int | None = None
+        self._connect_timeout = connect_timeout
+        self._task: asyncio.Task[None] | None = None
+        self._waiters: set[asyncio.Future[None]] = set()
+        self.connected = asyncio.Event()
+
+    async def start(self, key: int) -> None:
+        self.key = key
+        self._task = asyncio.create_task(self._run(), name="aetheris-pg-listener")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._connect_timeout):
+                await self.connected.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._wake()
+
+    async def wait(self, timeout: float) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives as the
+            # waiter completes (a notification), and the heartbeat task would never stop.
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(waiter)
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=int(self._connect_timeout)
+                )
+                async with conn:
+                    await conn.execute(Q["worker_lock"], {"key": self.key})
+                    await conn.execute(Q["listen"])
+                    self.connected.set()
+                    delay = 0.1
+                    self._wake()
+                    async for _ in conn.notifies():
+                        self._wake()
+            except psycopg.Error as exc:
+                log.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
+            self.connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)

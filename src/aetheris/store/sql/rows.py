@@ -1,0 +1,218 @@
+"""Rows in and out, for both SQL dialects: statement parameters from the port's models, and
+models from result rows.
+
+The dialects differ only in how a JSON value is stored: SQLite keeps canonical JSON bytes in a
+BLOB, PostgreSQL a ``jsonb`` it is sent as text and returns decoded. :class:`Dialect` carries
+that difference; everything else is written once here. Parameters always carry ``now`` (the
+SQLite store's clock); PostgreSQL's statements ignore it and read the database clock instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aetheris.journal import GENESIS_HASH, Event, canonical, decode
+from aetheris.store.port import (
+    Control,
+    Effect,
+    EffectClass,
+    EffectState,
+    EffectWrite,
+    Job,
+    JobStatus,
+    NewJob,
+    ParkReason,
+    Signal,
+    StatusWrite,
+)
+
+Row = Any  # sqlite3.Row or a dict: both are read by column name
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one database stores a JSON value: ``encode`` a value, ``decode`` a column."""
+
+    name: str
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+
+    def json(self, value: Any) -> Any:
+        """``value`` encoded, or SQL NULL for ``None`` (where NULL means "not set")."""
+        return self.encode(value) if value is not None else None
+
+
+SQLITE = Dialect(
+    "sqlite",
+    encode=canonical,
+    decode=lambda column: decode(column) if column is not None else None,
+)
+POSTGRESQL = Dialect(
+    "postgresql",
+    encode=lambda value: canonical(value).decode(),
+    decode=lambda column: column,  # psycopg returns jsonb decoded
+)
+
+
+# -- parameters ------------------------------------------------------------------------------
+
+
+def job_params(new: NewJob, d: Dialect, now: float) -> dict[str, Any]:
+    return {
+        "id": new.id,
+        "agent": new.agent,
+        "input": d.encode(new.input),
+        "idempotency_key": new.idempotency_key,
+        "queue": new.queue,
+        "priority": new.priority,
+        "run_at": new.run_at,  # NULL: now
+        "head_hash": GENESIS_HASH,
+        "parent_id": new.parent_id,
+        "deadline": new.deadline,
+        "now": now,
+    }
+
+
+def status_params(job_id: str, write: StatusWrite | None, d: Dialect, now: float) -> dict[str, Any]:
+    """A status change; with ``write=None`` (a commit that leaves the status) all NULL."""
+    if write is None:
+        unset = ("status", "park_reason", "park_detail", "result", "error", "run_at")
+        return {"id": job_id, **dict.fromkeys(unset), "wake_on": None, "wake_at": None,
+                "recovery": 0, "now": now}  # fmt: skip
+    return {
+        "id": job_id,
+        "status": write.status.value,
+        "park_reason": write.park_reason.value if write.park_reason else None,
+        "park_detail": d.json(write.park_detail),
+        "result": d.encode(write.result),
+        "error": d.json(write.error),
+        "run_at": write.run_at,  # NULL: now
+        "wake_on": write.wake_on,
+        "wake_at": write.wake_at,
+        "recovery": int(write.recovery),
+        "now": now,
+    }
+
+
+def effect_params(job_id: str, write: EffectWrite, d: Dialect, now: float) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "position": write.position,
+        "tool": write.tool,
+        "effect": write.effect.value,
+        "args_hash": write.args_hash,
+        "idempotency_key": write.idempotency_key,
+        "state": write.state.value,
+        "result": d.encode(write.result),
+        "error": d.json(write.error),
+        "attempt": write.attempt,
+        "expect": write.expect.value if write.expect else None,
+        "now": now,
+    }
+
+
+def effect_columns(writes: Sequence[EffectWrite], d: Dialect) -> dict[str, list[Any]]:
+    """Ledger rows as one array per column (a statement that writes them all at once)."""
+    return {
+        "e_positions": [w.position for w in writes],
+        "e_expects": [w.expect.value if w.expect else None for w in writes],
+        "e_tools": [w.tool for w in writes],
+        "e_effects": [w.effect.value for w in writes],
+        "e_args": [w.args_hash for w in writes],
+        "e_keys": [w.idempotency_key for w in writes],
+        "e_states": [w.state.value for w in writes],
+        "e_results": [d.encode(w.result) for w in writes],
+        "e_errors": [d.json(w.error) for w in writes],
+        "e_attempts": [w.attempt for w in writes],
+    }
+
+
+def event_columns(sealed: Sequence[Event]) -> dict[str, list[Any]]:
+    """Events as one array per column (a statement that inserts them all at once)."""
+    return {
+        "seqs": [e.seq for e in sealed],
+        "types": [e.type.value for e in sealed],
+        "positions": [e.position for e in sealed],
+        "bodies": [e.body for e in sealed],
+        "prevs": [e.prev_hash for e in sealed],
+        "hashes": [e.hash for e in sealed],
+    }
+
+
+def event_row(event: Event) -> dict[str, Any]:
+    """One event's parameters (a statement that inserts one row, run once per event)."""
+    return {
+        "job_id": event.job_id,
+        "seq": event.seq,
+        "type": event.type.value,
+        "position": event.position,
+        "body": event.body,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+# -- models from rows --------------------------------------------------------------------------
+
+
+def job_from(row: Row, d: Dialect) -> Job:
+    return Job(
+        id=row["id"],
+        agent=row["agent"],
+        input=d.decode(row["input"]),
+        status=JobStatus(row["status"]),
+        park_reason=ParkReason(row["park_reason"]) if row["park_reason"] else None,
+        park_detail=d.decode(row["park_detail"]),
+        result=d.decode(row["result"]),
+        error=d.decode(row["error"]),
+        idempotency_key=row["idempotency_key"],
+        queue=row["queue"],
+        priority=row["priority"],
+        lease_epoch=row["lease_epoch"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        run_at=row["run_at"],
+        attempts=row["attempts"],
+        event_count=row["event_count"],
+        head_hash=row["head_hash"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        wake_on=row["wake_on"],
+        wake_at=row["wake_at"],
+        parent_id=row["parent_id"],
+        control=Control(row["control"]) if row["control"] else None,
+        deadline=row["deadline"],
+        recoveries=row["recoveries"],
+    )
+
+
+def signal_from(row: Row, d: Dialect) -> Signal:
+    return Signal(
+        job_id=row["job_id"],
+        seq=row["seq"],
+        name=row["name"],
+        signal_id=row["signal_id"],
+        payload=d.decode(row["payload"]),
+        sender=row["sender"],
+        created_at=row["created_at"],
+        consumed_position=row["consumed_position"],
+    )
+
+
+def effect_from(row: Row, d: Dialect) -> Effect:
+    return Effect(
+        job_id=row["job_id"],
+        position=row["position"],
+        tool=row["tool"],
+        effect=EffectClass(row["effect"]),
+        args_hash=row["args_hash"],
+        idempotency_key=row["idempotency_key"],
+        state=EffectState(row["state"]),
+        result=d.decode(row["result"]),
+        error=d.decode(row["error"]),
+        attempt=row["attempt"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

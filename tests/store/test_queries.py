@@ -1,0 +1,60 @@
+"""Both SQL dialects name their queries alike, so a reader finds each statement by one name."""
+
+from __future__ import annotations
+
+import re
+
+from aetheris.store import sql
+
+# Queries one dialect has and the other does not, and why. Anything else must be in both.
+SQLITE_ONLY = {
+    # No SKIP LOCKED, and none needed with one writer at a time: a claim reads its candidate
+    # (three indexed lookups, in the order a claim looks), then takes it with `claim`.
+    "expired_candidate": "claim",
+    "due_candidate": "claim",
+    "pending_candidate": "claim",
+}
+POSTGRESQL_ONLY = {
+    # Row locks: SQLite's single writer already serializes what these order.
+    "lock_job": "control, signals and apply lock the job row first",
+    "lock_jobs": "jobs about to be woken are locked before the job that wakes them",
+    # Advisory locks and LISTEN: SQLite proves liveness with lock files, and workers poll.
+    "migration_lock": "migrations serialized across processes",
+    "worker_lock": "a worker's liveness lock",
+    "try_lock": "is a worker's liveness lock free",
+    "unlock": "release a liveness lock taken to test it",
+    "listen": "idle workers wake on a notification",
+    # The claim's event goes in a second, pipelined statement; SQLite seals the event before
+    # its claim statement moves the head, then inserts it with `insert_events`.
+    "claim_event": "claim",
+}
+
+
+def test_both_dialects_name_their_queries_alike() -> None:
+    sqlite, postgresql = set(sql.queries("sqlite")), set(sql.queries("postgresql"))
+    assert sqlite - postgresql == set(SQLITE_ONLY)
+    assert postgresql - sqlite == set(POSTGRESQL_ONLY)
+
+
+def test_every_query_the_stores_name_exists() -> None:
+    """A query named in a store's code (``Q["name"]`` or a step's ``Run("name", ...)``) is in
+    the dialect's file."""
+    from pathlib import Path
+
+    import aetheris.store as package
+
+    root = Path(package.__file__).parent
+    named = re.compile(r"""(?:Q\[|Run\(|_one\(|_all\(|explain=)\s*"(\w+)\"""")
+    for dialect, files in {
+        "sqlite": ["sqlite.py", "sql/steps.py"],
+        "postgresql": ["postgres.py", "postgres_session.py", "sql/steps.py"],
+    }.items():
+        used = {m for f in files for m in named.findall((root / f).read_text())}
+        assert used, dialect
+        assert used <= set(sql.queries(dialect)), (dialect, used - set(sql.queries(dialect)))
+
+
+def test_the_dialects_have_as_many_migrations_as_the_memory_store_reports() -> None:
+    from aetheris.store.memory import LATEST_SCHEMA
+
+    assert len(sql.migrations("sqlite")) == len(sql.migrations("postgresql")) == LATEST_SCHEMA
