@@ -46,6 +46,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aetheris.models import ParkReason
+
 
 class AetherisError(Exception):
     """Root of every error raised by Aetheris."""
@@ -190,7 +192,7 @@ class Suspend(ControlSignal):
 
     def __init__(
         self,
-        reason: str,
+        reason: ParkReason,
         detail: dict[str, Any],
         *,
         wake_on: str | None = None,

@@ -48,7 +48,6 @@ from aetheris.store.port import (
     EffectState,
     EffectWrite,
     JobStatus,
-    ParkReason,
     StatusWrite,
 )
 
@@ -250,7 +249,7 @@ def _settlement(run: JobRun) -> tuple[list[EventDraft], list[EffectWrite]]:
 
 
 async def _park(run: JobRun, suspend: Suspend) -> None:
-    reason = ParkReason(suspend.reason)
+    reason = suspend.reason
     events = []
     if suspend.wait is not None:
         position, data = suspend.wait

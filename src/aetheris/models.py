@@ -1,0 +1,137 @@
+"""The base: what a job, a ledger row and a signal are, and the enums that describe them.
+
+Imports nothing else from the package; everything above (errors, journal, stores, runtime,
+CLI) speaks of jobs in these terms.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PARKED = "parked"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    COMPENSATED = "compensated"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.COMPENSATED}
+)
+
+
+class ParkReason(enum.StrEnum):
+    SIGNAL = "signal"
+    APPROVAL = "approval"
+    TIMER = "timer"
+    EFFECT_IN_DOUBT = "effect_in_doubt"
+    NONDETERMINISM = "nondeterminism"
+    PAUSED = "paused"
+    CHILD = "child"
+
+
+class Control(enum.StrEnum):
+    """An operator's request to a job, honoured at its next durable operation."""
+
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+
+class EffectClass(enum.StrEnum):
+    PURE = "pure"
+    IDEMPOTENT = "idempotent"
+    AT_MOST_ONCE = "at_most_once"
+
+
+class EffectState(enum.StrEnum):
+    INTENT = "intent"  # written before dispatch; no outcome yet
+    COMMITTED = "committed"  # the tool returned; the world changed
+    FAILED = "failed"  # the tool reported a failure (or an operator said so)
+    IN_DOUBT = "in_doubt"  # intent found without outcome after a crash
+    NOT_EXECUTED = "not_executed"  # resolved: it did not happen; one dispatch is allowed
+    COMPENSATED = "compensated"  # its compensation ran
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    agent: str
+    input: dict[str, Any]
+    status: JobStatus
+    park_reason: ParkReason | None
+    park_detail: dict[str, Any] | None
+    result: Any
+    error: dict[str, Any] | None
+    idempotency_key: str | None
+    queue: str
+    priority: int
+    lease_epoch: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    run_at: float
+    attempts: int
+    event_count: int
+    head_hash: str
+    created_at: float
+    updated_at: float
+    wake_on: str | None = None
+    wake_at: float | None = None
+    parent_id: str | None = None
+    control: Control | None = None
+    deadline: float | None = None
+    recoveries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    job_id: str
+    position: int
+    tool: str
+    effect: EffectClass
+    args_hash: str
+    idempotency_key: str
+    state: EffectState
+    result: Any
+    error: dict[str, Any] | None
+    attempt: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    id: str
+    agent: str
+    input: Mapping[str, Any]
+    idempotency_key: str | None = None
+    queue: str = "default"
+    priority: int = 0
+    run_at: float | None = None
+    parent_id: str | None = None
+    deadline: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A message in a job's inbox; ``consumed_position`` is set once the job received it."""
+
+    job_id: str
+    seq: int
+    name: str
+    signal_id: str
+    payload: Any
+    sender: str | None
+    created_at: float
+    consumed_position: int | None
