@@ -43,7 +43,6 @@ from rich.progress import (
 
 import aetheris
 from aetheris.store.postgres import PostgresStore
-from bench import pg
 from bench.common import (
     FSYNC_BLOCK,
     FSYNC_WRITES,
@@ -58,6 +57,7 @@ from bench.common import (
 from bench.databases import fresh_database
 from bench.growth import W5_STEPS, w5_run
 from bench.overhead import W1_STEPS, w1_baseline, w1_job
+from bench.peers import common
 from bench.recovery import W3_NAP, W3_STEPS, w3_run
 from bench.report import headline, summary, tables
 from bench.throughput import W2_CONCURRENCY, W2_JOBS, W2_STEPS, w2_run
@@ -331,9 +331,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, help="where run directories go (default: system temp)")
     parser.add_argument(
         "--pg-url",
-        default=os.environ.get("AETHERIS_TEST_POSTGRES_URL", pg.DEFAULT_ADMIN_URL),
+        default=common.PG_ADMIN_URL,
         help="a database on the PostgreSQL server to create the run databases from "
-        f"(env AETHERIS_TEST_POSTGRES_URL; default {pg.DEFAULT_ADMIN_URL})",
+        "(env AETHERIS_TEST_POSTGRES_URL; default postgresql://postgres@127.0.0.1:5432/postgres)",
     )
     args = parser.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
@@ -347,7 +347,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace, console: Console) -> Path:
     cases = select_cases(args.backends, args.only)
     started = datetime.now(UTC)
-    server = await pg.server_settings(args.pg_url) if "postgres" in args.backends else None
+    server = None
+    if "postgres" in args.backends:
+        server = common.postgres_settings(common.PG_SERVER_SETTINGS, args.pg_url)
     with tempfile.TemporaryDirectory(prefix="aetheris-bench-", dir=args.dir) as tmp:
         base = Path(tmp)
         info = machine(base)

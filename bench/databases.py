@@ -8,9 +8,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from bench import pg
+import psycopg
+
 from bench.common import Case
+from bench.peers import common
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,11 @@ class Database:
             finally:
                 conn.close()
             return float(row[0])
-        return await pg.last_registration(self.url)
+        with psycopg.connect(self.url.split("?", 1)[0]) as conn:
+            row = conn.execute("SELECT max(last_seen) FROM agents").fetchone()
+        if row is None or row[0] is None:
+            raise RuntimeError("benchmark run invalid: no worker registered")
+        return float(row[0])
 
 
 def sqlite_url(path: Path, sync: str | None) -> str:
@@ -56,6 +63,7 @@ async def fresh_database(
         return
     if case.backend != "postgres":
         raise ValueError(f"case {case.key} has no database")
-    async with pg.fresh_database(admin_url, case.sync) as name:
-        url = pg.database_url(admin_url, name, **options)
-        yield Database("postgres", url, None, await pg.effective_settings(url))
+    with common.fresh_postgres_db("bench", case.sync, admin_url) as url:
+        settings = common.postgres_settings(("synchronous_commit", "fsync"), url)
+        query = urlencode({f"aetheris_{key}": value for key, value in options.items()})
+        yield Database("postgres", f"{url}?{query}" if query else url, None, settings)

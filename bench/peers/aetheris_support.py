@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 import aetheris
 from aetheris.journal import Event, EventType
@@ -83,15 +82,8 @@ def database(run: Run, name: str) -> Iterator[str]:
         suffix = "?synchronous=normal" if run.args.durability == "process" else ""
         yield f"sqlite:///{(run.dir / name).resolve()}.db{suffix}"
         return
-    with common.fresh_postgres_db("bench_aetheris") as url:
-        if run.args.durability == "process":
-            db = url.rsplit("/", 1)[1]
-            with psycopg.connect(common.PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(
-                        sql.Identifier(db)
-                    )
-                )
+    sync = "off" if run.args.durability == "process" else None
+    with common.fresh_postgres_db("bench_aetheris", sync) as url:
         yield url
 
 

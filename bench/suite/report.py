@@ -10,7 +10,6 @@ above 1 favours Aetheris and below 1 favours the peer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import platform
@@ -22,6 +21,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from bench.peers import common
 
 REFERENCE = "aetheris"
 WORKLOAD_TITLES = {
@@ -324,11 +325,8 @@ def machine(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
 
 def postgres_settings() -> dict[str, str]:
     try:
-        from bench import pg
-        from bench.peers.common import PG_ADMIN_URL
-
-        names = (*pg.SETTINGS, "autovacuum")
-        return asyncio.run(pg.show(PG_ADMIN_URL, names, connect_timeout=5))
+        names = (*common.PG_SERVER_SETTINGS, "autovacuum")
+        return common.postgres_settings(names, connect_timeout=5)
     except Exception as exc:  # the summary says why, the run goes on
         return {"error": f"{type(exc).__name__}: {exc}"}
 
