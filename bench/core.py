@@ -4,12 +4,14 @@
                          [--runs N] [--dir DIR] [--pg-url URL]
 
 W1 step overhead, W2 throughput with worker processes, W5 per-step cost as a journal grows and
-the resume of a 10,000-step journal, W3-lite recovery after ``kill -9``. Every figure is the
-median of ``--runs`` runs (3; 1 with ``--quick``). Runs go round-robin over all cases, each on a
-fresh database (a SQLite file in a fresh directory, or ``CREATE DATABASE bench_<random>`` on the
-PostgreSQL server of ``--pg-url``, dropped afterwards), and each run first times 200 x (write
-4 KiB + ``os.fsync``) in its directory. Results are written to
-``bench/results/core-<UTC date time>.json``. See ``bench/README.md`` for what each figure means.
+the resume of a 10,000-step journal, W3-lite recovery after ``kill -9`` (the workloads are in
+``bench.workloads``, the agents in ``bench.app``). Every figure is the median of ``--runs`` runs
+(3; 1 with ``--quick``). Runs go round-robin over all cases, each on a fresh database (a SQLite
+file in a fresh directory, or ``CREATE DATABASE bench_aetheris_<random>`` on the PostgreSQL
+server of ``--pg-url``, dropped afterwards), and each run first times 200 x (write 4 KiB +
+``os.fsync``) in its directory. It prints one table of medians per workload and writes
+everything to ``bench/results/core-<UTC date time>.json``. See ``bench/README.md`` for what each
+figure means.
 """
 
 from __future__ import annotations
@@ -17,19 +19,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
-import json
 import os
-import platform
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import psycopg
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -40,36 +39,77 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 
 import aetheris
-from aetheris.store.postgres import PostgresStore
-from bench import pg
-from bench.common import (
+from bench import workloads
+from bench.harness import (
     FSYNC_BLOCK,
     FSYNC_WRITES,
+    PG_REAP_GRACE,
     REPO,
-    RESULTS,
     WORKER_APP,
-    Case,
-    Outcome,
     Record,
+    fresh_database,
     fsync_probe,
+    machine,
+    write_results,
 )
-from bench.databases import fresh_database
-from bench.growth import W5_STEPS, w5_run
-from bench.overhead import W1_STEPS, w1_baseline, w1_job
-from bench.recovery import W3_NAP, W3_STEPS, w3_run
-from bench.report import headline, summary, tables
-from bench.throughput import W2_CONCURRENCY, W2_JOBS, W2_STEPS, w2_run
+from bench.peers import common
 
 BACKENDS = ("sqlite", "postgres")
 WORKLOADS = ("w1", "w2", "w5", "w3")
 SYNC_MODES = {"sqlite": ("full", "normal"), "postgres": ("on", "off")}
 DEFAULT_SYNC = {"sqlite": "full", "postgres": "on"}
+W1_STEPS = 1_000
+W2_JOBS = 200
+W2_STEPS = 10
+W2_CONCURRENCY = 16
 W2_WORKERS = {"sqlite": (1, 2), "postgres": (1, 2, 4)}
-PG_REAP_GRACE = float(inspect.signature(PostgresStore).parameters["reap_grace"].default)
+W5_STEPS = 10_000
+W3_STEPS = 200
+W3_NAP = 0.05
 PG_FAST_REAP_GRACE = 1.0
 LEASE_TTL = float(inspect.signature(aetheris.App).parameters["lease_ttl"].default)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured configuration; its figure is the median of its runs.
+
+    ``backend`` is ``sqlite``, ``postgres`` or None (no database); ``sync`` is SQLite's
+    ``synchronous`` (``full``, ``normal``) or PostgreSQL's ``synchronous_commit`` (``on``,
+    ``off``) for the run's database, None when there is no database.
+    """
+
+    key: str
+    workload: str
+    label: str
+    backend: str | None
+    sync: str | None
+    params: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """The runs of one case."""
+
+    case: Case
+    runs: list[Record] = field(default_factory=list)
+
+    def values(self, name: str) -> list[float]:
+        return [float(run[name]) for run in self.runs]
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.values(name))
+
+    def fsync_p50(self) -> float:
+        """The median over runs of each run's fsync p50."""
+        return statistics.median(float(run["fsync"]["p50_us"]) for run in self.runs)
+
+    def fsync_p90_max(self) -> float:
+        """The worst fsync p90 of any run: shows a run that met a slow-disk burst."""
+        return max(float(run["fsync"]["p90_us"]) for run in self.runs)
 
 
 # -- cases ------------------------------------------------------------------------------------
@@ -200,21 +240,27 @@ async def run_case(case: Case, workdir: Path, ui: Ui, pg_url: str) -> Record:
     """One run of ``case`` in a fresh directory, on a fresh database."""
     workdir.mkdir(parents=True)  # noqa: ASYNC240 (between runs, nothing else is running)
     fsync = fsync_probe(workdir)
+    p = case.params
     if case.backend is None:
-        record = await w1_baseline(case)
+        record = await workloads.w1_baseline(p["n"], p["body"])
         return {"fsync": fsync, "load_1m": os.getloadavg()[0], **record}
-    options = case.params.get("url_options", {})
-    async with fresh_database(case, workdir, pg_url, **options) as db:
+    options = p.get("url_options", {})
+    with fresh_database(case.backend, case.sync, workdir, "db", pg_url, **options) as db:
         runner: Awaitable[Record]
         if case.workload == "W1":
-            runner = w1_job(case, db)
+            runner = workloads.w1_job(db.url, p["agent"], p["input"])
         elif case.workload == "W2":
-            runner = w2_run(case, db, workdir, ui.detail)
+            args = (p["jobs"], p["steps"], p["workers"], p["concurrency"], ui.detail)
+            runner = workloads.w2_run(db, workdir, *args)
         elif case.workload == "W5":
-            runner = w5_run(case, db, ui.detail)
+            runner = workloads.w5_in_process(db.url, p["steps"], ui.detail)
         else:
-            runner = w3_run(case, db, workdir, ui.detail)
+            runner = workloads.w3_lite(db, workdir, p["steps"], p["nap_s"])
         record = await runner
+    if case.workload == "W1":
+        record["commits_per_step"] = p["commits_per_step"]
+    if case.workload == "W3":
+        record["reap_grace_s"] = p.get("reap_grace")
     return {"fsync": fsync, "load_1m": os.getloadavg()[0], "database": db.settings, **record}
 
 
@@ -233,59 +279,159 @@ async def run_all(
     return outcomes
 
 
-# -- the record of the machine and the run ----------------------------------------------------
+# -- what it prints and writes ----------------------------------------------------------------
 
 
-def machine(workdir: Path) -> Record:
-    return {
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "sqlite": sqlite3.sqlite_version,
-        "psycopg": psycopg.__version__,
-        "cpus": os.cpu_count(),
-        "aetheris": aetheris.__version__,
-        "git": _git(),
-        "workdir": str(workdir),
-        "workdir_filesystem": _filesystem(workdir),
-    }
+def headline(case: Case, record: Record) -> str:
+    """The line printed after each run."""
+    fsync = f"fsync p50 {record['fsync']['p50_us']:.0f} µs"
+    load = f"load {record['load_1m']:.1f}"
+    if case.workload == "W2":
+        skew = f", skew {record['start_skew_s']:.2f} s" if case.params["workers"] > 1 else ""
+        figures = (
+            f"{record['jobs_per_s']:8.1f} jobs/s {record['steps_per_s']:8.0f} steps/s  "
+            f"window {record['window_s']:.2f} s, startup {record['startup_s']:.2f} s{skew}"
+        )
+    elif case.workload == "W5":
+        figures = (
+            f"{record['first_us']:7.0f} / {record['around_1k_us']:.0f} / {record['last_us']:.0f} "
+            f"µs/step (x{record['last_over_first']:.2f}), resume {record['resume_s']:.2f} s"
+        )
+    elif case.workload == "W3":
+        figures = (
+            f"recovery {record['recovery_s']:6.2f} s (lease had "
+            f"{record['lease_left_at_kill_s']:.1f} s left, "
+            f"{record['steps_before_kill']} steps done)"
+        )
+    else:
+        figures = f"{record['us_per_step']:8.2f} µs/step"
+    return f"{figures}  ({fsync}, {load})"
 
 
-def _git() -> Record:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "src_dirty": bool(git("status", "--porcelain", "src")),
-    }
+Column = tuple[str, Callable[[Outcome], str]]
 
 
-def _filesystem(path: Path) -> str:
-    """The type of the filesystem holding ``path`` (Linux), e.g. ext4 or tmpfs."""
-    best, kind = "", "unknown"
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return kind
-    resolved = str(path.resolve())
-    for line in mounts:
-        fields = line.split()
-        point = fields[1]
-        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, kind = point, fields[2]
-    return kind
+def med(name: str, fmt: str) -> Callable[[Outcome], str]:
+    return lambda o: format(o.median(name), fmt)
 
 
-def write_results(document: Record) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"core-{stamp}.json"
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
-    return path
+def runs(name: str, fmt: str) -> Callable[[Outcome], str]:
+    return lambda o: " / ".join(format(v, fmt) for v in o.values(name))
+
+
+def _job(o: Outcome) -> bool:
+    return o.case.backend is not None
+
+
+WHERE: list[Column] = [
+    ("backend", lambda o: o.case.backend or "-"),
+    ("sync", lambda o: o.case.sync or "-"),
+]
+FSYNC: list[Column] = [
+    ("fsync p50 µs", lambda o: f"{o.fsync_p50():.0f}"),
+    ("p90 max", lambda o: f"{o.fsync_p90_max():.0f}"),
+]
+LEFT = {"backend", "sync", "case", "detects a dead worker by"}
+TABLES: dict[str, tuple[str, list[Column]]] = {
+    "W1": (
+        f"W1 step overhead: 1 job x {W1_STEPS} sequential steps, 1 worker (median; sync = "
+        "SQLite synchronous / PostgreSQL synchronous_commit)",
+        [
+            *WHERE,
+            ("case", lambda o: o.case.label),
+            ("commits/step", lambda o: str(o.case.params["commits_per_step"]) if _job(o) else "0"),
+            ("µs/step", med("us_per_step", ".2f")),
+            ("runs µs/step", lambda o: runs("us_per_step", ".1f" if _job(o) else ".3f")(o)),
+            ("job wall s", lambda o: med("job_wall_s", ".3f")(o) if _job(o) else "-"),
+            *FSYNC,
+        ],
+    ),
+    "W2": (
+        f"W2 throughput: {W2_JOBS} jobs x {W2_STEPS} steps started first, worker processes "
+        f"x concurrency {W2_CONCURRENCY} (median; window = first claim to last success)",
+        [
+            *WHERE,
+            ("workers", lambda o: o.case.label),
+            ("jobs/s", med("jobs_per_s", ".1f")),
+            ("steps/s", med("steps_per_s", ".0f")),
+            ("runs jobs/s", runs("jobs_per_s", ".1f")),
+            ("window s", med("window_s", ".2f")),
+            ("startup s", med("startup_s", ".2f")),
+            ("skew s", med("start_skew_s", ".2f")),
+            ("wall s", med("observed_wall_s", ".2f")),
+            *FSYNC,
+        ],
+    ),
+    "W5": (
+        f"W5 journal growth: 1 job x {W5_STEPS:,} sequential async ctx.step, 1 worker "
+        "(median of runs; each figure a median µs/step over the steps named)",
+        [
+            *WHERE,
+            ("1-10", med("first_us", ".0f")),
+            ("991-1,010", med("around_1k_us", ".0f")),
+            ("9,991-10k", med("last_us", ".0f")),
+            ("last/first", med("last_over_first", ".2f")),
+            ("runs last/first", runs("last_over_first", ".2f")),
+            ("1-1k", med("first_bucket_us", ".0f")),
+            ("9,001-10k", med("last_bucket_us", ".0f")),
+            ("ratio", med("last_over_first_bucket", ".2f")),
+            ("replay µs/step", med("replay_median_us", ".1f")),
+            ("resume 10k s", med("resume_s", ".3f")),
+            ("runs resume s", runs("resume_s", ".3f")),
+        ],
+    ),
+    "W3": (
+        f"W3-lite recovery after kill -9: steps of {W3_NAP * 1000:.0f} ms, lease TTL 30 s, "
+        "fresh worker already idle (median; kill to the fresh worker's job_claimed)",
+        [
+            ("backend", lambda o: o.case.backend or "-"),
+            ("detects a dead worker by", lambda o: o.case.label),
+            ("recovery s", med("recovery_s", ".2f")),
+            ("runs recovery s", runs("recovery_s", ".2f")),
+            ("lease left s", med("lease_left_at_kill_s", ".1f")),
+            ("steps before kill", med("steps_before_kill", ".0f")),
+        ],
+    ),
+}
+METRICS = {
+    "W1": ["us_per_step"],
+    "W2": ["jobs_per_s", "steps_per_s"],
+    "W5": ["first_us", "around_1k_us", "last_us", "last_over_first", "resume_s"],
+    "W3": ["recovery_s"],
+}
+
+
+def tables(outcomes: Sequence[Outcome]) -> list[Table]:
+    """One table per workload that ran, in the order W1, W2, W5, W3."""
+    found = []
+    for workload, (title, columns) in TABLES.items():
+        mine = [o for o in outcomes if o.case.workload == workload]
+        if mine:
+            table = Table(title=title)
+            for name, _ in columns:
+                table.add_column(name, justify="left" if name in LEFT else "right")
+            for o in mine:
+                table.add_row(*(cell(o) for _, cell in columns))
+            found.append(table)
+    return found
+
+
+def summary(outcomes: Sequence[Outcome]) -> list[Record]:
+    return [
+        {
+            "key": o.case.key,
+            "workload": o.case.workload,
+            "label": o.case.label,
+            "backend": o.case.backend,
+            "sync": o.case.sync,
+            "params": o.case.params,
+            "median": {m: o.median(m) for m in METRICS[o.case.workload]},
+            "fsync_p50_us_median": o.fsync_p50(),
+            "fsync_p90_us_max": o.fsync_p90_max(),
+            "runs": o.runs,
+        }
+        for o in outcomes
+    ]
 
 
 def _settings(args: argparse.Namespace) -> Record:
@@ -331,9 +477,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, help="where run directories go (default: system temp)")
     parser.add_argument(
         "--pg-url",
-        default=os.environ.get("AETHERIS_TEST_POSTGRES_URL", pg.DEFAULT_ADMIN_URL),
+        default=common.PG_ADMIN_URL,
         help="a database on the PostgreSQL server to create the run databases from "
-        f"(env AETHERIS_TEST_POSTGRES_URL; default {pg.DEFAULT_ADMIN_URL})",
+        "(env AETHERIS_TEST_POSTGRES_URL; default postgresql://postgres@127.0.0.1:5432/postgres)",
     )
     args = parser.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
@@ -347,7 +493,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace, console: Console) -> Path:
     cases = select_cases(args.backends, args.only)
     started = datetime.now(UTC)
-    server = await pg.server_settings(args.pg_url) if "postgres" in args.backends else None
+    server = None
+    if "postgres" in args.backends:
+        server = common.postgres_settings(common.PG_SERVER_SETTINGS, args.pg_url)
     with tempfile.TemporaryDirectory(prefix="aetheris-bench-", dir=args.dir) as tmp:
         base = Path(tmp)
         info = machine(base)
@@ -369,6 +517,7 @@ async def amain(args: argparse.Namespace, console: Console) -> Path:
     if server is not None:
         console.print(_pg_line(server))
     return write_results(
+        "core",
         {
             "benchmark": "core",
             "started_at": started.isoformat(),
@@ -383,7 +532,7 @@ async def amain(args: argparse.Namespace, console: Console) -> Path:
                 "max": max(fsyncs),
             },
             "results": summary(outcomes),
-        }
+        },
     )
 
 

@@ -2,11 +2,10 @@
 
 ``python -m bench.profile [--workload w1|w4] [--backend sqlite|postgres]
 [--synchronous full|normal] [--steps 20000]
-[--interval 0.001] [--html out.html]`` (needs ``pip install pyinstrument``). Runs the W1 agent of
-``bench/core_app.py`` (``await ctx.step("s", ainc, i)`` n times) or the W4 agent of
-``bench/peers/aetheris_app.py`` (n turns of two steps with plain-function bodies, which the runtime
-runs in a thread), one in-process worker, concurrency 1, under pyinstrument's sampling profiler,
-and prints:
+[--interval 0.001] [--html out.html]`` (needs ``pip install pyinstrument``). Runs the W1 job of
+``bench.workloads`` (``await ctx.step("s", ainc, i)`` n times) or its W4 job (n turns of two steps
+with plain-function bodies, which the runtime runs in a thread), agents in ``bench/app.py``, one
+in-process worker, concurrency 1, under pyinstrument's sampling profiler, and prints:
 
 * the µs per step without and with the profiler (its overhead shows as the difference);
 * the floor on this disk: µs per bare ``sqlite3`` commit of what a pure step writes (the fenced
@@ -35,10 +34,8 @@ from typing import Any
 
 from aetheris.store import create_store
 from aetheris.store.port import NewJob
-from aetheris.testing import running_worker
-from bench import core_app
-from bench.peers import aetheris_app
 from bench.peers.common import fresh_postgres_db, fsync_p50_us
+from bench.workloads import w1_job, w4_turns
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,27 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run_w1(url: str, steps: int) -> float:
-    """µs per step of W1 (``bench/core_app.py``: ``await ctx.step("s", ainc, i)``)."""
-    app = core_app.build_app(url)
-    core_app.MARKS.clear()
-    async with app, running_worker(app, concurrency=1):
-        handle = await app.start("w1_steps", {"n": steps, "body": "async"})
-        value = await handle.result(timeout=600)
-    if value != steps:
-        raise SystemExit(f"W1 job returned {value!r}, expected {steps}")
-    return core_app.MARKS[0] / steps * 1e6
+    """µs per step of W1: ``await ctx.step("s", ainc, i)``."""
+    return float((await w1_job(url, "w1_steps", {"n": steps, "body": "async"}))["us_per_step"])
 
 
 async def run_w4(url: str, turns: int) -> float:
-    """µs per turn of W4 (``bench/peers/aetheris_app.py``: sync ``llm`` and ``tool`` steps)."""
-    app = aetheris_app.build_app(url)
-    aetheris_app.MARKS.clear()
-    async with app, running_worker(app, concurrency=1):
-        handle = await app.start("w4_agent", {"turns": turns})
-        value = await handle.result(timeout=600)
-    if value != 2 * turns:
-        raise SystemExit(f"W4 job returned {value!r}, expected {2 * turns}")
-    return aetheris_app.MARKS[0] / turns * 1e6
+    """µs per turn of W4: sync ``llm`` and ``tool`` steps."""
+    return await w4_turns(url, turns)
 
 
 async def _floor_db(path: Path) -> None:

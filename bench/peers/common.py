@@ -1,7 +1,9 @@
 """What every peer harness shares: the workload definitions, arguments, results, databases.
 
 Standard library (plus psycopg, for PostgreSQL databases) only: this module runs inside each
-peer's own virtual environment, next to that peer's framework and nothing else of ours.
+peer's own virtual environment, next to that peer's framework and nothing else of ours. Its
+PostgreSQL helpers (a fresh database, ``SHOW`` of settings) are the only ones in bench/: the
+Aetheris side (``bench.harness``) and the summary of ``python -m bench`` use them too.
 
 A harness is run as ``python -m bench.peers.<peer> --workload W1 --backend sqlite
 --durability full --runs 3 --out results.jsonl`` and appends one JSON object per measured
@@ -24,11 +26,12 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 # -- the workloads, identical for every system ------------------------------------------------
 
@@ -41,6 +44,16 @@ W4_TURNS = (20, 100, 200)  # (scripted LLM call on the growing message list, too
 W5_SIZES = (10, 1_000, 10_000)  # per-step cost when the journal holds this many entries
 PG_ADMIN_URL = os.environ.get(
     "AETHERIS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+PG_SERVER_SETTINGS = (  # what decides what a commit costs, and the server's version
+    "server_version",
+    "synchronous_commit",
+    "fsync",
+    "wal_sync_method",
+    "full_page_writes",
+    "commit_delay",
+    "shared_buffers",
+    "max_connections",
 )
 
 
@@ -140,26 +153,48 @@ def workdir(base: Path | None) -> Iterator[Path]:
 
 
 @contextmanager
-def fresh_postgres_db(prefix: str = "bench") -> Iterator[str]:
-    """A new, empty PostgreSQL database for one run; dropped afterwards. Yields its URL."""
+def fresh_postgres_db(
+    prefix: str = "bench", synchronous_commit: str | None = None, admin_url: str = ""
+) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one run, on the server of ``admin_url`` (default
+    ``PG_ADMIN_URL``; the role must be allowed to create databases), with ``ALTER DATABASE ...
+    SET synchronous_commit`` if given; dropped afterwards (``WITH (FORCE)``), whatever happened.
+    Yields its URL."""
     import psycopg
+    from psycopg import sql
 
+    admin = admin_url or PG_ADMIN_URL
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type,unused-ignore]
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    ident = sql.Identifier(name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+        if synchronous_commit is not None:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET synchronous_commit = {}").format(
+                    ident, sql.Literal(synchronous_commit)
+                )
+            )
     try:
-        yield f"{base}/{name}"
+        yield urlunsplit(urlsplit(admin)._replace(path=f"/{name}", query=""))
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type,unused-ignore]
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
 
 
-def postgres_settings() -> dict[str, str]:
+def postgres_settings(
+    names: Sequence[str] = ("synchronous_commit", "fsync", "server_version"),
+    url: str = "",
+    connect_timeout: int = 0,
+) -> dict[str, str]:
+    """``SHOW`` of each setting in ``names``, from a session of ``url`` (default
+    ``PG_ADMIN_URL``; a run's database shows its database-level settings too)."""
     import psycopg
+    from psycopg import sql
 
-    with psycopg.connect(PG_ADMIN_URL) as conn:
-        return {
-            name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[arg-type,index,unused-ignore]
-            for name in ("synchronous_commit", "fsync", "server_version")
-        }
+    options: dict[str, Any] = {"connect_timeout": connect_timeout} if connect_timeout else {}
+    found = {}
+    with psycopg.connect(url or PG_ADMIN_URL, autocommit=True, **options) as conn:
+        for name in names:
+            row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
+            found[name] = str(row[0]) if row else "?"
+    return found

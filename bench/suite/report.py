@@ -10,10 +10,8 @@ above 1 favours Aetheris and below 1 favours the peer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import platform
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +20,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from bench import harness
+from bench.peers import common
 
 REFERENCE = "aetheris"
 WORKLOAD_TITLES = {
@@ -302,21 +303,8 @@ def print_tables(console: Console, groups: Sequence[Group], systems: Sequence[st
 
 
 def machine(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        memory = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
-    except OSError:
-        memory = "?"
     return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "memory": memory,
-        "python": platform.python_version(),
+        **harness.machine(),
         "load_avg_at_start": list(load_at_start),
         "load_avg_at_end": list(os.getloadavg()),
     }
@@ -324,11 +312,8 @@ def machine(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
 
 def postgres_settings() -> dict[str, str]:
     try:
-        from bench import pg
-        from bench.peers.common import PG_ADMIN_URL
-
-        names = (*pg.SETTINGS, "autovacuum")
-        return asyncio.run(pg.show(PG_ADMIN_URL, names, connect_timeout=5))
+        names = (*common.PG_SERVER_SETTINGS, "autovacuum")
+        return common.postgres_settings(names, connect_timeout=5)
     except Exception as exc:  # the summary says why, the run goes on
         return {"error": f"{type(exc).__name__}: {exc}"}
 

@@ -167,7 +167,8 @@ def run_case(
     before = count_rows(out)
     stderr_path = logs / f"{case.slug}.stderr"
     stdout_path = logs / f"{case.slug}.stdout"
-    process_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    process_env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
     process_env.pop("AETHERIS_DATABASE_URL", None)
     lines: queue.Queue[str | None] = queue.Queue()
     with (

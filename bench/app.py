@@ -1,39 +1,55 @@
-"""The agents and tools of the Aetheris peer harness (``python -m bench.peers.aetheris``).
+"""The Aetheris agents and tools every benchmark runs, defined once.
 
-Worker processes load ``bench.peers.aetheris_app:app`` (bound to ``AETHERIS_DATABASE_URL``); the
-in-process workloads build a fresh App per run with :func:`build_app`. Timings are measured inside
-the agents and kept outside the journal: in :data:`MARKS` (in-process) or in plain files named in
-the job's input (worker processes).
+``python -m bench.core``, the Aetheris entry of ``python -m bench`` (``bench.peers.aetheris``) and
+``python -m bench.profile`` run them through ``bench.workloads``. Worker processes load
+``bench.app:app`` (bound to ``AETHERIS_DATABASE_URL``); in-process runs build a fresh App per run
+with :func:`build_app`. Timings are measured inside the agents and never journaled: they go to
+the module-level lists :data:`MARKS` and :data:`GROWTH` and, in worker processes, to files named
+in the job's input.
 
-Crashes: a worker process started with ``BENCH_AETHERIS_KILL=inside:N`` SIGKILLs itself inside
-step N right after its line is written; ``before:N`` at the start of step N's body, before its
-line. The dying process first writes ``time.time()`` to ``<lines file>.killed``. A fresh worker
-is started without the variable.
+Crashes (W3 of the peer workloads): a worker process started with ``BENCH_AETHERIS_KILL=inside:N``
+SIGKILLs itself inside step N right after its line is written; ``before:N`` at the start of step
+N's body, before its line. The dying process first writes ``time.time()`` to
+``<lines file>.killed``. A fresh worker is started without the variable.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from aetheris import App, Committed, Context, NotExecuted, tool_context
+from bench.harness import KILL_ENV, LINES_ENV, exists, write
 from bench.peers import common
-
-KILL_ENV = "BENCH_AETHERIS_KILL"
-LINES_ENV = "BENCH_AETHERIS_W3_LINES"  # where the reconcile function looks for its line
 
 MARKS: list[float] = []
 """Seconds from just before the first step to just after the last one, one entry per job."""
 
+GROWTH: list[dict[str, Any]] = []
+"""W5: one record per entry into the agent (the first run, then each resume): ``entered`` and
+``passed`` (``time.time()`` on entering and on passing the last step) and ``times`` (seconds
+each ``ctx.step`` took, live or replayed)."""
+
+
+def inc(i: int) -> int:
+    """The step body as a plain function (the runtime runs it in a worker thread)."""
+    return common.step(i)
+
 
 async def ainc(i: int) -> int:
-    """Every benchmark step's body: ``common.step(i)`` as a coroutine function."""
+    """The same body as a coroutine function (the runtime awaits it on the event loop)."""
     return common.step(i)
+
+
+async def nap(seconds: float) -> float:
+    """W3-lite's step body: sleep, so that a job is mid-way when its worker is killed."""
+    await asyncio.sleep(seconds)
+    return seconds
 
 
 def llm(messages: list[dict[str, str]]) -> dict[str, str]:
@@ -83,29 +99,21 @@ def reconcile_line(key: str) -> Committed | NotExecuted:
     return NotExecuted()
 
 
-def write(path: str, text: str) -> None:
-    Path(path).write_text(text)
-
-
-def exists(path: str) -> bool:
-    return os.path.exists(path)
-
-
-def expect_step(got: int, n: int) -> None:
-    if got != common.step(n):
-        raise ValueError(f"step {n} returned {got}")
+def expect_value(got: object, want: object, what: str) -> None:
+    if got != want:
+        raise ValueError(f"{what} returned {got!r}, expected {want!r}")
 
 
 async def wait_for_file(path: str) -> None:
     """Outside any step: hold the job until the harness says go (creates ``path``)."""
-    for _ in itertools.count():
-        if exists(path):
+    while True:
+        if exists(Path(path)):
             return
         await asyncio.sleep(0.005)
 
 
 def build_app(database_url: str | None = None) -> App:
-    """A fresh App with the harness's agents and tools, on ``database_url``."""
+    """A fresh App with the benchmarks' agents and tools, on ``database_url``."""
     app = App(database_url)
     amo_step = app.tool(name="amo_step", effect="at_most_once")(ainc)
     amo_line = app.tool(name="amo_line", effect="at_most_once")(write_line_with_key)
@@ -114,19 +122,20 @@ def build_app(database_url: str | None = None) -> App:
     )
 
     @app.agent
-    async def w1_steps(ctx: Context, n: int, out: str = "") -> int:
+    async def w1_steps(ctx: Context, n: int, body: str = "async", out: str = "") -> int:
+        fn = inc if body == "sync" else ainc
         value = 0
         began = time.perf_counter()
         for i in range(n):
-            value = await ctx.step("s", ainc, i)
+            value = await ctx.step("s", fn, i)
         elapsed = time.perf_counter() - began
         MARKS.append(elapsed)
         if out:
-            write(out, repr(elapsed))
+            write(Path(out), repr(elapsed))
         return value
 
     @app.agent
-    async def w1_amo(ctx: Context, n: int) -> int:
+    async def w1_tool(ctx: Context, n: int) -> int:
         value = 0
         began = time.perf_counter()
         for i in range(n):
@@ -135,11 +144,17 @@ def build_app(database_url: str | None = None) -> App:
         return value
 
     @app.agent
-    async def w2_job(ctx: Context, steps: int) -> int:
+    async def w2_job(ctx: Context, steps: int = 10) -> int:
         value = 0
         for i in range(steps):
             value = await ctx.step("s", ainc, i)
         return value
+
+    @app.agent
+    async def w3_naps(ctx: Context, steps: int, seconds: float) -> int:
+        for _ in range(steps):
+            expect_value(await ctx.step("nap", nap, seconds), seconds, "nap")
+        return steps
 
     @app.agent
     async def w3_lines(ctx: Context, lines: str, gate: str, mode: str, steps: int) -> int:
@@ -147,11 +162,11 @@ def build_app(database_url: str | None = None) -> App:
         for n in range(1, steps + 1):
             if mode == "step":
                 done: int = await ctx.step("line", write_line, lines, n)
-                expect_step(done, n)
             elif mode == "at_most_once":
-                expect_step(await amo_line(lines, n), n)
+                done = await amo_line(lines, n)
             else:
-                expect_step(await amo_line_rec(lines, n), n)
+                done = await amo_line_rec(lines, n)
+            expect_value(done, common.step(n), f"step {n}")
         return steps
 
     @app.agent
@@ -165,18 +180,19 @@ def build_app(database_url: str | None = None) -> App:
         return len(messages)
 
     @app.agent
-    async def w5_journal(ctx: Context, n: int, out: str) -> int:
-        entered = time.time()
+    async def w5_journal(ctx: Context, n: int, out: str = "") -> int:
         times: list[float] = []
+        record: dict[str, Any] = {"pid": os.getpid(), "entered": time.time(), "times": times}
+        GROWTH.append(record)
         value = 0
         for i in range(n):
             began = time.perf_counter()
             value = await ctx.step("s", ainc, i)
             times.append(time.perf_counter() - began)
-        passed = time.time()
-        record = {"pid": os.getpid(), "entered": entered, "passed": passed, "times": times}
-        write(f"{out}.{os.getpid()}.json", json.dumps(record))
-        await asyncio.Event().wait()  # outside any step: blocks until the process dies
+        record["passed"] = time.time()
+        if out:
+            write(Path(f"{out}.{os.getpid()}.json"), json.dumps(record))
+        await asyncio.Event().wait()  # outside any step: until the worker stops or dies
         return value
 
     return app
