@@ -305,14 +305,19 @@ class SQLiteStore:
             )
         # The lease holder knows the head: seal first, then one UPDATE fences and moves it.
         sealed = seal_all(lease.job_id, commit.head.count, commit.head.hash, commit.events, now)
-        params = status_params(lease.job_id, commit.status, SQLITE, now)
-        params["epoch"] = lease.epoch
-        params["expect"] = commit.head.count
-        params["count"] = commit.head.count + len(sealed)
-        params["hash"] = sealed[-1].hash if sealed else commit.head.hash
+        params = {
+            "id": lease.job_id,
+            "epoch": lease.epoch,
+            "expect": commit.head.count,
+            "count": commit.head.count + len(sealed),
+            "hash": sealed[-1].hash if sealed else commit.head.hash,
+            "now": now,
+        }
         if conn.execute(Q["commit"], params).fetchone() is None:
             # Ledger rows are checked by their own statements below: not the reason here.
             raise refusal(lease, commit, _get(conn, lease.job_id), {})
+        if commit.status is not None:
+            conn.execute(Q["set_status"], status_params(lease.job_id, commit.status, SQLITE, now))
         self._run(conn, steps.effect_writes(lease.job_id, commit.effects, SQLITE, now))
         self._run(conn, steps.follow_up(lease.job_id, commit, now))
         _insert_events(conn, sealed)
