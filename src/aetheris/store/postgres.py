@@ -325,7 +325,7 @@ class PostgresStore:
             lease.job_id, commit.head.count, commit.head.hash, commit.events, time.time()
         )
         params = _commit_params(lease, commit, sealed)
-        if _needs_follow_up(commit) or crashpoints.armed():
+        if steps.follows(commit) or crashpoints.armed():
             # Crash injection kills inside the transaction, after the statement, before COMMIT.
             fenced = await self._commit_with_follow_up(params, lease.job_id, commit)
         else:
@@ -599,13 +599,6 @@ async def _schema_state(conn: psycopg.AsyncConnection[Row]) -> SchemaState:
         return SchemaState(0, latest)
     row = await (await conn.execute(Q["schema_version"])).fetchone()
     return SchemaState(row["version"] if row else 0, latest)
-
-
-def _needs_follow_up(commit: Commit) -> bool:
-    status = commit.status
-    parks = status is not None and status.status is JobStatus.PARKED
-    extra = commit.consume or commit.wake or commit.create or commit.cancel_children
-    return bool(extra) or parks
 
 
 def _commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict[str, Any]:

@@ -313,13 +313,15 @@ class SQLiteStore:
             "hash": sealed[-1].hash if sealed else commit.head.hash,
             "now": now,
         }
-        if conn.execute(Q["commit"], params).fetchone() is None:
+        if conn.execute(Q["commit"], params).rowcount == 0:
             # Ledger rows are checked by their own statements below: not the reason here.
             raise refusal(lease, commit, _get(conn, lease.job_id), {})
         if commit.status is not None:
             conn.execute(Q["set_status"], status_params(lease.job_id, commit.status, SQLITE, now))
-        self._run(conn, steps.effect_writes(lease.job_id, commit.effects, SQLITE, now))
-        self._run(conn, steps.follow_up(lease.job_id, commit, now))
+        if commit.effects:
+            self._run(conn, steps.effect_writes(lease.job_id, commit.effects, SQLITE, now))
+        if steps.follows(commit):
+            self._run(conn, steps.follow_up(lease.job_id, commit, now))
         _insert_events(conn, sealed)
         if crashpoints.armed():
             crashpoints.reach("in_append", op_name(commit.events))

@@ -75,6 +75,13 @@ def effect_writes(job_id: str, writes: Sequence[EffectWrite], d: Dialect, now: f
     return steps
 
 
+def follows(commit: Commit) -> bool:
+    """Whether anything must follow the job's own row (most steps' commits: nothing)."""
+    status = commit.status
+    parks = status is not None and status.status is JobStatus.PARKED
+    return bool(commit.consume or commit.wake or commit.create or commit.cancel_children) or parks
+
+
 def follow_up(job_id: str, commit: Commit, now: float) -> list[Step]:
     """After the job's row is written: signals received, parked jobs woken, children created
     or cancelled, and no sleeping on what is already there."""
