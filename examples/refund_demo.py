@@ -22,6 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# One database and one "world" for this process and its workers, wherever it is run from.
+os.environ.setdefault("AETHERIS_DATABASE_URL", f"sqlite:///{ROOT}/.aetheris/aetheris.db")
+os.environ.setdefault("DEMO_WORLD", str(ROOT / ".aetheris" / "demo-world"))
 
 from aetheris.cli import render
 from aetheris.journal import EventType
@@ -92,7 +95,9 @@ async def main() -> None:
     paid = len(payments.read_text().splitlines()) - paid_before
     print(f"\njob {job.status}: {job.result}")
     print(f"refunds paid for this job: {paid} (see {payments})")
-    print(f"try: aetheris trace {job_id}   |   aetheris jobs list   |   aetheris verify {job_id}")
+    where = "" if Path.cwd() == ROOT else f"--database-url {app.database_url} "
+    print(f"try: aetheris {where}trace {job_id}")
+    print(f"     aetheris {where}jobs list   |   aetheris {where}verify {job_id}")
     for proc in (worker, second):
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ count what really happened, outside the runtime: one line in ``payments.log`` pe
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from pathlib import Path
 
@@ -54,7 +55,7 @@ async def refund_card(card: str, amount: float) -> str:
     """Moves money: must never happen twice. The provider sees our idempotency key."""
     key = aetheris.tool_context().idempotency_key
     await asyncio.sleep(0.3)
-    refund_id = f"re_{key[-8:]}"
+    refund_id = "re_" + hashlib.sha256(key.encode()).hexdigest()[:10]  # one per refund
     _append("payments.log", f"{refund_id} {card} {amount:.2f} {key}")
     return refund_id
 

@@ -236,8 +236,9 @@ class App:
 
     # -- the store --------------------------------------------------------------------------
 
-    async def open_store(self) -> Store:
-        """The opened (and migrated) store of this app."""
+    async def open_store(self, *, migrate: bool = True) -> Store:
+        """The opened store of this app, migrated unless ``migrate=False`` (then nothing is
+        created or changed: a reader checks :meth:`Store.schema` itself)."""
         if self._store is not None:
             return self._store
         if self._store_lock is None:
@@ -245,7 +246,7 @@ class App:
         async with self._store_lock:
             if self._store is None:
                 store = create_store(self.database_url, clock=self.clock)
-                await store.open()
+                await store.open(migrate=migrate)
                 self._store = store
         return self._store
 
@@ -421,8 +422,9 @@ class App:
         expected = str(request["args_hash"])
         if args_hash is not None and args_hash != expected:
             raise Conflict(
-                f"approval request {job_id}:{position} changed: it is now for arguments "
-                f"{expected[:12]}…, you reviewed {args_hash[:12]}…; review it again"
+                f"the args hash given ({args_hash[:12]}…) is not that of the pending approval "
+                f"request {job_id}:{position} ({expected}): check what you typed, or, if its "
+                "arguments changed since you saw them, review it again"
             )
         for value, what in ((by, "by"), (text, "comment" if approved else "reason")):
             if value is not None:

@@ -30,6 +30,7 @@ from pydantic import TypeAdapter
 from aetheris import crashpoints
 from aetheris.errors import (
     Draining,
+    EncodingError,
     InvalidInput,
     StoreError,
     Suspend,
@@ -237,6 +238,19 @@ def _deliver_live(
         raise failed from outcome.exc
 
 
+def _hash_args(
+    run: JobRun, kind: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    """The arguments' hash; arguments that cannot be journaled are named with their call."""
+    try:
+        return args_hash(args, kwargs)
+    except EncodingError as exc:
+        raise EncodingError(
+            f"the arguments of {kind} {name!r} (journal position {run.next_position}) cannot "
+            f"be journaled: {exc}; pass JSON values or pydantic models"
+        ) from None
+
+
 # -- steps and pure tools ----------------------------------------------------------------------
 
 
@@ -248,7 +262,7 @@ async def step(
     kwargs: dict[str, Any],
 ) -> Any:
     """``ctx.step(name, fn, *args)``: a pure, journaled call of ``fn``."""
-    ahash = args_hash(args, kwargs)
+    ahash = _hash_args(run, "step", name, args, kwargs)
     slot = run.next_op("step", name, ahash)
     is_async = asyncio.iscoroutinefunction(fn)
     call = Call("step", name, fn, is_async, args, kwargs, ahash, NO_RETRY, EffectClass.PURE, slot)
@@ -299,7 +313,7 @@ async def call_tool(
 async def _call_tool(
     run: JobRun, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    ahash = args_hash(args, kwargs)
+    ahash = _hash_args(run, "tool", tool.name, args, kwargs)
     if tool.requires_approval:
         # A durable approval of exactly this call (its arguments and their hash), each time.
         request = {

@@ -219,6 +219,11 @@ class JobRun:
 
     # -- the journal cursor -----------------------------------------------------------------
 
+    @property
+    def next_position(self) -> int:
+        """The journal position the next operation takes."""
+        return self._position
+
     def next_op(self, kind: str, name: str, args_digest: str) -> Slot:
         """Take the next position; check whatever the journal holds there against the code."""
         position = self._position

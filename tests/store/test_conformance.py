@@ -268,6 +268,46 @@ async def test_list_jobs_newest_first_and_by_status(store: Store) -> None:
     assert len(await store.list_jobs(limit=2)) == 2
 
 
+async def test_list_jobs_by_agent_and_creation_time(store: Store) -> None:
+    await store.create_job(new_job("x1", agent="x"))
+    await asyncio.sleep(0.01)
+    second, _ = await store.create_job(new_job("y1", agent="y"))
+    assert [j.id for j in await store.list_jobs(agent="x")] == ["x1"]
+    assert [j.id for j in await store.list_jobs(since=second.created_at)] == ["y1"]
+    assert await store.list_jobs(agent="x", since=second.created_at) == []
+
+
+async def test_find_jobs_by_the_start_of_their_id(store: Store) -> None:
+    for job_id in ("abc-1", "abc-2", "abd-1", "x%_"):
+        await store.create_job(new_job(job_id))
+    assert await store.find_jobs("abc") == ["abc-1", "abc-2"]
+    assert await store.find_jobs("ab", limit=2) == ["abc-1", "abc-2"]
+    assert await store.find_jobs("abd-1") == ["abd-1"]
+    assert await store.find_jobs("x%") == ["x%_"]  # no pattern characters
+    assert await store.find_jobs("a_c") == []
+
+
+async def test_summary_counts_jobs_by_status_and_effects_in_doubt(store: Store) -> None:
+    empty = await store.summary()
+    assert (dict(empty.jobs), empty.oldest_pending_at, empty.in_doubt) == ({}, None, 0)
+    await store.create_job(new_job("j0"))
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w", 30.0, ALL)
+    assert claim is not None
+    head = Head(claim.job.event_count, claim.job.head_hash)
+    await store.commit(claim.lease, Commit(effects=[intent(0)], head=head))
+    await store.apply(
+        claim.job.id,
+        Commit(effects=[intent(0, EffectState.IN_DOUBT, expect=EffectState.INTENT)]),
+        Guard(frozenset({JobStatus.RUNNING})),
+    )
+    summary = await store.summary()
+    assert dict(summary.jobs) == {JobStatus.RUNNING: 1, JobStatus.PENDING: 1}
+    pending = await store.get_job("j1")
+    assert pending is not None and summary.oldest_pending_at == pending.created_at
+    assert summary.in_doubt == 1
+
+
 async def test_agent_registry(store: Store) -> None:
     await store.register_agents(["b", "a"])
     await store.register_agents(["a"])

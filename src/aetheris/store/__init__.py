@@ -34,3 +34,12 @@ def create_store(url: str, *, clock: Clock = SYSTEM_CLOCK) -> Store:
     raise ConfigurationError(
         f"unsupported database URL {url!r}: use memory://, sqlite:///file.db or postgresql://"
     )
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}@{host}"

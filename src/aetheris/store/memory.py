@@ -7,6 +7,7 @@ atomic transaction, which is exactly what the SQL stores give with real transact
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import threading
@@ -50,6 +51,7 @@ from aetheris.store.port import (
     SchemaState,
     Signal,
     StatusWrite,
+    Summary,
     job_wake,
     signal_wake,
 )
@@ -128,11 +130,35 @@ class MemoryStore:
     async def get_job(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
-    async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
         with self._lock:
-            jobs = [j for j in self._jobs.values() if status is None or j.status == status]
+            jobs = [
+                j
+                for j in self._jobs.values()
+                if (status is None or j.status == status)
+                and (agent is None or j.agent == agent)
+                and (since is None or j.created_at >= since)
+            ]
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[:limit]
+
+    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
+        with self._lock:
+            return sorted(i for i in self._jobs if i.startswith(prefix))[:limit]
+
+    async def summary(self) -> Summary:
+        with self._lock:
+            counts = collections.Counter(j.status for j in self._jobs.values())
+            pending = [j.created_at for j in self._jobs.values() if j.status is JobStatus.PENDING]
+            doubt = sum(1 for e in self._effects.values() if e.state is EffectState.IN_DOUBT)
+        return Summary(dict(counts), min(pending, default=None), doubt)
 
     async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:
         with self._lock:

@@ -165,6 +165,16 @@ class SchemaState:
 
 
 @dataclass(frozen=True, slots=True)
+class Summary:
+    """What :meth:`Store.summary` tells: jobs by status (only statuses that have jobs), when
+    the oldest pending job was created, how many effects are in doubt."""
+
+    jobs: Mapping[JobStatus, int]
+    oldest_pending_at: float | None
+    in_doubt: int
+
+
+@dataclass(frozen=True, slots=True)
 class Guard:
     """Precondition of a control-plane write."""
 
@@ -219,8 +229,24 @@ class Store(Protocol):
         """The job, or ``None`` when there is no such job."""
         ...
 
-    async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        """Up to ``limit`` jobs, newest first, optionally only those with ``status``."""
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Up to ``limit`` jobs, newest first; only those with ``status``, of ``agent``, or
+        created at ``since`` or later, when given."""
+        ...
+
+    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """Ids of jobs that start with ``prefix``, in id order, at most ``limit``."""
+        ...
+
+    async def summary(self) -> Summary:
+        """Counts for an operator: jobs by status, the oldest pending job, effects in doubt."""
         ...
 
     async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:

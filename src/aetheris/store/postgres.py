@@ -33,7 +33,6 @@ from aetheris.errors import (
     Conflict,
     JobNotFound,
     LeaseLost,
-    SchemaMismatch,
     StoreError,
     StoreUnavailable,
 )
@@ -66,13 +65,16 @@ from aetheris.store.port import (
     NewJob,
     SchemaState,
     Signal,
+    Summary,
     signal_wake,
 )
 from aetheris.store.postgres_session import (
     CommitGroup,
     Listener,
     lock_key,
+    probe,
     safe_url,
+    schema_mismatch,
     split_options,
 )
 from aetheris.store.sql import steps
@@ -83,8 +85,10 @@ from aetheris.store.sql.rows import (
     event_columns,
     job_from,
     job_params,
+    list_params,
     signal_from,
     status_params,
+    summary_from,
 )
 
 Q = sql.queries("postgresql")
@@ -136,6 +140,7 @@ class PostgresStore:
     async def open(self, *, migrate: bool = True) -> None:
         if self._pool is not None:
             return
+        await probe(self.url, self._connect_timeout)
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
             self.url,
             min_size=self._sizes[0],
@@ -192,18 +197,7 @@ class PostgresStore:
                 state = await _schema_state(conn)
         except psycopg.Error:
             return StoreError(f"PostgreSQL: {exc}")
-        if state.current == state.latest:
-            return StoreError(f"PostgreSQL: {exc}")
-        newer = "newer" if state.current > state.latest else "older"
-        return SchemaMismatch(
-            f"{safe_url(self.url)}: the schema is at version {state.current}, {newer} than this "
-            f"code ({state.latest}), and a statement failed on it ({exc}); "
-            + (
-                "restart this process with the aetheris that migrated the database"
-                if newer == "newer"
-                else "run `aetheris db migrate`"
-            )
-        )
+        return schema_mismatch(self.url, state, exc)
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
@@ -265,9 +259,27 @@ class PostgresStore:
             raise JobNotFound(job_id)
         return job_from(row, POSTGRESQL)
 
-    async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        rows = await self._all("list_jobs", {"status": status, "limit": limit})
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        rows = await self._all("list_jobs", list_params(status, agent, since, limit))
         return [job_from(r, POSTGRESQL) for r in rows]
+
+    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
+        rows = await self._all("find_jobs", {"prefix": prefix, "limit": limit})
+        return [r["id"] for r in rows]
+
+    async def summary(self) -> Summary:
+        async with self._conn() as conn:
+            counts = await (await conn.execute(Q["count_jobs"])).fetchall()
+            oldest = await (await conn.execute(Q["oldest_pending"])).fetchone()
+            doubt = await (await conn.execute(Q["count_in_doubt"])).fetchone()
+        return summary_from(counts, oldest, doubt)
 
     # -- ownership --------------------------------------------------------------------------
 

@@ -7,13 +7,16 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
-from aetheris.errors import StoreUnavailable
+from aetheris.errors import SchemaMismatch, StoreError, StoreUnavailable
+from aetheris.store import safe_url as safe_url
 from aetheris.store import sql
+from aetheris.store.port import SchemaState
 
 log = logging.getLogger("aetheris.postgres")
 Q = sql.queries("postgresql")
@@ -32,13 +35,47 @@ def split_options(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
 
 
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+async def probe(url: str, connect_timeout: float) -> None:
+    """Connect once before a pool does: a server that is restarting is waited for (up to
+    ``connect_timeout``) without a warning per attempt, and one that stays down or refuses us
+    is reported in the driver's words, not as a pool timeout."""
+    deadline = time.monotonic() + connect_timeout
+    delay = 0.1
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            conn = await psycopg.AsyncConnection.connect(url, connect_timeout=max(1, int(left)))
+        except psycopg.OperationalError as exc:
+            if time.monotonic() + delay >= deadline or "authentication" in str(exc):
+                raise StoreUnavailable(
+                    f"cannot connect to PostgreSQL at {safe_url(url)}: {exc}"
+                ) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {safe_url(url)}: {exc}"
+            ) from exc
+        else:
+            await conn.close()
+            return
+
+
+def schema_mismatch(url: str, state: SchemaState, exc: psycopg.Error) -> StoreError:
+    """A statement failed on tables this code does not know: name the versions and the fix."""
+    if state.current == state.latest:
+        return StoreError(f"PostgreSQL: {exc}")
+    newer = state.current > state.latest
+    return SchemaMismatch(
+        f"{safe_url(url)}: the schema is at version {state.current}, "
+        f"{'newer' if newer else 'older'} than this code ({state.latest}), and a statement "
+        f"failed on it ({exc}); "
+        + (
+            "restart this process with the aetheris that migrated the database"
+            if newer
+            else "run `aetheris db migrate`"
+        )
+    )
 
 
 def lock_key(owner: str) -> int:

@@ -60,6 +60,7 @@ from aetheris.store.port import (
     NewJob,
     SchemaState,
     Signal,
+    Summary,
     signal_wake,
 )
 from aetheris.store.sql import steps
@@ -69,8 +70,10 @@ from aetheris.store.sql.rows import (
     event_row,
     job_from,
     job_params,
+    list_params,
     signal_from,
     status_params,
+    summary_from,
 )
 from aetheris.store.sqlite_writer import PerThread, Writer, connect, translate
 
@@ -161,10 +164,14 @@ class SQLiteStore:
     async def open(self, *, migrate: bool = True) -> None:
         if self._is_open:
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot create {self.path.parent}: {exc}") from exc
+        if migrate and not self.path.parent.exists():
+            # The folder of the file, not a tree: a mistyped path is an error, not new folders.
+            try:
+                self.path.parent.mkdir()
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot create the folder of {self.url}: {self.path.parent} ({exc})"
+                ) from exc
         self._is_open = True
         try:
             self._read(lambda conn: None)
@@ -219,10 +226,31 @@ class SQLiteStore:
         row = self._read(lambda conn: conn.execute(Q["get_job"], {"id": job_id}).fetchone())
         return job_from(row, SQLITE) if row is not None else None
 
-    async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        params = {"status": status.value if status else None, "limit": limit}
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        params = list_params(status, agent, since, limit)
         rows = self._read(lambda conn: conn.execute(Q["list_jobs"], params).fetchall())
         return [job_from(r, SQLITE) for r in rows]
+
+    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
+        params = {"prefix": prefix, "limit": limit}
+        rows = self._read(lambda conn: conn.execute(Q["find_jobs"], params).fetchall())
+        return [r["id"] for r in rows]
+
+    async def summary(self) -> Summary:
+        def read(conn: sqlite3.Connection) -> Summary:
+            counts = conn.execute(Q["count_jobs"]).fetchall()
+            oldest = conn.execute(Q["oldest_pending"]).fetchone()
+            doubt = conn.execute(Q["count_in_doubt"]).fetchone()
+            return summary_from(counts, oldest, doubt)
+
+        return self._read(read)
 
     # -- ownership --------------------------------------------------------------------------
 

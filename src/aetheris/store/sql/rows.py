@@ -26,6 +26,7 @@ from aetheris.store.port import (
     ParkReason,
     Signal,
     StatusWrite,
+    Summary,
 )
 
 Row = Any  # sqlite3.Row or a dict: both are read by column name
@@ -154,6 +155,17 @@ def event_row(event: Event) -> dict[str, Any]:
     }
 
 
+def list_params(
+    status: JobStatus | None, agent: str | None, since: float | None, limit: int
+) -> dict[str, Any]:
+    return {
+        "status": status.value if status else None,
+        "agent": agent,
+        "since": since,
+        "limit": limit,
+    }
+
+
 # -- models from rows --------------------------------------------------------------------------
 
 
@@ -215,4 +227,12 @@ def effect_from(row: Row, d: Dialect) -> Effect:
         attempt=row["attempt"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+    )
+
+
+def summary_from(counts: Sequence[Row], oldest: Row | None, doubt: Row | None) -> Summary:
+    return Summary(
+        {JobStatus(r["status"]): int(r["n"]) for r in counts},
+        oldest["at"] if oldest is not None else None,
+        int(doubt["n"]) if doubt is not None else 0,
     )

@@ -53,8 +53,22 @@ SELECT * FROM jobs WHERE idempotency_key = %(key)s
 -- name: list_jobs
 SELECT * FROM jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(agent)s::text IS NULL OR agent = %(agent)s)
+  AND (%(since)s::float8 IS NULL OR created_at >= %(since)s)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
+
+-- name: find_jobs
+SELECT id FROM jobs WHERE starts_with(id, %(prefix)s) ORDER BY id LIMIT %(limit)s
+
+-- name: count_jobs
+SELECT status, count(*) AS n FROM jobs GROUP BY status
+
+-- name: oldest_pending
+SELECT min(created_at) AS at FROM jobs WHERE status = 'pending'
+
+-- name: count_in_doubt
+SELECT count(*) AS n FROM effects WHERE state = 'in_doubt'
 
 -- name: heartbeat
 UPDATE jobs AS j SET lease_expires_at = aetheris_now() + %(ttl)s

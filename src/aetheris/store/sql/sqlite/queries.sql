@@ -35,8 +35,22 @@ SELECT * FROM jobs WHERE idempotency_key = :key
 -- name: list_jobs
 SELECT * FROM jobs
 WHERE (:status IS NULL OR status = :status)
+  AND (:agent IS NULL OR agent = :agent)
+  AND (:since IS NULL OR created_at >= :since)
 ORDER BY created_at DESC, id DESC
 LIMIT :limit
+
+-- name: find_jobs
+SELECT id FROM jobs WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY id LIMIT :limit
+
+-- name: count_jobs
+SELECT status, count(*) AS n FROM jobs GROUP BY status
+
+-- name: oldest_pending
+SELECT min(created_at) AS at FROM jobs WHERE status = 'pending'
+
+-- name: count_in_doubt
+SELECT count(*) AS n FROM effects WHERE state = 'in_doubt'
 
 -- name: expired_candidate
 -- The claim candidates, in the order a claim looks: no SKIP LOCKED here, and none needed (one

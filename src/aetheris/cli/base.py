@@ -1,0 +1,246 @@
+"""What every command shares: the database option, opening the App for reading or writing,
+job ids by prefix, input from files, errors as one line, and the ``aetheris`` group itself."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import importlib
+import json
+import os
+import pwd
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from aetheris.app import App
+from aetheris.errors import AetherisError, JobNotFound
+from aetheris.store import default_url, safe_url
+from aetheris.store.port import Store
+from aetheris.store.sqlite import sqlite_path
+
+T = TypeVar("T")
+
+EXIT_CODES = """Exit codes: 0 done; 1 an error, a failed job, a broken chain or a diverged replay;
+2 bad usage; 3 the job is parked and needs someone (start --wait)."""
+MEMORY_REFUSED = (
+    "memory:// lives inside one process and is gone when it exits: the aetheris command cannot "
+    "use it; use sqlite:///file.db or postgresql://…"
+)
+
+
+def run(coro: Coroutine[Any, Any, T], database: str | None = None) -> T:
+    """Run a coroutine, turning Aetheris errors into a one-line message (naming the database
+    when one is in use) and exit code 1."""
+    try:
+        return asyncio.run(coro)
+    except AetherisError as exc:
+        shown = safe_url(database) if database else None
+        where = f" (database {shown})" if shown and shown not in str(exc) else ""
+        raise click.ClickException(f"{exc}{where}") from None
+
+
+def who() -> str:
+    """Who runs the command, for ``--by``: $USER, $LOGNAME, the login name, else "operator"."""
+    for name in (os.environ.get("USER"), os.environ.get("LOGNAME")):
+        if name:
+            return name
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return "operator"
+
+
+def load_app(spec: str) -> App:
+    """Import ``MODULE:ATTRIBUTE`` (the working directory is importable) and return the App."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"expected MODULE:APP, got {spec!r}", param_hint="--app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="--app"
+        ) from None
+    if not hasattr(module, attr):
+        raise click.BadParameter(
+            f"module {module_name!r} has no attribute {attr!r}", param_hint="--app"
+        )
+    app = getattr(module, attr)
+    if not isinstance(app, App):
+        raise click.BadParameter(
+            f"{spec!r} is a {type(app).__name__}, not an aetheris.App", param_hint="--app"
+        )
+    return app
+
+
+def read_text(value: str, what: str) -> str:
+    """A value as given, or ``@path`` (the file's text), or ``-`` (standard input)."""
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text("utf-8")
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {value[1:]!r}: {exc.strerror}", param_hint=what
+            ) from None
+    return value
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(read_text(text, what))
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=what) from None
+
+
+def parse_since(text: str) -> float:
+    """``30m``, ``2h``, ``7d`` (ago) or an ISO-8601 time, as Unix seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    if text[:-1].replace(".", "", 1).isdigit() and text[-1:] in units:
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO time", param_hint="--since"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Output JSON.")(fn)
+
+
+class Env:
+    def __init__(self, database_url: str | None = None) -> None:
+        self.database_url = database_url
+
+    @property
+    def url(self) -> str:
+        return self.database_url or default_url()
+
+    def app(self, spec: str | None = None) -> App:
+        app = load_app(spec) if spec else App(self.url)
+        if self.database_url:
+            app.database_url = self.database_url
+        if app.database_url.split(":", 1)[0].lower() == "memory":
+            raise click.ClickException(MEMORY_REFUSED)
+        return app
+
+
+pass_env = click.make_pass_decorator(Env)
+
+
+def _take_database_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(Env).database_url = value
+
+
+DATABASE_HELP = (
+    "sqlite:///file.db or postgresql://… (also after the command; env AETHERIS_DATABASE_URL) "
+    "[default: sqlite:///.aetheris/aetheris.db]"
+)
+
+
+def database_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--database-url`` also after the subcommand's name, where users type it."""
+    return click.option(
+        "--database-url",
+        expose_value=False,
+        callback=_take_database_url,
+        help="The database (as before the command).",
+    )(fn)
+
+
+async def open_for_reading(app: App) -> Store:
+    """The app's store, opened without creating or migrating anything: a read command on a
+    database that does not exist (or is not an Aetheris database) says so."""
+    url = app.database_url
+    if url.split(":", 1)[0].lower() == "sqlite":
+        path = sqlite_path(url)[0]
+        if not path.exists():
+            raise click.ClickException(
+                f"no Aetheris database at {path.resolve()} ({url}): nothing has run with it "
+                "yet. Pass --database-url (or set AETHERIS_DATABASE_URL) to the database in "
+                "use; starting a job or a worker creates this one"
+            )
+    store = await app.open_store(migrate=False)
+    state = await store.schema()
+    if state.current == 0:
+        raise click.ClickException(
+            f"{safe_url(url)} has no Aetheris tables: is it the database in use? "
+            "`aetheris db migrate` creates them"
+        )
+    if state.current < state.latest:
+        raise click.ClickException(
+            f"{safe_url(url)} is at schema version {state.current}, this aetheris needs "
+            f"{state.latest}: run `aetheris db migrate`"
+        )
+    return store
+
+
+async def resolve_job_id(store: Store, given: str) -> str:
+    """A job id, or the unique start of one (as git takes a commit's)."""
+    if await store.get_job(given) is not None:
+        return given
+    found = await store.find_jobs(given, limit=11)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise JobNotFound(given)
+    shown = ", ".join(found[:10]) + (", …" if len(found) > 10 else "")
+    raise click.BadParameter(
+        f"{given!r} is the start of {'more than 10' if len(found) > 10 else len(found)} job "
+        f"ids ({shown}): give more of it",
+        param_hint="JOB_ID",
+    )
+
+
+def with_app(*, writes: bool = False) -> Callable[..., Callable[..., None]]:
+    """Give a command an opened App and close it afterwards. A command that only reads opens
+    the database without creating or migrating anything."""
+
+    def decorate(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+        @database_option
+        @pass_env
+        @functools.wraps(fn)
+        def command(env: Env, *args: Any, **kwargs: Any) -> None:
+            app = env.app(kwargs.pop("app_spec", None))
+
+            async def main() -> None:
+                try:
+                    store = await (app.open_store() if writes else open_for_reading(app))
+                    if kwargs.get("job_id"):
+                        kwargs["job_id"] = await resolve_job_id(store, kwargs["job_id"])
+                    await fn(app, *args, **kwargs)
+                finally:
+                    await app.close()
+
+            run(main(), app.database_url)
+
+        return command
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
+@click.option(
+    "--database-url",
+    envvar="AETHERIS_DATABASE_URL",
+    show_envvar=True,
+    help=DATABASE_HELP,
+)
+@click.version_option(package_name="aetheris")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
+    """Aetheris: durable execution for AI agents."""
+    ctx.ensure_object(Env).database_url = database_url

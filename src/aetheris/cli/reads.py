@@ -1,0 +1,236 @@
+"""Read what happened: jobs, their journals and inboxes, verification, replay, export, status."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aetheris.app import App
+from aetheris.cli import render
+from aetheris.cli.base import (
+    json_option,
+    main,
+    parse_since,
+    with_app,
+)
+from aetheris.journal import verify_chain
+from aetheris.store import safe_url
+from aetheris.store.port import JobStatus
+
+
+@main.group()
+def jobs() -> None:
+    """List and inspect jobs."""
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice([s.value for s in JobStatus]))
+@click.option("--agent", help="Only jobs of this agent.")
+@click.option(
+    "--since", metavar="WHEN", help="Only jobs created since: 30m, 2h, 7d or an ISO time."
+)
+@click.option("--error", "error_text", metavar="TEXT", help="Only jobs whose error mentions TEXT.")
+@click.option("--limit", default=50, show_default=True)
+@json_option
+@with_app()
+async def jobs_list(
+    app: App,
+    status: str | None,
+    agent: str | None,
+    since: str | None,
+    error_text: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List jobs, newest first."""
+    store = await app.open_store()
+    found = await store.list_jobs(
+        status=JobStatus(status) if status else None,
+        agent=agent,
+        since=parse_since(since) if since else None,
+        limit=limit if error_text is None else max(limit, 10_000),
+    )
+    if error_text is not None:
+        needle = error_text.lower()
+        found = [j for j in found if j.error and needle in json.dumps(j.error).lower()][:limit]
+    if as_json:
+        render.print_json([render.job_json(j) for j in found])
+    else:
+        render.console().print(render.jobs_table(found))
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@json_option
+@with_app()
+async def jobs_show(app: App, job_id: str, as_json: bool) -> None:
+    """Show one job."""
+    job = await app.get_job(job_id)
+    view = render.job_json(job)
+    if as_json:
+        render.print_json(view)
+        return
+    render.console().print(render.job_details(job))
+
+
+@main.command()
+@click.argument("job_id")
+@json_option
+@with_app()
+async def trace(app: App, job_id: str, as_json: bool) -> None:
+    """The journal of a job as a table of steps."""
+    job = await app.get_job(job_id)
+    events = await (await app.open_store()).events(job_id)
+    if as_json:
+        render.print_json(
+            {"job": render.job_json(job), "events": [render.event_json(e) for e in events]}
+        )
+    else:
+        render.console().print(render.trace_table(job, events))
+
+
+@main.command()
+@click.argument("job_id")
+@json_option
+@with_app()
+async def verify(app: App, job_id: str, as_json: bool) -> None:
+    """Recompute a job's hash chain over the stored bytes; exit 1 on any mismatch."""
+    job = await app.get_job(job_id)
+    events = await (await app.open_store()).events(job_id)
+    report = verify_chain(job_id, events)
+    if report.ok and report.head != job.head_hash:
+        report = type(report)(
+            False, report.events, report.head, "the job's head hash does not match the last event"
+        )
+    if as_json:
+        render.print_json(
+            {
+                "job_id": job_id,
+                "ok": report.ok,
+                "events": report.events,
+                "head": report.head,
+                "problem": report.problem,
+                "seq": report.seq,
+            }
+        )
+    elif report.ok:
+        click.echo(f"ok: {report.events} events, head {report.head}")
+    else:
+        click.echo(f"BROKEN at seq {report.seq}: {report.problem}", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--app", "app_spec", required=True, metavar="MOD:APP", help="The code to replay.")
+@json_option
+@with_app()
+async def replay(app: App, job_id: str, as_json: bool) -> None:
+    """Replay a job's journal against the code, executing nothing; exit 1 on divergence."""
+    from aetheris.replay import replay as replay_job
+
+    report = await replay_job(app, job_id)
+    if as_json:
+        render.print_json(dataclasses.asdict(report))
+    else:
+        click.echo(f"{report.outcome}: {report.operations} recorded operations")
+        if report.diff:
+            click.echo(report.diff)
+        if report.outcome == "different_end":
+            click.echo(f"recorded: {json.dumps(report.recorded_end)}")
+            click.echo(f"replayed: {json.dumps(report.replayed_end)}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    required=True,
+    help="The file to write, or - for standard output.",
+)
+@with_app()
+async def export(app: App, job_id: str, output: str) -> None:
+    """Write a job's journal, ledger and manifest as a JSON bundle."""
+    from aetheris.bundle import export_bundle
+
+    target = None if output == "-" else Path(output)
+    if target is not None and not target.parent.exists():
+        raise click.BadParameter(f"the folder {target.parent} does not exist", param_hint="-o")
+    doc = await export_bundle(await app.open_store(), job_id)
+    text = json.dumps(doc, indent=1, ensure_ascii=False)
+    if target is None:
+        click.echo(text)
+        return
+    await asyncio.to_thread(target.write_text, text, "utf-8")
+    click.echo(
+        f"wrote {output}: {doc['manifest']['events']} events, head {doc['manifest']['head']}"
+    )
+
+
+@jobs.command("inbox")
+@click.argument("job_id")
+@click.option("--all", "everything", is_flag=True, help="Also the signals already received.")
+@json_option
+@with_app()
+async def jobs_inbox(app: App, job_id: str, everything: bool, as_json: bool) -> None:
+    """The signals sent to a job: by default those it has not received yet."""
+    store = await app.open_store()
+    found = await store.signals(job_id, pending=not everything)
+    if as_json:
+        render.print_json([render.signal_json(s) for s in found])
+        return
+    if not found:
+        click.echo(f"job {job_id}: no {'' if everything else 'pending '}signals")
+    for sig in found:
+        received = (
+            "pending" if sig.consumed_position is None else f"received at {sig.consumed_position}"
+        )
+        payload = json.dumps(sig.payload, ensure_ascii=False)
+        click.echo(f"#{sig.seq} {sig.name} from {sig.sender} ({received}): {payload}")
+
+
+@main.command()
+@json_option
+@with_app()
+async def status(app: App, as_json: bool) -> None:
+    """The database in use, its schema, and what needs attention."""
+    store = await app.open_store()
+    state = await store.schema()
+    summary = await store.summary()
+    counts = {s.value: summary.jobs.get(s, 0) for s in JobStatus}
+    agents = await store.agents()
+    view: dict[str, Any] = {
+        "database": safe_url(app.database_url),
+        "schema": {"version": state.current, "latest": state.latest},
+        "jobs": counts,
+        "oldest_pending": render.iso(summary.oldest_pending_at),
+        "effects_in_doubt": summary.in_doubt,
+        "agents": agents,
+    }
+    if as_json:
+        render.print_json(view)
+        return
+    click.echo(f"database        {view['database']}")
+    click.echo(f"schema          version {state.current} (latest {state.latest})")
+    shown = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
+    click.echo(f"jobs            {shown}")
+    if summary.oldest_pending_at is not None:
+        age = time.time() - summary.oldest_pending_at
+        click.echo(f"oldest pending  {view['oldest_pending']} ({age:.0f} s ago)")
+    click.echo(
+        f"in doubt        {summary.in_doubt} effect(s)"
+        + (": `aetheris effects list --in-doubt`" if summary.in_doubt else "")
+    )
+    click.echo(f"agents          {', '.join(agents) or 'none registered by a worker yet'}")

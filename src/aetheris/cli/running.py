@@ -1,0 +1,192 @@
+"""Run agents: ``worker`` serves an App, ``start`` starts a job (and waits for it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+
+import click
+
+from aetheris.app import App, JobHandle
+from aetheris.cli import render
+from aetheris.cli.base import (
+    EXIT_CODES,
+    Env,
+    database_option,
+    json_option,
+    main,
+    parse_json,
+    pass_env,
+    run,
+    with_app,
+)
+from aetheris.errors import AetherisError
+from aetheris.store import safe_url
+from aetheris.store.port import Job, JobStatus
+
+
+@main.command()
+@click.option("--app", "app_spec", required=True, metavar="MOD:APP", help="The App to serve.")
+@click.option(
+    "--concurrency",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Jobs run at once.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.5),
+    help="Seconds a claim lasts without a heartbeat, at least 0.5 (default: the App's, 30).",
+)
+@click.option("--queue", "queues", multiple=True, help="Serve only these queues (repeatable).")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between claims when idle.",
+)
+@click.option(
+    "--grace",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to finish what is in flight on SIGTERM or Ctrl-C (a second one: at once).",
+)
+@database_option
+@pass_env
+def worker(
+    env: Env,
+    app_spec: str,
+    concurrency: int,
+    lease_ttl: float | None,
+    queues: tuple[str, ...],
+    poll_interval: float | None,
+    grace: float,
+) -> None:
+    """Run jobs of an App until SIGTERM or Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = env.app(app_spec)
+    try:
+        w = app.worker(
+            concurrency=concurrency,
+            queues=queues or None,
+            lease_ttl=lease_ttl,
+            poll_interval=poll_interval,
+            grace=grace,
+        )
+    except AetherisError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, w.stop)
+        try:
+            await w.run()
+        finally:
+            await app.close()
+
+    run(serve(), app.database_url)
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("agent")
+@click.option(
+    "--input",
+    "input_json",
+    default="{}",
+    show_default=True,
+    help="Input as a JSON object, @FILE to read it from a file, or - for standard input.",
+)
+@click.option("--idempotency-key", help="Starting twice with one key returns the same job.")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--priority", default=0, show_default=True)
+@click.option("--wait", is_flag=True, help="Wait for the job to end and print its result.")
+@click.option("--timeout", type=float, help="Seconds to wait with --wait.")
+@click.option(
+    "--app",
+    "app_spec",
+    metavar="MOD:APP",
+    help="Validate the input against this App before the job is created (without it, the "
+    "worker validates it and fails the job).",
+)
+@json_option
+@with_app(writes=True)
+async def start(
+    app: App,
+    agent: str,
+    input_json: str,
+    idempotency_key: str | None,
+    queue: str,
+    priority: int,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Start a job of AGENT."""
+    data = parse_json(input_json, "--input")
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--input")
+    handle = await app.start(
+        agent, data, idempotency_key=idempotency_key, queue=queue, priority=priority
+    )
+    store = await app.open_store()
+    if agent not in await store.agents() and agent not in app.agent_names:
+        click.echo(
+            f"warning: no worker has served agent {agent!r} on {safe_url(app.database_url)} "
+            "yet: the job waits until one does",
+            err=True,
+        )
+    if not wait:
+        job = await handle.job()
+        if as_json:
+            render.print_json(render.job_json(job))
+        else:
+            click.echo(job.id)
+        return
+    click.echo(f"job {handle.job_id} started; waiting for it to end", err=True)
+    job = await _wait_outcome(handle, timeout)
+    _print_outcome(job, as_json)
+    if job.status is not JobStatus.SUCCEEDED:
+        sys.exit(1 if job.status.terminal else 3)
+
+
+async def _wait_outcome(handle: JobHandle, timeout: float | None) -> Job:
+    """Wait until the job ends or parks (a parked job needs someone: say so and return)."""
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    hinted = False
+    while True:
+        job = await handle.job()
+        if job.status.terminal or job.status is JobStatus.PARKED:
+            return job
+        if deadline is not None and time.monotonic() >= deadline:
+            raise click.ClickException(f"job {job.id} is still {job.status} after {timeout}s")
+        if not hinted and job.status is JobStatus.PENDING and time.monotonic() - started > 5:
+            hinted = True
+            click.echo(
+                f"job {job.id} is still pending after 5 s: is a worker serving agent "
+                f"{job.agent!r} running on this database? (`aetheris worker --app MOD:APP`)",
+                err=True,
+            )
+        await asyncio.sleep(0.05)
+
+
+def _print_outcome(job: Job, as_json: bool) -> None:
+    if as_json:
+        render.print_json(render.job_json(job))
+    elif job.status is JobStatus.SUCCEEDED:
+        click.echo(json.dumps(job.result, ensure_ascii=False))
+    elif job.status is JobStatus.PARKED:
+        detail = job.park_detail or {}
+        message = detail.get("message") or detail.get("diff") or json.dumps(detail)
+        click.echo(f"job {job.id} parked ({job.park_reason}): {message}", err=True)
+    else:
+        error = job.error or {}
+        click.echo(
+            f"job {job.id} {job.status}: {error.get('type')}: {error.get('message')}", err=True
+        )
