@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -107,9 +108,25 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
 
 
-def styled_status(status: str) -> str:
-    style = STATUS_STYLE.get(status, "white")
-    return f"[{style}]{status}[/{style}]"
+# Stored data (inputs, results, error messages, agent and tool names) is only ever put on the
+# screen as ``rich.text.Text``, never as a markup string: ``[/x]`` prints as ``[/x]``. Control
+# characters in it are shown escaped, so stored data cannot move the cursor or change colours.
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _clean(text: str) -> str:
+    """``text`` with control characters other than newline and tab shown escaped (``\\x1b``)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _text(value: str) -> Text:
+    """Stored data as text for a cell: printed as it is, never read as markup."""
+    return Text(_clean(value))
+
+
+def styled_status(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, "white"))
 
 
 def jobs_table(jobs: Sequence[Job]) -> Table:
@@ -118,13 +135,13 @@ def jobs_table(jobs: Sequence[Job]) -> Table:
         table.add_column(column, no_wrap=column in ("id", "created"))
     for job in jobs:
         table.add_row(
-            job.id,
-            job.agent,
+            Text(job.id),
+            _text(job.agent),
             styled_status(job.status.value),
-            job.park_reason.value if job.park_reason else "",
-            str(job.attempts),
-            str(job.event_count),
-            (iso(job.created_at) or "")[:23],
+            Text(job.park_reason.value if job.park_reason else ""),
+            Text(str(job.attempts)),
+            Text(str(job.event_count)),
+            Text((iso(job.created_at) or "")[:23]),
         )
     return table
 
@@ -196,10 +213,10 @@ def _describe_wait(d: dict[str, Any]) -> tuple[str, str, str, str, str]:
 
 
 def trace_table(job: Job, events: Sequence[Event]) -> Table:
-    table = Table(
-        title=f"job {job.id}  agent {job.agent}  {styled_status(job.status.value)}",
-        title_justify="left",
+    title = Text.assemble(
+        "job ", job.id, "  agent ", _clean(job.agent), "  ", styled_status(job.status.value)
     )
+    table = Table(title=title, title_justify="left")
     for column in ("seq", "pos", "event", "kind", "name", "outcome", "duration"):
         justify: Literal["left", "right"] = (
             "right" if column in ("seq", "pos", "duration") else "left"
@@ -210,19 +227,19 @@ def trace_table(job: Job, events: Sequence[Event]) -> Table:
         kind, name, outcome, duration, detail = _describe(event)
         position = "" if event.position is None else str(event.position)
         table.add_row(
-            str(event.seq),
-            position,
-            event.type.value,
-            kind,
-            name,
-            _outcome_style(outcome),
-            duration,
-            detail,
+            Text(str(event.seq)),
+            Text(position),
+            Text(event.type.value),
+            _text(kind),
+            _text(name),
+            _outcome_style(_clean(outcome)),
+            Text(duration),
+            _text(detail),
         )
     return table
 
 
-def _outcome_style(outcome: str) -> str:
+def _outcome_style(outcome: str) -> Text:
     styles = {
         "permanent_failure": "red",
         "in_doubt": "yellow",
@@ -231,7 +248,7 @@ def _outcome_style(outcome: str) -> str:
         "failed": "red",
     }
     style = styles.get(outcome)
-    return f"[{style}]{outcome}[/{style}]" if style else outcome
+    return Text(outcome, style=style or "")
 
 
 def effects_table(effects: Sequence[Effect]) -> Table:
@@ -240,13 +257,13 @@ def effects_table(effects: Sequence[Effect]) -> Table:
         table.add_column(column)
     for e in effects:
         table.add_row(
-            e.job_id,
-            str(e.position),
-            e.tool,
-            e.effect.value,
+            Text(e.job_id),
+            Text(str(e.position)),
+            _text(e.tool),
+            Text(e.effect.value),
             _outcome_style(e.state.value),
-            str(e.attempt),
-            e.idempotency_key,
+            Text(str(e.attempt)),
+            _text(e.idempotency_key),
         )
     return table
 
@@ -258,20 +275,21 @@ def job_details(job: Job) -> Table:
     table.add_column()
     for key, value in job_json(job).items():
         if key not in ("park_detail", "error"):
-            table.add_row(key, Text(json.dumps(value, ensure_ascii=False)))
+            table.add_row(key, _text(json.dumps(value, ensure_ascii=False)))
     if job.park_detail:
         diff = job.park_detail.get("diff")
-        table.add_row("park detail", Text(diff or json.dumps(job.park_detail, indent=2)))
+        table.add_row("park detail", _text(diff or json.dumps(job.park_detail, indent=2)))
     if job.error:
         error = job.error
         text = f"{error.get('type')}: {error.get('message')}"
         if error.get("compensated"):
             text += f" (compensated: {', '.join(error['compensated'])})"
-        table.add_row("error", Text(text))
+        table.add_row("error", _text(text))
     return table
 
 
 def console() -> Console:
     """A console that is wide enough for traces even when output goes to a pipe or a file."""
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
-    return Console(highlight=False, soft_wrap=False, width=width)
+    # markup off: a plain string that reaches the console is printed as it is, too.
+    return Console(highlight=False, markup=False, emoji=False, soft_wrap=False, width=width)
