@@ -1,15 +1,24 @@
 """What ``aetheris`` prints for people: stored data as text, tables that fit, colours that behave.
 
 The jobs are run in this process (a worker on a SQLite file); the CLI is then run as
-``python -m aetheris`` on the checkout this file lives in, as a person would run it.
+``python -m aetheris`` on the checkout this file lives in, with its output going to a pipe or
+to a real pseudo-terminal of a given size, as a person would see it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import itertools
+import json
 import os
+import pty
+import re
+import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +33,18 @@ from aetheris.tools import CompensationRequest
 SRC = Path(__file__).resolve().parents[2] / "src"
 MARKUP = "[/x] and [bold red]X[/]"
 ESCAPE = "\x1b[31m"  # a colour change hidden in an error message
+ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+JOB_KEYS = {
+    "id", "agent", "status", "park_reason", "park_detail", "input", "result", "error",
+    "idempotency_key", "queue", "priority", "wake_on", "wake_at", "parent_id", "control",
+    "deadline", "lease_epoch", "lease_owner", "lease_expires_at", "attempts", "events",
+    "created_at", "updated_at",
+}  # fmt: skip
+EVENT_KEYS = {"seq", "type", "position", "at", "data", "hash", "prev_hash"}
+EFFECT_KEYS = {
+    "job_id", "position", "tool", "effect", "state", "idempotency_key", "args_hash", "attempt",
+    "result", "error", "created_at", "updated_at",
+}  # fmt: skip
 
 
 # -- the jobs ---------------------------------------------------------------------------------
@@ -141,6 +162,75 @@ def piped(world: World, *args: str, **env: str) -> str:
     return done.stdout
 
 
+def in_terminal(world: World, *args: str, columns: int, **env: str) -> str:
+    """Run ``aetheris ARGS`` in a pseudo-terminal ``columns`` wide; return what it printed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aetheris", *args],
+            env=_env(world, **env),
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=slave,
+        )
+    finally:
+        os.close(slave)
+    chunks = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the terminal's other end is closed, all is read
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        else:
+            pytest.fail(f"aetheris {' '.join(args)} did not finish")
+        code = proc.wait(timeout=10)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = b"".join(chunks).decode().replace("\r\n", "\n")
+    assert code == 0, f"aetheris {' '.join(args)}:\n{out}"
+    return out
+
+
+def plain(out: str) -> list[str]:
+    """The lines of ``out`` without escape sequences (colours) and trailing spaces."""
+    return [line.rstrip() for line in ANSI.sub("", out).splitlines()]
+
+
+def line_with(lines: list[str], *words: str) -> str:
+    """The line that holds every one of ``words`` whole (as whitespace-separated words)."""
+    found = [line for line in lines if set(words) <= set(line.split())]
+    assert found, f"no line holds {words} whole:\n" + "\n".join(lines)
+    return found[0]
+
+
+def record(lines: list[str], first: str) -> str:
+    """The line that starts with ``first`` and the lines under it that go on with its row."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(first))
+    rest = itertools.takewhile(lambda line: line.startswith(" "), lines[start + 1 :])
+    return "\n".join([lines[start], *rest])
+
+
+def header(lines: list[str]) -> list[str]:
+    """The words of a table's header: the lines above its rule, under the title."""
+    rule = next(i for i, line in enumerate(lines) if line.startswith("─"))
+    return " ".join(lines[1:rule]).replace("/", " ").split()
+
+
+def trace_json(world: World, job_id: str) -> dict[str, Any]:
+    trace: dict[str, Any] = json.loads(piped(world, "trace", job_id, "--json"))
+    return trace
+
+
 # -- stored data is text ----------------------------------------------------------------------
 
 
@@ -163,3 +253,114 @@ def test_markup_in_stored_data_is_printed_literally(world: World) -> None:
     assert f'{{"note": "{MARKUP}"}}' in outputs["jobs show"]
     assert f"ValueError: refused {MARKUP}\\x1b[31m" in outputs["jobs show"]
     assert "notify[red]X[/]" in outputs["effects list"]
+
+
+# -- tables that fit --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_jobs_list_in_a_terminal_keeps_every_id_and_status_whole(
+    world: World, columns: int
+) -> None:
+    lines = plain(in_terminal(world, "jobs", "list", columns=columns))
+    assert lines[0] == f"{len(world.jobs)} job(s)"
+    for job_id, status in world.jobs.items():
+        line = line_with(lines, job_id, status)
+        assert line.startswith(job_id)
+    assert max(len(line) for line in lines) <= columns
+    # The agents' names, the park reason and the errors are there too, not squeezed away.
+    parked = record(lines, world.parked).split()
+    assert "wait_for_go_signal" in parked
+    assert "signal" in parked
+    assert "refuse[/x]" in record(lines, world.failed).split()
+    if columns == 200:
+        assert header(lines) == [
+            "id", "agent", "status", "reason", "attempts", "events", "created", "(UTC)",
+        ]  # fmt: skip
+    else:
+        assert {"id", "agent", "status", "reason"} <= set(header(lines))
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_trace_in_a_terminal_keeps_seq_position_kind_and_name(world: World, columns: int) -> None:
+    for job_id in (world.failed, world.parked):
+        lines = plain(in_terminal(world, "trace", job_id, columns=columns))
+        status = world.jobs[job_id]
+        assert line_with(lines, "job", job_id, status) == lines[0]
+        assert max(len(line) for line in lines) <= columns
+        events = trace_json(world, job_id)["events"]
+        for event in events:
+            words = [str(event["seq"]), event["type"]]
+            if event["position"] is not None:
+                words.append(str(event["position"]))
+            if event["position"] is not None and event["type"] != "wait":
+                words.append(event["data"]["kind"])
+            row = line_with(lines, *words)
+            if event["type"] in ("op", "intent"):
+                name = f"{event['data']['name']}#{event['data']['ordinal']}"
+                assert name in row.split(), row
+
+
+def test_effects_list_in_a_terminal_keeps_job_ids_whole(world: World) -> None:
+    effects = json.loads(piped(world, "effects", "list", "--json"))
+    assert {e["tool"] for e in effects} == {"notify[red]X[/]", "book", "compensate:book"}
+    for columns in (80, 200):
+        lines = plain(in_terminal(world, "effects", "list", columns=columns))
+        assert max(len(line) for line in lines) <= columns
+        for effect in effects:
+            line = line_with(lines, effect["job_id"], str(effect["position"]), effect["state"])
+            assert line.startswith(effect["job_id"])
+            if columns == 200:
+                assert effect["idempotency_key"] in line.split()
+
+
+def test_wide_shows_every_column_in_full_at_any_width(world: World) -> None:
+    jobs = plain(in_terminal(world, "jobs", "list", "--wide", columns=80))
+    assert header(jobs)[3:] == ["reason", "attempts", "events", "created", "(UTC)"]
+
+    trace = plain(in_terminal(world, "trace", world.parked, "--wide", columns=80))
+    assert header(trace) == [
+        "seq", "pos", "event", "kind", "name", "outcome", "duration", "detail",
+    ]  # fmt: skip
+    intent = next(e for e in trace_json(world, world.parked)["events"] if e["type"] == "intent")
+    assert intent["data"]["idempotency_key"] in line_with(trace, str(intent["seq"]), "intent")
+
+    effects = plain(in_terminal(world, "effects", "list", "--wide", columns=80))
+    assert header(effects) == [
+        "job", "pos", "tool", "effect", "state", "attempt", "idempotency", "key",
+    ]  # fmt: skip
+    for effect in json.loads(piped(world, "effects", "list", "--json")):
+        assert effect["idempotency_key"] in line_with(effects, effect["job_id"], effect["tool"])
+
+
+@pytest.mark.parametrize("columns", [None, "80"])
+def test_piped_tables_keep_ids_whole(world: World, columns: str | None) -> None:
+    env = {"COLUMNS": columns} if columns else {}
+    width = int(columns or 160)  # a pipe is as wide as COLUMNS says, else 160 columns
+    lines = plain(piped(world, "jobs", "list", **env))
+    for job_id, status in world.jobs.items():
+        assert line_with(lines, job_id, status).startswith(job_id)
+    assert max(len(line) for line in lines) <= width
+    lines = plain(piped(world, "trace", world.parked, **env))
+    assert line_with(lines, "job", world.parked) == lines[0]
+    assert max(len(line) for line in lines) <= width
+
+
+# -- the JSON schema does not move ------------------------------------------------------------
+
+
+def test_json_output_keeps_its_schema(world: World) -> None:
+    jobs = json.loads(piped(world, "jobs", "list", "--json"))
+    assert {j["id"] for j in jobs} == set(world.jobs)
+    assert all(set(j) == JOB_KEYS for j in jobs)
+    assert json.loads(piped(world, "jobs", "list", "--json", "--wide")) == jobs
+
+    trace = trace_json(world, world.failed)
+    assert set(trace) == {"job", "events"}
+    assert set(trace["job"]) == JOB_KEYS
+    assert all(set(e) == EVENT_KEYS for e in trace["events"])
+    assert trace["job"]["error"]["type"] == "ValueError"
+    assert trace["job"]["input"] == {"note": MARKUP}
+
+    effects = json.loads(piped(world, "effects", "list", "--json"))
+    assert all(set(e) == EFFECT_KEYS for e in effects)

@@ -259,15 +259,16 @@ def jobs() -> None:
 @jobs.command("list")
 @click.option("--status", type=click.Choice([s.value for s in JobStatus]))
 @click.option("--limit", default=50, show_default=True)
+@click.option("--wide", is_flag=True, help="Show every column in full, whatever the width.")
 @json_option
 @with_app
-async def jobs_list(app: App, status: str | None, limit: int, as_json: bool) -> None:
+async def jobs_list(app: App, status: str | None, limit: int, wide: bool, as_json: bool) -> None:
     """List jobs, newest first."""
     found = await app.list_jobs(status=JobStatus(status) if status else None, limit=limit)
     if as_json:
         render.print_json([render.job_json(j) for j in found])
     else:
-        render.console().print(render.jobs_table(found))
+        render.show(render.jobs_table(found, wide=wide))
 
 
 @jobs.command("show")
@@ -286,9 +287,10 @@ async def jobs_show(app: App, job_id: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.option("--wide", is_flag=True, help="Show every column in full, whatever the width.")
 @json_option
 @with_app
-async def trace(app: App, job_id: str, as_json: bool) -> None:
+async def trace(app: App, job_id: str, wide: bool, as_json: bool) -> None:
     """The journal of a job as a table of steps."""
     job = await app.get_job(job_id)
     events = await (await app.open_store()).events(job_id)
@@ -297,7 +299,7 @@ async def trace(app: App, job_id: str, as_json: bool) -> None:
             {"job": render.job_json(job), "events": [render.event_json(e) for e in events]}
         )
     else:
-        render.console().print(render.trace_table(job, events))
+        render.show(render.trace_table(job, events, wide=wide))
 
 
 @main.command()
@@ -468,16 +470,19 @@ def effects() -> None:
 @effects.command("list")
 @click.option("--in-doubt", is_flag=True, help="Only effects that need an operator.")
 @click.option("--job", "job_id", help="Only this job's effects.")
+@click.option("--wide", is_flag=True, help="Show every column in full, whatever the width.")
 @json_option
 @with_app
-async def effects_list(app: App, in_doubt: bool, job_id: str | None, as_json: bool) -> None:
+async def effects_list(
+    app: App, in_doubt: bool, job_id: str | None, wide: bool, as_json: bool
+) -> None:
     """List ledger rows."""
     store = await app.open_store()
     rows = await store.effects(job_id=job_id, states=[EffectState.IN_DOUBT] if in_doubt else None)
     if as_json:
         render.print_json([render.effect_json(e) for e in rows])
     else:
-        render.console().print(render.effects_table(rows))
+        render.show(render.effects_table(rows, wide=wide))
 
 
 @effects.command("resolve")
