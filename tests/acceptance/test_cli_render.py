@@ -346,6 +346,21 @@ def test_piped_tables_keep_ids_whole(world: World, columns: str | None) -> None:
     assert max(len(line) for line in lines) <= width
 
 
+# -- colours ----------------------------------------------------------------------------------
+
+
+def test_colours_only_in_a_terminal_and_never_under_no_color(world: World) -> None:
+    coloured = in_terminal(world, "jobs", "list", columns=120)
+    assert "\x1b[" in coloured
+    assert "\x1b[" in in_terminal(world, "trace", world.failed, columns=120)
+
+    for args in (("jobs", "list"), ("trace", world.failed), ("effects", "list")):
+        assert "\x1b" not in in_terminal(world, *args, columns=120, NO_COLOR="1")
+        assert "\x1b" not in piped(world, *args)
+    # Without the colours, what is printed is the same.
+    assert plain(coloured) == plain(in_terminal(world, "jobs", "list", columns=120, NO_COLOR="1"))
+
+
 # -- the JSON schema does not move ------------------------------------------------------------
 
 

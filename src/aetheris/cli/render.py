@@ -550,11 +550,20 @@ def job_details(job: Job) -> Table:
 def console(width: int | None = None) -> Console:
     """The console for people.
 
-    A terminal is as wide as it is; a pipe or a file gets ``COLUMNS`` or 160 columns. ``width``
-    overrides either (a table whose ids would not fit otherwise is printed wider, and the
-    terminal wraps). Markup is off: a plain string that reaches the console is printed as it is.
+    Colours only when the output is a terminal, and never when ``NO_COLOR`` is set. A terminal
+    is as wide as it is; a pipe or a file gets ``COLUMNS`` or 160 columns. ``width`` overrides
+    either (a table whose ids would not fit otherwise is printed wider, and the terminal wraps).
+    Markup is off: a plain string that reaches it is printed as it is.
     """
     if width is None and not sys.stdout.isatty():
         columns = os.environ.get("COLUMNS", "")
         width = int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
-    return Console(highlight=False, markup=False, emoji=False, soft_wrap=False, width=width)
+    plain = os.environ.get("NO_COLOR", "") != ""
+    return Console(
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=False,
+        width=width,
+        color_system=None if plain else "auto",
+    )
