@@ -8,6 +8,7 @@ to a real pseudo-terminal of a given size, as a person would see it.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import fcntl
 import itertools
 import json
@@ -237,22 +238,43 @@ def trace_json(world: World, job_id: str) -> dict[str, Any]:
 def test_markup_in_stored_data_is_printed_literally(world: World) -> None:
     outputs = {
         "trace": piped(world, "trace", world.failed),
+        "trace-wide": piped(world, "trace", world.failed, "--wide"),
+        "trace-narrow": piped(world, "trace", world.failed, COLUMNS="80"),
         "parked-trace": piped(world, "trace", world.parked),
         "jobs list": piped(world, "jobs", "list"),
+        "jobs list-wide": piped(world, "jobs", "list", "--wide"),
         "jobs show": piped(world, "jobs", "show", world.failed),
         "effects list": piped(world, "effects", "list"),
+        "effects list-wide": piped(world, "effects", "list", "--wide"),
     }
     for name, out in outputs.items():
+        assert "Traceback" not in out or name == "jobs show", name
+        if name.startswith("effects list"):
+            assert "notify[red]X[/]" in out, f"{name}:\n{out}"
+        else:
+            assert "[/x]" in out, f"{name}:\n{out}"
+        if not name.startswith(("trace-narrow", "effects list")):
+            assert "[bold red]X[/]" in out, f"{name}:\n{out}"
         # A colour change inside an error message is shown, not obeyed.
         assert "\x1b" not in out, name
-    assert f'input {{"note": "{MARKUP}"}}' in outputs["trace"]
-    assert f"ValueError: refused {MARKUP}\\x1b[31m" in outputs["trace"]
-    assert f'input {{"who": "{MARKUP}"}}' in outputs["parked-trace"]
-    assert "notify[red]X[/]#1" in outputs["parked-trace"]
+    assert f"refused {MARKUP}\\x1b[31m" in outputs["trace"]
+    assert f"ValueError: refused {MARKUP}\\x1b[31m" in outputs["jobs list"]
     assert "refuse[/x]" in outputs["jobs list"]
     assert f'{{"note": "{MARKUP}"}}' in outputs["jobs show"]
-    assert f"ValueError: refused {MARKUP}\\x1b[31m" in outputs["jobs show"]
-    assert "notify[red]X[/]" in outputs["effects list"]
+
+
+def test_jobs_show_prints_the_failure_traceback_as_text(world: World) -> None:
+    shown = plain(piped(world, "jobs", "show", world.failed))
+    error = line_with(shown, "error", "ValueError:")
+    assert error.endswith(f"ValueError: refused {MARKUP}\\x1b[31m")
+    start = shown.index("traceback:")
+    traceback = shown[start + 1 :]
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert any('raise ValueError(f"refused {note}{ESCAPE}")' in line for line in traceback)
+    assert traceback[-1] == f"ValueError: refused {MARKUP}\\x1b[31m"
+
+    # A job that did not fail has no traceback to show.
+    assert "traceback" not in piped(world, "jobs", "show", world.parked)
 
 
 # -- tables that fit --------------------------------------------------------------------------
@@ -272,13 +294,16 @@ def test_jobs_list_in_a_terminal_keeps_every_id_and_status_whole(
     parked = record(lines, world.parked).split()
     assert "wait_for_go_signal" in parked
     assert "signal" in parked
-    assert "refuse[/x]" in record(lines, world.failed).split()
+    failed = record(lines, world.failed)
+    assert "refuse[/x]" in failed.split()
+    assert "ValueError: refused [/x] and" in failed
     if columns == 200:
         assert header(lines) == [
-            "id", "agent", "status", "reason", "attempts", "events", "created", "(UTC)",
+            "id", "agent", "status", "reason", "error", "attempts", "events", "created", "(UTC)",
         ]  # fmt: skip
+        assert f"ValueError: refused {MARKUP}" in line_with(lines, world.failed)
     else:
-        assert {"id", "agent", "status", "reason"} <= set(header(lines))
+        assert {"id", "agent", "status", "reason", "error"} <= set(header(lines))
 
 
 @pytest.mark.parametrize("columns", [80, 200])
@@ -293,7 +318,6 @@ def test_trace_in_a_terminal_keeps_seq_position_kind_and_name(world: World, colu
             words = [str(event["seq"]), event["type"]]
             if event["position"] is not None:
                 words.append(str(event["position"]))
-            if event["position"] is not None and event["type"] != "wait":
                 words.append(event["data"]["kind"])
             row = line_with(lines, *words)
             if event["type"] in ("op", "intent"):
@@ -316,7 +340,8 @@ def test_effects_list_in_a_terminal_keeps_job_ids_whole(world: World) -> None:
 
 def test_wide_shows_every_column_in_full_at_any_width(world: World) -> None:
     jobs = plain(in_terminal(world, "jobs", "list", "--wide", columns=80))
-    assert header(jobs)[3:] == ["reason", "attempts", "events", "created", "(UTC)"]
+    assert header(jobs)[3:] == ["reason", "error", "attempts", "events", "created", "(UTC)"]
+    assert f"ValueError: refused {MARKUP}\\x1b[31m" in line_with(jobs, world.failed)
 
     trace = plain(in_terminal(world, "trace", world.parked, "--wide", columns=80))
     assert header(trace) == [
@@ -359,6 +384,30 @@ def test_colours_only_in_a_terminal_and_never_under_no_color(world: World) -> No
         assert "\x1b" not in piped(world, *args)
     # Without the colours, what is printed is the same.
     assert plain(coloured) == plain(in_terminal(world, "jobs", "list", columns=120, NO_COLOR="1"))
+
+
+# -- what a trace says ------------------------------------------------------------------------
+
+
+def test_trace_shows_now_as_a_time_and_names_what_a_wait_waits_for(world: World) -> None:
+    events = trace_json(world, world.parked)["events"]
+    lines = plain(piped(world, "trace", world.parked))
+    (now,) = (e for e in events if e["type"] == "op" and e["data"]["kind"] == "now")
+    at = dt.datetime.fromtimestamp(now["data"]["result"], dt.UTC)
+    row = line_with(lines, str(now["seq"]), "now", "now#1")
+    assert at.isoformat(timespec="milliseconds").replace("+00:00", "Z") in row.split()
+    assert str(now["data"]["result"]) not in row
+
+    (token,) = (e for e in events if e["type"] == "op" and e["data"]["kind"] == "uuid")
+    assert token["data"]["result"] in line_with(lines, str(token["seq"]), "uuid", "uuid#1").split()
+
+    (wait,) = (e for e in events if e["type"] == "wait")
+    assert (wait["data"]["kind"], wait["data"]["name"]) == ("signal", "go")
+    row = line_with(lines, str(wait["seq"]), "wait", "signal", "go#1")
+    assert "no deadline" in row
+    parked = record(lines, f"{wait['seq'] + 1:>3}")
+    assert line_with([parked], "job_parked", "signal")
+    assert f"aetheris signal {world.parked} go" in " ".join(parked.split())
 
 
 # -- the JSON schema does not move ------------------------------------------------------------

@@ -183,6 +183,11 @@ def error_summary(error: dict[str, Any] | None, limit: int | None = 60) -> str:
     return _cut(_clean(f"{kind}: {message}" if message else kind), limit)
 
 
+def _when(ts: float | None) -> str:
+    """A moment in a trace: ISO 8601 in UTC, to the millisecond (``2025-01-31T12:00:00.000Z``)."""
+    return (iso(ts) or "").replace("+00:00", "Z")
+
+
 def _stamp(ts: float | None) -> str:
     """A time for a table: ``2025-01-31 12:00:00`` in UTC."""
     if ts is None:
@@ -332,13 +337,26 @@ def show(view: View) -> None:
 
 
 def jobs_table(jobs: Sequence[Job], *, wide: bool = False) -> View:
+    limit = None if wide else 60
     reasons = [job.park_reason.value if job.park_reason else "" for job in jobs]
+    errors = [error_summary(job.error, limit) for job in jobs]
     id_, agent, status = (
         Column("id", [Text(job.id) for job in jobs]),
         Column("agent", [Text(_clean(job.agent)) for job in jobs], fold=8, want=24),
         Column("status", [status_text(job.status.value) for job in jobs]),
     )
     reason = Column("reason", [Text(r, style="yellow") for r in reasons])
+    error = Column("error", [Text(e, style="red") for e in errors], fold=12, want=48)
+    # A job is parked for a reason or ended with an error, never both: one column holds either.
+    either = Column(
+        "reason / error",
+        [
+            Text(r, style="yellow") if r else Text(e, style="red")
+            for r, e in zip(reasons, errors, strict=True)
+        ],
+        fold=12,
+        want=48,
+    )
     counts = (
         Column("attempts", [Text(str(job.attempts)) for job in jobs], drop=3, justify="right"),
         Column("events", [Text(str(job.event_count)) for job in jobs], drop=2, justify="right"),
@@ -352,8 +370,9 @@ def jobs_table(jobs: Sequence[Job], *, wide: bool = False) -> View:
     return View(
         Text(f"{len(jobs)} job(s)"),
         [
-            [id_, agent, status, reason, *counts],
-            [stacked, status, reason, *counts],
+            [id_, agent, status, reason, error, *counts],
+            [id_, agent, status, either, *counts],
+            [stacked, status, either, *counts],
         ],
         wide=wide,
     )
@@ -371,10 +390,18 @@ class Row:
 
 
 class _Describer:
-    """Describes the events of one journal, shortened unless ``wide``."""
+    """Describes the events of one journal (a wait's ordinal comes from the events before it)."""
 
     def __init__(self, events: Sequence[Event], *, wide: bool) -> None:
         self.wide = wide
+        self.names: dict[int, str] = {}
+        for event in events:
+            if event.position is not None and event.type in (
+                EventType.OP,
+                EventType.INTENT,
+                EventType.WAIT,
+            ):
+                self.names.setdefault(event.position, str(event.data.get("name", "")))
 
     def short(self, value: Any, limit: int) -> str:
         return _short(value, None if self.wide else limit)
@@ -383,7 +410,12 @@ class _Describer:
         return _cut(_one_line(text), None if self.wide else limit)
 
     def ordinal_name(self, d: dict[str, Any], position: int | None) -> str:
-        return f"{d.get('name', '')}#{d.get('ordinal', 1)}"
+        name = str(d.get("name", ""))
+        ordinal = d.get("ordinal")
+        if ordinal is None and position is not None:
+            # A wait's event names no ordinal: count the operations of that name before it.
+            ordinal = 1 + sum(1 for p, n in self.names.items() if p < position and n == name)
+        return f"{name}#{ordinal or 1}"
 
     def __call__(self, event: Event) -> Row:
         d = event.data
@@ -393,7 +425,7 @@ class _Describer:
         if event.type is EventType.OP:
             return self.op(d, event.position)
         if event.type is EventType.WAIT:
-            return Row(detail=f"deadline {iso(d.get('deadline'))}")
+            return self.wait(d, event.position)
         if event.type is EventType.INTENT:
             again = f"attempt {d['attempt']}; " if d.get("attempt", 1) > 1 else ""
             name = self.ordinal_name(d, event.position)
@@ -417,6 +449,8 @@ class _Describer:
         if event.type is EventType.JOB_PARKED:
             parked: dict[str, Any] = d.get("detail") or {}
             message = parked.get("message")
+            if message is None and parked.get("until") is not None:
+                message = f"until {_when(parked['until'])}"
             # The runtime's own message, with the command to run: in full, wrapped if need be.
             detail = _one_line(str(message)) if message else self.short(parked, 60)
             return Row(outcome=str(d.get("reason", "")), detail=detail)
@@ -436,6 +470,10 @@ class _Describer:
         result = d.get("result")
         if d.get("error"):
             detail = error_summary(d["error"], None if self.wide else 48)
+        elif kind == "now" and isinstance(result, int | float):
+            detail = _when(result)  # ctx.now() is journaled as seconds since the epoch
+        elif kind in ("uuid", "random"):
+            detail = _clean(str(result))
         else:
             detail = self.short(result, 48)
         if d.get("attempts", 1) > 1:
@@ -444,6 +482,16 @@ class _Describer:
             detail = f"resolved by {_clean(str(d['resolved_by']))}; {detail}"
         outcome = str(d.get("outcome", ""))
         return Row(kind, self.ordinal_name(d, position), outcome, duration, detail)
+
+    def wait(self, d: dict[str, Any], position: int | None) -> Row:
+        """A wait began (a signal, an approval, a timer, a child): when it gives up."""
+        kind = str(d.get("kind", ""))
+        parts = []
+        if d.get("deadline") is not None:
+            parts.append(f"{'until' if kind == 'sleep' else 'deadline'} {_when(d['deadline'])}")
+        if d.get("escalated"):
+            parts.append(f"escalated to {_clean(str(d.get('to')))}")
+        return Row(kind, self.ordinal_name(d, position), detail="; ".join(parts) or "no deadline")
 
     def wait_op(self, d: dict[str, Any], position: int | None) -> Row:
         """A wait ended: what it received, or its error."""
@@ -465,7 +513,7 @@ class _Describer:
             return Row(kind, name, "succeeded", detail=detail)
         if kind == "sleep":
             until = d.get("until")
-            return Row(kind, name, "done", detail=f"until {iso(until)}" if until else "")
+            return Row(kind, name, "done", detail=f"until {_when(until)}" if until else "")
         outcome = "received" if kind == "signal" else "done"
         return Row(kind, name, outcome, detail=self.short(result, 56) + sender)
 
@@ -527,8 +575,8 @@ def effects_table(effects: Sequence[Effect], *, wide: bool = False) -> View:
     return View(Text(f"{len(effects)} effect(s)"), [columns], wide=wide)
 
 
-def job_details(job: Job) -> Table:
-    """``jobs show``: one field per row; values are shown as text, never as markup."""
+def job_details(job: Job) -> RenderableType:
+    """``jobs show``: one field per row, then the failure's traceback; all of it as text."""
     table = Table.grid(padding=(0, 2))
     table.add_column(justify="right", style="bold")
     table.add_column()
@@ -537,14 +585,36 @@ def job_details(job: Job) -> Table:
             table.add_row(key, Text(_clean(json.dumps(value, ensure_ascii=False))))
     if job.park_detail:
         diff = job.park_detail.get("diff")
-        table.add_row("park detail", Text(_clean(diff or json.dumps(job.park_detail, indent=2))))
-    if job.error:
-        error = job.error
-        text = f"{error.get('type')}: {error.get('message')}"
-        if error.get("compensated"):
-            text += f" (compensated: {', '.join(error['compensated'])})"
-        table.add_row("error", Text(_clean(text)))
-    return table
+        table.add_row(
+            "park detail",
+            Text(_clean(diff or json.dumps(job.park_detail, indent=2, ensure_ascii=False))),
+        )
+    if not job.error:
+        return table
+    error = job.error
+    text = f"{error.get('type')}: {error.get('message')}"
+    if error.get("compensated"):
+        text += f" (compensated: {', '.join(map(str, error['compensated']))})"
+    table.add_row("error", Text(_clean(text), style="red"))
+    for key in (
+        "position",
+        "tool",
+        "cause",
+        "in_doubt",
+        "not_compensated",
+        "compensation_error",
+        "last_failure",
+    ):
+        if error.get(key) is not None:
+            table.add_row(
+                key.replace("_", " "), Text(_clean(json.dumps(error[key], ensure_ascii=False)))
+            )
+    trace = error.get("traceback")
+    if not trace:
+        return table
+    return Group(
+        table, Text(""), Text("traceback:", style="bold"), Text(_clean(str(trace).rstrip()))
+    )
 
 
 def console(width: int | None = None) -> Console:
