@@ -308,7 +308,8 @@ def test_jobs_list_in_a_terminal_keeps_every_id_and_status_whole(
 
 @pytest.mark.parametrize("columns", [80, 200])
 def test_trace_in_a_terminal_keeps_seq_position_kind_and_name(world: World, columns: int) -> None:
-    for job_id in (world.failed, world.parked):
+    compensated = next(j for j, status in world.jobs.items() if status == "compensated")
+    for job_id in (world.failed, world.parked, compensated):  # the last has long names
         lines = plain(in_terminal(world, "trace", job_id, columns=columns))
         status = world.jobs[job_id]
         assert line_with(lines, "job", job_id, status) == lines[0]

@@ -543,15 +543,15 @@ def trace_table(job: Job, events: Sequence[Event], *, wide: bool = False) -> Vie
     duration = Column("duration", [Text(r.duration) for r in rows], drop=1, justify="right")
     outcome = Column("outcome", outcomes)
     detail = Column("detail", details, fold=20, want=32)
-    # Narrower: the outcome heads the detail, in one column that wraps after it.
-    least = max([cell_len(o.plain) for o in outcomes], default=0)
+    # Narrower: the outcome heads the detail, in one column that wraps after it (and, when
+    # even that is too narrow, through it: the columns on its left are never cut).
     both = Column(
         "outcome / detail",
         [
             Text.assemble(o, "  " if o and d else "", d)
             for o, d in zip(outcomes, details, strict=True)
         ],
-        fold=max(least, 20),
+        fold=12,
         want=40,
     )
     title = Text.assemble(
