@@ -199,16 +199,19 @@ def effects() -> None:
 @effects.command("list")
 @click.option("--in-doubt", is_flag=True, help="Only effects that need an operator.")
 @click.option("--job", "job_id", help="Only this job's effects.")
+@click.option("--wide", is_flag=True, help="Show every column in full, whatever the width.")
 @json_option
 @with_app()
-async def effects_list(app: App, in_doubt: bool, job_id: str | None, as_json: bool) -> None:
+async def effects_list(
+    app: App, in_doubt: bool, job_id: str | None, wide: bool, as_json: bool
+) -> None:
     """List ledger rows."""
     store = await app.open_store()
     rows = await store.effects(job_id=job_id, states=[EffectState.IN_DOUBT] if in_doubt else None)
     if as_json:
         render.print_json([render.effect_json(e) for e in rows])
     else:
-        render.console().print(render.effects_table(rows))
+        render.show(render.effects_table(rows, wide=wide))
 
 
 @effects.command("resolve")

@@ -38,6 +38,7 @@ def jobs() -> None:
 )
 @click.option("--error", "error_text", metavar="TEXT", help="Only jobs whose error mentions TEXT.")
 @click.option("--limit", default=50, show_default=True)
+@click.option("--wide", is_flag=True, help="Show every column in full, whatever the width.")
 @json_option
 @with_app()
 async def jobs_list(
@@ -47,6 +48,7 @@ async def jobs_list(
     since: str | None,
     error_text: str | None,
     limit: int,
+    wide: bool,
     as_json: bool,
 ) -> None:
     """List jobs, newest first."""
@@ -63,7 +65,7 @@ async def jobs_list(
     if as_json:
         render.print_json([render.job_json(j) for j in found])
     else:
-        render.console().print(render.jobs_table(found))
+        render.show(render.jobs_table(found, wide=wide))
 
 
 @jobs.command("show")
@@ -82,9 +84,10 @@ async def jobs_show(app: App, job_id: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.option("--wide", is_flag=True, help="Show every column in full, whatever the width.")
 @json_option
 @with_app()
-async def trace(app: App, job_id: str, as_json: bool) -> None:
+async def trace(app: App, job_id: str, wide: bool, as_json: bool) -> None:
     """The journal of a job as a table of steps."""
     job = await app.get_job(job_id)
     events = await (await app.open_store()).events(job_id)
@@ -93,7 +96,7 @@ async def trace(app: App, job_id: str, as_json: bool) -> None:
             {"job": render.job_json(job), "events": [render.event_json(e) for e in events]}
         )
     else:
-        render.console().print(render.trace_table(job, events))
+        render.show(render.trace_table(job, events, wide=wide))
 
 
 @main.command()

@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from rich.console import Console
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -107,171 +111,529 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
 
 
-def styled_status(status: str) -> str:
-    style = STATUS_STYLE.get(status, "white")
-    return f"[{style}]{status}[/{style}]"
+# -- tables for people ------------------------------------------------------------------------
+#
+# Stored data (inputs, results, error messages, agent and tool names) is only ever put on the
+# screen as ``rich.text.Text``: never as a markup string, so ``[/x]`` prints as ``[/x]``. Control
+# characters in it are shown escaped, so stored data cannot move the cursor or change colours.
+#
+# A table is laid out for the width it is printed at: the columns a row is known by (a job's id
+# and status, an event's seq, position, kind and name) are never wrapped, cut or dropped; the
+# others wrap, and the least useful are dropped when even wrapped they would not fit. ``wide``
+# shows every column in full whatever the width (the lines are then as long as they need be).
+
+PIPE_WIDTH = 160  # columns of output that goes to a pipe or a file when COLUMNS is not set
+GAP = 2  # spaces between two columns
+
+OUTCOME_STYLE = {
+    "pure": "dim",
+    "permanent_failure": "red",
+    "in_doubt": "yellow",
+    "side_effect_committed": "blue",
+    "committed": "blue",
+    "compensated": "magenta",
+    "failed": "red",
+}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+WAIT_KINDS = ("approval", "signal", "child", "sleep")
 
 
-def jobs_table(jobs: Sequence[Job]) -> Table:
-    table = Table(title=f"{len(jobs)} job(s)", title_justify="left")
-    for column in ("id", "agent", "status", "reason", "attempts", "events", "created"):
-        table.add_column(column, no_wrap=column in ("id", "created"))
-    for job in jobs:
-        table.add_row(
-            job.id,
-            job.agent,
-            styled_status(job.status.value),
-            job.park_reason.value if job.park_reason else "",
-            str(job.attempts),
-            str(job.event_count),
-            (iso(job.created_at) or "")[:23],
+def _clean(text: str) -> str:
+    """``text`` with control characters other than newline and tab shown escaped (``\\x1b``)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: line breaks shown as ``⏎``, tabs as spaces."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    return _clean(" ⏎ ".join(line for line in lines if line).replace("\t", " "))
+
+
+def _cut(text: str, limit: int | None) -> str:
+    """``text`` shortened to ``limit`` characters (``None``: in full)."""
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(value: Any, limit: int | None = 48) -> str:
+    """A stored value as one line of JSON, shortened to ``limit`` characters."""
+    if value is None:
+        return ""
+    return _cut(_one_line(json.dumps(value, ensure_ascii=False, sort_keys=True)), limit)
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def outcome_text(outcome: str) -> Text:
+    return Text(outcome, style=OUTCOME_STYLE.get(outcome, ""))
+
+
+def styled_status(status: str) -> Text:
+    """A job's status, coloured (kept for callers of the earlier markup-string version)."""
+    return status_text(status)
+
+
+def error_summary(error: dict[str, Any] | None, limit: int | None = 60) -> str:
+    """``Type: message`` of a stored error, on one line, shortened to ``limit`` characters."""
+    if not error:
+        return ""
+    kind = str(error.get("type") or "error")
+    message = _one_line(str(error.get("message") or ""))
+    return _cut(_clean(f"{kind}: {message}" if message else kind), limit)
+
+
+def _when(ts: float | None) -> str:
+    """A moment in a trace: ISO 8601 in UTC, to the millisecond (``2025-01-31T12:00:00.000Z``)."""
+    return (iso(ts) or "").replace("+00:00", "Z")
+
+
+def _stamp(ts: float | None) -> str:
+    """A time for a table: ``2025-01-31 12:00:00`` in UTC."""
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a table and its cells.
+
+    ``fold`` 0: the cells are never wrapped; else they may wrap down to ``fold`` columns, and
+    get up to ``want`` columns (0: all they need) before any column that may be dropped is
+    shown. ``drop`` ``None``: the column is always shown; else it is shown when there is room,
+    the highest ``drop`` first (an empty column last).
+    """
+
+    header: str
+    cells: Sequence[Text]
+    fold: int = 0
+    want: int = 0
+    drop: int | None = None
+    justify: Literal["left", "right"] = "left"
+
+    @property
+    def natural(self) -> int:
+        """Its width when nothing in it wraps."""
+        lines = [line for cell in self.cells for line in cell.plain.splitlines()]
+        return max([cell_len(self.header), *(cell_len(line) for line in lines)])
+
+    @property
+    def least(self) -> int:
+        """The narrowest it may be."""
+        return min(self.natural, self.fold) if self.fold else self.natural
+
+    @property
+    def wanted(self) -> int:
+        """The width it gets before the columns that may be dropped."""
+        return max(self.least, min(self.natural, self.want)) if self.want else self.natural
+
+    @property
+    def empty(self) -> bool:
+        return not any(cell.plain for cell in self.cells)
+
+
+Layout = list[tuple[Column, int]]
+
+
+def _span(widths: Iterable[int]) -> int:
+    widths = list(widths)
+    return sum(widths) + GAP * max(len(widths) - 1, 0)
+
+
+def fit(columns: Sequence[Column], width: int) -> tuple[Layout, bool, bool]:
+    """The columns to show at ``width`` and the width of each.
+
+    Also whether the columns always shown fit at all (else they are laid out at their least
+    width, wider than ``width``), and whether they fit at the width they want. The columns
+    always shown come first, wrapped if need be; then those that may be dropped, where they
+    fit; what is left goes to the columns that wrap, leftmost first.
+    """
+    widths = {i: c.least for i, c in enumerate(columns) if c.drop is None}
+    if _span(widths.values()) > width:
+        return [(columns[i], w) for i, w in widths.items()], False, False
+
+    def grow(to: Callable[[Column], int]) -> None:
+        for i in sorted(widths):
+            spare = width - _span(widths.values())
+            widths[i] += max(0, min(spare, to(columns[i]) - widths[i]))
+
+    grow(lambda c: c.wanted)
+    comfortable = all(widths[i] >= columns[i].wanted for i in widths)
+    optional = sorted(
+        (i for i, c in enumerate(columns) if c.drop is not None),
+        key=lambda i: (columns[i].empty, -(columns[i].drop or 0)),
+    )
+    for i in optional:
+        if _span([*widths.values(), columns[i].least]) <= width:
+            widths[i] = columns[i].least
+    grow(lambda c: c.natural)
+    return [(columns[i], widths[i]) for i in sorted(widths)], True, comfortable
+
+
+class View:
+    """A table (and a title above it) that is laid out for the width it is printed at.
+
+    ``candidates`` are the column sets to try in order of preference (for instance, two
+    columns, else the two merged into one that can wrap): the first whose columns fit at the
+    width they want, else the last. ``wide``: every column of the first, in full.
+    """
+
+    def __init__(
+        self, title: Text, candidates: Sequence[Sequence[Column]], *, wide: bool = False
+    ) -> None:
+        self.title = title
+        self.candidates = candidates
+        self.wide = wide
+
+    def layout(self, width: int) -> Layout:
+        if self.wide:
+            return [(c, c.natural) for c in self.candidates[0]]
+        for columns in self.candidates[:-1]:
+            layout, _, comfortable = fit(columns, width)
+            if comfortable:
+                return layout
+        return fit(self.candidates[-1], width)[0]
+
+    def width(self, layout: Layout) -> int:
+        """The width it needs: its table's, and at least its title's longest word."""
+        words = [cell_len(word) for word in self.title.plain.split()]
+        return max(_span([w for _, w in layout]), *words, 1)
+
+    def render(self, width: int) -> tuple[RenderableType, int]:
+        """What to print at ``width``, and the width that takes (more if it cannot fit)."""
+        layout = self.layout(width)
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),
+            header_style="bold",
         )
-    return table
+        for column, w in layout:
+            table.add_column(
+                Text(column.header),
+                justify=column.justify,
+                width=w,
+                no_wrap=not column.fold,
+                overflow="fold",
+            )
+        rows = len(layout[0][0].cells) if layout else 0
+        for i in range(rows):
+            table.add_row(*(column.cells[i] for column, _ in layout))
+        return Group(self.title, table), self.width(layout)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.render(options.max_width)[0]
 
 
-def _short(value: Any, width: int = 48) -> str:
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True) if value is not None else ""
-    return text if len(text) <= width else text[: width - 1] + "…"
+def show(view: View) -> None:
+    """Print a view at the terminal's width, or wider when what must be whole needs more."""
+    out = console()
+    body, width = view.render(out.width)
+    if width > out.width:
+        out = console(width)
+    out.print(body)
 
 
-def _describe(event: Event) -> tuple[str, str, str, str, str]:
-    """(kind, name, outcome, duration, detail) of one event for the trace table."""
-    d = event.data
-    if event.type is EventType.OP and d["kind"] in ("approval", "signal", "child", "sleep"):
-        return _describe_wait(d)
-    if event.type is EventType.OP:
-        name = f"{d['name']}#{d.get('ordinal', 1)}"
+def jobs_table(jobs: Sequence[Job], *, wide: bool = False) -> View:
+    limit = None if wide else 60
+    reasons = [job.park_reason.value if job.park_reason else "" for job in jobs]
+    errors = [error_summary(job.error, limit) for job in jobs]
+    id_, agent, status = (
+        Column("id", [Text(job.id) for job in jobs]),
+        Column("agent", [Text(_clean(job.agent)) for job in jobs], fold=8, want=24),
+        Column("status", [status_text(job.status.value) for job in jobs]),
+    )
+    reason = Column("reason", [Text(r, style="yellow") for r in reasons])
+    error = Column("error", [Text(e, style="red") for e in errors], fold=12, want=48)
+    # A job is parked for a reason or ended with an error, never both: one column holds either.
+    either = Column(
+        "reason / error",
+        [
+            Text(r, style="yellow") if r else Text(e, style="red")
+            for r, e in zip(reasons, errors, strict=True)
+        ],
+        fold=12,
+        want=48,
+    )
+    counts = (
+        Column("attempts", [Text(str(job.attempts)) for job in jobs], drop=3, justify="right"),
+        Column("events", [Text(str(job.event_count)) for job in jobs], drop=2, justify="right"),
+        Column("created (UTC)", [Text(_stamp(job.created_at)) for job in jobs], drop=1),
+    )
+    # Narrower still: each job's agent goes under its id.
+    stacked = Column(
+        "id\n  agent",
+        [Text.assemble(job.id, "\n  ", (_clean(job.agent), "dim")) for job in jobs],
+    )
+    return View(
+        Text(f"{len(jobs)} job(s)"),
+        [
+            [id_, agent, status, reason, error, *counts],
+            [id_, agent, status, either, *counts],
+            [stacked, status, either, *counts],
+        ],
+        wide=wide,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """What the trace table shows of one event besides its seq, position and type."""
+
+    kind: str = ""
+    name: str = ""
+    outcome: str = ""
+    duration: str = ""
+    detail: str = ""
+
+
+class _Describer:
+    """Describes the events of one journal (a wait's ordinal comes from the events before it)."""
+
+    def __init__(self, events: Sequence[Event], *, wide: bool) -> None:
+        self.wide = wide
+        self.names: dict[int, str] = {}
+        for event in events:
+            if event.position is not None and event.type in (
+                EventType.OP,
+                EventType.INTENT,
+                EventType.WAIT,
+            ):
+                self.names.setdefault(event.position, str(event.data.get("name", "")))
+
+    def short(self, value: Any, limit: int) -> str:
+        return _short(value, None if self.wide else limit)
+
+    def cut(self, text: str, limit: int) -> str:
+        return _cut(_one_line(text), None if self.wide else limit)
+
+    def ordinal_name(self, d: dict[str, Any], position: int | None) -> str:
+        name = str(d.get("name", ""))
+        ordinal = d.get("ordinal")
+        if ordinal is None and position is not None:
+            # A wait's event names no ordinal: count the operations of that name before it.
+            ordinal = 1 + sum(1 for p, n in self.names.items() if p < position and n == name)
+        return f"{name}#{ordinal or 1}"
+
+    def __call__(self, event: Event) -> Row:
+        d = event.data
+        kind = str(d.get("kind", ""))
+        if event.type is EventType.OP and kind in WAIT_KINDS:
+            return self.wait_op(d, event.position)
+        if event.type is EventType.OP:
+            return self.op(d, event.position)
+        if event.type is EventType.WAIT:
+            return self.wait(d, event.position)
+        if event.type is EventType.INTENT:
+            again = f"attempt {d['attempt']}; " if d.get("attempt", 1) > 1 else ""
+            name = self.ordinal_name(d, event.position)
+            return Row(kind, name, "intent", detail=again + str(d.get("idempotency_key", "")))
+        if event.type is EventType.JOB_CLAIMED:
+            recovered = (
+                f" (recovered from {d['recovered_from']})" if d.get("recovered_from") else ""
+            )
+            return Row(detail=f"{d.get('owner')} epoch {d.get('epoch')}{recovered}")
+        if event.type is EventType.EFFECT_IN_DOUBT:
+            return Row(
+                "tool", str(d.get("name", "")), "in_doubt", detail=str(d.get("idempotency_key"))
+            )
+        if event.type is EventType.EFFECT_RESOLVED:
+            return Row(
+                "tool",
+                str(d.get("name", "")),
+                str(d.get("resolution", "")),
+                detail=f"by {d.get('by')}",
+            )
+        if event.type is EventType.JOB_PARKED:
+            parked: dict[str, Any] = d.get("detail") or {}
+            message = parked.get("message")
+            if message is None and parked.get("until") is not None:
+                message = f"until {_when(parked['until'])}"
+            # The runtime's own message, with the command to run: in full, wrapped if need be.
+            detail = _one_line(str(message)) if message else self.short(parked, 60)
+            return Row(outcome=str(d.get("reason", "")), detail=detail)
+        if event.type in (EventType.JOB_FAILED, EventType.JOB_COMPENSATED, EventType.JOB_CANCELLED):
+            return Row(detail=error_summary(d.get("error"), None if self.wide else 80))
+        if event.type is EventType.JOB_CREATED:
+            return Row(
+                detail=f"agent {_clean(str(d.get('agent')))} input {self.short(d.get('input'), 60)}"
+            )
+        if event.type is EventType.JOB_SUCCEEDED:
+            return Row(detail=self.short(d.get("result"), 48))
+        return Row(detail=self.short(d, 60))
+
+    def op(self, d: dict[str, Any], position: int | None) -> Row:
+        kind = str(d.get("kind", ""))
         duration = f"{d['duration_ms']:.1f} ms" if "duration_ms" in d else ""
-        detail = _short(d.get("error") or d.get("result"))
+        result = d.get("result")
+        if d.get("error"):
+            detail = error_summary(d["error"], None if self.wide else 48)
+        elif kind == "now" and isinstance(result, int | float):
+            detail = _when(result)  # ctx.now() is journaled as seconds since the epoch
+        elif kind in ("uuid", "random"):
+            detail = _clean(str(result))
+        else:
+            detail = self.short(result, 48)
         if d.get("attempts", 1) > 1:
             detail = f"{d['attempts']} attempts; {detail}"
         if d.get("resolved_by"):
-            detail = f"resolved by {d['resolved_by']}; {detail}"
-        return d["kind"], name, d.get("outcome", ""), duration, detail
-    if event.type is EventType.INTENT:
-        again = f"attempt {d['attempt']}; " if d.get("attempt", 1) > 1 else ""
-        name = f"{d['name']}#{d.get('ordinal', 1)}"
-        return d["kind"], name, "intent", "", again + d["idempotency_key"]
-    if event.type is EventType.JOB_CLAIMED:
-        recovered = f" (recovered from {d['recovered_from']})" if d.get("recovered_from") else ""
-        return "", "", "", "", f"{d['owner']} epoch {d['epoch']}{recovered}"
-    if event.type is EventType.EFFECT_IN_DOUBT:
-        return "tool", d["name"], "in_doubt", "", d["idempotency_key"]
-    if event.type is EventType.EFFECT_RESOLVED:
-        return "tool", d["name"], d["resolution"], "", f"by {d['by']}"
-    if event.type is EventType.JOB_PARKED:
-        parked: dict[str, Any] = d.get("detail") or {}
-        return "", "", d["reason"], "", str(parked.get("message") or _short(parked, 60))
-    if event.type is EventType.WAIT:
-        return "", "", "", "", f"deadline {iso(d.get('deadline'))}"
-    if event.type in (EventType.JOB_FAILED, EventType.JOB_COMPENSATED):
-        error = d.get("error") or {}
-        return "", "", "", "", f"{error.get('type')}: {error.get('message')}"[:80]
-    if event.type is EventType.JOB_CREATED:
-        return "", "", "", "", f"agent {d['agent']} input {_short(d.get('input'), 60)}"
-    if event.type is EventType.JOB_SUCCEEDED:
-        return "", "", "", "", _short(d.get("result"))
-    return "", "", "", "", _short(d, 60)
+            detail = f"resolved by {_clean(str(d['resolved_by']))}; {detail}"
+        outcome = str(d.get("outcome", ""))
+        return Row(kind, self.ordinal_name(d, position), outcome, duration, detail)
+
+    def wait(self, d: dict[str, Any], position: int | None) -> Row:
+        """A wait began (a signal, an approval, a timer, a child): when it gives up."""
+        kind = str(d.get("kind", ""))
+        parts = []
+        if d.get("deadline") is not None:
+            parts.append(f"{'until' if kind == 'sleep' else 'deadline'} {_when(d['deadline'])}")
+        if d.get("escalated"):
+            parts.append(f"escalated to {_clean(str(d.get('to')))}")
+        return Row(kind, self.ordinal_name(d, position), detail="; ".join(parts) or "no deadline")
+
+    def wait_op(self, d: dict[str, Any], position: int | None) -> Row:
+        """A wait ended: what it received, or its error."""
+        kind = str(d.get("kind", ""))
+        name = self.ordinal_name(d, position)
+        error = d.get("error")
+        if error is not None:
+            message = self.cut(str(error.get("message", "")), 72)
+            return Row(kind, name, str(error.get("type", "")), detail=message)
+        result = d.get("result")
+        if kind == "approval" and isinstance(result, dict):
+            comment = f": {result['comment']}" if result.get("comment") else ""
+            return Row(
+                kind, name, "approved", detail=self.cut(f"by {result.get('by')}{comment}", 72)
+            )
+        sender = f" from {_clean(str(d['sender']))}" if d.get("sender") else ""
+        if kind == "child":
+            detail = f"child {d.get('child')}: {self.short(result, 40)}"
+            return Row(kind, name, "succeeded", detail=detail)
+        if kind == "sleep":
+            until = d.get("until")
+            return Row(kind, name, "done", detail=f"until {_when(until)}" if until else "")
+        outcome = "received" if kind == "signal" else "done"
+        return Row(kind, name, outcome, detail=self.short(result, 56) + sender)
 
 
-def _describe_wait(d: dict[str, Any]) -> tuple[str, str, str, str, str]:
-    name = f"{d['name']}#{d.get('ordinal', 1)}"
-    error = d.get("error")
-    if error is not None:
-        return d["kind"], name, error["type"], "", str(error.get("message", ""))[:72]
-    result = d.get("result")
-    if d["kind"] == "approval" and isinstance(result, dict):
-        comment = f": {result['comment']}" if result.get("comment") else ""
-        return d["kind"], name, "approved", "", f"by {result.get('by')}{comment}"
-    sender = f" from {d['sender']}" if d.get("sender") else ""
-    if d["kind"] == "child":
-        return d["kind"], name, "succeeded", "", f"child {d.get('child')}: {_short(result, 40)}"
-    return (
-        d["kind"],
-        name,
-        "received" if d["kind"] == "signal" else "done",
-        "",
-        (_short(result, 56) + sender),
+def _describe(event: Event) -> tuple[str, str, str, str, str]:
+    """(kind, name, outcome, duration, detail) of one event seen alone (as a live feed sees it)."""
+    row = _Describer([event], wide=False)(event)
+    return row.kind, row.name, row.outcome, row.duration, row.detail
+
+
+def trace_table(job: Job, events: Sequence[Event], *, wide: bool = False) -> View:
+    describe = _Describer(events, wide=wide)
+    rows = [describe(event) for event in events]
+    texts = [
+        Column("seq", [Text(str(e.seq)) for e in events], justify="right"),
+        Column(
+            "pos",
+            [Text("" if e.position is None else str(e.position)) for e in events],
+            justify="right",
+        ),
+        Column("event", [Text(e.type.value) for e in events]),
+        Column("kind", [Text(_clean(r.kind)) for r in rows]),
+        Column("name", [Text(_clean(r.name)) for r in rows]),
+    ]
+    outcomes = [outcome_text(_clean(r.outcome)) for r in rows]
+    details = [Text(_clean(r.detail)) for r in rows]
+    duration = Column("duration", [Text(r.duration) for r in rows], drop=1, justify="right")
+    outcome = Column("outcome", outcomes)
+    detail = Column("detail", details, fold=20, want=32)
+    # Narrower: the outcome heads the detail, in one column that wraps after it (and, when
+    # even that is too narrow, through it: the columns on its left are never cut).
+    both = Column(
+        "outcome / detail",
+        [
+            Text.assemble(o, "  " if o and d else "", d)
+            for o, d in zip(outcomes, details, strict=True)
+        ],
+        fold=12,
+        want=40,
     )
-
-
-def trace_table(job: Job, events: Sequence[Event]) -> Table:
-    table = Table(
-        title=f"job {job.id}  agent {job.agent}  {styled_status(job.status.value)}",
-        title_justify="left",
+    title = Text.assemble(
+        "job ", job.id, "  agent ", _clean(job.agent), "  ", status_text(job.status.value)
     )
-    for column in ("seq", "pos", "event", "kind", "name", "outcome", "duration"):
-        justify: Literal["left", "right"] = (
-            "right" if column in ("seq", "pos", "duration") else "left"
-        )
-        table.add_column(column, justify=justify, no_wrap=True)
-    table.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=72)
-    for event in events:
-        kind, name, outcome, duration, detail = _describe(event)
-        position = "" if event.position is None else str(event.position)
-        table.add_row(
-            str(event.seq),
-            position,
-            event.type.value,
-            kind,
-            name,
-            _outcome_style(outcome),
-            duration,
-            detail,
-        )
-    return table
+    return View(title, [[*texts, outcome, duration, detail], [*texts, duration, both]], wide=wide)
 
 
-def _outcome_style(outcome: str) -> str:
-    styles = {
-        "permanent_failure": "red",
-        "in_doubt": "yellow",
-        "side_effect_committed": "blue",
-        "compensated": "magenta",
-        "failed": "red",
-    }
-    style = styles.get(outcome)
-    return f"[{style}]{outcome}[/{style}]" if style else outcome
+def effects_table(effects: Sequence[Effect], *, wide: bool = False) -> View:
+    columns = [
+        Column("job", [Text(e.job_id) for e in effects]),
+        Column("pos", [Text(str(e.position)) for e in effects], justify="right"),
+        Column("tool", [Text(_clean(e.tool)) for e in effects], fold=8, want=20),
+        Column("effect", [Text(e.effect.value) for e in effects], drop=2),
+        Column("state", [outcome_text(e.state.value) for e in effects]),
+        Column("attempt", [Text(str(e.attempt)) for e in effects], drop=1, justify="right"),
+        Column(
+            "idempotency key", [Text(_clean(e.idempotency_key)) for e in effects], fold=24, drop=3
+        ),
+    ]
+    return View(Text(f"{len(effects)} effect(s)"), [columns], wide=wide)
 
 
-def effects_table(effects: Sequence[Effect]) -> Table:
-    table = Table(title=f"{len(effects)} effect(s)", title_justify="left")
-    for column in ("job", "pos", "tool", "effect", "state", "attempt", "idempotency key"):
-        table.add_column(column)
-    for e in effects:
-        table.add_row(
-            e.job_id,
-            str(e.position),
-            e.tool,
-            e.effect.value,
-            _outcome_style(e.state.value),
-            str(e.attempt),
-            e.idempotency_key,
-        )
-    return table
-
-
-def job_details(job: Job) -> Table:
-    """``jobs show``: one field per row; values are shown as text, never as markup."""
+def job_details(job: Job) -> RenderableType:
+    """``jobs show``: one field per row, then the failure's traceback; all of it as text."""
     table = Table.grid(padding=(0, 2))
     table.add_column(justify="right", style="bold")
     table.add_column()
     for key, value in job_json(job).items():
         if key not in ("park_detail", "error"):
-            table.add_row(key, Text(json.dumps(value, ensure_ascii=False)))
+            table.add_row(key, Text(_clean(json.dumps(value, ensure_ascii=False))))
     if job.park_detail:
         diff = job.park_detail.get("diff")
-        table.add_row("park detail", Text(diff or json.dumps(job.park_detail, indent=2)))
-    if job.error:
-        error = job.error
-        text = f"{error.get('type')}: {error.get('message')}"
-        if error.get("compensated"):
-            text += f" (compensated: {', '.join(error['compensated'])})"
-        table.add_row("error", Text(text))
-    return table
+        table.add_row(
+            "park detail",
+            Text(_clean(diff or json.dumps(job.park_detail, indent=2, ensure_ascii=False))),
+        )
+    if not job.error:
+        return table
+    error = job.error
+    text = f"{error.get('type')}: {error.get('message')}"
+    if error.get("compensated"):
+        text += f" (compensated: {', '.join(map(str, error['compensated']))})"
+    table.add_row("error", Text(_clean(text), style="red"))
+    for key in (
+        "position",
+        "tool",
+        "cause",
+        "in_doubt",
+        "not_compensated",
+        "compensation_error",
+        "last_failure",
+    ):
+        if error.get(key) is not None:
+            table.add_row(
+                key.replace("_", " "), Text(_clean(json.dumps(error[key], ensure_ascii=False)))
+            )
+    trace = error.get("traceback")
+    if not trace:
+        return table
+    return Group(
+        table, Text(""), Text("traceback:", style="bold"), Text(_clean(str(trace).rstrip()))
+    )
 
 
-def console() -> Console:
-    """A console that is wide enough for traces even when output goes to a pipe or a file."""
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160"))
-    return Console(highlight=False, soft_wrap=False, width=width)
+def console(width: int | None = None) -> Console:
+    """The console for people.
+
+    Colours only when the output is a terminal, and never when ``NO_COLOR`` is set. A terminal
+    is as wide as it is; a pipe or a file gets ``COLUMNS`` or 160 columns. ``width`` overrides
+    either (a table whose ids would not fit otherwise is printed wider, and the terminal wraps).
+    Markup is off: a plain string that reaches it is printed as it is.
+    """
+    if width is None and not sys.stdout.isatty():
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
+    plain = os.environ.get("NO_COLOR", "") != ""
+    return Console(
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=False,
+        width=width,
+        color_system=None if plain else "auto",
+    )
