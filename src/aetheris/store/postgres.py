@@ -50,8 +50,10 @@ from aetheris.store._shared import (
     refusal,
     seal_all,
     signal_refusal,
+    worker_info,
 )
 from aetheris.store.port import (
+    WORKER_ALIVE_WINDOW,
     Claim,
     ClaimFilter,
     Commit,
@@ -66,11 +68,13 @@ from aetheris.store.port import (
     NewJob,
     SchemaState,
     Signal,
+    WorkerInfo,
     signal_wake,
 )
 from aetheris.store.postgres_session import (
     CommitGroup,
     Listener,
+    Presence,
     lock_key,
     safe_url,
     split_options,
@@ -85,6 +89,7 @@ from aetheris.store.sql.rows import (
     job_params,
     signal_from,
     status_params,
+    worker_from,
 )
 
 Q = sql.queries("postgresql")
@@ -129,6 +134,7 @@ class PostgresStore:
         self.reap_grace = reap_grace
         self._listener: Listener | None = None
         self._free_since: dict[str, float] = {}
+        self._presence = Presence()
         self._group = CommitGroup(self)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -537,15 +543,31 @@ class PostgresStore:
 
     # -- liveness and wake-ups ----------------------------------------------------------------
 
-    async def register_worker(self, owner: str) -> None:
+    async def register_worker(
+        self, owner: str, *, agents: Sequence[str] = (), queues: Sequence[str] | None = None
+    ) -> None:
         if self._listener is None:
             self._listener = Listener(self.url, self._connect_timeout)
         await self._listener.start(lock_key(owner))
+        async with self._conn() as conn:
+            await self._presence.register(conn, worker_info(owner, agents, queues, 0.0))
+
+    async def touch_worker(self, owner: str) -> None:
+        if owner in self._presence.registered:
+            async with self._conn() as conn:
+                await self._presence.touch(conn, owner)
 
     async def unregister_worker(self, owner: str, *, graceful: bool = True) -> None:
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        if owner in self._presence.registered:
+            async with self._conn() as conn:
+                await self._presence.withdraw(conn, owner, graceful)
+
+    async def workers(self) -> list[WorkerInfo]:
+        rows = await self._all("list_workers", {"window": WORKER_ALIVE_WINDOW})
+        return [worker_from(r, POSTGRESQL) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:
         if self._listener is None:

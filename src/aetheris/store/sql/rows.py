@@ -26,6 +26,7 @@ from aetheris.store.port import (
     ParkReason,
     Signal,
     StatusWrite,
+    WorkerInfo,
 )
 
 Row = Any  # sqlite3.Row or a dict: both are read by column name
@@ -72,6 +73,19 @@ def job_params(new: NewJob, d: Dialect, now: float) -> dict[str, Any]:
         "parent_id": new.parent_id,
         "deadline": new.deadline,
         "now": now,
+    }
+
+
+def worker_params(info: WorkerInfo, d: Dialect) -> dict[str, Any]:
+    """A worker's row as it registers (``started_at`` is ``now`` then, else as registered)."""
+    return {
+        "id": info.id,
+        "agents": d.encode(list(info.agents)),
+        "queues": d.json(None if info.queues is None else list(info.queues)),
+        "host": info.host,
+        "pid": info.pid,
+        "started_at": info.started_at,
+        "now": info.last_seen,
     }
 
 
@@ -215,4 +229,18 @@ def effect_from(row: Row, d: Dialect) -> Effect:
         attempt=row["attempt"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+    )
+
+
+def worker_from(row: Row, d: Dialect) -> WorkerInfo:
+    queues = d.decode(row["queues"])
+    return WorkerInfo(
+        id=row["id"],
+        agents=tuple(d.decode(row["agents"])),
+        queues=None if queues is None else tuple(queues),
+        host=row["host"],
+        pid=row["pid"],
+        started_at=row["started_at"],
+        last_seen=row["last_seen"],
+        alive=bool(row["alive"]),
     )
