@@ -35,6 +35,7 @@ from aetheris.errors import (
 from aetheris.journal import Event, EventDraft, EventType
 from aetheris.run import JobRun
 from aetheris.store.port import (
+    PRESENCE_INTERVAL,
     Claim,
     ClaimFilter,
     Commit,
@@ -191,7 +192,9 @@ class Worker:
         self._stop = stop or asyncio.Event()
         store = await self.registry.open_store()
         await store.register_agents(self.registry.agent_names)
-        await store.register_worker(self.owner)
+        await store.register_worker(
+            self.owner, agents=self.registry.agent_names, queues=self.queues
+        )
         log.info(
             "worker %s serving %s on %s (concurrency %d, lease %.1fs)",
             self.owner,
@@ -229,7 +232,10 @@ class Worker:
             await self._drain(store)
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
-            await store.unregister_worker(self.owner, graceful=not self.crashed)
+            try:
+                await store.unregister_worker(self.owner, graceful=not self.crashed)
+            except AetherisError as exc:
+                log.warning("worker %s: could not withdraw its presence: %s", self.owner, exc)
 
     async def _reap(self, store: Store) -> None:
         try:
@@ -403,9 +409,10 @@ class Worker:
             log.info("job %s: not released (%s); its lease will expire", lease.job_id, exc)
 
     async def _heartbeats(self, store: Store) -> None:
-        # Heartbeats also carry operators' requests (cancel, pause) to running jobs.
+        # Heartbeats also carry operators' requests (cancel, pause) to running jobs; every
+        # PRESENCE_INTERVAL seconds, jobs or none, they also tell the store this worker lives.
         interval = min(self.lease_ttl / 3, 2.0)
-        last = self.clock.monotonic()
+        last = touched = self.clock.monotonic()
         while True:
             # A notification (a control request on PostgreSQL, or a write of an App in this
             # process) brings the next beat forward, but beats stay at least BEAT_FLOOR apart.
@@ -413,21 +420,30 @@ class Worker:
             await asyncio.sleep(max(0.0, BEAT_FLOOR - (self.clock.monotonic() - last)))
             last = self.clock.monotonic()
             actives = list(self._active.values())
-            if not actives:
+            if actives:
+                await self._beat(store, actives)
+            if last - touched >= PRESENCE_INTERVAL:
+                touched = last
+                try:
+                    await store.touch_worker(self.owner)
+                except AetherisError as exc:
+                    log.warning("worker %s: presence not refreshed: %s", self.owner, exc)
+
+    async def _beat(self, store: Store, actives: list[_Active]) -> None:
+        """Extend the leases of running jobs; stop those lost; pass on operators' requests."""
+        sent = self.clock.monotonic()
+        try:
+            beat = await store.heartbeat([a.lease for a in actives], self.lease_ttl)
+        except AetherisError as exc:
+            log.warning("heartbeat failed: %s", exc)
+            return
+        for active in actives:
+            if active.lease.job_id in beat.lost:
+                self._lose(active)
                 continue
-            sent = self.clock.monotonic()
-            try:
-                beat = await store.heartbeat([a.lease for a in actives], self.lease_ttl)
-            except AetherisError as exc:
-                log.warning("heartbeat failed: %s", exc)
-                continue
-            for active in actives:
-                if active.lease.job_id in beat.lost:
-                    self._lose(active)
-                    continue
-                active.deadline = sent + self.lease_ttl - self._margin
-                if active.run is not None:
-                    self._control(active, beat.control.get(active.lease.job_id))
+            active.deadline = sent + self.lease_ttl - self._margin
+            if active.run is not None:
+                self._control(active, beat.control.get(active.lease.job_id))
 
     async def _until_rung(self, store: Store, timeout: float) -> None:
         """The store's notification or this process's doorbell, whichever comes first."""
