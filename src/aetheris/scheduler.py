@@ -47,6 +47,9 @@ from aetheris.store.port import (
 )
 
 log = logging.getLogger("aetheris.worker")
+# One line per job's start or resume, park and end (a failure at ERROR, with the agent's
+# traceback): a logger of its own, so that busy deployments can quiet it alone.
+jobs_log = logging.getLogger("aetheris.worker.jobs")
 BEAT_FLOOR = 0.25  # seconds between two heartbeats, at least
 MIN_LEASE_TTL = 2 * BEAT_FLOOR
 
@@ -304,32 +307,24 @@ class Worker:
     async def _run(self, store: Store, claim: Claim, active: _Active) -> None:
         job = claim.job
         try:
-            agent = self.registry.agent_def(job.agent)
-            if job.attempts == 1:
-                events, effects = [], []  # first claim ever: nothing ran, nothing to replay
-            else:
-                events = await store.events(job.id)
-                effects = await store.effects(job_id=job.id)
-            run = active.run = JobRun(
-                job=job,
-                lease=claim.lease,
-                agent=agent,
-                store=store,
-                events=events,
-                effects=effects,
-                lease_deadline=lambda: active.deadline,
-                max_payload_bytes=self.registry.max_payload_bytes,
-                agents=self.registry.agents,
-                clock=self.clock,
+            run, events = await self._open(store, claim, active)
+            how = _how_claimed(claim, events, self.owner)
+            jobs_log.info(
+                "job %s %s: agent %s, attempt %d, epoch %d",
+                *(job.id, how, job.agent, job.attempts, claim.lease.epoch),
             )
             if job.recoveries > self.registry.max_recoveries:
-                await runner.fail_poisoned(run, self.registry.max_recoveries, _last_failure(events))
-                return
-            if job.deadline is not None:
-                self._enforce_deadline(active, job.deadline)
-            if self._stop_set():
-                run.drain()  # the worker began stopping while this job was being claimed
-            await runner.execute(run)
+                limit = self.registry.max_recoveries
+                outcome = await runner.fail_poisoned(run, limit, _last_failure(events))
+            else:
+                if job.deadline is not None:
+                    self._enforce_deadline(active, job.deadline)
+                if self._stop_set():
+                    run.drain()  # the worker began stopping while this job was being claimed
+                outcome = await runner.execute(run)
+            level, what, more = outcome.describe(self.clock.time())
+            where = f"agent {job.agent}, attempt {job.attempts}"
+            jobs_log.log(level, "job %s %s: %s%s", job.id, what, where, more)
         except LeaseLost:
             log.info("job %s: lease lost, stopped", job.id)
         except SimulatedCrash:
@@ -350,6 +345,31 @@ class Worker:
             if self._active.get(job.id) is active:
                 del self._active[job.id]
             self.wake()
+
+    async def _open(
+        self, store: Store, claim: Claim, active: _Active
+    ) -> tuple[JobRun, list[Event]]:
+        """The run of a claimed job, over its journal and ledger as they stand now."""
+        job = claim.job
+        agent = self.registry.agent_def(job.agent)
+        if job.attempts == 1:
+            events, effects = [], []  # first claim ever: nothing ran, nothing to replay
+        else:
+            events = await store.events(job.id)
+            effects = await store.effects(job_id=job.id)
+        run = active.run = JobRun(
+            job=job,
+            lease=claim.lease,
+            agent=agent,
+            store=store,
+            events=events,
+            effects=effects,
+            lease_deadline=lambda: active.deadline,
+            max_payload_bytes=self.registry.max_payload_bytes,
+            agents=self.registry.agents,
+            clock=self.clock,
+        )
+        return run, events
 
     def _enforce_deadline(self, active: _Active, deadline: float) -> None:
         """Interrupt a job still running at its deadline (a slow tool included)."""
@@ -539,3 +559,21 @@ def _last_failure(events: Sequence[Event]) -> str | None:
             error = event.data["error"]
             return f"{error.get('type')}: {error.get('message')}"
     return None
+
+
+def _how_claimed(claim: Claim, events: Sequence[Event], owner: str) -> str:
+    """How a run begins, for the log: the job's first run, or after what it resumes."""
+    if claim.job.attempts == 1:
+        return "started"
+    if claim.recovered_from is not None:
+        if claim.recovered_from == owner:
+            return "resumed after its lease expired on this worker"
+        return f"recovered from worker {claim.recovered_from}"
+    for event in reversed(events):
+        if event.type is EventType.JOB_PARKED:
+            return f"resumed after park ({event.data.get('reason')})"
+        if event.type is EventType.JOB_RELEASED:
+            return f"resumed after hand-back ({event.data.get('reason')})"
+        if event.type is EventType.JOB_CLAIMED and event.data.get("epoch") != claim.lease.epoch:
+            break  # an earlier run that neither parked nor handed the job back
+    return "resumed"

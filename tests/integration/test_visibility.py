@@ -1,16 +1,21 @@
-"""What a newcomer sees: which workers are alive and what they serve."""
+"""What a newcomer sees: the worker's log lines, and which workers are alive."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
 
+import aetheris
 from aetheris import App, Context, JobStatus
-from aetheris.testing import running_worker
+from aetheris.journal import EventType
+from aetheris.testing import running_worker, simulate_crash
+
+from .helpers import crash_worker, wait_for
 
 T = TypeVar("T")
 
@@ -24,6 +29,127 @@ async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 5.0) ->
             return value
         assert time.monotonic() < deadline, f"still {value!r} after {timeout}s"
         await asyncio.sleep(0.01)
+
+
+# -- one log line per start, park, resume and end ---------------------------------------------
+
+
+def lines(caplog: pytest.LogCaptureFixture, job_id: str) -> list[tuple[int, str]]:
+    return [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "aetheris.worker.jobs" and r.getMessage().startswith(f"job {job_id} ")
+    ]
+
+
+async def test_a_job_that_succeeds_logs_its_start_and_its_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="aetheris")
+    app = App("memory://", lease_ttl=2.0)
+
+    @app.agent
+    async def greet(ctx: Context, name: str) -> str:
+        return f"hello {name}"
+
+    handle = await app.start("greet", {"name": "ada"})
+    async with running_worker(app, poll_interval=0.01):
+        assert await handle.result(timeout=5) == "hello ada"
+    assert lines(caplog, handle.job_id) == [
+        (logging.INFO, f"job {handle.job_id} started: agent greet, attempt 1, epoch 1"),
+        (logging.INFO, f"job {handle.job_id} succeeded: agent greet, attempt 1"),
+    ]
+
+
+async def test_a_job_that_waits_for_a_signal_logs_its_park_and_its_resume(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="aetheris")
+    app = App("memory://", lease_ttl=2.0)
+
+    @app.agent
+    async def waiter(ctx: Context) -> object:
+        return await ctx.wait_for_signal("go")
+
+    handle = await app.start("waiter")
+    job_id = handle.job_id
+    async with running_worker(app, poll_interval=0.01):
+        await wait_for(app, job_id, JobStatus.PARKED)
+        await app.signal(job_id, "go", "now")
+        assert await handle.result(timeout=5) == "now"
+    assert lines(caplog, job_id) == [
+        (logging.INFO, f"job {job_id} started: agent waiter, attempt 1, epoch 1"),
+        (logging.INFO, f"job {job_id} parked (signal 'go'): agent waiter, attempt 1"),
+        (
+            logging.INFO,
+            f"job {job_id} resumed after park (signal): agent waiter, attempt 2, epoch 2",
+        ),
+        (logging.INFO, f"job {job_id} succeeded: agent waiter, attempt 2"),
+    ]
+
+
+def _deep_down() -> None:
+    raise ValueError("the card was declined")
+
+
+async def test_a_failing_job_logs_an_error_with_its_traceback_and_keeps_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="aetheris")
+    app = App("memory://", lease_ttl=2.0)
+
+    @app.agent
+    async def broken(ctx: Context) -> None:
+        _deep_down()
+
+    handle = await app.start("broken")
+    async with running_worker(app, poll_interval=0.01):
+        with pytest.raises(aetheris.JobFailed):
+            await handle.result(timeout=5)
+    [start, end] = lines(caplog, handle.job_id)
+    assert start == (logging.INFO, f"job {handle.job_id} started: agent broken, attempt 1, epoch 1")
+    level, message = end
+    assert level == logging.ERROR
+    first, *trace = message.splitlines()
+    assert first == (
+        f"job {handle.job_id} failed: agent broken, attempt 1: ValueError: the card was declined"
+    )
+    assert trace[0] == "Traceback (most recent call last):"
+    assert any("_deep_down()" in line for line in trace)
+    assert trace[-1] == "ValueError: the card was declined"
+    error = (await app.get_job(handle.job_id)).error or {}
+    assert (error["type"], error["message"]) == ("ValueError", "the card was declined")
+    assert "_deep_down()" in error["traceback"]
+
+
+async def test_a_job_taken_over_from_a_dead_worker_says_from_which(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="aetheris")
+    app = App("memory://", lease_ttl=0.5)
+
+    @app.tool
+    async def lookup() -> int:
+        return 1
+
+    @app.agent
+    async def sturdy(ctx: Context) -> int:
+        return await lookup() + 1
+
+    handle = await app.start("sturdy")
+    with simulate_crash("after_outcome:lookup"):
+        await crash_worker(app, handle.job_id)
+    async with running_worker(app, poll_interval=0.01):
+        assert await handle.result(timeout=5) == 2
+    events = await (await app.open_store()).events(handle.job_id)
+    dead = next(e.data["owner"] for e in events if e.type is EventType.JOB_CLAIMED)
+    assert lines(caplog, handle.job_id)[-2:] == [
+        (
+            logging.INFO,
+            f"job {handle.job_id} recovered from worker {dead}: agent sturdy, attempt 2, epoch 2",
+        ),
+        (logging.INFO, f"job {handle.job_id} succeeded: agent sturdy, attempt 2"),
+    ]
 
 
 # -- the registry of live workers --------------------------------------------------------------
