@@ -1,4 +1,4 @@
-"""What a newcomer sees: the worker's log lines, and which workers are alive."""
+"""What a newcomer sees: the worker's log lines, which workers are alive, and no silent waits."""
 
 from __future__ import annotations
 
@@ -223,3 +223,32 @@ async def test_a_job_of_an_agent_nobody_defines_is_accepted_and_said_to_wait() -
     serving = await app.serving("deployed_later")
     assert (serving.registered, serving.defined) == (False, False)
     assert serving.warning is not None and "'deployed_later'" in serving.warning
+
+
+# -- no silent hangs ---------------------------------------------------------------------------
+
+
+async def test_a_child_of_an_agent_no_worker_knows_fails_at_the_call(store_url: str) -> None:
+    app = App(store_url, lease_ttl=2.0)
+
+    @app.agent
+    async def parent(ctx: Context, catch: bool) -> str:
+        try:
+            return str(await ctx.run_agent("ghost", {}))
+        except aetheris.UnknownAgent as unknown:
+            if not catch:
+                raise
+            return f"no {unknown.name}; known: {unknown.known}"
+
+    caught = await app.start("parent", {"catch": True})
+    raised = await app.start("parent", {"catch": False})
+    async with running_worker(app, poll_interval=0.01):
+        assert await caught.result(timeout=5) == "no ghost; known: ['parent']"
+        job = await wait_for(app, raised.job_id, timeout=5)
+    assert job.status is JobStatus.FAILED
+    error = job.error or {}
+    assert error["type"] == "UnknownAgent"
+    assert error["message"] == "unknown agent 'ghost' (known agents: parent)"
+    assert [j.id for j in await app.list_jobs() if j.parent_id] == []  # no child was created
+    assert (await aetheris.testing.replay(app, caught.job_id)).outcome == "matched"
+    await app.close()
