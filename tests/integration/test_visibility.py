@@ -11,7 +11,7 @@ from typing import TypeVar
 import pytest
 
 import aetheris
-from aetheris import App, Context, JobStatus
+from aetheris import App, Context, JobStatus, ParkReason
 from aetheris.journal import EventType
 from aetheris.testing import running_worker, simulate_crash
 
@@ -251,4 +251,35 @@ async def test_a_child_of_an_agent_no_worker_knows_fails_at_the_call(store_url: 
     assert error["message"] == "unknown agent 'ghost' (known agents: parent)"
     assert [j.id for j in await app.list_jobs() if j.parent_id] == []  # no child was created
     assert (await aetheris.testing.replay(app, caught.job_id)).outcome == "matched"
+    await app.close()
+
+
+async def test_waiting_for_names_the_signal_a_parked_job_waits_for(store_url: str) -> None:
+    app = App(store_url, lease_ttl=2.0)
+
+    @app.agent
+    async def two_waits(ctx: Context) -> object:
+        first = await ctx.wait_for_signal("go")
+        decision = await ctx.approval("ship", {"n": 1})
+        return [first, decision.approved]
+
+    handle = await app.start("two_waits")
+    job_id = handle.job_id
+    assert await app.waiting_for(job_id) is None  # pending: waits for no signal
+    async with running_worker(app, poll_interval=0.01):
+        await wait_for(app, job_id, JobStatus.PARKED)
+        assert await app.waiting_for(job_id) == "go"
+        await app.signal(job_id, "not-now", 1)  # no wait takes it: it stays in the inbox
+        assert await app.waiting_for(job_id) == "go"
+        await app.signal(job_id, "go", 1)
+
+        async def asking() -> dict[str, object] | None:
+            job = await app.get_job(job_id)
+            return job.park_detail if job.park_reason is ParkReason.APPROVAL else None
+
+        position = (await eventually(asking))["position"]
+        assert await app.waiting_for(job_id) == f"approval:{position}"
+        await app.approve(job_id)
+        assert await handle.result(timeout=5) == [1, True]
+    assert await app.waiting_for(job_id) is None
     await app.close()
