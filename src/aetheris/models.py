@@ -67,6 +67,15 @@ class EffectState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Job:
+    """A job as stored.
+
+    ``attempts`` counts the job's runs (its claims): the first, every resume after a park or a
+    hand-back, and every take-over from a dead worker; a job that waited twice for a signal
+    and succeeded has 3. ``recoveries`` counts the runs cut short (a worker died, or the
+    runtime failed while running it): past the App's ``max_recoveries`` the job fails as
+    ``PoisonJob``. Neither counts failures of the agent's own code, which end the job.
+    """
+
     id: str
     agent: str
     input: dict[str, Any]

@@ -73,7 +73,7 @@ class Outcome:
 
     def describe(self, now: float) -> tuple[int, str, str]:
         """For the worker's log line: its level, what happened (``succeeded``, ``parked
-        (signal 'go')``...) and what follows the job's agent and attempt (a failure's error and
+        (signal 'go')``...) and what follows the job's agent and run number (a failure's error and
         traceback, at ERROR; a park the operator must act on, at WARNING)."""
         status = self.status
         if status.status is JobStatus.PARKED:

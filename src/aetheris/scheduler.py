@@ -308,13 +308,13 @@ class Worker:
         job = claim.job
         try:
             run, events = await self._open(store, claim, active)
+            # "run N": the job's Nth claim (its ``attempts``), parks and resumes included.
+            where = f"agent {job.agent}, run {job.attempts}"
+            limit = self.registry.max_recoveries
+            cut = f", recoveries {job.recoveries}/{limit}" if job.recoveries else ""
             how = _how_claimed(claim, events, self.owner)
-            jobs_log.info(
-                "job %s %s: agent %s, attempt %d, epoch %d",
-                *(job.id, how, job.agent, job.attempts, claim.lease.epoch),
-            )
-            if job.recoveries > self.registry.max_recoveries:
-                limit = self.registry.max_recoveries
+            jobs_log.info("job %s %s: %s, epoch %d%s", job.id, how, where, claim.lease.epoch, cut)
+            if job.recoveries > limit:
                 outcome = await runner.fail_poisoned(run, limit, _last_failure(events))
             else:
                 if job.deadline is not None:
@@ -323,7 +323,6 @@ class Worker:
                     run.drain()  # the worker began stopping while this job was being claimed
                 outcome = await runner.execute(run)
             level, what, more = outcome.describe(self.clock.time())
-            where = f"agent {job.agent}, attempt {job.attempts}"
             jobs_log.log(level, "job %s %s: %s%s", job.id, what, where, more)
         except LeaseLost:
             log.info("job %s: lease lost, stopped", job.id)

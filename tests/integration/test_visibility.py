@@ -56,8 +56,8 @@ async def test_a_job_that_succeeds_logs_its_start_and_its_end(
     async with running_worker(app, poll_interval=0.01):
         assert await handle.result(timeout=5) == "hello ada"
     assert lines(caplog, handle.job_id) == [
-        (logging.INFO, f"job {handle.job_id} started: agent greet, attempt 1, epoch 1"),
-        (logging.INFO, f"job {handle.job_id} succeeded: agent greet, attempt 1"),
+        (logging.INFO, f"job {handle.job_id} started: agent greet, run 1, epoch 1"),
+        (logging.INFO, f"job {handle.job_id} succeeded: agent greet, run 1"),
     ]
 
 
@@ -78,13 +78,13 @@ async def test_a_job_that_waits_for_a_signal_logs_its_park_and_its_resume(
         await app.signal(job_id, "go", "now")
         assert await handle.result(timeout=5) == "now"
     assert lines(caplog, job_id) == [
-        (logging.INFO, f"job {job_id} started: agent waiter, attempt 1, epoch 1"),
-        (logging.INFO, f"job {job_id} parked (signal 'go'): agent waiter, attempt 1"),
+        (logging.INFO, f"job {job_id} started: agent waiter, run 1, epoch 1"),
+        (logging.INFO, f"job {job_id} parked (signal 'go'): agent waiter, run 1"),
         (
             logging.INFO,
-            f"job {job_id} resumed after park (signal): agent waiter, attempt 2, epoch 2",
+            f"job {job_id} resumed after park (signal): agent waiter, run 2, epoch 2",
         ),
-        (logging.INFO, f"job {job_id} succeeded: agent waiter, attempt 2"),
+        (logging.INFO, f"job {job_id} succeeded: agent waiter, run 2"),
     ]
 
 
@@ -107,12 +107,12 @@ async def test_a_failing_job_logs_an_error_with_its_traceback_and_keeps_it(
         with pytest.raises(aetheris.JobFailed):
             await handle.result(timeout=5)
     [start, end] = lines(caplog, handle.job_id)
-    assert start == (logging.INFO, f"job {handle.job_id} started: agent broken, attempt 1, epoch 1")
+    assert start == (logging.INFO, f"job {handle.job_id} started: agent broken, run 1, epoch 1")
     level, message = end
     assert level == logging.ERROR
     first, *trace = message.splitlines()
     assert first == (
-        f"job {handle.job_id} failed: agent broken, attempt 1: ValueError: the card was declined"
+        f"job {handle.job_id} failed: agent broken, run 1: ValueError: the card was declined"
     )
     assert trace[0] == "Traceback (most recent call last):"
     assert any("_deep_down()" in line for line in trace)
@@ -146,9 +146,10 @@ async def test_a_job_taken_over_from_a_dead_worker_says_from_which(
     assert lines(caplog, handle.job_id)[-2:] == [
         (
             logging.INFO,
-            f"job {handle.job_id} recovered from worker {dead}: agent sturdy, attempt 2, epoch 2",
+            f"job {handle.job_id} recovered from worker {dead}: agent sturdy, run 2, epoch 2, "
+            "recoveries 1/5",
         ),
-        (logging.INFO, f"job {handle.job_id} succeeded: agent sturdy, attempt 2"),
+        (logging.INFO, f"job {handle.job_id} succeeded: agent sturdy, run 2"),
     ]
 
 
