@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from aetheris.agents import AgentDef, AgentFn
@@ -31,6 +32,7 @@ from aetheris.store.port import (
     ParkReason,
     Signal,
     Store,
+    WorkerInfo,
 )
 from aetheris.tools import (
     CompensationRequest,
@@ -53,6 +55,38 @@ class ToolDecorator(Protocol):
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Tool[P, R]: ...
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Tool[P, R]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """Who serves an agent on this database now: :meth:`App.serving`.
+
+    ``workers``: the live workers that claim its jobs (in the queue asked about);
+    ``registered``: some worker registered the agent on this database, ever; ``defined``: this
+    App defines it. A job of an agent nobody serves is accepted and waits for such a worker.
+    """
+
+    agent: str
+    queue: str | None
+    workers: tuple[WorkerInfo, ...]
+    registered: bool
+    defined: bool
+
+    @property
+    def warning(self) -> str | None:
+        """Why a job of this agent would wait (no live worker serves it), else ``None``."""
+        if self.workers:
+            return None
+        where = f" in queue {self.queue!r}" if self.queue is not None else ""
+        if not self.registered:
+            return (
+                f"no worker has ever served agent {self.agent!r} on this database: its jobs "
+                "wait until a worker that defines it starts (`aetheris worker MODULE:APP`)"
+            )
+        return (
+            f"no live worker serves agent {self.agent!r}{where} now: its jobs wait until "
+            "one starts (`aetheris worker MODULE:APP`)"
+        )
 
 
 class JobHandle:
@@ -281,9 +315,7 @@ class App:
         ``deadline`` (seconds from now): past it, the job stops at its next durable operation
         (a tool still running is interrupted), runs its compensations and ends failed.
         """
-        name = agent if isinstance(agent, str) else getattr(agent, "__aetheris_agent__", None)
-        if name is None:
-            raise ConfigurationError(f"{agent!r} is not a registered agent")
+        name = _agent_name(agent)
         data = {} if input is None else input
         if not isinstance(data, Mapping):
             raise InvalidInput(f"input must be a JSON object, got {type(data).__name__}")
@@ -342,6 +374,13 @@ class App:
 
     async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
         return await (await self.open_store()).list_jobs(status=status, limit=limit)
+
+    async def waiting_for(self, job_id: str) -> str | None:
+        """The signal a parked job waits for now (``approval:<position>`` for an approval),
+        else ``None``: a signal of another name stays in its inbox until a wait takes it."""
+        job = await self.get_job(job_id)
+        kind, _, name = (job.wake_on or "").partition(":")
+        return name if job.status is JobStatus.PARKED and kind == "signal" else None
 
     # -- human in the loop and control -------------------------------------------------------
 
@@ -484,6 +523,20 @@ class App:
 
     # -- workers ----------------------------------------------------------------------------
 
+    async def workers(self) -> list[WorkerInfo]:
+        """The workers registered on this database, oldest first (see ``WorkerInfo.alive``)."""
+        return await (await self.open_store()).workers()
+
+    async def serving(self, agent: str | AgentFn, queue: str | None = None) -> Serving:
+        """Who serves ``agent`` now: the live workers claiming its jobs (in ``queue``, if
+        given), and whether any worker ever registered it; ``.warning`` says why its jobs
+        would wait."""
+        name = _agent_name(agent)
+        store = await self.open_store()
+        live = [w for w in await store.workers() if w.alive and w.serves(name, queue)]
+        registered = name in await store.agents()
+        return Serving(name, queue, tuple(live), registered, name in self._agents)
+
     def worker(self, **options: Any) -> Worker:
         """A worker of this App (``concurrency``, ``queues``, ``lease_ttl``, ``grace``, ...)."""
         return Worker(self, **options)
@@ -503,6 +556,13 @@ class App:
 
     def run_worker_sync(self, concurrency: int = 10, **options: Any) -> None:
         asyncio.run(self.run_worker(concurrency, **options))
+
+
+def _agent_name(agent: str | AgentFn) -> str:
+    name = agent if isinstance(agent, str) else getattr(agent, "__aetheris_agent__", None)
+    if name is None:
+        raise ConfigurationError(f"{agent!r} is not a registered agent")
+    return str(name)
 
 
 def new_job_id(clock: Clock = SYSTEM_CLOCK) -> str:

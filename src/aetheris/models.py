@@ -1,4 +1,5 @@
-"""The base: what a job, a ledger row and a signal are, and the enums that describe them.
+"""The base: what a job, a ledger row, a signal and a worker are, and the enums that describe
+them.
 
 Imports nothing else from the package; everything above (errors, journal, stores, runtime,
 CLI) speaks of jobs in these terms.
@@ -66,6 +67,15 @@ class EffectState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Job:
+    """A job as stored.
+
+    ``attempts`` counts the job's runs (its claims): the first, every resume after a park or a
+    hand-back, and every take-over from a dead worker; a job that waited twice for a signal
+    and succeeded has 3. ``recoveries`` counts the runs cut short (a worker died, or the
+    runtime failed while running it): past the App's ``max_recoveries`` the job fails as
+    ``PoisonJob``. Neither counts failures of the agent's own code, which end the job.
+    """
+
     id: str
     agent: str
     input: dict[str, Any]
@@ -135,3 +145,27 @@ class Signal:
     sender: str | None
     created_at: float
     consumed_position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A registered worker as the store last heard of it.
+
+    ``queues`` is ``None`` for a worker that claims from every queue. ``alive``: ``last_seen``
+    is within the store's liveness window (see ``aetheris.store.port.WORKER_ALIVE_WINDOW``) at
+    the time of the read, on the store's clock (the database's, on PostgreSQL).
+    """
+
+    id: str
+    agents: tuple[str, ...]
+    queues: tuple[str, ...] | None
+    host: str
+    pid: int
+    started_at: float
+    last_seen: float
+    alive: bool
+
+    def serves(self, agent: str, queue: str | None = None) -> bool:
+        """Whether this worker claims jobs of ``agent`` (in ``queue``, when one is named)."""
+        in_queue = queue is None or self.queues is None or queue in self.queues
+        return agent in self.agents and in_queue

@@ -62,6 +62,9 @@ class _Capture:
     async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
         return []
 
+    async def agents(self) -> list[str]:
+        return []
+
 
 _END_EVENTS = (
     EventType.JOB_SUCCEEDED,

@@ -48,6 +48,7 @@ from aetheris.errors import (
     StoreUnavailable,
     Suspend,
     ToolFailed,
+    UnknownAgent,
     WaitError,
 )
 from aetheris.journal import Event, EventDraft, EventType, OpRecord, canonical, to_jsonable
@@ -81,11 +82,13 @@ class Committer(Protocol):
     async def get_job(self, job_id: str) -> Job | None: ...
     async def events(self, job_id: str) -> list[Event]: ...
     async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]: ...
+    async def agents(self) -> list[str]: ...
 
 
 _SMALL = frozenset({int, float, bool, type(None)})
-# What agent code may see from a durable operation: its own recorded outcome or its own misuse.
-FOR_THE_AGENT = (ToolFailed, WaitError, InvalidInput)
+# What agent code may see from a durable operation: its own recorded outcome or its own misuse
+# (input that does not validate, a child agent nobody serves).
+FOR_THE_AGENT = (ToolFailed, WaitError, InvalidInput, UnknownAgent)
 _HOLDS = {
     EventType.OP: "a recorded result",
     EventType.INTENT: "an effect intent (dispatched, outcome not recorded)",

@@ -15,6 +15,8 @@ the worker stops (Draining)    what is in flight lands, then ``pending`` (handed
 runtime failure / lease lost   propagated to the worker, which hands the job back (or not)
 =============================  ===========================================================
 
+It returns an :class:`Outcome`: the status it wrote last, for the worker's log.
+
 No end leaves the ledger unsettled: the commit that ends a job turns every intent with no
 outcome into ``in_doubt``; and a run never parks or ends while a parallel branch dispatches an
 effect (it waits for it, or on cancel and deadline interrupts it).
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import traceback
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 from aetheris.compensation import compensate_all
@@ -48,6 +52,7 @@ from aetheris.store.port import (
     EffectState,
     EffectWrite,
     JobStatus,
+    ParkReason,
     StatusWrite,
 )
 
@@ -56,39 +61,93 @@ from aetheris.store.port import (
 _PRECEDENCE = (LeaseLost, RuntimeFailure, JobCancelled, DeadlineExceeded, Draining, Suspend)
 
 
-async def execute(run: JobRun) -> None:
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended: the status it wrote last (with its error, park reason and wake-up),
+    the agent's whole traceback when it failed (``status.error`` keeps its last 4000
+    characters), and why a run handed its job back."""
+
+    status: StatusWrite
+    traceback: str | None = None
+    reason: str | None = None
+
+    def describe(self, now: float) -> tuple[int, str, str]:
+        """For the worker's log line: its level, what happened (``succeeded``, ``parked
+        (signal 'go')``...) and what follows the job's agent and run number (a failure's error and
+        traceback, at ERROR; a park the operator must act on, at WARNING)."""
+        status = self.status
+        if status.status is JobStatus.PARKED:
+            detail = status.park_detail or {}
+            if status.park_reason in (ParkReason.NONDETERMINISM, ParkReason.EFFECT_IN_DOUBT):
+                note = detail.get("diff") or detail.get("message")
+                return logging.WARNING, f"parked ({_parked_on(status, now)})", f"\n{note}"
+            return logging.INFO, f"parked ({_parked_on(status, now)})", ""
+        if status.status is JobStatus.PENDING:
+            return logging.INFO, f"handed back ({self.reason})", ""
+        if status.status in (JobStatus.SUCCEEDED, JobStatus.CANCELLED):
+            return logging.INFO, status.status.value, ""
+        error = status.error or {}
+        more = f": {error.get('type')}: {error.get('message')}"
+        if error.get("in_doubt"):
+            more += f" (effects in doubt at positions {error['in_doubt']})"
+        if self.traceback:
+            more += "\n" + self.traceback.rstrip()
+        return logging.ERROR, status.status.value, more
+
+
+def _parked_on(status: StatusWrite, now: float) -> str:
+    """What a parked job waits for: ``signal 'go'``, ``child job J``, ``timer, due in 5.0s``."""
+    detail = status.park_detail or {}
+    kind, _, name = (status.wake_on or "").partition(":")
+    if status.park_reason is ParkReason.APPROVAL:
+        what = f"approval {detail.get('name')!r} at position {detail.get('position')}"
+    elif kind == "signal":
+        what = f"signal {name!r}"
+    elif kind == "job":
+        what = f"child job {name}"
+    elif status.park_reason is ParkReason.NONDETERMINISM:
+        what = f"nondeterminism at position {detail.get('position')}"
+    else:
+        what = str(status.park_reason)
+    if status.wake_at is not None:
+        due = "due" if status.park_reason is ParkReason.TIMER else "timeout"
+        what += f", {due} in {max(0.0, status.wake_at - now):.1f}s"
+    return what
+
+
+async def execute(run: JobRun) -> Outcome:
     """Run the agent to its end, a park, a hand-back, or a runtime failure (propagated)."""
     token = current_run.set(run)
     run.begin()
     try:
         try:
-            await _run_agent(run)
+            return await _run_agent(run)
         except BaseExceptionGroup as group:  # an asyncio.TaskGroup of the agent's
             raise _signal_of(group) from None
         finally:
             run.begin_ending()
     except Suspend as suspend:
         await run.settle_flights()
-        await _park(run, suspend)
+        return await _park(run, suspend)
     except JobCancelled as cancelled:
         await run.settle_flights(interrupt=True)
-        await _ending(run, _stop(run, cancelled))
+        return await _ending(run, _stop(run, cancelled))
     except DeadlineExceeded as passed:
         await run.settle_flights(interrupt=True)
-        await _ending(run, _fail(run, passed))
+        return await _ending(run, _fail(run, passed))
     except Draining:
         await run.settle_flights()
-        await release(run, "the worker is stopping")
+        return await release(run, "the worker is stopping")
     except (RuntimeFailure, LeaseLost):
         await run.settle_flights(interrupt=True)
         raise
     except asyncio.CancelledError:
-        await _interrupted(run)
+        return await _interrupted(run)
     finally:
         current_run.reset(token)
 
 
-async def _run_agent(run: JobRun) -> None:
+async def _run_agent(run: JobRun) -> Outcome:
     try:
         kwargs = run.agent.validate(run.job.input)
         value = await run.agent.fn(Context(run), **kwargs)
@@ -98,13 +157,12 @@ async def _run_agent(run: JobRun) -> None:
     except Exception as exc:
         await run.settle_flights()
         run.begin_ending()
-        await _fail(run, exc)
-        return
+        return await _fail(run, exc)
     run.begin_ending()
-    await _end(run, JobStatus.SUCCEEDED, EventType.JOB_SUCCEEDED, {"result": result})
+    return await _end(run, JobStatus.SUCCEEDED, EventType.JOB_SUCCEEDED, {"result": result})
 
 
-async def _interrupted(run: JobRun) -> None:
+async def _interrupted(run: JobRun) -> Outcome:
     """The worker interrupted the run: to cancel it or to enforce its deadline, or not ours.
 
     Any other cancellation (shutdown, lost lease) is re-raised for the worker to handle.
@@ -113,22 +171,22 @@ async def _interrupted(run: JobRun) -> None:
     if run.control is Control.CANCEL and task is not None:
         task.uncancel()
         await run.settle_flights(interrupt=True)
-        await _ending(run, _stop(run, JobCancelled("cancelled by an operator while running")))
-    elif run.deadline_passed() and task is not None:
+        cancelled = JobCancelled("cancelled by an operator while running")
+        return await _ending(run, _stop(run, cancelled))
+    if run.deadline_passed() and task is not None:
         task.uncancel()
         await run.settle_flights(interrupt=True)
         passed = DeadlineExceeded("the job's deadline passed while running")
-        await _ending(run, _fail(run, passed))
-    else:
-        raise asyncio.CancelledError
+        return await _ending(run, _fail(run, passed))
+    raise asyncio.CancelledError
 
 
-async def _ending(run: JobRun, end: Awaitable[None]) -> None:
+async def _ending(run: JobRun, end: Awaitable[Outcome]) -> Outcome:
     """An end that compensates; if the journal disagrees with the code there, park."""
     try:
-        await end
+        return await end
     except Suspend as suspend:
-        await _park(run, suspend)
+        return await _park(run, suspend)
 
 
 def _signal_of(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -157,7 +215,7 @@ def _check_consumed(run: JobRun) -> None:
         run.diverged(leftover[0], leftover[1], {})
 
 
-async def fail_poisoned(run: JobRun, limit: int, last_failure: str | None = None) -> None:
+async def fail_poisoned(run: JobRun, limit: int, last_failure: str | None = None) -> Outcome:
     """A job whose runs keep being cut short is failed, not retried forever."""
     error = {
         "type": "PoisonJob",
@@ -166,18 +224,18 @@ async def fail_poisoned(run: JobRun, limit: int, last_failure: str | None = None
     }
     if last_failure:
         error["last_failure"] = last_failure
-    await _end(run, JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
+    return await _end(run, JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
 
 
-async def release(run: JobRun, why: str) -> None:
+async def release(run: JobRun, why: str) -> Outcome:
     """Hand the job back (pending), so that any worker can take it up again."""
     data = {"owner": run.lease.owner, "reason": why}
-    await run.commit(
-        EventDraft(EventType.JOB_RELEASED, data), status=StatusWrite(JobStatus.PENDING)
-    )
+    status = StatusWrite(JobStatus.PENDING)
+    await run.commit(EventDraft(EventType.JOB_RELEASED, data), status=status)
+    return Outcome(status, reason=why)
 
 
-async def _stop(run: JobRun, cancelled: JobCancelled) -> None:
+async def _stop(run: JobRun, cancelled: JobCancelled) -> Outcome:
     """Cancelled: compensate what was committed, leave in doubt what may have happened."""
     run.begin_compensating()
     error: dict[str, Any] = {"type": "Cancelled", "message": str(cancelled)}
@@ -190,45 +248,43 @@ async def _stop(run: JobRun, cancelled: JobCancelled) -> None:
             error["compensated"] = await compensate_all(run)
         except CompensationFailed as failed:
             error["compensation_error"] = str(failed)
-    await _end(run, JobStatus.CANCELLED, EventType.JOB_CANCELLED, {"error": error})
+    return await _end(run, JobStatus.CANCELLED, EventType.JOB_CANCELLED, {"error": error})
 
 
-async def _fail(run: JobRun, exc: BaseException) -> None:
+async def _fail(run: JobRun, exc: BaseException) -> Outcome:
     """The agent failed: compensate what was committed; ``compensated`` if all was undone."""
     run.begin_compensating()
     error = error_doc(exc)
     if isinstance(exc, ToolFailed):
         error.update(position=exc.position, tool=exc.name, cause=exc.error_type)
-    error["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+    text = "".join(traceback.format_exception(exc))
+    error["traceback"] = text[-4000:]
+    status, event = JobStatus.FAILED, EventType.JOB_FAILED
     standing = run.committed_tools() if run.diverged_at is not None else []
-    if standing or not run.compensations:
-        if standing:
-            error["not_compensated"] = standing
-        await _end(run, JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
-        return
-    try:
-        undone = await compensate_all(run)
-    except CompensationFailed as failed:
-        error["compensation_error"] = str(failed)
-        await _end(run, JobStatus.FAILED, EventType.JOB_FAILED, {"error": error})
-        return
-    _check_consumed(run)
-    error["compensated"] = undone
-    await _end(run, JobStatus.COMPENSATED, EventType.JOB_COMPENSATED, {"error": error})
+    if standing:
+        error["not_compensated"] = standing
+    elif run.compensations:
+        try:
+            error["compensated"] = await compensate_all(run)
+        except CompensationFailed as failed:
+            error["compensation_error"] = str(failed)
+        else:
+            _check_consumed(run)
+            status, event = JobStatus.COMPENSATED, EventType.JOB_COMPENSATED
+    ended = await _end(run, status, event, {"error": error})
+    return dataclasses.replace(ended, traceback=text)
 
 
-async def _end(run: JobRun, status: JobStatus, event: EventType, data: dict[str, Any]) -> None:
+async def _end(run: JobRun, status: JobStatus, event: EventType, data: dict[str, Any]) -> Outcome:
     """The job's last commit: its end, and every intent still open settled as in doubt."""
     drafts, writes = _settlement(run)
     error = data.get("error")
     if writes and isinstance(error, dict):
         error["in_doubt"] = [w.position for w in writes]
     drafts.append(EventDraft(event, data))
-    await run.commit(
-        *drafts,
-        effects=writes,
-        status=StatusWrite(status, result=data.get("result"), error=error),
-    )
+    write = StatusWrite(status, result=data.get("result"), error=error)
+    await run.commit(*drafts, effects=writes, status=write)
+    return Outcome(write)
 
 
 def _settlement(run: JobRun) -> tuple[list[EventDraft], list[EffectWrite]]:
@@ -248,7 +304,7 @@ def _settlement(run: JobRun) -> tuple[list[EventDraft], list[EffectWrite]]:
     return drafts, writes
 
 
-async def _park(run: JobRun, suspend: Suspend) -> None:
+async def _park(run: JobRun, suspend: Suspend) -> Outcome:
     reason = suspend.reason
     events = []
     if suspend.wait is not None:
@@ -269,3 +325,4 @@ async def _park(run: JobRun, suspend: Suspend) -> None:
         wake_at=wake_at,
     )
     await run.commit(*events, status=status)
+    return Outcome(status)

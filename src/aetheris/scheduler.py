@@ -35,6 +35,7 @@ from aetheris.errors import (
 from aetheris.journal import Event, EventDraft, EventType
 from aetheris.run import JobRun
 from aetheris.store.port import (
+    PRESENCE_INTERVAL,
     Claim,
     ClaimFilter,
     Commit,
@@ -46,6 +47,9 @@ from aetheris.store.port import (
 )
 
 log = logging.getLogger("aetheris.worker")
+# One line per job's start or resume, park and end (a failure at ERROR, with the agent's
+# traceback): a logger of its own, so that busy deployments can quiet it alone.
+jobs_log = logging.getLogger("aetheris.worker.jobs")
 BEAT_FLOOR = 0.25  # seconds between two heartbeats, at least
 MIN_LEASE_TTL = 2 * BEAT_FLOOR
 
@@ -191,7 +195,9 @@ class Worker:
         self._stop = stop or asyncio.Event()
         store = await self.registry.open_store()
         await store.register_agents(self.registry.agent_names)
-        await store.register_worker(self.owner)
+        await store.register_worker(
+            self.owner, agents=self.registry.agent_names, queues=self.queues
+        )
         log.info(
             "worker %s serving %s on %s (concurrency %d, lease %.1fs)",
             self.owner,
@@ -229,7 +235,10 @@ class Worker:
             await self._drain(store)
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
-            await store.unregister_worker(self.owner, graceful=not self.crashed)
+            try:
+                await store.unregister_worker(self.owner, graceful=not self.crashed)
+            except AetherisError as exc:
+                log.warning("worker %s: could not withdraw its presence: %s", self.owner, exc)
 
     async def _reap(self, store: Store) -> None:
         try:
@@ -298,32 +307,23 @@ class Worker:
     async def _run(self, store: Store, claim: Claim, active: _Active) -> None:
         job = claim.job
         try:
-            agent = self.registry.agent_def(job.agent)
-            if job.attempts == 1:
-                events, effects = [], []  # first claim ever: nothing ran, nothing to replay
+            run, events = await self._open(store, claim, active)
+            # "run N": the job's Nth claim (its ``attempts``), parks and resumes included.
+            where = f"agent {job.agent}, run {job.attempts}"
+            limit = self.registry.max_recoveries
+            cut = f", recoveries {job.recoveries}/{limit}" if job.recoveries else ""
+            how = _how_claimed(claim, events, self.owner)
+            jobs_log.info("job %s %s: %s, epoch %d%s", job.id, how, where, claim.lease.epoch, cut)
+            if job.recoveries > limit:
+                outcome = await runner.fail_poisoned(run, limit, _last_failure(events))
             else:
-                events = await store.events(job.id)
-                effects = await store.effects(job_id=job.id)
-            run = active.run = JobRun(
-                job=job,
-                lease=claim.lease,
-                agent=agent,
-                store=store,
-                events=events,
-                effects=effects,
-                lease_deadline=lambda: active.deadline,
-                max_payload_bytes=self.registry.max_payload_bytes,
-                agents=self.registry.agents,
-                clock=self.clock,
-            )
-            if job.recoveries > self.registry.max_recoveries:
-                await runner.fail_poisoned(run, self.registry.max_recoveries, _last_failure(events))
-                return
-            if job.deadline is not None:
-                self._enforce_deadline(active, job.deadline)
-            if self._stop_set():
-                run.drain()  # the worker began stopping while this job was being claimed
-            await runner.execute(run)
+                if job.deadline is not None:
+                    self._enforce_deadline(active, job.deadline)
+                if self._stop_set():
+                    run.drain()  # the worker began stopping while this job was being claimed
+                outcome = await runner.execute(run)
+            level, what, more = outcome.describe(self.clock.time())
+            jobs_log.log(level, "job %s %s: %s%s", job.id, what, where, more)
         except LeaseLost:
             log.info("job %s: lease lost, stopped", job.id)
         except SimulatedCrash:
@@ -344,6 +344,31 @@ class Worker:
             if self._active.get(job.id) is active:
                 del self._active[job.id]
             self.wake()
+
+    async def _open(
+        self, store: Store, claim: Claim, active: _Active
+    ) -> tuple[JobRun, list[Event]]:
+        """The run of a claimed job, over its journal and ledger as they stand now."""
+        job = claim.job
+        agent = self.registry.agent_def(job.agent)
+        if job.attempts == 1:
+            events, effects = [], []  # first claim ever: nothing ran, nothing to replay
+        else:
+            events = await store.events(job.id)
+            effects = await store.effects(job_id=job.id)
+        run = active.run = JobRun(
+            job=job,
+            lease=claim.lease,
+            agent=agent,
+            store=store,
+            events=events,
+            effects=effects,
+            lease_deadline=lambda: active.deadline,
+            max_payload_bytes=self.registry.max_payload_bytes,
+            agents=self.registry.agents,
+            clock=self.clock,
+        )
+        return run, events
 
     def _enforce_deadline(self, active: _Active, deadline: float) -> None:
         """Interrupt a job still running at its deadline (a slow tool included)."""
@@ -403,9 +428,10 @@ class Worker:
             log.info("job %s: not released (%s); its lease will expire", lease.job_id, exc)
 
     async def _heartbeats(self, store: Store) -> None:
-        # Heartbeats also carry operators' requests (cancel, pause) to running jobs.
+        # Heartbeats also carry operators' requests (cancel, pause) to running jobs; every
+        # PRESENCE_INTERVAL seconds, jobs or none, they also tell the store this worker lives.
         interval = min(self.lease_ttl / 3, 2.0)
-        last = self.clock.monotonic()
+        last = touched = self.clock.monotonic()
         while True:
             # A notification (a control request on PostgreSQL, or a write of an App in this
             # process) brings the next beat forward, but beats stay at least BEAT_FLOOR apart.
@@ -413,21 +439,30 @@ class Worker:
             await asyncio.sleep(max(0.0, BEAT_FLOOR - (self.clock.monotonic() - last)))
             last = self.clock.monotonic()
             actives = list(self._active.values())
-            if not actives:
+            if actives:
+                await self._beat(store, actives)
+            if last - touched >= PRESENCE_INTERVAL:
+                touched = last
+                try:
+                    await store.touch_worker(self.owner)
+                except AetherisError as exc:
+                    log.warning("worker %s: presence not refreshed: %s", self.owner, exc)
+
+    async def _beat(self, store: Store, actives: list[_Active]) -> None:
+        """Extend the leases of running jobs; stop those lost; pass on operators' requests."""
+        sent = self.clock.monotonic()
+        try:
+            beat = await store.heartbeat([a.lease for a in actives], self.lease_ttl)
+        except AetherisError as exc:
+            log.warning("heartbeat failed: %s", exc)
+            return
+        for active in actives:
+            if active.lease.job_id in beat.lost:
+                self._lose(active)
                 continue
-            sent = self.clock.monotonic()
-            try:
-                beat = await store.heartbeat([a.lease for a in actives], self.lease_ttl)
-            except AetherisError as exc:
-                log.warning("heartbeat failed: %s", exc)
-                continue
-            for active in actives:
-                if active.lease.job_id in beat.lost:
-                    self._lose(active)
-                    continue
-                active.deadline = sent + self.lease_ttl - self._margin
-                if active.run is not None:
-                    self._control(active, beat.control.get(active.lease.job_id))
+            active.deadline = sent + self.lease_ttl - self._margin
+            if active.run is not None:
+                self._control(active, beat.control.get(active.lease.job_id))
 
     async def _until_rung(self, store: Store, timeout: float) -> None:
         """The store's notification or this process's doorbell, whichever comes first."""
@@ -523,3 +558,21 @@ def _last_failure(events: Sequence[Event]) -> str | None:
             error = event.data["error"]
             return f"{error.get('type')}: {error.get('message')}"
     return None
+
+
+def _how_claimed(claim: Claim, events: Sequence[Event], owner: str) -> str:
+    """How a run begins, for the log: the job's first run, or after what it resumes."""
+    if claim.job.attempts == 1:
+        return "started"
+    if claim.recovered_from is not None:
+        if claim.recovered_from == owner:
+            return "resumed after its lease expired on this worker"
+        return f"recovered from worker {claim.recovered_from}"
+    for event in reversed(events):
+        if event.type is EventType.JOB_PARKED:
+            return f"resumed after park ({event.data.get('reason')})"
+        if event.type is EventType.JOB_RELEASED:
+            return f"resumed after hand-back ({event.data.get('reason')})"
+        if event.type is EventType.JOB_CLAIMED and event.data.get("epoch") != claim.lease.epoch:
+            break  # an earlier run that neither parked nor handed the job back
+    return "resumed"

@@ -28,6 +28,7 @@ from aetheris.errors import (
     InvalidInput,
     SignalTimeout,
     Suspend,
+    UnknownAgent,
     WaitError,
 )
 from aetheris.journal import EventDraft, OpRecord, args_hash, canonical, to_jsonable
@@ -65,6 +66,8 @@ def _recorded(slot: Slot) -> Any:
     """A wait's recorded outcome: its result, or its failure raised again as it was."""
     assert slot.recorded is not None
     error = slot.recorded.error
+    if error is not None and error["type"] == "UnknownAgent":
+        raise UnknownAgent(error["detail"]["agent"], error["detail"]["known"])
     if error is not None:
         kind = _ERRORS.get(error["type"], WaitError)
         raise kind(error["message"], position=slot.position, detail=error.get("detail"))
@@ -311,6 +314,8 @@ async def run_agent(run: JobRun, agent: str, data: Mapping[str, Any], job_id: st
     known = run.agents.get(agent)
     if known is not None:
         known.validate(body)
+    elif run.wait_record(slot.position) is None:
+        await _check_served(run, slot, agent, digest)  # the first time only: then it waited
     new = NewJob(
         id=child_id,
         agent=agent,
@@ -340,6 +345,22 @@ async def run_agent(run: JobRun, agent: str, data: Mapping[str, Any], job_id: st
     }
     wait = _Wait(slot, "child", agent, digest)
     raise await wait.park(run, ParkReason.CHILD, detail, wake_on=job_wake(child_id))
+
+
+async def _check_served(run: JobRun, slot: Slot, agent: str, digest: str) -> None:
+    """A child of an agent no worker ever registered would wait forever: refuse it at the call.
+
+    The refusal is recorded at the call's position, so a later run (when a worker serving it
+    may have come) replays the same refusal rather than taking another path.
+    """
+    registered = await run.read(run.store.agents)
+    if agent in registered:
+        return
+    refused = UnknownAgent(agent, sorted({*registered, *run.agents}))
+    detail = {"agent": agent, "known": refused.known}
+    doc = {"type": "UnknownAgent", "message": str(refused), "detail": detail}
+    await run.commit(_op(slot, "child", agent, digest, error=doc))
+    raise refused
 
 
 async def _child_ended(run: JobRun, slot: Slot, agent: str, digest: str, child: Job) -> Any:

@@ -299,7 +299,7 @@ def test_jobs_list_in_a_terminal_keeps_every_id_and_status_whole(
     assert "ValueError: refused [/x] and" in failed
     if columns == 200:
         assert header(lines) == [
-            "id", "agent", "status", "reason", "error", "attempts", "events", "created", "(UTC)",
+            "id", "agent", "status", "reason", "error", "runs", "events", "created", "(UTC)",
         ]  # fmt: skip
         assert f"ValueError: refused {MARKUP}" in line_with(lines, world.failed)
     else:
@@ -341,7 +341,7 @@ def test_effects_list_in_a_terminal_keeps_job_ids_whole(world: World) -> None:
 
 def test_wide_shows_every_column_in_full_at_any_width(world: World) -> None:
     jobs = plain(in_terminal(world, "jobs", "list", "--wide", columns=80))
-    assert header(jobs)[3:] == ["reason", "error", "attempts", "events", "created", "(UTC)"]
+    assert header(jobs)[3:] == ["reason", "error", "runs", "events", "created", "(UTC)"]
     assert f"ValueError: refused {MARKUP}\\x1b[31m" in line_with(jobs, world.failed)
 
     trace = plain(in_terminal(world, "trace", world.parked, "--wide", columns=80))

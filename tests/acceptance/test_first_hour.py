@@ -126,7 +126,7 @@ def test_start_warns_when_no_worker_ever_served_the_agent_and_wait_prints_the_id
 ) -> None:
     done = cli("start", "nobody_serves_this")
     assert done.returncode == 0
-    assert "no worker has served agent 'nobody_serves_this'" in done.stderr
+    assert "no worker has ever served agent 'nobody_serves_this'" in done.stderr
     workers.start()
     waited = cli("start", "place_order", "--input", '{"order_id": "o-3"}', "--wait")
     assert waited.returncode == 0, waited.stderr
@@ -263,5 +263,6 @@ def test_inbox_approvals_and_status_show_what_waits(cli: Cli, workers: Workers) 
     assert status["jobs"]["parked"] == 1
     assert status["schema"]["version"] == status["schema"]["latest"]
     assert "reviewed_order" in status["agents"]
+    assert [w["pid"] for w in status["workers"]] == [workers.started[0].proc.pid]
     text = cli.ok("status")
-    assert cli.url in text and "1 parked" in text
+    assert cli.url in text and "1 parked" in text and "workers alive   1" in text

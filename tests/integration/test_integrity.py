@@ -68,6 +68,12 @@ async def on_flaky_store(app: App, failing: set[str], times: int) -> tuple[Flaky
 # -- a child cancelled before it started wakes its parent --------------------------------------
 
 
+async def served_once_elsewhere(app: App, agent: str) -> None:
+    """A worker of another App registered ``agent`` on this database once; none runs now (a
+    child of an agent no worker ever registered is refused at ``ctx.run_agent``)."""
+    await (await app.open_store()).register_agents([agent])
+
+
 async def test_cancelling_a_child_that_never_started_wakes_its_parent(store_url: str) -> None:
     app = App(store_url, lease_ttl=2.0)
 
@@ -78,6 +84,7 @@ async def test_cancelling_a_child_that_never_started_wakes_its_parent(store_url:
         except aetheris.ChildFailed as failed:
             return f"child ended {failed.detail['status']}"
 
+    await served_once_elsewhere(app, "nobody_serves_this")
     handle = await app.start("parent")
     async with running_worker(app, poll_interval=0.01):
         job = await wait_for(app, handle.job_id, JobStatus.PARKED)
@@ -99,6 +106,7 @@ async def test_a_parent_that_ends_cancels_its_children(store_url: str) -> None:
         await ctx.run_agent("nobody_serves_this", {})
         return "never"
 
+    await served_once_elsewhere(app, "nobody_serves_this")
     handle = await app.start("impatient", deadline=0.5)
     async with running_worker(app, poll_interval=0.01):
         job = await wait_for(app, handle.job_id, timeout=5)

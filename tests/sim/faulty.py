@@ -39,7 +39,9 @@ _NO_FAULTS = frozenset(
         "agents",
         "register_agents",
         "register_worker",
+        "touch_worker",
         "unregister_worker",
+        "workers",
         "wait_for_work",
     }
 )

@@ -114,7 +114,9 @@ class SimProcess:
         """Return when this process may act: raise if it is dead, block while it is paused."""
         self.check_alive()
         loop = self.loop
-        while self.paused_until > loop.time():
+        # Within the loop's clock resolution a timer fires without the clock reaching its time:
+        # waiting for a remainder that small would spin at one instant forever.
+        while self.paused_until > loop.time() + loop._clock_resolution:
             await asyncio.sleep(self.paused_until - loop.time())
             self.check_alive()
 

@@ -24,8 +24,9 @@ from aetheris.errors import (
     StoreError,
     Suspend,
     ToolFailed,
+    UnknownAgent,
 )
-from aetheris.journal import GENESIS_HASH, Event, EventType, OpRecord
+from aetheris.journal import GENESIS_HASH, Event, EventType, OpRecord, args_hash
 from aetheris.ledger import call_tool, step
 from aetheris.run import JobRun
 from aetheris.runner import execute
@@ -55,6 +56,8 @@ class FakeStore:
     inbox: list[Signal] = field(default_factory=list)
     children: dict[str, Job] = field(default_factory=dict)
     fail_with: Exception | None = None
+    registered: list[str] = field(default_factory=list)  # agents that workers registered
+    agent_reads: int = 0
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
         if self.fail_with is not None:
@@ -73,6 +76,10 @@ class FakeStore:
 
     async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
         return list(self.inbox)
+
+    async def agents(self) -> list[str]:
+        self.agent_reads += 1
+        return list(self.registered)
 
     def written(self, kind: EventType) -> list[dict[str, Any]]:
         return [d.data for c in self.commits for d in c.events if d.type is kind]
@@ -303,7 +310,7 @@ async def test_a_decision_for_other_arguments_rejects_the_approval() -> None:
 
 
 async def test_a_child_is_created_by_the_parents_park_commit() -> None:
-    store = FakeStore(make_job())
+    store = FakeStore(make_job(), registered=["kid"])
     run = make_run(store)
     with pytest.raises(Suspend) as parked:
         await run_agent(run, "kid", {"n": 1}, None)
@@ -312,6 +319,45 @@ async def test_a_child_is_created_by_the_parents_park_commit() -> None:
     await run.commit()
     [child] = store.commits[0].create
     assert (child.id, child.parent_id, dict(child.input)) == ("j1.0", "j1", {"n": 1})
+
+
+async def test_a_child_of_an_agent_nobody_serves_is_refused_at_the_call() -> None:
+    store = FakeStore(make_job(), registered=["other"])
+    run = make_run(store, agents={"a": AgentDef.of("a", _noop)})
+    with pytest.raises(UnknownAgent, match=r"'kid' \(known agents: a, other\)") as refused:
+        await run_agent(run, "kid", {"n": 1}, None)
+    assert refused.value.known == ["a", "other"]
+    [commit] = store.commits  # the refusal is recorded at the call's position; no child
+    assert list(commit.create) == []
+    [record] = store.written(EventType.OP)
+    assert (record["kind"], record["name"], record["error"]["type"]) == (
+        "child",
+        "kid",
+        "UnknownAgent",
+    )
+
+
+async def test_a_recorded_refusal_replays_without_asking_again() -> None:
+    """Deterministic on replay: a worker serving the agent since then changes nothing."""
+    store = FakeStore(make_job())
+    with pytest.raises(UnknownAgent):
+        await run_agent(make_run(store), "kid", {}, None)
+    later = FakeStore(make_job(), registered=["kid"])
+    with pytest.raises(UnknownAgent, match="'kid'"):
+        await run_agent(make_run(later, store.journal), "kid", {}, None)
+    assert later.agent_reads == 0 and later.commits == []
+
+
+async def test_a_child_wait_that_began_is_not_checked_again() -> None:
+    store = FakeStore(make_job(), registered=[])  # the worker that served "kid" went away
+    wait = {"kind": "child", "name": "kid", "args_hash": args_hash(["kid"], {}), "deadline": None}
+    [event] = seal_all("j1", 0, GENESIS_HASH, [_draft(EventType.WAIT, wait, 0)], 0.0)
+    store.children["j1.0"] = make_job(
+        id="j1.0", agent="kid", parent_id="j1", status=JobStatus.PENDING
+    )
+    with pytest.raises(Suspend):
+        await run_agent(make_run(store, [event]), "kid", {}, None)
+    assert store.agent_reads == 0
 
 
 # -- the lifecycle -------------------------------------------------------------------------------

@@ -214,6 +214,7 @@ async def status(app: App, as_json: bool) -> None:
     summary = await store.summary()
     counts = {s.value: summary.jobs.get(s, 0) for s in JobStatus}
     agents = await store.agents()
+    alive = [w for w in await app.workers() if w.alive]
     view: dict[str, Any] = {
         "database": safe_url(app.database_url),
         "schema": {"version": state.current, "latest": state.latest},
@@ -221,6 +222,17 @@ async def status(app: App, as_json: bool) -> None:
         "oldest_pending": render.iso(summary.oldest_pending_at),
         "effects_in_doubt": summary.in_doubt,
         "agents": agents,
+        "workers": [
+            {
+                "id": w.id,
+                "host": w.host,
+                "pid": w.pid,
+                "agents": list(w.agents),
+                "queues": None if w.queues is None else list(w.queues),
+                "last_seen": render.iso(w.last_seen),
+            }
+            for w in alive
+        ],
     }
     if as_json:
         render.print_json(view)
@@ -237,3 +249,7 @@ async def status(app: App, as_json: bool) -> None:
         + (": `aetheris effects list --in-doubt`" if summary.in_doubt else "")
     )
     click.echo(f"agents          {', '.join(agents) or 'none registered by a worker yet'}")
+    click.echo(f"workers alive   {len(alive)}")
+    for w in alive:
+        queues = "all queues" if w.queues is None else ", ".join(w.queues)
+        click.echo(f"  {w.id}  pid {w.pid} on {w.host}: {', '.join(w.agents)} ({queues})")

@@ -358,7 +358,7 @@ def jobs_table(jobs: Sequence[Job], *, wide: bool = False) -> View:
         want=48,
     )
     counts = (
-        Column("attempts", [Text(str(job.attempts)) for job in jobs], drop=3, justify="right"),
+        Column("runs", [Text(_runs(job)) for job in jobs], drop=3, justify="right"),
         Column("events", [Text(str(job.event_count)) for job in jobs], drop=2, justify="right"),
         Column("created (UTC)", [Text(_stamp(job.created_at)) for job in jobs], drop=1),
     )
@@ -637,3 +637,9 @@ def console(width: int | None = None) -> Console:
         width=width,
         color_system=None if plain else "auto",
     )
+
+
+def _runs(job: Job) -> str:
+    """How many times a worker ran the job (a park and its resume are two runs), and how many
+    of those a dead worker or a runtime failure cut short."""
+    return f"{job.attempts} ({job.recoveries} recovered)" if job.recoveries else str(job.attempts)

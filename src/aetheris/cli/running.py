@@ -25,7 +25,6 @@ from aetheris.cli.base import (
     with_app,
 )
 from aetheris.errors import AetherisError
-from aetheris.store import safe_url
 from aetheris.store.port import Job, JobStatus
 
 
@@ -134,13 +133,9 @@ async def start(
     handle = await app.start(
         agent, data, idempotency_key=idempotency_key, queue=queue, priority=priority
     )
-    store = await app.open_store()
-    if agent not in await store.agents() and agent not in app.agent_names:
-        click.echo(
-            f"warning: no worker has served agent {agent!r} on {safe_url(app.database_url)} "
-            "yet: the job waits until one does",
-            err=True,
-        )
+    serving = await app.serving(agent, queue)
+    if serving.warning is not None:
+        click.echo(f"warning: {serving.warning}", err=True)
     if not wait:
         job = await handle.job()
         if as_json:
@@ -168,11 +163,9 @@ async def _wait_outcome(handle: JobHandle, timeout: float | None) -> Job:
             raise click.ClickException(f"job {job.id} is still {job.status} after {timeout}s")
         if not hinted and job.status is JobStatus.PENDING and time.monotonic() - started > 5:
             hinted = True
-            click.echo(
-                f"job {job.id} is still pending after 5 s: is a worker serving agent "
-                f"{job.agent!r} running on this database? (`aetheris worker --app MOD:APP`)",
-                err=True,
-            )
+            serving = await handle.app.serving(job.agent, job.queue)
+            why = serving.warning or "every worker that serves it is busy"
+            click.echo(f"job {job.id} is still pending after 5 s: {why}", err=True)
         await asyncio.sleep(0.05)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from aetheris.store.port import (
     NewJob,
     ParkReason,
     StatusWrite,
+    WorkerInfo,
 )
 
 
@@ -50,6 +53,16 @@ def claimed_draft(owner: str, epoch: int, attempt: int, recovered_from: str | No
     return EventDraft(
         EventType.JOB_CLAIMED,
         {"owner": owner, "epoch": epoch, "attempt": attempt, "recovered_from": recovered_from},
+    )
+
+
+def worker_info(
+    owner: str, agents: Sequence[str], queues: Sequence[str] | None, now: float
+) -> WorkerInfo:
+    """The row a worker registers: what it serves, and the calling process's host and pid."""
+    served = None if queues is None else tuple(queues)
+    return WorkerInfo(
+        owner, tuple(agents), served, socket.gethostname(), os.getpid(), now, now, True
     )
 
 

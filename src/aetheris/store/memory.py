@@ -32,8 +32,11 @@ from aetheris.store._shared import (
     seal_all,
     signal_refusal,
     signal_taken,
+    worker_info,
 )
 from aetheris.store.port import (
+    WORKER_ALIVE_WINDOW,
+    WORKER_FORGET_AFTER,
     Claim,
     ClaimFilter,
     Commit,
@@ -52,6 +55,7 @@ from aetheris.store.port import (
     Signal,
     StatusWrite,
     Summary,
+    WorkerInfo,
     job_wake,
     signal_wake,
 )
@@ -73,6 +77,8 @@ class MemoryStore:
         self._by_key: dict[str, str] = {}
         self._agents: dict[str, float] = {}
         self._signals: dict[tuple[str, int], Signal] = {}
+        self._workers: dict[str, WorkerInfo] = {}
+        self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
 
     async def open(self, *, migrate: bool = True) -> None:
         return None
@@ -456,11 +462,35 @@ class MemoryStore:
             ]
         return min(due, default=None)
 
-    async def register_worker(self, owner: str) -> None:
-        return None
+    async def register_worker(
+        self, owner: str, *, agents: Sequence[str] = (), queues: Sequence[str] | None = None
+    ) -> None:
+        now = self._clock()
+        info = worker_info(owner, agents, queues, now)
+        with self._lock:
+            forget = now - WORKER_FORGET_AFTER
+            self._workers = {k: w for k, w in self._workers.items() if w.last_seen >= forget}
+            self._workers[owner] = self._registered[owner] = info
+
+    async def touch_worker(self, owner: str) -> None:
+        with self._lock:
+            info = self._workers.get(owner) or self._registered.get(owner)
+            if info is not None:
+                self._workers[owner] = dataclasses.replace(info, last_seen=self._clock())
 
     async def unregister_worker(self, owner: str, *, graceful: bool = True) -> None:
-        return None
+        with self._lock:
+            self._registered.pop(owner, None)
+            if graceful:
+                self._workers.pop(owner, None)
+
+    async def workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            now, rows = self._clock(), list(self._workers.values())
+        seen = [
+            dataclasses.replace(w, alive=w.last_seen >= now - WORKER_ALIVE_WINDOW) for w in rows
+        ]
+        return sorted(seen, key=lambda w: (w.started_at, w.id))
 
     async def reap(self) -> list[str]:
         """In one process a worker cannot die alone: nothing to reap."""

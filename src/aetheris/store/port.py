@@ -37,6 +37,7 @@ from aetheris.models import (
     NewJob,
     ParkReason,
     Signal,
+    WorkerInfo,
 )
 
 # The base models, re-exported: the port speaks of them and most of the package imports them here.
@@ -51,7 +52,16 @@ __all__ = [
     "NewJob",
     "ParkReason",
     "Signal",
+    "WorkerInfo",
 ]
+
+# A worker refreshes its row every PRESENCE_INTERVAL seconds while it runs, jobs or none; it
+# counts as alive while its last refresh is at most WORKER_ALIVE_WINDOW seconds old (three
+# refreshes missed). A row not refreshed for WORKER_FORGET_AFTER seconds (a worker killed long
+# ago) is removed when another worker registers.
+PRESENCE_INTERVAL = 5.0
+WORKER_ALIVE_WINDOW = 3 * PRESENCE_INTERVAL
+WORKER_FORGET_AFTER = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +203,10 @@ class Store(Protocol):
     that worker's leases at once, so recovery need not wait for the lease TTL. Where it cannot
     tell, nothing happens and the TTL bounds recovery. Reaping is never a guess: a worker that is
     only slow is never reaped (and fencing would stop it anyway).
+
+    Visibility is a separate, weaker signal: each worker also keeps a row (what it serves, where
+    it runs, when it was last seen) that :meth:`workers` lists for operators. A row's ``alive``
+    is a recent ``last_seen``, not a proof; nothing is reaped on it.
     """
 
     url: str
@@ -326,12 +340,31 @@ class Store(Protocol):
         after ``timeout`` seconds, whichever is first."""
         ...
 
-    async def register_worker(self, owner: str) -> None:
-        """Announce a live worker: the proof of life :meth:`reap` looks for."""
+    async def register_worker(
+        self, owner: str, *, agents: Sequence[str] = (), queues: Sequence[str] | None = None
+    ) -> None:
+        """Announce a live worker: the proof of life :meth:`reap` looks for, and its row in
+        :meth:`workers`: the ``agents`` it serves, its ``queues`` (``None``: every queue), the
+        calling process's host and pid, started and last seen now. Rows of workers not seen
+        for ``WORKER_FORGET_AFTER`` seconds are removed (forgotten) here."""
+        ...
+
+    async def touch_worker(self, owner: str) -> None:
+        """``owner`` (registered through this store) is still alive: its ``last_seen`` is now.
+        A row removed meanwhile is written again as it was registered. One cheap write; a
+        worker touches every ``PRESENCE_INTERVAL`` seconds whether it runs jobs or not."""
         ...
 
     async def unregister_worker(self, owner: str, *, graceful: bool = True) -> None:
-        """Withdraw ``owner``'s presence; ``graceful=False`` leaves what a killed process would."""
+        """Withdraw ``owner``'s presence and remove its row; ``graceful=False`` leaves both as a
+        killed process would (the row then stops being alive after ``WORKER_ALIVE_WINDOW``)."""
+        ...
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Every worker row, oldest first; ``alive`` when its ``last_seen`` is at most
+        ``WORKER_ALIVE_WINDOW`` seconds old by the store's clock (the database's on
+        PostgreSQL). A worker that stopped gracefully has no row; a killed one keeps its row,
+        not alive, until it is forgotten (see :meth:`register_worker`)."""
         ...
 
     async def reap(self) -> list[str]:

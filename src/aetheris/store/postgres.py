@@ -49,8 +49,10 @@ from aetheris.store._shared import (
     refusal,
     seal_all,
     signal_refusal,
+    worker_info,
 )
 from aetheris.store.port import (
+    WORKER_ALIVE_WINDOW,
     Claim,
     ClaimFilter,
     Commit,
@@ -66,11 +68,13 @@ from aetheris.store.port import (
     SchemaState,
     Signal,
     Summary,
+    WorkerInfo,
     signal_wake,
 )
 from aetheris.store.postgres_session import (
     CommitGroup,
     Listener,
+    Presence,
     lock_key,
     probe,
     safe_url,
@@ -80,15 +84,15 @@ from aetheris.store.postgres_session import (
 from aetheris.store.sql import steps
 from aetheris.store.sql.rows import (
     POSTGRESQL,
-    effect_columns,
+    commit_params,
     effect_from,
     event_columns,
     job_from,
     job_params,
     list_params,
     signal_from,
-    status_params,
     summary_from,
+    worker_from,
 )
 
 Q = sql.queries("postgresql")
@@ -133,6 +137,7 @@ class PostgresStore:
         self.reap_grace = reap_grace
         self._listener: Listener | None = None
         self._free_since: dict[str, float] = {}
+        self._presence = Presence()
         self._group = CommitGroup(self)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -336,7 +341,7 @@ class PostgresStore:
         sealed = seal_all(
             lease.job_id, commit.head.count, commit.head.hash, commit.events, time.time()
         )
-        params = _commit_params(lease, commit, sealed)
+        params = commit_params(lease, commit, sealed)
         if steps.follows(commit) or crashpoints.armed():
             # Crash injection kills inside the transaction, after the statement, before COMMIT.
             fenced = await self._commit_with_follow_up(params, lease.job_id, commit)
@@ -549,15 +554,31 @@ class PostgresStore:
 
     # -- liveness and wake-ups ----------------------------------------------------------------
 
-    async def register_worker(self, owner: str) -> None:
+    async def register_worker(
+        self, owner: str, *, agents: Sequence[str] = (), queues: Sequence[str] | None = None
+    ) -> None:
         if self._listener is None:
             self._listener = Listener(self.url, self._connect_timeout)
         await self._listener.start(lock_key(owner))
+        async with self._conn() as conn:
+            await self._presence.register(conn, worker_info(owner, agents, queues, 0.0))
+
+    async def touch_worker(self, owner: str) -> None:
+        if owner in self._presence.registered:
+            async with self._conn() as conn:
+                await self._presence.touch(conn, owner)
 
     async def unregister_worker(self, owner: str, *, graceful: bool = True) -> None:
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        if owner in self._presence.registered:
+            async with self._conn() as conn:
+                await self._presence.withdraw(conn, owner, graceful)
+
+    async def workers(self) -> list[WorkerInfo]:
+        rows = await self._all("list_workers", {"window": WORKER_ALIVE_WINDOW})
+        return [worker_from(r, POSTGRESQL) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:
         if self._listener is None:
@@ -611,19 +632,6 @@ async def _schema_state(conn: psycopg.AsyncConnection[Row]) -> SchemaState:
         return SchemaState(0, latest)
     row = await (await conn.execute(Q["schema_version"])).fetchone()
     return SchemaState(row["version"] if row else 0, latest)
-
-
-def _commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict[str, Any]:
-    """The one-statement commit's parameters: fence, head, status, ledger rows and events."""
-    assert commit.head is not None
-    params = status_params(lease.job_id, commit.status, POSTGRESQL, 0.0)
-    params["epoch"] = lease.epoch
-    params["expect"] = commit.head.count
-    params["count"] = commit.head.count + len(sealed)
-    params["hash"] = sealed[-1].hash if sealed else commit.head.hash
-    params.update(effect_columns(commit.effects, POSTGRESQL))
-    params.update(event_columns(sealed))
-    return params
 
 
 def _write_commit(job_id: str, head: Row, commit: Commit) -> list[steps.Step]:

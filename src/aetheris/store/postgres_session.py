@@ -1,10 +1,11 @@
 """The PostgreSQL store's helpers: its URL options, the group commit of a process's writes,
-and the listening session that holds a worker's liveness lock."""
+the listening session that holds a worker's liveness lock, and workers' rows."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -16,7 +17,8 @@ import psycopg
 from aetheris.errors import SchemaMismatch, StoreError, StoreUnavailable
 from aetheris.store import safe_url as safe_url
 from aetheris.store import sql
-from aetheris.store.port import SchemaState
+from aetheris.store.port import WORKER_FORGET_AFTER, SchemaState, WorkerInfo
+from aetheris.store.sql.rows import POSTGRESQL, worker_params
 
 log = logging.getLogger("aetheris.postgres")
 Q = sql.queries("postgresql")
@@ -213,3 +215,31 @@ class Listener:
             self.connected.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+class Presence:
+    """The rows of the workers registered through one store (see ``Store.workers``); times
+    are the database's clock."""
+
+    def __init__(self) -> None:
+        self.registered: dict[str, WorkerInfo] = {}  # what a touch writes back if it must
+
+    async def register(self, conn: psycopg.AsyncConnection[Any], info: WorkerInfo) -> None:
+        async with conn.transaction():
+            await conn.execute(Q["forget_workers"], {"forget": WORKER_FORGET_AFTER})
+            cur = await conn.execute(Q["register_worker"], worker_params(info, POSTGRESQL))
+            row = await cur.fetchone()
+        if row is None:
+            raise StoreError("PostgreSQL returned no row for a worker it registered")
+        self.registered[info.id] = dataclasses.replace(info, started_at=row["started_at"])
+
+    async def touch(self, conn: psycopg.AsyncConnection[Any], owner: str) -> None:
+        await conn.execute(Q["touch_worker"], worker_params(self.registered[owner], POSTGRESQL))
+
+    async def withdraw(
+        self, conn: psycopg.AsyncConnection[Any], owner: str, graceful: bool
+    ) -> None:
+        """Forget ``owner``; a graceful stop also removes its row (a killed worker's stays)."""
+        self.registered.pop(owner, None)
+        if graceful:
+            await conn.execute(Q["delete_worker"], {"id": owner})

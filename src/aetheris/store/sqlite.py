@@ -44,8 +44,11 @@ from aetheris.store._shared import (
     refusal,
     seal_all,
     signal_refusal,
+    worker_info,
 )
 from aetheris.store.port import (
+    WORKER_ALIVE_WINDOW,
+    WORKER_FORGET_AFTER,
     Claim,
     ClaimFilter,
     Commit,
@@ -61,6 +64,7 @@ from aetheris.store.port import (
     SchemaState,
     Signal,
     Summary,
+    WorkerInfo,
     signal_wake,
 )
 from aetheris.store.sql import steps
@@ -74,6 +78,8 @@ from aetheris.store.sql.rows import (
     signal_from,
     status_params,
     summary_from,
+    worker_from,
+    worker_params,
 )
 from aetheris.store.sqlite_writer import PerThread, Writer, connect, translate
 
@@ -115,6 +121,7 @@ class SQLiteStore:
         self._is_open = False
         self._idle = True
         self._presence: dict[str, int] = {}
+        self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
 
     # -- plumbing: reads inline on this thread's connection, writes through group commit -----
 
@@ -500,20 +507,45 @@ class SQLiteStore:
         """No cross-process wake-ups here: workers poll (and wake each other in-process)."""
         await asyncio.sleep(timeout)
 
-    async def register_worker(self, owner: str) -> None:
+    async def register_worker(
+        self, owner: str, *, agents: Sequence[str] = (), queues: Sequence[str] | None = None
+    ) -> None:
         path = self._lock_file(owner)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._presence[owner] = fd
+        info = self._registered[owner] = worker_info(owner, agents, queues, self._clock())
+        params = worker_params(info, SQLITE)
+        forget = {"now": info.started_at, "forget": WORKER_FORGET_AFTER}
+
+        def register(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["forget_workers"], forget)
+            conn.execute(Q["register_worker"], params).fetchall()
+
+        await self._write(register)
+
+    async def touch_worker(self, owner: str) -> None:
+        info = self._registered.get(owner)
+        if info is not None:
+            params = {**worker_params(info, SQLITE), "now": self._clock()}
+            await self._write(lambda conn: conn.execute(Q["touch_worker"], params))
 
     async def unregister_worker(self, owner: str, *, graceful: bool = True) -> None:
-        """Drop presence; ``graceful=False`` leaves the file, as a killed process would."""
+        """Drop presence; ``graceful=False`` leaves the file and the row, as a killed process
+        would."""
         fd = self._presence.pop(owner, None)
         if fd is not None:
             if graceful:
                 self._lock_file(owner).unlink(missing_ok=True)
             os.close(fd)
+        if self._registered.pop(owner, None) is not None and graceful:
+            await self._write(lambda conn: conn.execute(Q["delete_worker"], {"id": owner}))
+
+    async def workers(self) -> list[WorkerInfo]:
+        params = {"now": self._clock(), "window": WORKER_ALIVE_WINDOW}
+        rows = self._read(lambda conn: conn.execute(Q["list_workers"], params).fetchall())
+        return [worker_from(r, SQLITE) for r in rows]
 
     async def reap(self) -> list[str]:
         owners = [r[0] for r in self._read(lambda c: c.execute(Q["running_owners"]).fetchall())]

@@ -15,6 +15,7 @@ from typing import Any
 
 from aetheris.journal import GENESIS_HASH, Event, canonical, decode
 from aetheris.store.port import (
+    Commit,
     Control,
     Effect,
     EffectClass,
@@ -22,11 +23,13 @@ from aetheris.store.port import (
     EffectWrite,
     Job,
     JobStatus,
+    Lease,
     NewJob,
     ParkReason,
     Signal,
     StatusWrite,
     Summary,
+    WorkerInfo,
 )
 
 Row = Any  # sqlite3.Row or a dict: both are read by column name
@@ -73,6 +76,19 @@ def job_params(new: NewJob, d: Dialect, now: float) -> dict[str, Any]:
         "parent_id": new.parent_id,
         "deadline": new.deadline,
         "now": now,
+    }
+
+
+def worker_params(info: WorkerInfo, d: Dialect) -> dict[str, Any]:
+    """A worker's row as it registers (``started_at`` is ``now`` then, else as registered)."""
+    return {
+        "id": info.id,
+        "agents": d.encode(list(info.agents)),
+        "queues": d.json(None if info.queues is None else list(info.queues)),
+        "host": info.host,
+        "pid": info.pid,
+        "started_at": info.started_at,
+        "now": info.last_seen,
     }
 
 
@@ -166,6 +182,19 @@ def list_params(
     }
 
 
+def commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict[str, Any]:
+    """PostgreSQL's one-statement commit: fence, head, status, ledger rows and events."""
+    assert commit.head is not None
+    params = status_params(lease.job_id, commit.status, POSTGRESQL, 0.0)
+    params["epoch"] = lease.epoch
+    params["expect"] = commit.head.count
+    params["count"] = commit.head.count + len(sealed)
+    params["hash"] = sealed[-1].hash if sealed else commit.head.hash
+    params.update(effect_columns(commit.effects, POSTGRESQL))
+    params.update(event_columns(sealed))
+    return params
+
+
 # -- models from rows --------------------------------------------------------------------------
 
 
@@ -235,4 +264,18 @@ def summary_from(counts: Sequence[Row], oldest: Row | None, doubt: Row | None) -
         {JobStatus(r["status"]): int(r["n"]) for r in counts},
         oldest["at"] if oldest is not None else None,
         int(doubt["n"]) if doubt is not None else 0,
+    )
+
+
+def worker_from(row: Row, d: Dialect) -> WorkerInfo:
+    queues = d.decode(row["queues"])
+    return WorkerInfo(
+        id=row["id"],
+        agents=tuple(d.decode(row["agents"])),
+        queues=None if queues is None else tuple(queues),
+        host=row["host"],
+        pid=row["pid"],
+        started_at=row["started_at"],
+        last_seen=row["last_seen"],
+        alive=bool(row["alive"]),
     )

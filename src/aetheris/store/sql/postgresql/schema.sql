@@ -94,6 +94,18 @@ CREATE TABLE agents (
     last_seen float8 NOT NULL
 );
 
+-- Live workers: what each serves (agents, and queues as JSON lists; queues NULL: every queue),
+-- where it runs, when it started and when it was last seen.
+CREATE TABLE workers (
+    id         text PRIMARY KEY,
+    agents     jsonb NOT NULL,
+    queues     jsonb,
+    host       text NOT NULL,
+    pid        integer NOT NULL,
+    started_at float8 NOT NULL,
+    last_seen  float8 NOT NULL
+);
+
 -- Wake idle workers when there is work: a job created, handed back or resumed.
 CREATE FUNCTION aetheris_notify_work() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

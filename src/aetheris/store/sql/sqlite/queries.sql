@@ -168,6 +168,29 @@ ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen
 -- name: list_agents
 SELECT name FROM agents ORDER BY name
 
+-- name: register_worker
+INSERT INTO workers (id, agents, queues, host, pid, started_at, last_seen)
+VALUES (:id, :agents, :queues, :host, :pid, :now, :now)
+ON CONFLICT (id) DO UPDATE SET agents = excluded.agents, queues = excluded.queues,
+    host = excluded.host, pid = excluded.pid, started_at = excluded.started_at,
+    last_seen = excluded.last_seen
+RETURNING started_at
+
+-- name: touch_worker
+-- A row removed meanwhile (forgotten while its process was stopped) is written again.
+INSERT INTO workers (id, agents, queues, host, pid, started_at, last_seen)
+VALUES (:id, :agents, :queues, :host, :pid, :started_at, :now)
+ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen
+
+-- name: forget_workers
+DELETE FROM workers WHERE last_seen < :now - :forget
+
+-- name: delete_worker
+DELETE FROM workers WHERE id = :id
+
+-- name: list_workers
+SELECT *, last_seen >= :now - :window AS alive FROM workers ORDER BY started_at, id
+
 -- name: running_owners
 SELECT DISTINCT lease_owner FROM jobs WHERE status = 'running' AND lease_owner IS NOT NULL
 

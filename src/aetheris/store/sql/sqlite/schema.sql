@@ -87,3 +87,15 @@ CREATE TABLE signals (
 ) WITHOUT ROWID;
 
 CREATE INDEX signals_pending ON signals (job_id, name, seq) WHERE consumed_position IS NULL;
+
+-- Live workers: what each serves (agents, and queues as JSON lists; queues NULL: every queue),
+-- where it runs, when it started and when it was last seen.
+CREATE TABLE workers (
+    id         TEXT PRIMARY KEY,
+    agents     BLOB NOT NULL,
+    queues     BLOB,
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    last_seen  REAL NOT NULL
+);
