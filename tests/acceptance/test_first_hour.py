@@ -266,3 +266,9 @@ def test_inbox_approvals_and_status_show_what_waits(cli: Cli, workers: Workers) 
     assert [w["pid"] for w in status["workers"]] == [workers.started[0].proc.pid]
     text = cli.ok("status")
     assert cli.url in text and "1 parked" in text and "workers alive   1" in text
+
+
+def test_listings_name_the_database_they_read(cli: Cli) -> None:
+    start_job(cli, "place_order", {"order_id": "o-11"})
+    assert f"database: {cli.url}" in cli.ok("jobs", "list")
+    assert f"database: {cli.url}" in cli.ok("effects", "list")

@@ -23,7 +23,7 @@ from aetheris.cli.base import (
     who,
     with_app,
 )
-from aetheris.store import create_store
+from aetheris.store import create_store, safe_url
 from aetheris.store.port import EffectState, Job, JobStatus
 from aetheris.store.sqlite import sqlite_path
 
@@ -212,6 +212,7 @@ async def effects_list(
         render.print_json([render.effect_json(e) for e in rows])
     else:
         render.show(render.effects_table(rows, wide=wide))
+        click.echo(f"database: {safe_url(app.database_url)}")
 
 
 @effects.command("resolve")

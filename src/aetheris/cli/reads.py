@@ -66,6 +66,7 @@ async def jobs_list(
         render.print_json([render.job_json(j) for j in found])
     else:
         render.show(render.jobs_table(found, wide=wide))
+        click.echo(f"database: {safe_url(app.database_url)}")
 
 
 @jobs.command("show")
