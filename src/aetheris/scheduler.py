@@ -14,7 +14,6 @@ is never called back: an App in the same process rings a :class:`Doorbell` after
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -24,6 +23,7 @@ from typing import Any, Protocol
 
 from aetheris import runner
 from aetheris.agents import AgentDef
+from aetheris.bell import Bell
 from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.errors import (
     AetherisError,
@@ -54,7 +54,7 @@ BEAT_FLOOR = 0.25  # seconds between two heartbeats, at least
 MIN_LEASE_TTL = 2 * BEAT_FLOOR
 
 
-class Doorbell:
+class Doorbell(Bell):
     """In-process news: whoever writes rings, and workers listening act on it at once.
 
     ``ring`` wakes workers waiting for work; ``announce`` tells them an operator's request on a
@@ -63,7 +63,7 @@ class Doorbell:
     """
 
     def __init__(self) -> None:
-        self._waiters: set[asyncio.Future[None]] = set()
+        super().__init__()
         self._listeners: list[Callable[[str, Control | None], None]] = []
 
     def listen(self, listener: Callable[[str, Control | None], None]) -> Callable[[], None]:
@@ -75,24 +75,6 @@ class Doorbell:
         for listener in list(self._listeners):
             listener(job_id, control)
         self.ring()
-
-    def ring(self) -> None:
-        for waiter in list(self._waiters):
-            if not waiter.done():
-                with contextlib.suppress(RuntimeError):  # its event loop has closed
-                    waiter.set_result(None)
-
-    async def wait(self, timeout: float | None) -> None:
-        """Until the next ring, or ``timeout`` seconds."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.add(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            pass
-        finally:
-            self._waiters.discard(waiter)
 
 
 class Registry(Protocol):

@@ -24,7 +24,7 @@ from aetheris.cli.base import (
     with_app,
 )
 from aetheris.store import create_store, safe_url
-from aetheris.store.port import EffectState, Job, JobStatus
+from aetheris.store.port import Control, EffectState, Job, JobStatus, ParkReason, signal_wake
 from aetheris.store.sqlite import sqlite_path
 
 
@@ -60,7 +60,7 @@ async def send_signal(
     else:
         click.echo(f"signal {name!r} (#{sent.seq}, id {sent.signal_id}) is in job {job_id}'s inbox")
     job = await app.get_job(job_id)
-    if job.wake_on != f"signal:{name}" and job.status is JobStatus.PARKED:
+    if job.wake_on != signal_wake(name) and job.status is JobStatus.PARKED:
         waiting = job.wake_on or job.park_reason
         click.echo(
             f"note: job {job_id} is waiting for {waiting}, not for signal {name!r}: the signal "
@@ -136,7 +136,7 @@ def _control_outcome(action: str, job: Job) -> str:
             "at its next durable operation"
             if job.status is JobStatus.RUNNING
             else "when a worker picks it up (it runs its compensations first)"
-            if job.control.value == "cancel"
+            if job.control is Control.CANCEL
             else "when a worker picks it up"
         )
         return f"job {job.id}: {job.control.value} requested; it takes effect {when}"
@@ -163,7 +163,7 @@ async def approvals_list(app: App, limit: int, as_json: bool) -> None:
     """Jobs parked for an approval, oldest first, with what to approve."""
     store = await app.open_store()
     parked = await store.list_jobs(status=JobStatus.PARKED, limit=100_000)
-    waiting = [j for j in parked if j.park_reason is not None and j.park_reason.value == "approval"]
+    waiting = [j for j in parked if j.park_reason is ParkReason.APPROVAL]
     waiting = sorted(waiting, key=lambda j: j.updated_at)[:limit]
     rows = [
         {

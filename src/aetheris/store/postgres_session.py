@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
+from aetheris.bell import Bell
 from aetheris.errors import SchemaMismatch, StoreError, StoreUnavailable
 from aetheris.store import safe_url as safe_url
 from aetheris.store import sql
@@ -160,7 +161,7 @@ class Listener:
         self.key: int | None = None
         self._connect_timeout = connect_timeout
         self._task: asyncio.Task[None] | None = None
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._bell = Bell()
         self.connected = asyncio.Event()
 
     async def start(self, key: int) -> None:
@@ -175,25 +176,10 @@ class Listener:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        self._wake()
+        self._bell.ring()
 
     async def wait(self, timeout: float) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.add(waiter)
-        try:
-            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives as the
-            # waiter completes (a notification), and the heartbeat task would never stop.
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            pass
-        finally:
-            self._waiters.discard(waiter)
-
-    def _wake(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        await self._bell.wait(timeout)
 
     async def _run(self) -> None:
         delay = 0.1
@@ -207,9 +193,9 @@ class Listener:
                     await conn.execute(Q["listen"])
                     self.connected.set()
                     delay = 0.1
-                    self._wake()
+                    self._bell.ring()
                     async for _ in conn.notifies():
-                        self._wake()
+                        self._bell.ring()
             except psycopg.Error as exc:
                 log.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
             self.connected.clear()
