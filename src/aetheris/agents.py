@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PydanticUserError,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 
 from aetheris.errors import ConfigurationError, InvalidInput
 from aetheris.tools import return_adapter, type_hints
@@ -30,6 +37,16 @@ class AgentDef:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(f"agent {name!r} must be an async function")
         return cls(name, fn, _input_model(name, fn), return_adapter(fn))
+
+    def input_schema(self) -> dict[str, Any] | None:
+        """The JSON schema of the input, for clients without this code (``None``: any object,
+        or a parameter type JSON schema cannot describe)."""
+        if self.model is None:
+            return None
+        try:
+            return self.model.model_json_schema()
+        except PydanticUserError:  # an arbitrary type: only this code can check it
+            return None
 
     def validate(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and coerce a job's input into the agent's keyword arguments."""
@@ -73,3 +90,45 @@ def _input_model(name: str, fn: AgentFn) -> type[BaseModel] | None:
     config = ConfigDict(extra=extra, arbitrary_types_allowed=True)
     model: type[BaseModel] = create_model(f"{name}_input", __config__=config, **fields)
     return model
+
+
+def check_input(name: str, schema: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """Refuse input that the worker serving agent ``name`` would surely refuse, judged by the
+    JSON schema of its input that the worker registered; the worker still validates it fully.
+
+    Sure means: a missing or unknown field, or a scalar where an object or a list belongs.
+    Scalars' types are left to the worker, whose validator is lenient where JSON schema is
+    not ("2" is an int to it, a number of seconds a datetime); so are ``anyOf`` branches.
+    """
+    problems = sorted(_sure_problems(schema, dict(data), schema, ""))
+    if problems:
+        raise InvalidInput(f"invalid input for agent {name!r}: {'; '.join(problems)}")
+
+
+def _sure_problems(
+    schema: Mapping[str, Any], value: Any, root: Mapping[str, Any], where: str
+) -> Iterator[str]:
+    while isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#/$defs/"):
+        schema = root.get("$defs", {}).get(schema["$ref"].removeprefix("#/$defs/"), {})
+    kind = schema.get("type")
+    if kind == "array":
+        if not isinstance(value, list):
+            yield f"{where or 'input'}: expected a list, got {type(value).__name__}"
+        elif isinstance(schema.get("items"), Mapping):
+            for i, item in enumerate(value):
+                yield from _sure_problems(schema["items"], item, root, f"{where}[{i}]")
+    if kind != "object":
+        return
+    if not isinstance(value, dict):
+        yield f"{where or 'input'}: expected an object, got {type(value).__name__}"
+        return
+    fields = schema.get("properties", {})
+    prefix = f"{where}." if where else ""
+    for key in schema.get("required", ()):
+        if key not in value:
+            yield f"{prefix}{key}: required, missing"
+    for key, item in value.items():
+        if key in fields:
+            yield from _sure_problems(fields[key], item, root, f"{prefix}{key}")
+        elif schema.get("additionalProperties") is False:
+            yield f"{prefix}{key}: unknown field (expected {', '.join(sorted(fields)) or 'none'})"

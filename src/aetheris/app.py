@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-from aetheris.agents import AgentDef, AgentFn
+from aetheris.agents import AgentDef, AgentFn, check_input
 from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.errors import (
     ConfigurationError,
@@ -357,6 +357,9 @@ class App:
         known = await store.agents()
         if (known or self._agents) and name not in known:
             raise UnknownAgent(name, sorted({*known, *self._agents}))
+        schema = await store.agent_input_schema(name) if known else None
+        if schema is not None:
+            check_input(name, schema, data)
 
     def start_sync(
         self, agent: str | AgentFn, input: Mapping[str, Any] | None = None, **options: Any

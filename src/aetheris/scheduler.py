@@ -176,18 +176,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stop = stop or asyncio.Event()
         store = await self.registry.open_store()
-        await store.register_agents(self.registry.agent_names)
-        await store.register_worker(
-            self.owner, agents=self.registry.agent_names, queues=self.queues
-        )
-        log.info(
-            "worker %s serving %s on %s (concurrency %d, lease %.1fs)",
-            self.owner,
-            ", ".join(self.registry.agent_names),
-            self.registry.database_url,
-            self.concurrency,
-            self.lease_ttl,
-        )
+        await self._announce(store)
         unlisten = self.registry.doorbell.listen(self._requested)
         where = ClaimFilter(self.registry.agent_names, self.queues)
         beat = asyncio.create_task(self._heartbeats(store), name="aetheris-heartbeat")
@@ -221,6 +210,23 @@ class Worker:
                 await store.unregister_worker(self.owner, graceful=not self.crashed)
             except AetherisError as exc:
                 log.warning("worker %s: could not withdraw its presence: %s", self.owner, exc)
+
+    async def _announce(self, store: Store) -> None:
+        """Register the agents served (with their input's schema) and this worker's presence."""
+        await store.register_agents(
+            {name: agent.input_schema() for name, agent in self.registry.agents.items()}
+        )
+        await store.register_worker(
+            self.owner, agents=self.registry.agent_names, queues=self.queues
+        )
+        log.info(
+            "worker %s serving %s on %s (concurrency %d, lease %.1fs)",
+            self.owner,
+            ", ".join(self.registry.agent_names),
+            self.registry.database_url,
+            self.concurrency,
+            self.lease_ttl,
+        )
 
     async def _reap(self, store: Store) -> None:
         try:

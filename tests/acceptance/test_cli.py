@@ -467,6 +467,30 @@ def test_input_that_does_not_fit_the_agent_is_refused_with_app(
     assert cli.jobs() == before
 
 
+@pytest.mark.parametrize(
+    ("data", "problems"),
+    [
+        ({}, ["order_id: required, missing"]),
+        (
+            {"order_id": "o1", "colour": "red"},
+            ["colour: unknown field (expected order_id, quantity)"],
+        ),
+    ],
+    ids=["missing", "unknown-field"],
+)
+def test_without_app_input_is_refused_by_the_schema_a_worker_registered(
+    cli: Cli, workers: Workers, data: dict[str, Any], problems: list[str]
+) -> None:
+    assert workers.start().stop() == 0  # the registration stays: no worker need run for it
+    done = cli("start", "place_order", "--input", json.dumps(data))
+    assert done.returncode == 1, done.stdout
+    assert "invalid input for agent 'place_order': " in done.stderr
+    for problem in problems:
+        assert problem in done.stderr
+    assert "Traceback" not in done.stderr
+    assert cli.jobs() == []
+
+
 def test_without_app_a_bad_field_fails_the_job_on_the_worker(cli: Cli, workers: Workers) -> None:
     workers.start()
     done = cli("start", "place_order", "--input", '{"order_id": "o1", "quantity": "two"}', "--wait")

@@ -79,6 +79,17 @@ def test_the_database_url_may_follow_the_command(cli: Cli, tmp_path: Path) -> No
     assert json.loads(done.stdout)["id"] == job_id
 
 
+def test_an_unreachable_postgres_is_one_notice_then_one_clear_error(tmp_path: Path) -> None:
+    url = "postgresql://postgres@127.0.0.1:1/none?aetheris_connect_timeout=1"
+    done = Cli(tmp_path, url=url)("jobs", "list")
+    assert done.returncode == 1, done
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("aetheris: waiting up to 1 s"), lines
+    assert lines[0].endswith("Connection refused"), lines
+    assert "cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:1/none" in lines[1]
+    assert "Traceback" not in done.stderr and len(lines) <= 3, lines
+
+
 def test_memory_urls_are_refused_by_the_command(cli: Cli) -> None:
     done = cli("--database-url", "memory://", "start", "place_order")
     assert done.returncode == 1

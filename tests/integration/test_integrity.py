@@ -71,7 +71,7 @@ async def on_flaky_store(app: App, failing: set[str], times: int) -> tuple[Flaky
 async def served_once_elsewhere(app: App, agent: str) -> None:
     """A worker of another App registered ``agent`` on this database once; none runs now (a
     child of an agent no worker ever registered is refused at ``ctx.run_agent``)."""
-    await (await app.open_store()).register_agents([agent])
+    await (await app.open_store()).register_agents({agent: None})
 
 
 async def test_cancelling_a_child_that_never_started_wakes_its_parent(store_url: str) -> None:

@@ -38,6 +38,7 @@ _NO_FAULTS = frozenset(
         "migrate",
         "agents",
         "register_agents",
+        "agent_input_schema",
         "register_worker",
         "touch_worker",
         "unregister_worker",

@@ -309,9 +309,13 @@ async def test_summary_counts_jobs_by_status_and_effects_in_doubt(store: Store) 
 
 
 async def test_agent_registry(store: Store) -> None:
-    await store.register_agents(["b", "a"])
-    await store.register_agents(["a"])
+    schema = {"type": "object", "required": ["x"], "properties": {"x": {"type": "string"}}}
+    await store.register_agents({"b": None, "a": {"type": "object"}})
+    await store.register_agents({"a": schema})
     assert await store.agents() == ["a", "b"]
+    assert await store.agent_input_schema("a") == schema  # the last registration wins
+    assert await store.agent_input_schema("b") is None
+    assert await store.agent_input_schema("nobody") is None
 
 
 async def test_schema_is_current_after_open(store: Store) -> None:

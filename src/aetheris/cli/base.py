@@ -8,6 +8,7 @@ import datetime as dt
 import functools
 import importlib
 import json
+import logging
 import os
 import pwd
 import sys
@@ -244,3 +245,5 @@ def with_app(*, writes: bool = False) -> Callable[..., Callable[..., None]]:
 def main(ctx: click.Context, database_url: str | None) -> None:
     """Aetheris: durable execution for AI agents."""
     ctx.ensure_object(Env).database_url = database_url
+    if not logging.getLogger().handlers:  # warnings (a database being waited for) on stderr
+        logging.basicConfig(level=logging.WARNING, format="aetheris: %(message)s")

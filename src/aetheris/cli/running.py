@@ -67,7 +67,9 @@ def worker(
     grace: float,
 ) -> None:
     """Run jobs of an App until SIGTERM or Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
+    )
     app = env.app(app_spec)
     try:
         w = app.worker(

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aetheris.errors import Conflict, IdempotencyConflict, JobNotFound, LeaseLost
@@ -76,6 +77,7 @@ class MemoryStore:
         self._effects: dict[tuple[str, int], Effect] = {}
         self._by_key: dict[str, str] = {}
         self._agents: dict[str, float] = {}
+        self._input_schemas: dict[str, dict[str, Any] | None] = {}
         self._signals: dict[tuple[str, int], Signal] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
@@ -386,11 +388,16 @@ class MemoryStore:
             ]
         return sorted(rows, key=lambda e: (e.job_id, e.position))
 
-    async def register_agents(self, names: Sequence[str]) -> None:
+    async def register_agents(self, agents: Mapping[str, Mapping[str, Any] | None]) -> None:
         now = self._clock()
         with self._lock:
-            for name in names:
+            for name, schema in agents.items():
                 self._agents[name] = now
+                self._input_schemas[name] = copy.deepcopy(dict(schema)) if schema else None
+
+    async def agent_input_schema(self, name: str) -> dict[str, Any] | None:
+        schema = self._input_schemas.get(name)
+        return copy.deepcopy(schema) if schema is not None else None
 
     async def agents(self) -> list[str]:
         return sorted(self._agents)

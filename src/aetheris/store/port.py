@@ -327,8 +327,13 @@ class Store(Protocol):
         """The earliest ``wake_at`` of a parked job (a timer or a timeout), if any."""
         ...
 
-    async def register_agents(self, names: Sequence[str]) -> None:
-        """Record that a worker serves these agents now."""
+    async def register_agents(self, agents: Mapping[str, Mapping[str, Any] | None]) -> None:
+        """Record that a worker serves these agents now, each with the JSON schema of its
+        input (``None``: any object), replacing what an earlier worker registered."""
+        ...
+
+    async def agent_input_schema(self, name: str) -> dict[str, Any] | None:
+        """The JSON schema of ``name``'s input as last registered (``None``: none known)."""
         ...
 
     async def agents(self) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -545,9 +546,13 @@ class PostgresStore:
         row = await self._one("next_wake")
         return row["at"] if row is not None else None
 
-    async def register_agents(self, names: Sequence[str]) -> None:
+    async def register_agents(self, agents: Mapping[str, Mapping[str, Any] | None]) -> None:
         async with self._conn() as conn:
-            await conn.execute(Q["upsert_agents"], {"names": list(names)})
+            await conn.execute(Q["upsert_agents"], {"agents": json.dumps(dict(agents))})
+
+    async def agent_input_schema(self, name: str) -> dict[str, Any] | None:
+        row = await self._one("agent_input_schema", {"name": name})
+        return row["input_schema"] if row is not None else None
 
     async def agents(self) -> list[str]:
         return [r["name"] for r in await self._all("list_agents")]

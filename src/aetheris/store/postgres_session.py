@@ -53,6 +53,13 @@ async def probe(url: str, connect_timeout: float) -> None:
                 raise StoreUnavailable(
                     f"cannot connect to PostgreSQL at {safe_url(url)}: {exc}"
                 ) from exc
+            if delay == 0.1:
+                log.warning(
+                    "waiting up to %g s (?aetheris_connect_timeout=) for PostgreSQL at %s: %s",
+                    connect_timeout,
+                    safe_url(url),
+                    first_line(exc),
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
         except psycopg.Error as exc:
@@ -62,6 +69,12 @@ async def probe(url: str, connect_timeout: float) -> None:
         else:
             await conn.close()
             return
+
+
+def first_line(exc: BaseException) -> str:
+    """The driver's reason without its hints: "connection refused", not three lines."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.rsplit(": ", 1)[-1] if text.startswith("connection failed") else text
 
 
 def schema_mismatch(url: str, state: SchemaState, exc: psycopg.Error) -> StoreError:

@@ -432,10 +432,18 @@ class SQLiteStore:
         rows = self._read(lambda conn: conn.execute(Q["list_effects"], params).fetchall())
         return [effect_from(r, SQLITE) for r in rows]
 
-    async def register_agents(self, names: Sequence[str]) -> None:
+    async def register_agents(self, agents: Mapping[str, Mapping[str, Any] | None]) -> None:
         now = self._clock()
-        rows = [{"name": n, "now": now} for n in names]
+        rows = [
+            {"name": n, "now": now, "input_schema": None if s is None else json.dumps(s)}
+            for n, s in agents.items()
+        ]
         await self._write(lambda conn: conn.executemany(Q["upsert_agents"], rows))
+
+    async def agent_input_schema(self, name: str) -> dict[str, Any] | None:
+        query = Q["agent_input_schema"]
+        row = self._read(lambda conn: conn.execute(query, {"name": name}).fetchone())
+        return json.loads(row[0]) if row is not None and row[0] is not None else None
 
     async def agents(self) -> list[str]:
         rows = self._read(lambda conn: conn.execute(Q["list_agents"]).fetchall())

@@ -138,9 +138,15 @@ WHERE (%(job_id)s::text IS NULL OR job_id = %(job_id)s)
 ORDER BY job_id, position
 
 -- name: upsert_agents
-INSERT INTO agents (name, last_seen)
-SELECT name, aetheris_now() FROM unnest(%(names)s::text[]) AS name
-ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen
+-- :agents is a JSON object: agent name -> its input's JSON schema (or null).
+INSERT INTO agents (name, last_seen, input_schema)
+SELECT a.key, aetheris_now(), NULLIF(a.value, 'null'::jsonb)
+FROM jsonb_each(%(agents)s::jsonb) AS a
+ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen,
+                                 input_schema = excluded.input_schema
+
+-- name: agent_input_schema
+SELECT input_schema FROM agents WHERE name = %(name)s
 
 -- name: list_agents
 SELECT name FROM agents ORDER BY name

@@ -89,9 +89,11 @@ CREATE TABLE signals (
 
 CREATE INDEX signals_pending ON signals (job_id, name, seq) WHERE consumed_position IS NULL;
 
+-- Agents workers serve, with the JSON schema of their input (NULL: any object).
 CREATE TABLE agents (
-    name      text PRIMARY KEY,
-    last_seen float8 NOT NULL
+    name         text PRIMARY KEY,
+    last_seen    float8 NOT NULL,
+    input_schema jsonb
 );
 
 -- Live workers: what each serves (agents, and queues as JSON lists; queues NULL: every queue),

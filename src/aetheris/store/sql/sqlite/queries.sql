@@ -161,9 +161,13 @@ WHERE (:job_id IS NULL OR job_id = :job_id)
 ORDER BY job_id, position
 
 -- name: upsert_agents
--- One row; the store runs it once per name (executemany).
-INSERT INTO agents (name, last_seen) VALUES (:name, :now)
-ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen
+-- One row; the store runs it once per name (executemany). :input_schema is JSON text or NULL.
+INSERT INTO agents (name, last_seen, input_schema) VALUES (:name, :now, :input_schema)
+ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen,
+                                 input_schema = excluded.input_schema
+
+-- name: agent_input_schema
+SELECT input_schema FROM agents WHERE name = :name
 
 -- name: list_agents
 SELECT name FROM agents ORDER BY name

@@ -63,9 +63,11 @@ CREATE TABLE effects (
 
 CREATE INDEX effects_by_state ON effects (state);
 
+-- Agents workers serve, with the JSON schema of their input (NULL: any object).
 CREATE TABLE agents (
-    name      TEXT PRIMARY KEY,
-    last_seen REAL NOT NULL
+    name         TEXT PRIMARY KEY,
+    last_seen    REAL NOT NULL,
+    input_schema BLOB
 );
 
 CREATE INDEX jobs_due ON jobs (wake_at) WHERE status = 'parked' AND wake_at IS NOT NULL;
