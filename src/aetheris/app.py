@@ -20,6 +20,7 @@ from aetheris.errors import (
 )
 from aetheris.journal import canonical, check_text
 from aetheris.ledger import Tool
+from aetheris.models import Budget
 from aetheris.resolution import Resolution, resolve_effect
 from aetheris.scheduler import Doorbell, Worker
 from aetheris.store import create_store, default_url
@@ -41,7 +42,7 @@ from aetheris.tools import (
     ToolDef,
     revive,
 )
-from aetheris.waits import APPROVAL_PREFIX, approval_signal
+from aetheris.waits import APPROVAL_PREFIX, BUDGET_SIGNAL, approval_signal
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -309,26 +310,30 @@ class App:
         queue: str = "default",
         priority: int = 0,
         deadline: float | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
     ) -> JobHandle:
         """Start a job of ``agent``; starting twice with one ``idempotency_key`` gives one job.
 
         ``deadline`` (seconds from now): past it, the job stops at its next durable operation
         (a tool still running is interrupted), runs its compensations and ends failed.
+        ``budget`` (``Budget(tokens=, cost=)`` or a dict): checked before each model call; when
+        spent, the job parks with reason ``budget`` until :meth:`raise_budget`.
         """
         name = _agent_name(agent)
+        try:
+            limits = Budget.of(budget)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"budget: {exc}") from None
         data = {} if input is None else input
-        if not isinstance(data, Mapping):
-            raise InvalidInput(f"input must be a JSON object, got {type(data).__name__}")
-        size = len(canonical(data))
-        if size > self.max_payload_bytes:
-            raise InvalidInput(
-                f"input is {size} bytes, over the payload limit of {self.max_payload_bytes}"
-            )
-        for text, what in ((name, "agent name"), (job_id, "job id"), (queue, "queue")):
+        self._check_input(data)
+        for text, what in (
+            (name, "agent name"),
+            (job_id, "job id"),
+            (queue, "queue"),
+            (idempotency_key, "idempotency key"),
+        ):
             if text is not None:
                 check_text(text, what)
-        if idempotency_key is not None:
-            check_text(idempotency_key, "idempotency key")
         store = await self.open_store()
         await self._check_agent(store, name, data)
         new = NewJob(
@@ -339,10 +344,20 @@ class App:
             queue=queue,
             priority=priority,
             deadline=None if deadline is None else self.clock.time() + deadline,
+            budget=limits,
         )
         job, _ = await store.create_job(new)
         self._wake_workers()
         return JobHandle(self, job.id)
+
+    def _check_input(self, data: Any) -> None:
+        if not isinstance(data, Mapping):
+            raise InvalidInput(f"input must be a JSON object, got {type(data).__name__}")
+        size = len(canonical(data))
+        if size > self.max_payload_bytes:
+            raise InvalidInput(
+                f"input is {size} bytes, over the payload limit of {self.max_payload_bytes}"
+            )
 
     async def _check_agent(self, store: Store, name: str, data: Mapping[str, Any]) -> None:
         """Validate against this App's agent; else against the agents workers registered.
@@ -387,6 +402,30 @@ class App:
 
     # -- human in the loop and control -------------------------------------------------------
 
+    async def raise_budget(
+        self,
+        job_id: str,
+        *,
+        tokens: int | None = None,
+        cost: float | None = None,
+        sender: str | None = None,
+    ) -> Signal:
+        """Give a job new budget limits (``None`` keeps that limit); a job parked for its
+        budget resumes, and the raise is journaled where the job takes it."""
+        try:
+            limits = Budget(tokens, cost)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if tokens is None and cost is None:
+            raise InvalidInput("raise_budget needs tokens or cost")
+        store = await self.open_store()
+        payload = {k: v for k, v in limits.to_data().items() if v is not None}
+        signal, _ = await store.send_signal(
+            job_id, BUDGET_SIGNAL, payload, self.clock.uuid4().hex, sender
+        )
+        self._wake_workers()
+        return signal
+
     async def signal(
         self,
         job_id: str,
@@ -402,6 +441,8 @@ class App:
         Names starting with ``approval:`` are the approval channel: use :meth:`approve` or
         :meth:`reject`, which bind the decision to the request that was reviewed.
         """
+        if name == BUDGET_SIGNAL:
+            raise InvalidInput(f"signal name {name!r} is reserved: use raise_budget()")
         if name.startswith(APPROVAL_PREFIX):
             raise InvalidInput(
                 f"signal name {name!r} is reserved for approval decisions: "

@@ -106,6 +106,11 @@ class ToolFailed(AetherisError):
         super().__init__(f"{name} failed at position {position}: {error_type}: {message}")
 
 
+class ModelCallFailed(ToolFailed):
+    """A model call failed for good (after the client's own retries). Recorded at its
+    position and raised again on replay; agent code may catch it like a tool's failure."""
+
+
 class CompensationFailed(AetherisError):
     """A registered compensation failed for good; the job ends failed with this."""
 

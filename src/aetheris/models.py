@@ -40,6 +40,7 @@ class ParkReason(enum.StrEnum):
     NONDETERMINISM = "nondeterminism"
     PAUSED = "paused"
     CHILD = "child"
+    BUDGET = "budget"  # its model calls spent the job's budget: an operator may raise it
 
 
 class Control(enum.StrEnum):
@@ -131,6 +132,57 @@ class NewJob:
     run_at: float | None = None
     parent_id: str | None = None
     deadline: float | None = None
+    budget: Budget | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What a job's model calls may spend: tokens (input + output) and cost (in the price
+    table's currency, US dollars by default). ``None``: no limit of that kind."""
+
+    tokens: int | None = None
+    cost: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tokens", "cost"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not value >= 0):
+                raise ValueError(f"budget {name} must be a non-negative number, got {value!r}")
+
+    @classmethod
+    def of(cls, value: Budget | Mapping[str, Any] | None) -> Budget | None:
+        if value is None or isinstance(value, Budget):
+            return value
+        unknown = set(value) - {"tokens", "cost"}
+        if unknown:
+            raise ValueError(f"unknown budget fields {sorted(unknown)}: use tokens and cost")
+        return cls(value.get("tokens"), value.get("cost"))
+
+    def to_data(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "cost": self.cost}
+
+
+@dataclass(slots=True)
+class Spend:
+    """What a job's model calls have spent so far; ``cost_unknown`` when a call's model has no
+    price (its cost is not 0, it is unknown)."""
+
+    tokens: int = 0
+    cost: float = 0.0
+    cost_unknown: bool = False
+    calls: int = 0
+
+    def over(self, budget: Budget | None) -> str | None:
+        """Why ``budget`` allows no further call, else ``None``."""
+        if budget is None:
+            return None
+        if budget.tokens is not None and self.tokens >= budget.tokens:
+            return f"{self.tokens} tokens spent of a budget of {budget.tokens}"
+        if budget.cost is not None and self.cost_unknown:
+            return "a model's price is unknown, so the cost budget cannot be kept"
+        if budget.cost is not None and self.cost >= budget.cost:
+            return f"{self.cost:.6g} spent of a cost budget of {budget.cost:.6g}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)

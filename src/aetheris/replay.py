@@ -8,7 +8,7 @@ reports a divergence with the same readable diff a worker would park with.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +46,13 @@ class ReplayReport:
 class _Capture:
     """Stands in for the store: keeps what the replayed run would have written."""
 
-    def __init__(self) -> None:
+    def __init__(self, blobs: Mapping[str, bytes]) -> None:
         self.commits: list[Commit] = []
+        self._blobs = blobs
+
+    async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
+        wanted = self._blobs if hashes is None else hashes
+        return {h: self._blobs[h] for h in wanted if h in self._blobs}
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
         self.commits.append(commit)
@@ -92,16 +97,19 @@ async def replay(app: App, job_id: str) -> ReplayReport:
     job = await store.get_job(job_id)
     if job is None:
         raise JobNotFound(job_id)
-    return await replay_history(
-        app, job, await store.events(job_id), await store.effects(job_id=job_id)
-    )
+    events, effects = await store.events(job_id), await store.effects(job_id=job_id)
+    return await replay_history(app, job, events, effects, await store.blobs(job_id))
 
 
 async def replay_history(
-    app: App, job: Job, events: Sequence[Event], effects: Sequence[Effect]
+    app: App,
+    job: Job,
+    events: Sequence[Event],
+    effects: Sequence[Effect],
+    blobs: Mapping[str, bytes] | None = None,
 ) -> ReplayReport:
     """Replay a job's recorded history (from a store or a bundle) against ``app``'s code."""
-    capture = _Capture()
+    capture = _Capture(blobs or {})
     run = JobRun(
         job=job,
         lease=Lease(job.id, job.lease_epoch, "replay"),

@@ -52,6 +52,7 @@ from aetheris.errors import (
     WaitError,
 )
 from aetheris.journal import Event, EventDraft, EventType, OpRecord, canonical, to_jsonable
+from aetheris.models import Budget, Spend
 from aetheris.store.port import (
     Commit,
     Control,
@@ -83,6 +84,7 @@ class Committer(Protocol):
     async def events(self, job_id: str) -> list[Event]: ...
     async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]: ...
     async def agents(self) -> list[str]: ...
+    async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]: ...
 
 
 _SMALL = frozenset({int, float, bool, type(None)})
@@ -137,6 +139,13 @@ def _records(events: Sequence[Event]) -> dict[int, _Record]:
         record = _Record(data.get("kind"), data.get("name"), data.get("args_hash"), holds)
         found[event.position] = (level, record)
     return {position: record for position, (_, record) in found.items()}
+
+
+def _created(events: Sequence[Event]) -> Mapping[str, Any]:
+    """The job's ``job_created`` event data (the first event), or nothing."""
+    if events and events[0].type is EventType.JOB_CREATED:
+        return events[0].data
+    return {}
 
 
 def _as_write(row: Effect) -> EffectWrite:
@@ -200,6 +209,12 @@ class JobRun:
         self._phase = "new"  # "running" the agent, then "ending" (parking, ending, handing back)
         self._flights: dict[asyncio.Task[Any], int] = {}
         self._landed = asyncio.Event()
+        # Model calls: what they spent so far in this run (replayed ones included, as they are
+        # reached), the limits in force, and the conversation hashing cache.
+        self.spent = Spend()
+        self.budget: Budget | None = Budget.of(_created(events).get("budget"))
+        self._budget_read = bool(events)  # a first run reads no events: read it when needed
+        self.memo: dict[str, Any] = {}
 
     def _index(self, events: Sequence[Event], effects: Sequence[Effect]) -> None:
         """What the journal and the ledger hold, by position (read once, at the claim)."""
@@ -447,6 +462,14 @@ class JobRun:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    async def limits(self) -> Budget | None:
+        """The job's budget as it stands in this run (read from its first event once)."""
+        if not self._budget_read:
+            events = await self.read(self.store.events, self.job.id)
+            self.budget = Budget.of(_created(events).get("budget"))
+            self._budget_read = True
+        return self.budget
+
     async def take_signal(self, name: str) -> Signal | None:
         """The oldest signal of ``name`` not yet received by this job (re-reading the inbox).
 
@@ -468,6 +491,7 @@ class JobRun:
         effects: Sequence[EffectWrite] = (),
         status: StatusWrite | None = None,
         consume: Sequence[tuple[int, int]] = (),
+        blobs: Sequence[tuple[str, bytes]] = (),
     ) -> list[Event]:
         """A fenced write; buffered ``now``/``uuid``/``random`` values and children travel with it.
 
@@ -492,6 +516,7 @@ class JobRun:
                 wake,
                 create=children,
                 cancel_children=ends and self._has_children,
+                blobs=blobs,
             )
             try:
                 sealed = await self._commit_surviving_outages(commit)

@@ -32,6 +32,7 @@ from aetheris.errors import (
     WaitError,
 )
 from aetheris.journal import EventDraft, OpRecord, args_hash, canonical, to_jsonable
+from aetheris.models import Budget
 from aetheris.run import JobRun, Slot
 from aetheris.store.port import Job, JobStatus, NewJob, ParkReason, Signal, job_wake, signal_wake
 
@@ -55,6 +56,7 @@ class Approval:
 
 
 APPROVAL_PREFIX = "approval:"
+BUDGET_SIGNAL = "aetheris.budget"  # carries an operator's new budget limits
 
 
 def approval_signal(position: int) -> str:
@@ -378,3 +380,34 @@ async def _child_ended(run: JobRun, slot: Slot, agent: str, digest: str, child: 
         f"child {agent!r} ({child.id}) ended {child.status}",
         {**fields, "error": child.error},
     )
+
+
+# -- budgets -----------------------------------------------------------------------------------
+
+
+async def budget_raised(run: JobRun, why: str) -> Budget:
+    """The job's budget is spent (``why``): take an operator's raise from the inbox, journaled
+    at this position, or park with reason ``budget`` until one arrives."""
+    slot = run.next_op("budget", "budget", "")
+    if slot.recorded is not None:
+        return _raised(run, _recorded(slot))
+    signal = await run.take_signal(BUDGET_SIGNAL)
+    if signal is not None:
+        record = _op(slot, "budget", "budget", "", result=signal.payload, **_signal_fields(signal))
+        await run.commit(record, consume=[(signal.seq, slot.position)])
+        return _raised(run, signal.payload)
+    detail = {
+        "position": slot.position,
+        "spent": {"tokens": run.spent.tokens, "cost": run.spent.cost},
+        "budget": run.budget.to_data() if run.budget else None,
+        "message": f"budget spent ({why}): `aetheris budget {run.job.id} --tokens N --cost X`",
+    }
+    wait = _Wait(slot, "budget", "budget", "")
+    raise await wait.park(run, ParkReason.BUDGET, detail, wake_on=signal_wake(BUDGET_SIGNAL))
+
+
+def _raised(run: JobRun, payload: Mapping[str, Any]) -> Budget:
+    """The limits after a raise: those it names replace the job's, the others stay."""
+    now = run.budget or Budget()
+    run.budget = Budget(payload.get("tokens", now.tokens), payload.get("cost", now.cost))
+    return run.budget

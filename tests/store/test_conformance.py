@@ -359,3 +359,28 @@ async def test_concurrent_commits_of_many_jobs_land_or_fail_alone(store: Store) 
         assert [e.type for e in events][-2:] == [EventType.OP, EventType.OP]
         assert verify_chain(claim.job.id, events).ok
     assert [e.type for e in await store.events(stale.job.id)][-1] is not EventType.OP
+
+
+async def test_blobs_travel_with_their_commit_and_are_kept_once(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 30.0, ALL)
+    assert claim is not None
+    job = await store.get_job("j1")
+    assert job is not None
+    first = [("a" * 64, b"one"), ("b" * 64, b"\x00two")]
+    head = Head(job.event_count, job.head_hash)
+    await store.commit(claim.lease, Commit([op(0)], head=head, blobs=first))
+    again = [("b" * 64, b"\x00two"), ("c" * 64, b"three")]
+    await store.commit(claim.lease, Commit([op(1)], blobs=again))  # head not given: read
+    assert await store.blobs("j1") == {"a" * 64: b"one", "b" * 64: b"\x00two", "c" * 64: b"three"}
+    assert await store.blobs("j1", ["c" * 64, "d" * 64]) == {"c" * 64: b"three"}
+    assert await store.blobs("other") == {}
+    # A refused commit writes none of its blobs.
+    bad = intent(2, EffectState.COMMITTED, expect=EffectState.INTENT)
+    with pytest.raises(Conflict):
+        await store.commit(claim.lease, Commit([op(2)], effects=[bad], blobs=[("e" * 64, b"x")]))
+    park = StatusWrite(JobStatus.PARKED, park_reason=ParkReason.EFFECT_IN_DOUBT, park_detail={})
+    await store.commit(claim.lease, Commit(status=park))
+    with pytest.raises(LeaseLost):
+        await store.commit(claim.lease, Commit([op(3)], blobs=[("f" * 64, b"y")]))
+    assert set(await store.blobs("j1")) == {"a" * 64, "b" * 64, "c" * 64}

@@ -45,6 +45,7 @@ def created_draft(new: NewJob) -> EventDraft:
             "idempotency_key": new.idempotency_key,
             "queue": new.queue,
             "priority": new.priority,
+            **({"budget": new.budget.to_data()} if new.budget is not None else {}),
         },
     )
 

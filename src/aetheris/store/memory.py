@@ -78,6 +78,7 @@ class MemoryStore:
         self._by_key: dict[str, str] = {}
         self._agents: dict[str, float] = {}
         self._input_schemas: dict[str, dict[str, Any] | None] = {}
+        self._blobs: dict[tuple[str, str], bytes] = {}
         self._signals: dict[tuple[str, int], Signal] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
@@ -284,6 +285,8 @@ class MemoryStore:
     def _apply(self, job: Job, commit: Commit, now: float) -> list[Event]:
         for write in commit.effects:
             self._write_effect(job.id, write, now)
+        for digest, body in commit.blobs:
+            self._blobs.setdefault((job.id, digest), bytes(body))
         for seq, position in commit.consume:
             signal = self._signals[(job.id, seq)]
             self._signals[(job.id, seq)] = dataclasses.replace(signal, consumed_position=position)
@@ -387,6 +390,12 @@ class MemoryStore:
                 if (job_id is None or e.job_id == job_id) and (states is None or e.state in states)
             ]
         return sorted(rows, key=lambda e: (e.job_id, e.position))
+
+    async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
+        with self._lock:
+            if hashes is None:
+                return {h: b for (j, h), b in self._blobs.items() if j == job_id}
+            return {h: self._blobs[(job_id, h)] for h in hashes if (job_id, h) in self._blobs}
 
     async def register_agents(self, agents: Mapping[str, Mapping[str, Any] | None]) -> None:
         now = self._clock()

@@ -149,6 +149,7 @@ class Commit:
     wake: Sequence[tuple[str, str]] = ()  # (job id, wake_on) of parked jobs to unpark
     create: Sequence[NewJob] = ()  # child jobs, created unless a job with the same id exists
     cancel_children: bool = False  # the job ends: cancel its children that have not ended
+    blobs: Sequence[tuple[str, bytes]] = ()  # (sha256 hex, bytes) the events refer to
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +326,10 @@ class Store(Protocol):
 
     async def next_wake(self) -> float | None:
         """The earliest ``wake_at`` of a parked job (a timer or a timeout), if any."""
+        ...
+
+    async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
+        """The job's blobs by hash (those of ``hashes``, else all); a missing one is absent."""
         ...
 
     async def register_agents(self, agents: Mapping[str, Mapping[str, Any] | None]) -> None:

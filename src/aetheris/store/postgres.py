@@ -483,6 +483,10 @@ class PostgresStore:
             open_event(job_id, r["seq"], bytes(r["body"]), r["prev_hash"], r["hash"]) for r in rows
         ]
 
+    async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
+        params = {"job_id": job_id, "hashes": None if hashes is None else list(hashes)}
+        return {r["hash"]: bytes(r["body"]) for r in await self._all("blobs", params)}
+
     async def effects(
         self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None
     ) -> list[Effect]:

@@ -355,6 +355,8 @@ class SQLiteStore:
             conn.execute(Q["set_status"], status_params(lease.job_id, commit.status, SQLITE, now))
         if commit.effects:
             self._run(conn, steps.effect_writes(lease.job_id, commit.effects, SQLITE, now))
+        if commit.blobs:
+            self._run(conn, steps.blob_writes(lease.job_id, commit.blobs, SQLITE))
         if steps.follows(commit):
             self._run(conn, steps.follow_up(lease.job_id, commit, now))
         _insert_events(conn, sealed)
@@ -421,6 +423,11 @@ class SQLiteStore:
     async def events(self, job_id: str) -> list[Event]:
         rows = self._read(lambda conn: conn.execute(Q["events"], {"job_id": job_id}).fetchall())
         return [open_event(job_id, r["seq"], r["body"], r["prev_hash"], r["hash"]) for r in rows]
+
+    async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
+        params = {"job_id": job_id, "hashes": None if hashes is None else json.dumps(list(hashes))}
+        rows = self._read(lambda conn: conn.execute(Q["blobs"], params).fetchall())
+        return {r[0]: bytes(r[1]) for r in rows}
 
     async def effects(
         self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None

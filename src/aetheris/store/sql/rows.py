@@ -192,7 +192,13 @@ def commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict
     params["hash"] = sealed[-1].hash if sealed else commit.head.hash
     params.update(effect_columns(commit.effects, POSTGRESQL))
     params.update(event_columns(sealed))
+    params.update(blob_columns(commit.blobs))
     return params
+
+
+def blob_columns(blobs: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
+    """Blobs as PostgreSQL arrays (``b_hashes``, ``b_bodies``)."""
+    return {"b_hashes": [h for h, _ in blobs], "b_bodies": [b for _, b in blobs]}
 
 
 # -- models from rows --------------------------------------------------------------------------

@@ -16,7 +16,13 @@ from aetheris.errors import Conflict
 from aetheris.journal import EventDraft
 from aetheris.store import _shared as shared
 from aetheris.store.port import Commit, EffectWrite, Job, JobStatus, NewJob, job_wake
-from aetheris.store.sql.rows import Dialect, effect_params, status_params
+from aetheris.store.sql.rows import (
+    POSTGRESQL,
+    Dialect,
+    blob_columns,
+    effect_params,
+    status_params,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,15 @@ def effect_writes(job_id: str, writes: Sequence[EffectWrite], d: Dialect, now: f
     return steps
 
 
+def blob_writes(job_id: str, blobs: Sequence[tuple[str, bytes]], d: Dialect) -> list[Run]:
+    """Insert blobs the job does not have yet (PostgreSQL: one statement; SQLite: one a blob)."""
+    if not blobs:
+        return []
+    if d is POSTGRESQL:
+        return [Run("insert_blobs", {"job_id": job_id, **blob_columns(blobs)})]
+    return [Run("insert_blobs", {"job_id": job_id, "hash": h, "body": b}) for h, b in blobs]
+
+
 def follows(commit: Commit) -> bool:
     """Whether anything must follow the job's own row (most steps' commits: nothing)."""
     status = commit.status
@@ -104,6 +119,7 @@ def write_commit(
 ) -> list[Step]:
     """All of a commit once its job row is fenced or locked and its head read."""
     steps: list[Step] = [*effect_writes(job_id, commit.effects, d, now)]
+    steps.extend(blob_writes(job_id, commit.blobs, d))
     if commit.status is not None:
         steps.append(Run("set_status", status_params(job_id, commit.status, d, now)))
     steps.extend(follow_up(job_id, commit, now))

@@ -94,6 +94,15 @@ FROM unnest(%(seqs)s::bigint[], %(types)s::text[], %(positions)s::integer[],
             %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[])
      AS u(seq, type, position, body, prev_hash, hash)
 
+-- name: insert_blobs
+INSERT INTO blobs (job_id, hash, body)
+SELECT %(job_id)s, b.hash, b.body FROM unnest(%(b_hashes)s::text[], %(b_bodies)s::bytea[]) AS b(hash, body)
+ON CONFLICT DO NOTHING
+
+-- name: blobs
+SELECT hash, body FROM blobs
+WHERE job_id = %(job_id)s AND (%(hashes)s::text[] IS NULL OR hash = ANY(%(hashes)s::text[]))
+
 -- name: set_head
 UPDATE jobs SET event_count = %(count)s, head_hash = %(hash)s WHERE id = %(id)s
 
@@ -250,6 +259,11 @@ WITH fence AS (
          unnest(%(seqs)s::bigint[], %(types)s::text[], %(positions)s::integer[],
                 %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[])
          AS u(seq, type, position, body, prev_hash, hash)
+), written_blobs AS (
+    INSERT INTO blobs (job_id, hash, body)
+    SELECT fence.id, b.hash, b.body
+    FROM fence, unnest(%(b_hashes)s::text[], %(b_bodies)s::bytea[]) AS b(hash, body)
+    ON CONFLICT DO NOTHING
 )
 SELECT count(*) AS fenced FROM fence
 

@@ -120,3 +120,13 @@ CREATE TRIGGER jobs_notify_work
 AFTER INSERT OR UPDATE OF status ON jobs
 FOR EACH ROW WHEN (NEW.status = 'pending')
 EXECUTE FUNCTION aetheris_notify_work();
+
+-- Large payloads of a job's journal (model message histories, images), content-addressed: an
+-- event refers to a blob by the sha256 of its bytes, and a blob written twice is stored once.
+-- Blobs are written in the fenced transaction of the event that first refers to them.
+CREATE TABLE blobs (
+    job_id text NOT NULL,
+    hash   text NOT NULL,
+    body   bytea NOT NULL,
+    PRIMARY KEY (job_id, hash)
+);

@@ -118,6 +118,14 @@ RETURNING event_count, head_hash
 INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
 VALUES (:job_id, :seq, :type, :position, :body, :prev_hash, :hash)
 
+-- name: insert_blobs
+-- One row; the store runs it once per blob.
+INSERT INTO blobs (job_id, hash, body) VALUES (:job_id, :hash, :body) ON CONFLICT DO NOTHING
+
+-- name: blobs
+SELECT hash, body FROM blobs
+WHERE job_id = :job_id AND (:hashes IS NULL OR hash IN (SELECT value FROM json_each(:hashes)))
+
 -- name: set_head
 UPDATE jobs SET event_count = :count, head_hash = :hash WHERE id = :id
 
