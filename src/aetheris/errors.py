@@ -13,6 +13,7 @@ Errors (``Exception``) are things a caller can handle::
     ├── ToolFailed              a tool or step failed for good (live and on replay alike)
     ├── CompensationFailed      a compensation failed for good: the job ends failed with it
     ├── BundleError             an evidence bundle is malformed or does not verify
+    ├── ModelError              a model endpoint did not answer a chat completion
     ├── WaitError               a durable wait ended without what it waited for:
     │   ├── SignalTimeout       ``wait_for_signal(timeout=...)`` ran out
     │   ├── ApprovalRejected    a human rejected the request
@@ -117,6 +118,20 @@ class CompensationFailed(AetherisError):
 
 class BundleError(AetherisError):
     """An evidence bundle is malformed or its hash chain does not verify."""
+
+
+class ModelError(AetherisError):
+    """A model endpoint did not answer a chat completion (after any retries).
+
+    ``status`` is the HTTP status, or ``None`` when no response came (a timeout, a refused or
+    broken connection); ``retryable`` says whether asking again later may succeed. The message
+    names the endpoint's URL (never its key) and the server's own words.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+        self.status = status
+        self.retryable = retryable
+        super().__init__(message)
 
 
 class WaitError(AetherisError):
