@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("AETHERIS_DATABASE_URL", f"sqlite:///{ROOT}/.aetheris/aetheris.db")
 os.environ.setdefault("DEMO_WORLD", str(ROOT / ".aetheris" / "demo-world"))
 
-from aetheris.cli import render
+from aetheris.cli import render, trace_view
 from aetheris.journal import EventType
 from examples.refund.app import WORLD, app
 
@@ -52,7 +52,7 @@ def start_worker(label: str) -> subprocess.Popen[bytes]:
 
 
 def show(event: object) -> None:
-    kind, name, outcome, duration, detail = render._describe(event)  # type: ignore[arg-type]
+    kind, name, outcome, duration, detail = trace_view.describe(event)  # type: ignore[arg-type]
     what = f"{kind} {name}".strip() or event.type.value  # type: ignore[attr-defined]
     label = outcome or event.type.value  # type: ignore[attr-defined]
     print(f"  [{event.seq:>2}] {what:<22} {label:<22} {duration:>9}  {detail[:60]}")  # type: ignore[attr-defined]
@@ -91,7 +91,7 @@ async def main() -> None:
             break
         await asyncio.sleep(0.05)
     job = await app.get_job(job_id)
-    render.console().print(render.trace_table(job, await store.events(job_id)))
+    render.console().print(trace_view.trace_table(job, await store.events(job_id)))
     paid = len(payments.read_text().splitlines()) - paid_before
     print(f"\njob {job.status}: {job.result}")
     print(f"refunds paid for this job: {paid} (see {payments})")

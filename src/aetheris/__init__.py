@@ -25,6 +25,8 @@ from aetheris.errors import (
     JobFailed,
     JobNotFound,
     LeaseLost,
+    ModelCallFailed,
+    ModelError,
     RetryableError,
     SchemaMismatch,
     SignalTimeout,
@@ -36,6 +38,7 @@ from aetheris.errors import (
     WaitError,
 )
 from aetheris.ledger import Tool
+from aetheris.models import Budget
 from aetheris.store.port import (
     Control,
     EffectClass,
@@ -63,6 +66,7 @@ __all__ = [
     "Approval",
     "ApprovalRejected",
     "ApprovalTimeout",
+    "Budget",
     "ChildFailed",
     "Clock",
     "Committed",
@@ -85,6 +89,8 @@ __all__ = [
     "JobNotFound",
     "JobStatus",
     "LeaseLost",
+    "ModelCallFailed",
+    "ModelError",
     "NotExecuted",
     "ParkReason",
     "RetryPolicy",

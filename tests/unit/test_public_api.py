@@ -6,6 +6,9 @@ import aetheris
 import aetheris.testing
 
 EXPECTED = {
+    "Budget",
+    "ModelCallFailed",
+    "ModelError",
     "Clock",
     "AetherisError",
     "App",

@@ -69,6 +69,31 @@ async def send_signal(
         )
 
 
+@main.command()
+@click.argument("job_id")
+@click.option("--tokens", type=click.IntRange(min=0), help="The new token limit.")
+@click.option("--cost", type=click.FloatRange(min=0), help="The new cost limit, in dollars.")
+@click.option("--by", default=who, show_default="$USER", help="Recorded with the raise.")
+@with_app(writes=True)
+async def budget(
+    app: App, job_id: str, tokens: int | None, cost: float | None, by: str | None
+) -> None:
+    """Give a job new model budget limits; a job parked for its budget resumes."""
+    if tokens is None and cost is None:
+        raise click.UsageError("give --tokens, --cost or both")
+    await app.raise_budget(job_id, tokens=tokens, cost=cost, sender=by)
+    job = await app.get_job(job_id)
+    limits = ", ".join(
+        f"{name} {value}"
+        for name, value in (("tokens", tokens), ("cost", cost))
+        if value is not None
+    )
+    if job.park_reason is ParkReason.BUDGET:
+        click.echo(f"job {job_id}: budget raised to {limits}; it resumes")
+    else:
+        click.echo(f"job {job_id}: budget raised to {limits}; taken when its budget runs out")
+
+
 def _decision_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--position", type=int, help="The request's position (default: pending)")(fn)
     fn = click.option("--by", default=who, show_default="$USER", help="Who decides.")(fn)

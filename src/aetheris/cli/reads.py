@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from aetheris.app import App
-from aetheris.cli import render
+from aetheris.cli import render, trace_view
 from aetheris.cli.base import (
     json_option,
     main,
@@ -76,11 +76,14 @@ async def jobs_list(
 async def jobs_show(app: App, job_id: str, as_json: bool) -> None:
     """Show one job."""
     job = await app.get_job(job_id)
-    view = render.job_json(job)
+    spent = trace_view.model_spend(await (await app.open_store()).events(job_id))
+    view = {**render.job_json(job), "model_calls": spent}
     if as_json:
         render.print_json(view)
         return
     render.console().print(render.job_details(job))
+    if spent["calls"]:
+        click.echo(f"model calls: {spent['calls']}, {trace_view.spend_text(spent)}")
 
 
 @main.command()
@@ -97,7 +100,7 @@ async def trace(app: App, job_id: str, wide: bool, as_json: bool) -> None:
             {"job": render.job_json(job), "events": [render.event_json(e) for e in events]}
         )
     else:
-        render.show(render.trace_table(job, events, wide=wide))
+        render.show(trace_view.trace_table(job, events, wide=wide))
 
 
 @main.command()

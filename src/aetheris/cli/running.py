@@ -25,6 +25,7 @@ from aetheris.cli.base import (
     with_app,
 )
 from aetheris.errors import AetherisError
+from aetheris.models import Budget
 from aetheris.store.port import Job, JobStatus
 
 
@@ -112,8 +113,15 @@ def worker(
     "--app",
     "app_spec",
     metavar="MOD:APP",
-    help="Validate the input against this App before the job is created (without it, the "
-    "worker validates it and fails the job).",
+    help="Validate the input against this App before the job is created (without it, a "
+    "missing or unknown field is refused by the schema a worker registered, and the worker "
+    "checks the rest).",
+)
+@click.option(
+    "--budget-tokens", type=click.IntRange(min=0), help="Tokens its model calls may spend."
+)
+@click.option(
+    "--budget-cost", type=click.FloatRange(min=0), help="Dollars its model calls may spend."
 )
 @json_option
 @with_app(writes=True)
@@ -126,14 +134,24 @@ async def start(
     priority: int,
     wait: bool,
     timeout: float | None,
+    budget_tokens: int | None,
+    budget_cost: float | None,
     as_json: bool,
 ) -> None:
     """Start a job of AGENT."""
     data = parse_json(input_json, "--input")
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--input")
+    limits = None
+    if budget_tokens is not None or budget_cost is not None:
+        limits = Budget(budget_tokens, budget_cost)
     handle = await app.start(
-        agent, data, idempotency_key=idempotency_key, queue=queue, priority=priority
+        agent,
+        data,
+        idempotency_key=idempotency_key,
+        queue=queue,
+        priority=priority,
+        budget=limits,
     )
     serving = await app.serving(agent, queue)
     if serving.warning is not None:
