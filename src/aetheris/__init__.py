@@ -37,7 +37,7 @@ from aetheris.errors import (
     UnknownAgent,
     WaitError,
 )
-from aetheris.ledger import Tool
+from aetheris.ledger import Tool, journaled_call
 from aetheris.models import Budget
 from aetheris.store.port import (
     Control,
@@ -107,5 +107,6 @@ __all__ = [
     "UnknownAgent",
     "WaitError",
     "__version__",
+    "journaled_call",
     "tool_context",
 ]

@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -296,6 +296,39 @@ async def run_pure(run: JobRun, call: Call, adapter: TypeAdapter[Any] | None) ->
 
 
 # -- tools ---------------------------------------------------------------------------------------
+
+
+async def journaled_call(
+    name: str,
+    fn: Callable[..., Any],
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    effect: EffectClass | str = EffectClass.AT_MOST_ONCE,
+    retry: RetryPolicy | None = None,
+    reconcile: Callable[[str], Any] | None = None,
+    requires_approval: bool = False,
+) -> Any:
+    """``fn(**kwargs)`` as a journaled tool call named ``name``, for code that holds a callable
+    rather than an ``@app.tool`` (a framework's tool, an MCP call): inside a running agent it
+    takes a journal position and follows the ledger rules of ``effect``; outside, it runs.
+
+    ``effect`` defaults to ``at_most_once``: a call whose effect is not declared is never run
+    twice on a guess (a crash mid-call leaves it in doubt for ``reconcile`` or an operator).
+    The result must have a JSON form; a replay returns that form (dicts, lists, strings).
+    """
+    definition = ToolDef(
+        name,
+        fn,
+        EffectClass(effect),
+        retry or RetryPolicy(),
+        reconcile=reconcile,
+        requires_approval=requires_approval,
+    )
+    arguments = dict(kwargs or {})
+    run = current_run.get()
+    if run is None:
+        return await invoke(fn, definition.is_async, None, (), arguments)
+    return await call_tool(run, definition, (), arguments)
 
 
 async def call_tool(

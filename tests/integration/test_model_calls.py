@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aetheris import App, Context, JobStatus
+from aetheris import App, Context, JobStatus, journaled_call
 from aetheris.errors import ModelCallFailed
 from aetheris.journal import EventType
 from aetheris.modelcalls import ModelReply, Usage, model_call
@@ -170,4 +170,30 @@ async def test_stored_bytes_grow_linearly_with_turns(tmp_path: Any, turns: int) 
     # Each turn adds two messages, two nodes and one event: a constant, whatever came before
     # (a request storing its whole history would grow by ~40 bytes x turns per turn).
     assert per_turn < 1800, f"{stored} bytes for {turns} turns"
+    await app.close()
+
+
+async def test_a_journaled_call_of_an_undeclared_effect_is_never_run_twice(
+    store_url: str,
+) -> None:
+    app = App(store_url, lease_ttl=1.0)
+    sent: list[str] = []
+
+    def send(to: str) -> str:
+        sent.append(to)
+        return f"sent to {to}"
+
+    @app.agent
+    async def mailer(ctx: Context) -> str:
+        first = await journaled_call("send", send, {"to": "a@example.com"}, effect="idempotent")
+        second = await journaled_call("send", send, {"to": "b@example.com"})  # at_most_once
+        return f"{first}; {second}"
+
+    handle = await app.start("mailer", {})
+    with simulate_crash("after_dispatch:send@2"):
+        await crash_worker(app, handle.job_id)
+    async with running_worker(app, poll_interval=0.01):
+        job = await wait_for(app, handle.job_id, JobStatus.PARKED)
+    assert job.park_reason is not None and job.park_reason.value == "effect_in_doubt"
+    assert sent == ["a@example.com", "b@example.com"], "the second send is in doubt, not re-run"
     await app.close()

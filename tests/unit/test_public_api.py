@@ -6,6 +6,7 @@ import aetheris
 import aetheris.testing
 
 EXPECTED = {
+    "journaled_call",
     "Budget",
     "ModelCallFailed",
     "ModelError",
