@@ -24,7 +24,15 @@ from typing import Any
 
 from aetheris import crashpoints, waits
 from aetheris.errors import Draining, ModelCallFailed
-from aetheris.journal import OpRecord, canonical, decode, sha256_hex, to_jsonable
+from aetheris.journal import (
+    Event,
+    EventType,
+    OpRecord,
+    canonical,
+    decode,
+    sha256_hex,
+    to_jsonable,
+)
 from aetheris.pricing import cost_of
 from aetheris.run import FOR_THE_AGENT, JobRun, Slot, current_run
 
@@ -281,3 +289,44 @@ def _unwritten(memo: dict[str, Any], blobs: list[tuple[str, bytes]]) -> list[tup
     fresh = {digest: body for digest, body in blobs if digest not in written}
     written.update(fresh)
     return list(fresh.items())
+
+
+# -- checking what the journal refers to -----------------------------------------------------
+
+
+def check_blobs(events: Sequence[Event], blobs: Mapping[str, bytes]) -> tuple[int, str] | None:
+    """The first model call (its event's seq and the problem) whose blobs are missing or do not
+    match their hash: a message, a node of its conversation, a parameter, the response."""
+    for digest, body in blobs.items():
+        if sha256_hex(body) != digest:
+            return -1, f"blob {digest} does not match its bytes"
+    for event in events:
+        if event.type is not EventType.OP or event.data.get("kind") != "llm":
+            continue
+        problem = _missing(event.data, blobs)
+        if problem is not None:
+            return event.seq, problem
+    return None
+
+
+def _missing(data: Mapping[str, Any], blobs: Mapping[str, bytes]) -> str | None:
+    request = data.get("request") or {}
+    wanted = [v[BLOB] for v in (request.get("params") or {}).values() if _is_ref(v)]
+    if _is_ref(data.get("result")):
+        wanted.append(data["result"][BLOB])
+    node, count = (request.get("messages") or {}).get("head", ""), 0
+    while node:
+        if node not in blobs:
+            return f"conversation node {node} is missing"
+        link = decode(blobs[node])
+        wanted.append(link["message"])
+        node, count = link["prev"], count + 1
+    expected = (request.get("messages") or {}).get("count", 0)
+    if count != expected:
+        return f"the conversation holds {count} messages, the call recorded {expected}"
+    absent = [digest for digest in wanted if digest not in blobs]
+    return f"blob {absent[0]} is missing" if absent else None
+
+
+def _is_ref(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {BLOB}

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -9,7 +13,7 @@ import pytest
 from aetheris import App, Context, JobStatus, journaled_call
 from aetheris.errors import ModelCallFailed
 from aetheris.journal import EventType
-from aetheris.modelcalls import ModelReply, Usage, model_call
+from aetheris.modelcalls import ModelReply, Usage, check_blobs, model_call
 from aetheris.pricing import set_price
 from aetheris.testing import replay, running_worker, simulate_crash
 from tests.integration.helpers import crash_worker, run_job, wait_for
@@ -197,3 +201,27 @@ async def test_a_journaled_call_of_an_undeclared_effect_is_never_run_twice(
     assert job.park_reason is not None and job.park_reason.value == "effect_in_doubt"
     assert sent == ["a@example.com", "b@example.com"], "the second send is in doubt, not re-run"
     await app.close()
+
+
+async def test_verify_catches_a_missing_or_altered_blob(tmp_path: Any) -> None:
+    db = tmp_path / "v.db"
+    app = conversation_app(f"sqlite:///{db}", ScriptedModel(), turns=2)
+    job = await run_job(app, "chat", {"topic": "tides"})
+    store = await app.open_store()
+    events, blobs = await store.events(job.id), await store.blobs(job.id)
+    assert check_blobs(events, blobs) is None
+    first = next(iter(blobs))
+    altered = check_blobs(events, {**blobs, first: b"{}"})
+    assert altered == (-1, f"blob {first} does not match its bytes")
+    await app.close()
+    done = verify_without_blob(db, job.id, first)
+    assert done.returncode == 1 and "is missing" in done.stderr, done
+
+
+def verify_without_blob(db: Any, job_id: str, digest: str) -> subprocess.CompletedProcess[str]:
+    """Delete a blob as someone with database access could, then run ``aetheris verify``."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM blobs WHERE hash = ?", (digest,))
+    env = {**os.environ, "AETHERIS_DATABASE_URL": f"sqlite:///{db}"}
+    command = [sys.executable, "-m", "aetheris", "verify", job_id]
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=False)

@@ -21,6 +21,7 @@ from aetheris.cli.base import (
     with_app,
 )
 from aetheris.journal import verify_chain
+from aetheris.modelcalls import check_blobs
 from aetheris.store import safe_url
 from aetheris.store.port import JobStatus
 
@@ -110,12 +111,17 @@ async def trace(app: App, job_id: str, wide: bool, as_json: bool) -> None:
 async def verify(app: App, job_id: str, as_json: bool) -> None:
     """Recompute a job's hash chain over the stored bytes; exit 1 on any mismatch."""
     job = await app.get_job(job_id)
-    events = await (await app.open_store()).events(job_id)
+    store = await app.open_store()
+    events = await store.events(job_id)
     report = verify_chain(job_id, events)
     if report.ok and report.head != job.head_hash:
         report = type(report)(
             False, report.events, report.head, "the job's head hash does not match the last event"
         )
+    if report.ok:
+        broken = check_blobs(events, await store.blobs(job_id))
+        if broken is not None:
+            report = type(report)(False, report.events, report.head, broken[1], broken[0])
     if as_json:
         render.print_json(
             {
