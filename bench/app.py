@@ -20,10 +20,12 @@ import json
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aetheris import App, Committed, Context, NotExecuted, tool_context
+from aetheris.modelcalls import ModelReply, Usage, model_call
 from bench.harness import KILL_ENV, LINES_ENV, exists, write
 from bench.peers import common
 
@@ -52,8 +54,13 @@ async def nap(seconds: float) -> float:
     return seconds
 
 
-def llm(messages: list[dict[str, str]]) -> dict[str, str]:
-    return common.scripted_llm(messages)
+def scripted_reply(messages: list[dict[str, str]]) -> Callable[[], Awaitable[ModelReply]]:
+    """W4's model call: the scripted answer, with a usage as a provider reports one."""
+
+    async def call() -> ModelReply:
+        return ModelReply(common.scripted_llm(messages), Usage(len(messages) * 60, 60), "scripted")
+
+    return call
 
 
 def tool(turn: int) -> dict[str, str]:
@@ -174,7 +181,10 @@ def build_app(database_url: str | None = None) -> App:
         messages: list[dict[str, str]] = []
         began = time.perf_counter()
         for turn in range(turns):
-            messages.append(await ctx.step("llm", llm, messages))
+            # A model call journals the conversation as blobs, each message once, and hashes
+            # only what the turn added (a step would hash the whole history as its arguments).
+            reply = await model_call("scripted", {"messages": messages}, scripted_reply(messages))
+            messages.append(reply.response)
             messages.append(await ctx.step("tool", tool, turn))
         MARKS.append(time.perf_counter() - began)
         return len(messages)

@@ -57,7 +57,7 @@ async def run_w1(url: str, steps: int) -> float:
 
 
 async def run_w4(url: str, turns: int) -> float:
-    """µs per turn of W4: sync ``llm`` and ``tool`` steps."""
+    """µs per turn of W4: a journaled model call and a sync ``tool`` step."""
     return await w4_turns(url, turns)
 
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     what = (
         f"W1, {args.steps} x await ctx.step('s', ainc, i)"
         if args.workload == "w1"
-        else f"W4, {args.steps} turns of ctx.step('llm', llm, messages) + ctx.step('tool', ...)"
+        else f"W4, {args.steps} turns of model_call(messages) + ctx.step('tool', ...)"
     )
     unit = "step" if args.workload == "w1" else "turn"
     where = (
