@@ -132,6 +132,48 @@ async def test_a_model_retry_from_a_tool_reaches_the_model_live_and_on_replay(
     await app.close()
 
 
+async def test_tool_calls_of_one_response_run_one_after_another_in_the_models_order(
+    tmp_path: Path,
+) -> None:
+    seen: list[str] = []
+
+    def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if any(m.kind == "response" for m in messages):
+            return ModelResponse(parts=[TextPart("both")])
+        calls = [ToolCallPart("slow", {"name": "a"}), ToolCallPart("fast", {"name": "b"})]
+        return ModelResponse(parts=calls)
+
+    agent = Agent(FunctionModel(script, model_name="m"), capabilities=[AetherisDurability()])
+
+    @agent.tool_plain
+    async def slow(name: str) -> str:
+        seen.append(f"{name} begins")
+        await asyncio.sleep(0.05)
+        seen.append(f"{name} ends")
+        return name
+
+    @agent.tool_plain
+    async def fast(name: str) -> str:
+        seen.append(f"{name} begins")
+        seen.append(f"{name} ends")
+        return name
+
+    app = App(f"sqlite:///{tmp_path / 'o.db'}")
+
+    @app.agent
+    async def both(ctx: Context) -> str:
+        return (await agent.run("go")).output
+
+    job = await run_job(app, "both")
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    assert seen == ["a begins", "a ends", "b begins", "b ends"]
+    events = await (await app.open_store()).events(job.id)
+    tools = [e.data["name"] for e in events if e.type.value == "op" and e.data["kind"] == "tool"]
+    assert tools == ["slow", "fast"]
+    assert (await replay(app, job.id)).outcome == "matched"
+    await app.close()
+
+
 async def test_a_streamed_run_journals_its_final_response(tmp_path: Path) -> None:
     calls: list[int] = []
 
