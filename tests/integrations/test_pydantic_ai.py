@@ -174,6 +174,35 @@ async def test_tool_calls_of_one_response_run_one_after_another_in_the_models_or
     await app.close()
 
 
+async def test_a_tool_the_model_invents_is_neither_dispatched_nor_journaled(
+    tmp_path: Path,
+) -> None:
+    def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if not any(m.kind == "response" for m in messages):
+            return ModelResponse(parts=[ToolCallPart("wire_money", {"to": "mallory"})])
+        return ModelResponse(parts=[TextPart(messages[-1].parts[0].model_response_str())])
+
+    agent = Agent(FunctionModel(script, model_name="m"), capabilities=[AetherisDurability()])
+
+    @agent.tool_plain
+    def lookup(order_id: str) -> str:
+        return order_id
+
+    app = App(f"sqlite:///{tmp_path / 'u.db'}")
+
+    @app.agent
+    async def inventive(ctx: Context) -> str:
+        return (await agent.run("go")).output
+
+    job = await run_job(app, "inventive")
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    assert "Unknown tool name: 'wire_money'" in job.result
+    events = await (await app.open_store()).events(job.id)
+    assert [e.data["kind"] for e in events if e.type.value in ("op", "intent")] == ["llm", "llm"]
+    assert (await replay(app, job.id)).outcome == "matched"
+    await app.close()
+
+
 async def test_a_streamed_run_journals_its_final_response(tmp_path: Path) -> None:
     calls: list[int] = []
 

@@ -54,6 +54,9 @@ What is and is not guaranteed:
   a list that changed shows up as a divergence at the next model request.
 * A tool's ``ModelRetry``, ``CallDeferred`` or ``ApprovalRequired`` counts as an outcome of the
   call in the ledger: for an ``at_most_once`` tool, one dispatch.
+* An approval is bound to the call it was asked for (tool, arguments, call id); it has no
+  deadline. Calls deferred for external execution (``CallDeferred``) are not answered here: the
+  run ends with PydanticAI's ``DeferredToolRequests``, as it would without Aetheris.
 """
 
 from __future__ import annotations
