@@ -51,7 +51,8 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert pydantic models, dataclasses, enums, dates and tuples into plain JSON values."""
+    """Convert pydantic models, dataclasses, enums, dates and tuples into plain JSON values,
+    with every object's keys in sorted (canonical) order."""
     kind = type(value)
     if kind in _PLAIN:
         return value
@@ -65,10 +66,21 @@ def to_jsonable(value: Any) -> Any:
                     )
                 key = str(key)
             out[key] = item if type(item) in _PLAIN else to_jsonable(item)
-        return out
+        # Keys in canonical order: a recorded value comes back from canonical JSON sorted, so
+        # live code sees dicts in the order a replay will (json.dumps, iteration, ...).
+        return out if _sorted(out) else dict(sorted(out.items()))
     if kind is list or kind is tuple:
         return [item if type(item) in _PLAIN else to_jsonable(item) for item in value]
     return _to_jsonable_slow(value)
+
+
+def _sorted(mapping: dict[str, Any]) -> bool:
+    previous = ""
+    for key in mapping:
+        if key < previous:
+            return False
+        previous = key
+    return True
 
 
 def _to_jsonable_slow(value: Any) -> Any:

@@ -130,9 +130,9 @@ async def _dispatch(
         except Exception as exc:
             reply, error = None, {"type": type(exc).__name__, "message": str(exc)}
         crashpoints.reach("after_dispatch", model)
-        result = None
-        if reply is not None:
-            result, extra = _outcome(run, model, reply, blobs, extra)
+        result = response = None
+        if reply is not None:  # the response as the journal holds it, live as on replay
+            result, response, extra = _outcome(run, model, reply, blobs, extra)
         record = OpRecord(
             kind="llm",
             name=model,
@@ -153,7 +153,7 @@ async def _dispatch(
     if reply is None:
         assert error is not None
         raise ModelCallFailed(model, error["type"], error["message"], position=slot.position)
-    return _spend(run, record, reply.response)
+    return _spend(run, record, response)
 
 
 def _outcome(
@@ -162,8 +162,9 @@ def _outcome(
     reply: ModelReply,
     blobs: list[tuple[str, bytes]],
     extra: dict[str, Any],
-) -> tuple[Any, dict[str, Any]]:
-    """The recorded result (the response, or a blob reference) and what is recorded beside."""
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The recorded result (the response, or a blob reference), the response in its JSON form,
+    and what is recorded beside."""
     usage = reply.usage or Usage()
     answered_by = reply.model or model
     cost = reply.cost if reply.cost is not None else cost_of(answered_by, *_tokens(usage))
@@ -176,7 +177,7 @@ def _outcome(
         result = {BLOB: digest}
     usage_doc = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
     extra = {**extra, "model": answered_by, "usage": usage_doc, "cost": cost}
-    return result, extra
+    return result, response, extra
 
 
 def _tokens(usage: Usage) -> tuple[int, int]:
