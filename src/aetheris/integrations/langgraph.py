@@ -467,6 +467,7 @@ async def _from_the_start(ctx: Context, graph: Any, saver: Any, thread_id: str) 
     """The graph, its thread as it was when the job began: the checkpoint the job started
     from is journaled; this execution deletes the checkpoints earlier ones added after it. A
     replay gets a copy of the graph on an in-memory checkpointer holding that checkpoint."""
+
     async def latest(thread: str) -> str | None:
         ids = {"thread_id": thread, "checkpoint_ns": ""}
         found = await saver.aget_tuple({"configurable": ids})

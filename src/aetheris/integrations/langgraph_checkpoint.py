@@ -308,6 +308,20 @@ class AetherisCheckpointer(BaseCheckpointSaver[str]):
             if checkpoint_id is None or unquote(key.rsplit("/", 1)[1]) > checkpoint_id:
                 await self._delete_checkpoint(store, key)
 
+    def close(self) -> None:
+        """For programs that used only the sync methods: close the app's store on the
+        checkpointer's private event loop and stop that loop. Nothing to do otherwise."""
+        with self._lock:
+            loop, thread, self._background = self._loop, self._background, None
+        if thread is None or loop is None:
+            return
+        if self.app is not None:
+            asyncio.run_coroutine_threadsafe(self.app.close(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        self._loop = None
+
     # -- the sync twins ----------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
