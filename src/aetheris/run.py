@@ -238,6 +238,12 @@ class JobRun:
     # -- the journal cursor -----------------------------------------------------------------
 
     @property
+    def replay_only(self) -> bool:
+        """A replay of the journal (``aetheris replay``): it executes and writes nothing, and
+        integrations keep their own state out of the store too."""
+        return self._replay_only
+
+    @property
     def next_position(self) -> int:
         """The journal position the next operation takes."""
         return self._position

@@ -384,3 +384,32 @@ async def test_blobs_travel_with_their_commit_and_are_kept_once(store: Store) ->
     with pytest.raises(LeaseLost):
         await store.commit(claim.lease, Commit([op(3)], blobs=[("f" * 64, b"y")]))
     assert set(await store.blobs("j1")) == {"a" * 64, "b" * 64, "c" * 64}
+
+
+async def test_the_key_value_space_orders_keys_by_code_point_and_scans_prefixes(
+    store: Store,
+) -> None:
+    keys = ["t/a/2", "t/a/10", "t/a/1", "t/ab/1", "t/b/1", "t/a/é", "t/a/Z", "u/a/1"]
+    await store.kv_put("s", {k: k.encode() for k in keys})
+    await store.kv_put("other", {"t/a/1": b"elsewhere"})
+    in_a = ["t/a/1", "t/a/10", "t/a/2", "t/a/Z", "t/a/é"]  # code point order, not a locale's
+    assert [k for k, _ in await store.kv_scan("s", "t/a/")] == in_a
+    assert [k for k, _ in await store.kv_scan("s", "t/a/", descending=True)] == in_a[::-1]
+    assert await store.kv_scan("s", "t/a/", descending=True, limit=2) == [
+        ("t/a/é", "t/a/é".encode()),
+        ("t/a/Z", b"t/a/Z"),
+    ]
+    assert [k for k, _ in await store.kv_scan("s", "t/a/", below="t/a/2")] == in_a[:2]
+    assert len(await store.kv_scan("s")) == len(keys)
+    assert await store.kv_get("s", ["t/b/1", "nope"]) == {"t/b/1": b"t/b/1"}
+    assert await store.kv_get("other", ["t/a/1"]) == {"t/a/1": b"elsewhere"}
+    # replace=False keeps what is there; the default replaces.
+    await store.kv_put("s", {"t/b/1": b"new", "t/c/1": b"\x00c"}, replace=False)
+    assert await store.kv_get("s", ["t/b/1", "t/c/1"]) == {"t/b/1": b"t/b/1", "t/c/1": b"\x00c"}
+    await store.kv_put("s", {"t/b/1": b"new"})
+    assert await store.kv_get("s", ["t/b/1"]) == {"t/b/1": b"new"}
+    await store.kv_delete("s", ["t/b/1"], prefix="t/a/")
+    assert [k for k, _ in await store.kv_scan("s")] == ["t/ab/1", "t/c/1", "u/a/1"]
+    assert await store.kv_get("other", ["t/a/1"]) == {"t/a/1": b"elsewhere"}
+    await store.kv_delete("s", ["missing"])
+    await store.kv_delete("s", prefix="nothing/")

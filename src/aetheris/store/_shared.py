@@ -216,3 +216,16 @@ def plan_control(job: Job, action: Control) -> ControlPlan:
 
 def signal_refusal(job: Job) -> Conflict:
     return Conflict(f"job {job.id} has ended ({job.status}): it takes no more signals")
+
+
+# Greater than any character a key holds: a prefix's keys lie in [prefix, prefix + _TOP).
+_TOP = "\U0010ffff"
+
+
+def key_range(prefix: str, below: str | None = None) -> tuple[str, str]:
+    """The half-open range ``[low, high)`` of the keys that start with ``prefix`` (and are
+    less than ``below``), in code point order."""
+    high = prefix + _TOP
+    if below is not None and below < high:
+        high = below
+    return prefix, high

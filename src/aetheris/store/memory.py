@@ -28,6 +28,7 @@ from aetheris.store._shared import (
     effect_not_expected,
     existing_job,
     head_moved,
+    key_range,
     plan_control,
     same_request,
     seal_all,
@@ -79,6 +80,7 @@ class MemoryStore:
         self._agents: dict[str, float] = {}
         self._input_schemas: dict[str, dict[str, Any] | None] = {}
         self._blobs: dict[tuple[str, str], bytes] = {}
+        self._kv: dict[str, dict[str, bytes]] = {}
         self._signals: dict[tuple[str, int], Signal] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
@@ -410,6 +412,45 @@ class MemoryStore:
 
     async def agents(self) -> list[str]:
         return sorted(self._agents)
+
+    async def kv_put(self, space: str, items: Mapping[str, bytes], *, replace: bool = True) -> None:
+        with self._lock:
+            entries = self._kv.setdefault(space, {})
+            for key, value in items.items():
+                if replace or key not in entries:
+                    entries[key] = bytes(value)
+
+    async def kv_get(self, space: str, keys: Sequence[str]) -> dict[str, bytes]:
+        with self._lock:
+            entries = self._kv.get(space, {})
+            return {k: entries[k] for k in keys if k in entries}
+
+    async def kv_scan(
+        self,
+        space: str,
+        prefix: str = "",
+        *,
+        below: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[tuple[str, bytes]]:
+        low, high = key_range(prefix, below)
+        with self._lock:
+            found = [(k, v) for k, v in self._kv.get(space, {}).items() if low <= k < high]
+        found.sort(reverse=descending)
+        return found if limit is None else found[:limit]
+
+    async def kv_delete(
+        self, space: str, keys: Sequence[str] = (), *, prefix: str | None = None
+    ) -> None:
+        with self._lock:
+            entries = self._kv.get(space, {})
+            gone = set(keys)
+            if prefix is not None:
+                low, high = key_range(prefix)
+                gone.update(k for k in entries if low <= k < high)
+            for key in gone:
+                entries.pop(key, None)
 
     async def wait_for_work(self, timeout: float) -> None:
         """No cross-process wake-ups here: workers poll (and wake each other in-process)."""

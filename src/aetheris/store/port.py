@@ -345,6 +345,38 @@ class Store(Protocol):
         """Every agent a worker has ever registered, by name."""
         ...
 
+    async def kv_put(self, space: str, items: Mapping[str, bytes], *, replace: bool = True) -> None:
+        """Write ``items`` (key: value) in ``space``, all or nothing. With ``replace=False`` a
+        key that is there already keeps its value. Keys are text without NUL; keys compare in
+        code point order on every store, so a prefix is a range (see :meth:`kv_scan`).
+
+        The key-value space is for integrations (LangGraph checkpoints): it is not a job's
+        journal, and its writes are not fenced by any lease."""
+        ...
+
+    async def kv_get(self, space: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """The values of those ``keys`` that are in ``space``."""
+        ...
+
+    async def kv_scan(
+        self,
+        space: str,
+        prefix: str = "",
+        *,
+        below: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[tuple[str, bytes]]:
+        """The entries of ``space`` whose key starts with ``prefix`` (and is less than
+        ``below``), in key order (``descending``: from the greatest), at most ``limit``."""
+        ...
+
+    async def kv_delete(
+        self, space: str, keys: Sequence[str] = (), *, prefix: str | None = None
+    ) -> None:
+        """Remove ``keys`` from ``space``, and with ``prefix`` every key that starts with it."""
+        ...
+
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may have arrived (a notification, where the store has them) or
         after ``timeout`` seconds, whichever is first."""

@@ -72,6 +72,7 @@ from aetheris.store.port import (
     WorkerInfo,
     signal_wake,
 )
+from aetheris.store.postgres_kv import PostgresKeyValue
 from aetheris.store.postgres_session import (
     CommitGroup,
     Listener,
@@ -109,7 +110,7 @@ _SCHEMA_CHANGED = (
 )
 
 
-class PostgresStore:
+class PostgresStore(PostgresKeyValue):
     """Store on PostgreSQL (URL ``postgresql://user@host:port/db``).
 
     Options may also come as URL parameters: ``?aetheris_max_connections=20&aetheris_reap_grace=2``

@@ -376,3 +376,31 @@ SELECT id FROM jobs WHERE parent_id = %(id)s
 
 -- name: next_wake
 SELECT min(wake_at) AS at FROM jobs WHERE status = 'parked' AND wake_at IS NOT NULL
+
+-- name: kv_put
+INSERT INTO kv (space, key, value)
+SELECT %(space)s, k, v FROM unnest(%(keys)s::text[], %(values)s::bytea[]) AS t(k, v)
+ON CONFLICT (space, key) DO UPDATE SET value = excluded.value
+
+-- name: kv_put_new
+INSERT INTO kv (space, key, value)
+SELECT %(space)s, k, v FROM unnest(%(keys)s::text[], %(values)s::bytea[]) AS t(k, v)
+ON CONFLICT DO NOTHING
+
+-- name: kv_get
+SELECT key, value FROM kv WHERE space = %(space)s AND key = ANY(%(keys)s::text[])
+
+-- name: kv_scan
+-- A key range in order; a NULL :limit means no limit.
+SELECT key, value FROM kv WHERE space = %(space)s AND key >= %(low)s AND key < %(high)s
+ORDER BY key LIMIT %(limit)s
+
+-- name: kv_scan_descending
+SELECT key, value FROM kv WHERE space = %(space)s AND key >= %(low)s AND key < %(high)s
+ORDER BY key DESC LIMIT %(limit)s
+
+-- name: kv_delete
+DELETE FROM kv WHERE space = %(space)s AND key = ANY(%(keys)s::text[])
+
+-- name: kv_delete_range
+DELETE FROM kv WHERE space = %(space)s AND key >= %(low)s AND key < %(high)s

@@ -254,3 +254,29 @@ SELECT id FROM jobs WHERE parent_id = :id
 
 -- name: next_wake
 SELECT min(wake_at) FROM jobs WHERE status = 'parked' AND wake_at IS NOT NULL
+
+-- name: kv_put
+INSERT INTO kv (space, key, value) VALUES (:space, :key, :value)
+ON CONFLICT (space, key) DO UPDATE SET value = excluded.value
+
+-- name: kv_put_new
+INSERT INTO kv (space, key, value) VALUES (:space, :key, :value) ON CONFLICT DO NOTHING
+
+-- name: kv_get
+SELECT key, value FROM kv
+WHERE space = :space AND key IN (SELECT value FROM json_each(:keys))
+
+-- name: kv_scan
+-- A key range in order; :limit -1 means no limit.
+SELECT key, value FROM kv WHERE space = :space AND key >= :low AND key < :high
+ORDER BY key LIMIT :limit
+
+-- name: kv_scan_descending
+SELECT key, value FROM kv WHERE space = :space AND key >= :low AND key < :high
+ORDER BY key DESC LIMIT :limit
+
+-- name: kv_delete
+DELETE FROM kv WHERE space = :space AND key IN (SELECT value FROM json_each(:keys))
+
+-- name: kv_delete_range
+DELETE FROM kv WHERE space = :space AND key >= :low AND key < :high
