@@ -297,11 +297,10 @@ def journaled_tool(
     async def invoke(ctx: ToolContext[Any], arguments: str) -> Any:
         approve = await _needs_approval(needs_approval, ctx, arguments)
 
-        async def dispatch(arguments: Any) -> Any:
-            del arguments  # the hashed, parsed form; the tool gets the model's own string
-            return _output_json(tool, await original(ctx, raw))
+        async def dispatch(**hashed: Any) -> Any:
+            # ``hashed`` is the parsed form the journal keeps; the tool gets the model's string.
+            return _output_json(tool, await original(ctx, arguments))
 
-        raw = arguments
         try:
             output = await journaled_call(
                 tool.name,
