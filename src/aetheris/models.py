@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+DEFAULT_TENANT = "default"  # the tenant of jobs started without one (and of every job before)
+
 
 class JobStatus(enum.StrEnum):
     PENDING = "pending"
@@ -103,6 +105,7 @@ class Job:
     control: Control | None = None
     deadline: float | None = None
     recoveries: int = 0
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,7 @@ class NewJob:
     parent_id: str | None = None
     deadline: float | None = None
     budget: Budget | None = None
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,3 +225,31 @@ class WorkerInfo:
         """Whether this worker claims jobs of ``agent`` (in ``queue``, when one is named)."""
         in_queue = queue is None or self.queues is None or queue in self.queues
         return agent in self.agents and in_queue
+
+
+class Role(enum.StrEnum):
+    """What an API key may do: ``viewer`` reads; ``approver`` also approves and rejects;
+    ``operator`` also starts, controls, signals, resolves effects and raises budgets (but
+    does not decide approvals); ``admin`` does everything."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    APPROVER = "approver"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: never its secret, only the secret's sha256 (``secret_hash``)."""
+
+    id: str
+    tenant: str
+    role: Role
+    secret_hash: str
+    name: str | None
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -325,6 +325,7 @@ async def run_agent(run: JobRun, agent: str, data: Mapping[str, Any], job_id: st
         idempotency_key=child_id,
         queue=run.job.queue,
         parent_id=run.job.id,
+        tenant=run.job.tenant,  # a child belongs to its parent's tenant
     )
     child = await run.read(run.store.get_job, child_id)
     if child is None:

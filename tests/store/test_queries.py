@@ -46,8 +46,14 @@ def test_every_query_the_stores_name_exists() -> None:
     root = Path(package.__file__).parent
     named = re.compile(r"""(?:Q\[|Run\(|_one\(|_all\(|explain=)\s*"(\w+)\"""")
     for dialect, files in {
-        "sqlite": ["sqlite.py", "sqlite_kv.py", "sql/steps.py"],
-        "postgresql": ["postgres.py", "postgres_kv.py", "postgres_session.py", "sql/steps.py"],
+        "sqlite": ["sqlite.py", "sqlite_kv.py", "sqlite_tenancy.py", "sql/steps.py"],
+        "postgresql": [
+            "postgres.py",
+            "postgres_kv.py",
+            "postgres_session.py",
+            "postgres_tenancy.py",
+            "sql/steps.py",
+        ],
     }.items():
         used = {m for f in files for m in named.findall((root / f).read_text())}
         assert used, dialect

@@ -167,24 +167,26 @@ class ControlPlan:
     cascade: bool = False
 
 
-def plan_control(job: Job, action: Control) -> ControlPlan:
+def plan_control(job: Job, action: Control, by: str | None = None) -> ControlPlan:
     """Decide what ``action`` does to ``job`` (raises :class:`Conflict` when it cannot apply).
 
     A running job is only flagged (its worker honours the flag at the next durable operation,
     and a heartbeat interrupts a tool in flight on cancel): nothing is appended to a journal
-    that a lease holder is writing. A job no worker holds changes at once.
+    that a lease holder is writing. A job no worker holds changes at once; the event that
+    says so names ``by``, who asked (when known).
     """
     if job.status.terminal:
         raise Conflict(f"job {job.id} has already ended ({job.status})")
     running = job.status is JobStatus.RUNNING
-    requested = EventDraft(EventType.CONTROL, {"action": action.value})
+    who = {} if by is None else {"by": by}
+    requested = EventDraft(EventType.CONTROL, {"action": action.value, **who})
     if action is Control.CANCEL:
         if job.status is JobStatus.PENDING and job.attempts == 0:
             error = {"type": "Cancelled", "message": "cancelled before it started"}
             return ControlPlan(
                 None,
                 StatusWrite(JobStatus.CANCELLED, error=error),
-                EventDraft(EventType.JOB_CANCELLED, {"error": error, "compensated": []}),
+                EventDraft(EventType.JOB_CANCELLED, {"error": error, "compensated": [], **who}),
                 cascade=True,
             )
         if running:
@@ -202,12 +204,12 @@ def plan_control(job: Job, action: Control) -> ControlPlan:
             return ControlPlan(
                 None,
                 parked,
-                EventDraft(EventType.JOB_PARKED, {"reason": "paused", "detail": detail}),
+                EventDraft(EventType.JOB_PARKED, {"reason": "paused", "detail": detail, **who}),
             )
         return ControlPlan(Control.PAUSE, event=None if running else requested)
     if job.status is JobStatus.PARKED and job.park_reason is ParkReason.PAUSED:
         return ControlPlan(
-            None, StatusWrite(JobStatus.PENDING), EventDraft(EventType.JOB_RESUMED, {})
+            None, StatusWrite(JobStatus.PENDING), EventDraft(EventType.JOB_RESUMED, who)
         )
     if job.control is Control.PAUSE:
         return ControlPlan(None, event=None if running else requested)

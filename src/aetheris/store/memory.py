@@ -39,6 +39,7 @@ from aetheris.store._shared import (
 from aetheris.store.port import (
     WORKER_ALIVE_WINDOW,
     WORKER_FORGET_AFTER,
+    ApiKey,
     Claim,
     ClaimFilter,
     Commit,
@@ -53,6 +54,7 @@ from aetheris.store.port import (
     JobStatus,
     Lease,
     NewJob,
+    ParkReason,
     SchemaState,
     Signal,
     StatusWrite,
@@ -76,7 +78,8 @@ class MemoryStore:
         self._jobs: dict[str, Job] = {}
         self._events: dict[str, list[Event]] = {}
         self._effects: dict[tuple[str, int], Effect] = {}
-        self._by_key: dict[str, str] = {}
+        self._by_key: dict[tuple[str, str], str] = {}  # (tenant, idempotency key): job id
+        self._keys: dict[str, ApiKey] = {}
         self._agents: dict[str, float] = {}
         self._input_schemas: dict[str, dict[str, Any] | None] = {}
         self._blobs: dict[tuple[str, str], bytes] = {}
@@ -102,8 +105,9 @@ class MemoryStore:
             return self._create(new)
 
     def _create(self, new: NewJob) -> tuple[Job, bool]:
-        if new.idempotency_key is not None and new.idempotency_key in self._by_key:
-            return existing_job(new, self._jobs[self._by_key[new.idempotency_key]]), False
+        key = None if new.idempotency_key is None else (new.tenant, new.idempotency_key)
+        if key is not None and key in self._by_key:
+            return existing_job(new, self._jobs[self._by_key[key]]), False
         if new.id in self._jobs:
             raise Conflict(f"job id {new.id!r} already exists")
         now = self._clock()
@@ -130,11 +134,12 @@ class MemoryStore:
             updated_at=now,
             parent_id=new.parent_id,
             deadline=new.deadline,
+            tenant=new.tenant,
         )
         self._jobs[job.id] = job
         self._events[job.id] = []
-        if new.idempotency_key is not None:
-            self._by_key[new.idempotency_key] = job.id
+        if key is not None:
+            self._by_key[key] = job.id
         self._append(job.id, [created_draft(new)], now)
         return self._jobs[job.id], True
 
@@ -148,6 +153,10 @@ class MemoryStore:
         agent: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        tenant: str | None = None,
+        park_reason: ParkReason | None = None,
+        until: float | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[Job]:
         with self._lock:
             jobs = [
@@ -156,6 +165,10 @@ class MemoryStore:
                 if (status is None or j.status == status)
                 and (agent is None or j.agent == agent)
                 and (since is None or j.created_at >= since)
+                and (until is None or j.created_at < until)
+                and (tenant is None or j.tenant == tenant)
+                and (park_reason is None or j.park_reason == park_reason)
+                and (after is None or (j.created_at, j.id) < after)
             ]
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[:limit]
@@ -383,13 +396,19 @@ class MemoryStore:
             return list(self._events.get(job_id, []))
 
     async def effects(
-        self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None
+        self,
+        *,
+        job_id: str | None = None,
+        states: Sequence[EffectState] | None = None,
+        tenant: str | None = None,
     ) -> list[Effect]:
         with self._lock:
             rows = [
                 e
                 for e in self._effects.values()
-                if (job_id is None or e.job_id == job_id) and (states is None or e.state in states)
+                if (job_id is None or e.job_id == job_id)
+                and (states is None or e.state in states)
+                and (tenant is None or self._jobs[e.job_id].tenant == tenant)
             ]
         return sorted(rows, key=lambda e: (e.job_id, e.position))
 
@@ -484,16 +503,16 @@ class MemoryStore:
             ]
         return sorted(found, key=lambda s: s.seq)
 
-    async def control(self, job_id: str, action: Control) -> Job:
+    async def control(self, job_id: str, action: Control, by: str | None = None) -> Job:
         with self._lock:
-            self._control(job_id, action)
+            self._control(job_id, action, by)
             return self._jobs[job_id]
 
-    def _control(self, job_id: str, action: Control) -> None:
+    def _control(self, job_id: str, action: Control, by: str | None = None) -> None:
         job = self._jobs.get(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        plan = plan_control(job, action)
+        plan = plan_control(job, action, by)
         now = self._clock()
         if plan.status is not None:
             job = _with_status(job, plan.status, now)
@@ -552,6 +571,25 @@ class MemoryStore:
     async def reap(self) -> list[str]:
         """In one process a worker cannot die alone: nothing to reap."""
         return []
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        with self._lock:
+            if key.id in self._keys:
+                raise Conflict(f"API key {key.id!r} already exists")
+            self._keys[key.id] = key
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        return self._keys.get(key_id)
+
+    async def api_keys(self) -> list[ApiKey]:
+        return sorted(self._keys.values(), key=lambda k: (k.created_at, k.id))
+
+    async def revoke_api_key(self, key_id: str) -> ApiKey | None:
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is not None and key.revoked_at is None:
+                key = self._keys[key_id] = dataclasses.replace(key, revoked_at=self._clock())
+            return key
 
 
 def _holds(job: Job, lease: Lease) -> bool:

@@ -27,7 +27,9 @@ from typing import Any, Protocol
 
 from aetheris.journal import Event, EventDraft
 from aetheris.models import (
+    DEFAULT_TENANT,
     TERMINAL_STATUSES,
+    ApiKey,
     Control,
     Effect,
     EffectClass,
@@ -36,13 +38,16 @@ from aetheris.models import (
     JobStatus,
     NewJob,
     ParkReason,
+    Role,
     Signal,
     WorkerInfo,
 )
 
 # The base models, re-exported: the port speaks of them and most of the package imports them here.
 __all__ = [
+    "DEFAULT_TENANT",
     "TERMINAL_STATUSES",
+    "ApiKey",
     "Control",
     "Effect",
     "EffectClass",
@@ -51,6 +56,7 @@ __all__ = [
     "JobStatus",
     "NewJob",
     "ParkReason",
+    "Role",
     "Signal",
     "WorkerInfo",
 ]
@@ -251,9 +257,16 @@ class Store(Protocol):
         agent: str | None = None,
         since: float | None = None,
         limit: int = 100,
+        tenant: str | None = None,
+        park_reason: ParkReason | None = None,
+        until: float | None = None,
+        after: tuple[float, str] | None = None,
     ) -> list[Job]:
-        """Up to ``limit`` jobs, newest first; only those with ``status``, of ``agent``, or
-        created at ``since`` or later, when given."""
+        """Up to ``limit`` jobs, newest first (by ``created_at``, then id); only those with
+        ``status``, of ``agent``, of ``tenant``, parked for ``park_reason``, created at
+        ``since`` or later and before ``until``, when given. ``after`` is a cursor: the
+        ``(created_at, id)`` of the last job of the previous page; only jobs after it in
+        this order are listed."""
         ...
 
     async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
@@ -301,9 +314,14 @@ class Store(Protocol):
         ...
 
     async def effects(
-        self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None
+        self,
+        *,
+        job_id: str | None = None,
+        states: Sequence[EffectState] | None = None,
+        tenant: str | None = None,
     ) -> list[Effect]:
-        """Ledger rows, by job and position, optionally of one job and in some states."""
+        """Ledger rows, by job and position, optionally of one job, in some states, of the
+        jobs of one tenant."""
         ...
 
     async def send_signal(
@@ -318,10 +336,28 @@ class Store(Protocol):
         """The job's signals in arrival order; by default only those not yet received."""
         ...
 
-    async def control(self, job_id: str, action: Control) -> Job:
+    async def control(self, job_id: str, action: Control, by: str | None = None) -> Job:
         """Cancel, pause or resume a job (see ``_shared.plan_control``): a running job is only
-        flagged, its worker honours the flag; any other job changes at once. A cancel reaches
-        the job's children. Refusals are :class:`~aetheris.errors.Conflict`."""
+        flagged, its worker honours the flag; any other job changes at once, and the event
+        written names ``by`` (who asked). A cancel reaches the job's children. Refusals are
+        :class:`~aetheris.errors.Conflict`."""
+        ...
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        """Store a new API key (its id must be new: else :class:`~aetheris.errors.Conflict`)."""
+        ...
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        """The API key with this id, revoked or not; ``None`` when there is none."""
+        ...
+
+    async def api_keys(self) -> list[ApiKey]:
+        """Every API key, revoked ones too, oldest first."""
+        ...
+
+    async def revoke_api_key(self, key_id: str) -> ApiKey | None:
+        """Revoke a key now (a key revoked already keeps its first ``revoked_at``); returns
+        it, or ``None`` when there is no such key."""
         ...
 
     async def next_wake(self) -> float | None:

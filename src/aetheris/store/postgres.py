@@ -63,7 +63,6 @@ from aetheris.store.port import (
     Guard,
     Heartbeat,
     Job,
-    JobStatus,
     Lease,
     NewJob,
     SchemaState,
@@ -83,6 +82,7 @@ from aetheris.store.postgres_session import (
     schema_mismatch,
     split_options,
 )
+from aetheris.store.postgres_tenancy import PostgresTenancy
 from aetheris.store.sql import steps
 from aetheris.store.sql.rows import (
     POSTGRESQL,
@@ -91,7 +91,6 @@ from aetheris.store.sql.rows import (
     event_columns,
     job_from,
     job_params,
-    list_params,
     signal_from,
     summary_from,
     worker_from,
@@ -110,7 +109,7 @@ _SCHEMA_CHANGED = (
 )
 
 
-class PostgresStore(PostgresKeyValue):
+class PostgresStore(PostgresKeyValue, PostgresTenancy):
     """Store on PostgreSQL (URL ``postgresql://user@host:port/db``).
 
     Options may also come as URL parameters: ``?aetheris_max_connections=20&aetheris_reap_grace=2``
@@ -250,7 +249,8 @@ class PostgresStore(PostgresKeyValue):
         if await (await conn.execute(Q["insert_job"], params)).fetchone() is None:
             found = None
             if new.idempotency_key is not None:
-                cur = await conn.execute(Q["job_by_key"], {"key": new.idempotency_key})
+                known = {"tenant": new.tenant, "key": new.idempotency_key}
+                cur = await conn.execute(Q["job_by_key"], known)
                 found = await cur.fetchone()
             return existing_job(new, job_from(found, POSTGRESQL) if found else None), False
         await self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)])
@@ -265,17 +265,6 @@ class PostgresStore(PostgresKeyValue):
         if row is None:
             raise JobNotFound(job_id)
         return job_from(row, POSTGRESQL)
-
-    async def list_jobs(
-        self,
-        *,
-        status: JobStatus | None = None,
-        agent: str | None = None,
-        since: float | None = None,
-        limit: int = 100,
-    ) -> list[Job]:
-        rows = await self._all("list_jobs", list_params(status, agent, since, limit))
-        return [job_from(r, POSTGRESQL) for r in rows]
 
     async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
         rows = await self._all("find_jobs", {"prefix": prefix, "limit": limit})
@@ -489,11 +478,16 @@ class PostgresStore(PostgresKeyValue):
         return {r["hash"]: bytes(r["body"]) for r in await self._all("blobs", params)}
 
     async def effects(
-        self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None
+        self,
+        *,
+        job_id: str | None = None,
+        states: Sequence[EffectState] | None = None,
+        tenant: str | None = None,
     ) -> list[Effect]:
         params = {
             "job_id": job_id,
             "states": [s.value for s in states] if states is not None else None,
+            "tenant": tenant,
         }
         return [effect_from(r, POSTGRESQL) for r in await self._all("list_effects", params)]
 
@@ -522,13 +516,17 @@ class PostgresStore(PostgresKeyValue):
         rows = await self._all("signals", {"job_id": job_id, "pending": pending})
         return [signal_from(r, POSTGRESQL) for r in rows]
 
-    async def control(self, job_id: str, action: Control) -> Job:
+    async def control(self, job_id: str, action: Control, by: str | None = None) -> Job:
         async with self._tx() as conn:
-            await self._control(conn, job_id, action)
+            await self._control(conn, job_id, action, by)
             return await self._get(conn, job_id)
 
     async def _control(
-        self, conn: psycopg.AsyncConnection[Row], job_id: str, action: Control
+        self,
+        conn: psycopg.AsyncConnection[Row],
+        job_id: str,
+        action: Control,
+        by: str | None = None,
     ) -> None:
         seen = await (await conn.execute(Q["get_job"], {"id": job_id})).fetchone()
         if seen is None:
@@ -538,7 +536,7 @@ class PostgresStore(PostgresKeyValue):
             await conn.execute(Q["lock_jobs"], {"ids": [seen["parent_id"]]})
         row = await _fetch(await conn.execute(Q["lock_job"], {"id": job_id}))
         job = job_from(row, POSTGRESQL)
-        plan = steps.apply_control(job, plan_control(job, action), POSTGRESQL, time.time())
+        plan = steps.apply_control(job, plan_control(job, action, by), POSTGRESQL, time.time())
         await self._run(conn, plan)
 
     async def _cancel_children(self, conn: psycopg.AsyncConnection[Row], job_id: str) -> None:

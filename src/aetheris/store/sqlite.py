@@ -58,7 +58,6 @@ from aetheris.store.port import (
     Guard,
     Heartbeat,
     Job,
-    JobStatus,
     Lease,
     NewJob,
     SchemaState,
@@ -74,7 +73,6 @@ from aetheris.store.sql.rows import (
     event_row,
     job_from,
     job_params,
-    list_params,
     signal_from,
     status_params,
     summary_from,
@@ -82,6 +80,7 @@ from aetheris.store.sql.rows import (
     worker_params,
 )
 from aetheris.store.sqlite_kv import SQLiteKeyValue
+from aetheris.store.sqlite_tenancy import SQLiteTenancy
 from aetheris.store.sqlite_writer import PerThread, Writer, connect, translate
 
 T = TypeVar("T")
@@ -102,7 +101,7 @@ def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
     return Path(path), options
 
 
-class SQLiteStore(SQLiteKeyValue):
+class SQLiteStore(SQLiteKeyValue, SQLiteTenancy):
     """Store on a SQLite file (URL ``sqlite:///path.db[?synchronous=normal]``)."""
 
     def __init__(
@@ -225,7 +224,8 @@ class SQLiteStore(SQLiteKeyValue):
         if conn.execute(Q["insert_job"], job_params(new, SQLITE, now)).fetchone() is None:
             found = None
             if new.idempotency_key is not None:
-                found = conn.execute(Q["job_by_key"], {"key": new.idempotency_key}).fetchone()
+                known = {"tenant": new.tenant, "key": new.idempotency_key}
+                found = conn.execute(Q["job_by_key"], known).fetchone()
             return existing_job(new, job_from(found, SQLITE) if found else None), False
         self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)], now)
         return _get(conn, new.id), True
@@ -233,18 +233,6 @@ class SQLiteStore(SQLiteKeyValue):
     async def get_job(self, job_id: str) -> Job | None:
         row = self._read(lambda conn: conn.execute(Q["get_job"], {"id": job_id}).fetchone())
         return job_from(row, SQLITE) if row is not None else None
-
-    async def list_jobs(
-        self,
-        *,
-        status: JobStatus | None = None,
-        agent: str | None = None,
-        since: float | None = None,
-        limit: int = 100,
-    ) -> list[Job]:
-        params = list_params(status, agent, since, limit)
-        rows = self._read(lambda conn: conn.execute(Q["list_jobs"], params).fetchall())
-        return [job_from(r, SQLITE) for r in rows]
 
     async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
         params = {"prefix": prefix, "limit": limit}
@@ -431,11 +419,16 @@ class SQLiteStore(SQLiteKeyValue):
         return {r[0]: bytes(r[1]) for r in rows}
 
     async def effects(
-        self, *, job_id: str | None = None, states: Sequence[EffectState] | None = None
+        self,
+        *,
+        job_id: str | None = None,
+        states: Sequence[EffectState] | None = None,
+        tenant: str | None = None,
     ) -> list[Effect]:
         params = {
             "job_id": job_id,
             "states": json.dumps([s.value for s in states]) if states is not None else None,
+            "tenant": tenant,
         }
         rows = self._read(lambda conn: conn.execute(Q["list_effects"], params).fetchall())
         return [effect_from(r, SQLITE) for r in rows]
@@ -496,12 +489,15 @@ class SQLiteStore(SQLiteKeyValue):
         rows = self._read(lambda conn: conn.execute(Q["signals"], params).fetchall())
         return [signal_from(r, SQLITE) for r in rows]
 
-    async def control(self, job_id: str, action: Control) -> Job:
-        return await self._write(lambda conn: self._control(conn, job_id, action))
+    async def control(self, job_id: str, action: Control, by: str | None = None) -> Job:
+        return await self._write(lambda conn: self._control(conn, job_id, action, by))
 
-    def _control(self, conn: sqlite3.Connection, job_id: str, action: Control) -> Job:
+    def _control(
+        self, conn: sqlite3.Connection, job_id: str, action: Control, by: str | None = None
+    ) -> Job:
         job = _get(conn, job_id)
-        self._run(conn, steps.apply_control(job, plan_control(job, action), SQLITE, self._clock()))
+        plan = plan_control(job, action, by)
+        self._run(conn, steps.apply_control(job, plan, SQLITE, self._clock()))
         return _get(conn, job_id)
 
     def _cancel_children(self, conn: sqlite3.Connection, job_id: str) -> None:

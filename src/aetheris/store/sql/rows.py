@@ -15,6 +15,7 @@ from typing import Any
 
 from aetheris.journal import GENESIS_HASH, Event, canonical, decode
 from aetheris.store.port import (
+    ApiKey,
     Commit,
     Control,
     Effect,
@@ -26,6 +27,7 @@ from aetheris.store.port import (
     Lease,
     NewJob,
     ParkReason,
+    Role,
     Signal,
     StatusWrite,
     Summary,
@@ -75,6 +77,7 @@ def job_params(new: NewJob, d: Dialect, now: float) -> dict[str, Any]:
         "head_hash": GENESIS_HASH,
         "parent_id": new.parent_id,
         "deadline": new.deadline,
+        "tenant": new.tenant,
         "now": now,
     }
 
@@ -172,14 +175,48 @@ def event_row(event: Event) -> dict[str, Any]:
 
 
 def list_params(
-    status: JobStatus | None, agent: str | None, since: float | None, limit: int
+    status: JobStatus | None,
+    agent: str | None,
+    since: float | None,
+    limit: int,
+    **more: Any,
 ) -> dict[str, Any]:
+    """A listing's filters (``more``: ``tenant``, ``park_reason``, ``until``, ``after``)."""
+    reason, after = more.get("park_reason"), more.get("after")
     return {
         "status": status.value if status else None,
         "agent": agent,
         "since": since,
         "limit": limit,
+        "tenant": more.get("tenant"),
+        "park_reason": reason.value if reason else None,
+        "until": more.get("until"),
+        "after_at": after[0] if after else None,
+        "after_id": after[1] if after else None,
     }
+
+
+def key_params(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "tenant": key.tenant,
+        "role": key.role.value,
+        "secret_hash": key.secret_hash,
+        "name": key.name,
+        "created_at": key.created_at,
+    }
+
+
+def key_from(row: Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        tenant=row["tenant"],
+        role=Role(row["role"]),
+        secret_hash=row["secret_hash"],
+        name=row["name"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
 
 
 def commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict[str, Any]:
@@ -232,6 +269,7 @@ def job_from(row: Row, d: Dialect) -> Job:
         control=Control(row["control"]) if row["control"] else None,
         deadline=row["deadline"],
         recoveries=row["recoveries"],
+        tenant=row["tenant"],
     )
 
 

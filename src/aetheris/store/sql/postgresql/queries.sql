@@ -30,10 +30,10 @@ LISTEN aetheris_work
 
 -- name: insert_job
 INSERT INTO jobs (id, agent, input, status, idempotency_key, queue, priority, run_at,
-                  head_hash, created_at, updated_at, parent_id, deadline)
+                  head_hash, created_at, updated_at, parent_id, deadline, tenant)
 VALUES (%(id)s, %(agent)s, %(input)s::jsonb, 'pending', %(idempotency_key)s, %(queue)s,
         %(priority)s, coalesce(%(run_at)s, aetheris_now()), %(head_hash)s, aetheris_now(),
-        aetheris_now(), %(parent_id)s, %(deadline)s)
+        aetheris_now(), %(parent_id)s, %(deadline)s, %(tenant)s)
 ON CONFLICT DO NOTHING
 RETURNING id
 
@@ -48,13 +48,17 @@ SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE
 SELECT id FROM jobs WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
 
 -- name: job_by_key
-SELECT * FROM jobs WHERE idempotency_key = %(key)s
+SELECT * FROM jobs WHERE tenant = %(tenant)s AND idempotency_key = %(key)s
 
 -- name: list_jobs
 SELECT * FROM jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(agent)s::text IS NULL OR agent = %(agent)s)
   AND (%(since)s::float8 IS NULL OR created_at >= %(since)s)
+  AND (%(until)s::float8 IS NULL OR created_at < %(until)s)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(park_reason)s::text IS NULL OR park_reason = %(park_reason)s)
+  AND (%(after_at)s::float8 IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s::text))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 
@@ -144,6 +148,7 @@ RETURNING 1
 SELECT * FROM effects
 WHERE (%(job_id)s::text IS NULL OR job_id = %(job_id)s)
   AND (%(states)s::text[] IS NULL OR state = ANY(%(states)s))
+  AND (%(tenant)s::text IS NULL OR job_id IN (SELECT id FROM jobs WHERE tenant = %(tenant)s))
 ORDER BY job_id, position
 
 -- name: upsert_agents
@@ -404,3 +409,19 @@ DELETE FROM kv WHERE space = %(space)s AND key = ANY(%(keys)s::text[])
 
 -- name: kv_delete_range
 DELETE FROM kv WHERE space = %(space)s AND key >= %(low)s AND key < %(high)s
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, tenant, role, secret_hash, name, created_at)
+VALUES (%(id)s, %(tenant)s, %(role)s, %(secret_hash)s, %(name)s, %(created_at)s)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: get_api_key
+SELECT * FROM api_keys WHERE id = %(id)s
+
+-- name: list_api_keys
+SELECT * FROM api_keys ORDER BY created_at, id
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, aetheris_now()) WHERE id = %(id)s
+RETURNING *

@@ -15,7 +15,7 @@ CREATE TABLE jobs (
     park_detail      jsonb,
     result           jsonb,
     error            jsonb,
-    idempotency_key  text UNIQUE,
+    idempotency_key  text,
     queue            text NOT NULL,
     priority         integer NOT NULL,
     lease_epoch      bigint NOT NULL DEFAULT 0,
@@ -32,7 +32,8 @@ CREATE TABLE jobs (
     parent_id        text,
     control          text,
     deadline         float8,
-    recoveries       integer NOT NULL DEFAULT 0
+    recoveries       integer NOT NULL DEFAULT 0,
+    tenant           text NOT NULL DEFAULT 'default'
 );
 
 CREATE INDEX jobs_pending ON jobs (priority DESC, run_at, id) WHERE status = 'pending';
@@ -139,4 +140,19 @@ CREATE TABLE kv (
     key   text COLLATE "C" NOT NULL,
     value bytea NOT NULL,
     PRIMARY KEY (space, key)
+);
+
+-- Tenants: a key sees only its tenant's jobs; idempotency keys are scoped per tenant.
+CREATE UNIQUE INDEX jobs_by_key ON jobs (tenant, idempotency_key);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, created_at);
+
+-- API keys of the HTTP server: only a hash of each secret is kept (the secret is shown once).
+CREATE TABLE api_keys (
+    id          text PRIMARY KEY,
+    tenant      text NOT NULL,
+    role        text NOT NULL,
+    secret_hash text NOT NULL,
+    name        text,
+    created_at  float8 NOT NULL,
+    revoked_at  float8
 );

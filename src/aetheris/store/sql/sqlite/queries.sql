@@ -20,9 +20,9 @@ UPDATE aetheris_schema SET version = :version
 
 -- name: insert_job
 INSERT INTO jobs (id, agent, input, status, idempotency_key, queue, priority, run_at,
-                  head_hash, created_at, updated_at, parent_id, deadline)
+                  head_hash, created_at, updated_at, parent_id, deadline, tenant)
 VALUES (:id, :agent, :input, 'pending', :idempotency_key, :queue, :priority,
-        coalesce(:run_at, :now), :head_hash, :now, :now, :parent_id, :deadline)
+        coalesce(:run_at, :now), :head_hash, :now, :now, :parent_id, :deadline, :tenant)
 ON CONFLICT DO NOTHING
 RETURNING id
 
@@ -30,13 +30,18 @@ RETURNING id
 SELECT * FROM jobs WHERE id = :id
 
 -- name: job_by_key
-SELECT * FROM jobs WHERE idempotency_key = :key
+SELECT * FROM jobs WHERE tenant = :tenant AND idempotency_key = :key
 
 -- name: list_jobs
 SELECT * FROM jobs
 WHERE (:status IS NULL OR status = :status)
   AND (:agent IS NULL OR agent = :agent)
   AND (:since IS NULL OR created_at >= :since)
+  AND (:until IS NULL OR created_at < :until)
+  AND (:tenant IS NULL OR tenant = :tenant)
+  AND (:park_reason IS NULL OR park_reason = :park_reason)
+  AND (:after_at IS NULL OR created_at < :after_at
+       OR (created_at = :after_at AND id < :after_id))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit
 
@@ -166,6 +171,7 @@ RETURNING 1
 SELECT * FROM effects
 WHERE (:job_id IS NULL OR job_id = :job_id)
   AND (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
+  AND (:tenant IS NULL OR job_id IN (SELECT id FROM jobs WHERE tenant = :tenant))
 ORDER BY job_id, position
 
 -- name: upsert_agents
@@ -280,3 +286,19 @@ DELETE FROM kv WHERE space = :space AND key IN (SELECT value FROM json_each(:key
 
 -- name: kv_delete_range
 DELETE FROM kv WHERE space = :space AND key >= :low AND key < :high
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, tenant, role, secret_hash, name, created_at)
+VALUES (:id, :tenant, :role, :secret_hash, :name, :created_at)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: get_api_key
+SELECT * FROM api_keys WHERE id = :id
+
+-- name: list_api_keys
+SELECT * FROM api_keys ORDER BY created_at, id
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, :now) WHERE id = :id
+RETURNING *

@@ -8,7 +8,7 @@ CREATE TABLE jobs (
     park_detail      BLOB,
     result           BLOB,
     error            BLOB,
-    idempotency_key  TEXT UNIQUE,
+    idempotency_key  TEXT,
     queue            TEXT NOT NULL,
     priority         INTEGER NOT NULL,
     lease_epoch      INTEGER NOT NULL DEFAULT 0,
@@ -25,7 +25,8 @@ CREATE TABLE jobs (
     parent_id        TEXT,
     control          TEXT,
     deadline         REAL,
-    recoveries       INTEGER NOT NULL DEFAULT 0
+    recoveries       INTEGER NOT NULL DEFAULT 0,
+    tenant           TEXT NOT NULL DEFAULT 'default'
 );
 
 CREATE INDEX jobs_pending ON jobs (priority DESC, run_at) WHERE status = 'pending';
@@ -121,3 +122,18 @@ CREATE TABLE kv (
     value BLOB NOT NULL,
     PRIMARY KEY (space, key)
 ) WITHOUT ROWID;
+
+-- Tenants: a key sees only its tenant's jobs; idempotency keys are scoped per tenant.
+CREATE UNIQUE INDEX jobs_by_key ON jobs (tenant, idempotency_key);
+CREATE INDEX jobs_by_tenant ON jobs (tenant, created_at);
+
+-- API keys of the HTTP server: only a hash of each secret is kept (the secret is shown once).
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    name        TEXT,
+    created_at  REAL NOT NULL,
+    revoked_at  REAL
+);

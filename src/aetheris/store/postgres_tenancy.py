@@ -1,0 +1,60 @@
+"""Tenancy on the PostgreSQL store: job listings by tenant (and cursor), and API keys.
+
+A mixin of :class:`~aetheris.store.postgres.PostgresStore`, kept apart so that the store's
+module stays about running jobs (see :meth:`aetheris.store.port.Store.list_jobs` and
+:meth:`~aetheris.store.port.Store.create_api_key`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aetheris.errors import Conflict
+from aetheris.store.port import ApiKey, Job, JobStatus, ParkReason
+from aetheris.store.sql.rows import POSTGRESQL, job_from, key_from, key_params, list_params
+
+Row = dict[str, Any]
+
+
+class PostgresTenancy:
+    """``list_jobs`` and ``*api_key*`` on PostgreSQL; the store provides ``_one``, ``_all``."""
+
+    async def _one(self, query: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        raise NotImplementedError
+
+    async def _all(self, query: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        raise NotImplementedError
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        tenant: str | None = None,
+        park_reason: ParkReason | None = None,
+        until: float | None = None,
+        after: tuple[float, str] | None = None,
+    ) -> list[Job]:
+        params = list_params(
+            status, agent, since, limit, tenant=tenant, park_reason=park_reason, until=until,
+            after=after,
+        )  # fmt: skip
+        return [job_from(r, POSTGRESQL) for r in await self._all("list_jobs", params)]
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        if await self._one("insert_api_key", key_params(key)) is None:
+            raise Conflict(f"API key {key.id!r} already exists")
+
+    async def api_key(self, key_id: str) -> ApiKey | None:
+        row = await self._one("get_api_key", {"id": key_id})
+        return key_from(row) if row is not None else None
+
+    async def api_keys(self) -> list[ApiKey]:
+        return [key_from(r) for r in await self._all("list_api_keys")]
+
+    async def revoke_api_key(self, key_id: str) -> ApiKey | None:
+        row = await self._one("revoke_api_key", {"id": key_id})
+        return key_from(row) if row is not None else None
