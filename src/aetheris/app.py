@@ -25,6 +25,7 @@ from aetheris.resolution import Resolution, resolve_effect
 from aetheris.scheduler import Doorbell, Worker
 from aetheris.store import create_store, default_url
 from aetheris.store.port import (
+    DEFAULT_TENANT,
     Control,
     EffectClass,
     Job,
@@ -259,6 +260,10 @@ class App:
     def agents(self) -> Mapping[str, AgentDef]:
         return self._agents
 
+    @property
+    def tools(self) -> Mapping[str, ToolDef]:
+        return self._tools
+
     def agent_def(self, name: str) -> AgentDef:
         try:
             return self._agents[name]
@@ -311,13 +316,15 @@ class App:
         priority: int = 0,
         deadline: float | None = None,
         budget: Budget | Mapping[str, Any] | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> JobHandle:
         """Start a job of ``agent``; starting twice with one ``idempotency_key`` gives one job.
 
         ``deadline`` (seconds from now): past it, the job stops at its next durable operation
         (a tool still running is interrupted), runs its compensations and ends failed.
         ``budget`` (``Budget(tokens=, cost=)`` or a dict): checked before each model call; when
-        spent, the job parks with reason ``budget`` until :meth:`raise_budget`.
+        spent, the job parks with reason ``budget`` until :meth:`raise_budget`. ``tenant``:
+        whose job it is (API keys see their tenant's jobs only; idempotency keys are per tenant).
         """
         name = _agent_name(agent)
         try:
@@ -331,6 +338,7 @@ class App:
             (job_id, "job id"),
             (queue, "queue"),
             (idempotency_key, "idempotency key"),
+            (tenant, "tenant"),
         ):
             if text is not None:
                 check_text(text, what)
@@ -345,6 +353,7 @@ class App:
             priority=priority,
             deadline=None if deadline is None else self.clock.time() + deadline,
             budget=limits,
+            tenant=tenant,
         )
         job, _ = await store.create_job(new)
         self._wake_workers()
@@ -390,8 +399,12 @@ class App:
             raise JobNotFound(job_id)
         return job
 
-    async def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        return await (await self.open_store()).list_jobs(status=status, limit=limit)
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, limit: int = 100, **filters: Any
+    ) -> list[Job]:
+        """Jobs, newest first; ``filters`` are those of :meth:`Store.list_jobs` (``agent``,
+        ``tenant``, ``park_reason``, ``since``, ``until``, ``after``)."""
+        return await (await self.open_store()).list_jobs(status=status, limit=limit, **filters)
 
     async def waiting_for(self, job_id: str) -> str | None:
         """The signal a parked job waits for now (``approval:<position>`` for an approval),
@@ -527,19 +540,22 @@ class App:
         self._wake_workers()
         return signal
 
-    async def cancel(self, job_id: str) -> Job:
-        """Cancel a job (and its child jobs); a running one stops at its next durable operation."""
-        return await self._control(job_id, Control.CANCEL)
+    async def cancel(self, job_id: str, *, by: str | None = None) -> Job:
+        """Cancel a job (and its child jobs); a running one stops at its next durable operation.
+        ``by`` (who asked) is recorded with the request where it is journaled."""
+        return await self._control(job_id, Control.CANCEL, by)
 
-    async def pause(self, job_id: str) -> Job:
+    async def pause(self, job_id: str, *, by: str | None = None) -> Job:
         """Park a job at its next durable operation until :meth:`resume`."""
-        return await self._control(job_id, Control.PAUSE)
+        return await self._control(job_id, Control.PAUSE, by)
 
-    async def resume(self, job_id: str) -> Job:
-        return await self._control(job_id, Control.RESUME)
+    async def resume(self, job_id: str, *, by: str | None = None) -> Job:
+        return await self._control(job_id, Control.RESUME, by)
 
-    async def _control(self, job_id: str, action: Control) -> Job:
-        job = await (await self.open_store()).control(job_id, action)
+    async def _control(self, job_id: str, action: Control, by: str | None) -> Job:
+        if by is not None:
+            check_text(by, "by")
+        job = await (await self.open_store()).control(job_id, action, by)
         self.doorbell.announce(job_id, job.control)
         return job
 

@@ -1,0 +1,102 @@
+"""The HTTP API: an ASGI app (FastAPI) over an :class:`~aetheris.App`, under ``/v1``.
+
+``create_api(app)`` makes it; ``aetheris server --app MOD:APP`` serves it with uvicorn (see
+:mod:`aetheris.api.server`). It is a shell over the App facade: every verb is the App's own,
+called on behalf of an API key (:mod:`aetheris.api.auth`), and every refusal is one error body
+(:mod:`aetheris.api.errors`). The OpenAPI document is at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aetheris.api import errors, jobs, operations
+from aetheris.api.auth import ALLOWED, Action, Principal
+from aetheris.api.errors import ApiError, error_body
+from aetheris.api.schemas import ErrorBody
+from aetheris.app import App
+
+__all__ = ["ALLOWED", "Action", "ApiError", "Principal", "body_limit", "create_api"]
+
+BODY_MARGIN = 64 * 1024  # over the App's payload limit: the JSON around it, and whitespace
+
+
+def body_limit(app: App) -> int:
+    """The largest request body accepted: the App's payload limit plus a margin."""
+    return app.max_payload_bytes + BODY_MARGIN
+
+
+def create_api(app: App, *, auth: bool = True, poll_interval: float = 0.25) -> FastAPI:
+    """The ASGI app serving ``app`` over HTTP. ``auth=False`` accepts every request as a
+    local admin of every tenant: for development on loopback only (the server refuses it
+    elsewhere). ``poll_interval``: how often an event stream looks for new events."""
+    api = FastAPI(
+        title="Aetheris",
+        summary="Durable execution for AI agents: jobs, journals, approvals, effects.",
+        version="1",
+        responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422)},
+    )
+    api.state.aetheris = app
+    api.state.auth = auth
+    api.state.poll_interval = poll_interval
+    errors.install(api)
+    api.include_router(jobs.router)
+    api.include_router(operations.router)
+    api.include_router(operations.health)
+    api.add_middleware(LimitBody, limit=body_limit(app))
+    return api
+
+
+class LimitBody:
+    """Refuse a request body over ``limit`` bytes with 413, before the app reads any of it
+    (declared length) or as soon as it passes the limit (streamed bodies)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await _too_large(send, self.limit)
+            return
+        body, more = [], True
+        size = 0
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await _too_large(send, self.limit)
+                return
+            body.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        await self.app(scope, _replay(b"".join(body), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # then: the disconnect, when it comes
+
+    return replay
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    doc = error_body("payload_too_large", f"the request body is over {limit} bytes")
+    payload = json.dumps(doc).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

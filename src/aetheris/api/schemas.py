@@ -1,0 +1,239 @@
+"""Request and response bodies of the HTTP API, as pydantic models (they make the OpenAPI
+document). Times are ISO-8601 in UTC, as in the CLI's ``--json``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aetheris.journal import Event
+from aetheris.store.port import Effect, Job, Signal
+
+NAME = r"^[^\x00]{1,200}$"
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+class StartJob(Strict):
+    agent: str = Field(pattern=NAME, description="The agent's name.")
+    input: dict[str, Any] = Field(default_factory=dict, description="The agent's input.")
+
+
+class SendSignal(Strict):
+    data: Any = Field(default=None, description="The signal's payload (any JSON).")
+    signal_id: str | None = Field(
+        default=None, pattern=NAME, description="Sending twice with one id delivers once."
+    )
+
+
+class Decision(Strict):
+    position: int | None = Field(default=None, ge=0, description="The request's position.")
+    args_hash: str | None = Field(
+        default=None, pattern=NAME, description="What was reviewed: refused unless it matches."
+    )
+    comment: str | None = Field(default=None, max_length=10_000, pattern=r"^[^\x00]*$")
+
+
+class Resolve(Strict):
+    outcome: Literal["committed", "not_executed", "fail"]
+    result: Any = Field(default=None, description="The effect's result (committed only).")
+    reason: str | None = Field(default=None, max_length=10_000, pattern=r"^[^\x00]*$")
+
+
+class RaiseBudget(Strict):
+    tokens: int | None = Field(default=None, ge=0, le=2**62)
+    cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+class JobOut(BaseModel):
+    id: str
+    tenant: str
+    agent: str
+    status: str
+    park_reason: str | None
+    park_detail: dict[str, Any] | None
+    input: dict[str, Any]
+    result: Any
+    error: dict[str, Any] | None
+    idempotency_key: str | None
+    queue: str
+    priority: int
+    parent_id: str | None
+    control: str | None
+    attempts: int
+    events: int
+    created_at: str | None
+    updated_at: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id,
+            tenant=job.tenant,
+            agent=job.agent,
+            status=job.status.value,
+            park_reason=job.park_reason.value if job.park_reason else None,
+            park_detail=job.park_detail,
+            input=job.input,
+            result=job.result,
+            error=job.error,
+            idempotency_key=job.idempotency_key,
+            queue=job.queue,
+            priority=job.priority,
+            parent_id=job.parent_id,
+            control=job.control.value if job.control else None,
+            attempts=job.attempts,
+            events=job.event_count,
+            created_at=iso(job.created_at),
+            updated_at=iso(job.updated_at),
+        )
+
+
+class JobPage(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page.")
+
+
+class EventOut(BaseModel):
+    seq: int
+    type: str
+    position: int | None
+    at: str | None
+    data: dict[str, Any]
+    hash: str
+    prev_hash: str
+
+    @classmethod
+    def of(cls, event: Event) -> EventOut:
+        return cls(
+            seq=event.seq,
+            type=event.type.value,
+            position=event.position,
+            at=iso(event.at),
+            data=event.data,
+            hash=event.hash,
+            prev_hash=event.prev_hash,
+        )
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_after: int | None = Field(description="Pass as after for the next page.")
+
+
+class SignalOut(BaseModel):
+    job_id: str
+    seq: int
+    name: str
+    signal_id: str
+    sender: str | None
+    created_at: str | None
+    created: bool = Field(description="False when this signal id was sent before.")
+
+    @classmethod
+    def of(cls, signal: Signal, created: bool = True) -> SignalOut:
+        return cls(
+            job_id=signal.job_id,
+            seq=signal.seq,
+            name=signal.name,
+            signal_id=signal.signal_id,
+            sender=signal.sender,
+            created_at=iso(signal.created_at),
+            created=created,
+        )
+
+
+class ApprovalOut(BaseModel):
+    job_id: str
+    agent: str
+    name: str | None = Field(description="The tool (or request) to approve.")
+    position: int | None
+    args_hash: str | None = Field(description="The hash of exactly the arguments to approve.")
+    request: dict[str, Any] = Field(description="The request as the job parked with it.")
+    since: str | None
+
+
+class EffectOut(BaseModel):
+    job_id: str
+    position: int
+    tool: str
+    effect: str
+    state: str
+    idempotency_key: str
+    args_hash: str
+    attempt: int
+    result: Any
+    error: dict[str, Any] | None
+    created_at: str | None
+    updated_at: str | None
+
+    @classmethod
+    def of(cls, effect: Effect) -> EffectOut:
+        return cls(
+            job_id=effect.job_id,
+            position=effect.position,
+            tool=effect.tool,
+            effect=effect.effect.value,
+            state=effect.state.value,
+            idempotency_key=effect.idempotency_key,
+            args_hash=effect.args_hash,
+            attempt=effect.attempt,
+            result=effect.result,
+            error=effect.error,
+            created_at=iso(effect.created_at),
+            updated_at=iso(effect.updated_at),
+        )
+
+
+class VerifyOut(BaseModel):
+    job_id: str
+    ok: bool
+    events: int
+    head: str
+    problem: str | None
+    seq: int | None
+
+
+class AgentOut(BaseModel):
+    name: str
+    input_schema: dict[str, Any] | None
+    workers: int = Field(description="Live workers that serve it now.")
+
+
+class ToolOut(BaseModel):
+    name: str
+    effect: str
+    requires_approval: bool
+    reconcile: bool
+    compensate: bool
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

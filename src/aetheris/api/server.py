@@ -1,0 +1,48 @@
+"""Serve the HTTP API with uvicorn: what ``aetheris server`` runs."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import uvicorn
+
+from aetheris.api import create_api
+from aetheris.app import App
+from aetheris.errors import ConfigurationError
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback address (``localhost``, 127.x, ::1)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(found) and all(ipaddress.ip_address(a[4][0]).is_loopback for a in found)
+
+
+def check_binding(host: str, auth: bool) -> None:
+    """Refuse to serve without auth anywhere but on loopback."""
+    if not auth and not is_loopback(host):
+        raise ConfigurationError(
+            f"refusing to listen on {host} with auth disabled: --no-auth is for local "
+            "development on a loopback address (127.0.0.1, ::1, localhost) only"
+        )
+
+
+def serve(app: App, *, host: str = "127.0.0.1", port: int = 8080, auth: bool = True) -> None:
+    """Run the API of ``app`` on ``host:port`` until interrupted (SIGINT or SIGTERM)."""
+    check_binding(host, auth)
+    config = uvicorn.Config(
+        create_api(app, auth=auth),
+        host=host,
+        port=port,
+        log_level="info",
+        server_header=False,
+        proxy_headers=False,
+    )
+    uvicorn.Server(config).run()
