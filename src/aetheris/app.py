@@ -333,15 +333,10 @@ class App:
             raise InvalidInput(f"budget: {exc}") from None
         data = {} if input is None else input
         self._check_input(data)
-        for text, what in (
-            (name, "agent name"),
-            (job_id, "job id"),
-            (queue, "queue"),
-            (idempotency_key, "idempotency key"),
-            (tenant, "tenant"),
-        ):
-            if text is not None:
-                check_text(text, what)
+        _check_texts(
+            agent_name=name, job_id=job_id, queue=queue, idempotency_key=idempotency_key,
+            tenant=tenant,
+        )  # fmt: skip
         store = await self.open_store()
         await self._check_agent(store, name, data)
         new = NewJob(
@@ -616,6 +611,12 @@ class App:
 
     def run_worker_sync(self, concurrency: int = 10, **options: Any) -> None:
         asyncio.run(self.run_worker(concurrency, **options))
+
+
+def _check_texts(**texts: str | None) -> None:
+    for what, text in texts.items():
+        if text is not None:
+            check_text(text, what.replace("_", " "))
 
 
 def _agent_name(agent: str | AgentFn) -> str:
