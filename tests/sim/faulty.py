@@ -271,9 +271,9 @@ class FaultyStore:
         """A signal into a job's inbox."""
         return await self._call("send_signal", True, lambda: self._inner.send_signal(*args))
 
-    async def control(self, job_id: str, action: Any) -> Any:
+    async def control(self, job_id: str, action: Any, by: str | None = None) -> Any:
         """An operator's cancel, pause or resume."""
-        return await self._call("control", True, lambda: self._inner.control(job_id, action))
+        return await self._call("control", True, lambda: self._inner.control(job_id, action, by))
 
 
 def parks_for(commit: Commit) -> ParkReason | None:
