@@ -21,7 +21,7 @@ from google.genai import types
 from aetheris import App, Context
 from aetheris.integrations.adk import final_text, run_agent
 
-app = App(lease_ttl=float(os.environ.get("ADK_LEASE_TTL", "5")))
+app = App(lease_ttl=float(os.environ.get("ADK_LEASE_TTL", "30")))
 
 
 def world() -> Path:

@@ -157,4 +157,4 @@ def build(url: str | None = None, lease_ttl: float = 2.0) -> App:
     return app
 
 
-app = build(lease_ttl=float(os.environ.get("LG_LEASE_TTL", "2")))
+app = build(lease_ttl=float(os.environ.get("LG_LEASE_TTL", "30")))

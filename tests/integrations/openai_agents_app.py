@@ -22,7 +22,7 @@ from aetheris import App, Context
 from aetheris.integrations.openai_agents import run_agent
 
 set_tracing_disabled(True)  # nothing leaves the machine (workers also get the env variable)
-app = App(lease_ttl=float(os.environ.get("OA_LEASE_TTL", "5")))
+app = App(lease_ttl=float(os.environ.get("OA_LEASE_TTL", "30")))
 CHARGE = [
     [function_call("lookup", {"order_id": "o-1"}, call_id="c1")],
     [function_call("charge", {"order_id": "o-1", "amount": 42}, call_id="c2")],

@@ -23,7 +23,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from aetheris import App, Context
 from aetheris.integrations.pydantic_ai import AetherisDurability
 
-app = App(lease_ttl=float(os.environ.get("PYD_LEASE_TTL", "2")))
+app = App(lease_ttl=float(os.environ.get("PYD_LEASE_TTL", "30")))
 WORLD = Path(os.environ.get("PYD_WORLD", "."))
 ORDER_TURNS = [
     ToolCallPart("lookup", {"order_id": "o-1"}, tool_call_id="c1"),

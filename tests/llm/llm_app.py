@@ -13,7 +13,7 @@ from typing import Any
 from aetheris import App, Context
 from aetheris.llm import ChatModel
 
-app = App(lease_ttl=float(os.environ.get("LLM_LEASE_TTL", "2")))
+app = App(lease_ttl=float(os.environ.get("LLM_LEASE_TTL", "30")))
 model = ChatModel("stub", temperature=0, max_retries=2)
 WORLD = Path(os.environ.get("LLM_WORLD", "."))
 
