@@ -162,8 +162,8 @@ def add_ratios(groups: Sequence[Group]) -> None:
         backend = "sqlite" if g.backend == "server" else g.backend
         variant = reference_variant(g.workload, g.variant)
         ref = ours.get((g.workload, variant, backend, g.durability, g.metric))
-        if ref is None or not ref.median:
-            continue
+        if ref is None or not ref.median or ref.median < 0 or g.median < 0:
+            continue  # a negative figure (an overhead within the noise) has no ratio
         if g.metric in HIGHER_IS_BETTER:
             g.ratio = ref.median / g.median if g.median else None
         else:
