@@ -1,6 +1,6 @@
 """``python -m bench``: Aetheris side by side with DBOS, LangGraph, Restate, Temporal and Absurd.
 
-``python -m bench [--quick] [--runs N] [--systems aetheris,dbos,...] [--workloads W1,...]
+``python -m bench [--quick] [--runs N] [--systems aetheris,dbos,...] [--workloads W1,A1,...]
 [--backends sqlite,postgres,server] [--durability full,process]``. Builds each peer's venv
 (bench/.venvs/<peer>) if missing or stale, runs every (system, workload, backend, durability)
 with the system's interpreter, prints one table per workload and writes
@@ -25,7 +25,7 @@ from rich.console import Console
 from bench.suite import report, runner, venvs
 
 SYSTEMS = ["aetheris", "dbos", "langgraph", "restate", "temporal", "absurd"]
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5"]
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "A1", "A2"]
 BACKENDS = ["sqlite", "postgres", "server"]
 DURABILITIES = ["full", "process"]
 RESULTS = venvs.BENCH / "results"

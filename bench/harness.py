@@ -43,7 +43,11 @@ SETTLE_S = 0.5  # a fresh worker is left idle this long after it logged that it 
 STOP_TIMEOUT = 30.0
 FSYNC_WRITES = 200
 FSYNC_BLOCK = 4096
-PG_TABLES = ("jobs", "events", "effects", "agents")
+PG_STORED = (  # every table of the store's schema (blobs and kv too), indexes and TOAST included
+    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+)
 PG_REAP_GRACE = float(inspect.signature(PostgresStore).parameters["reap_grace"].default)
 
 Record = dict[str, Any]
@@ -116,7 +120,8 @@ def fresh_database(
 
 
 def stored_bytes(url: str) -> dict[str, int]:
-    """SQLite: file size after a TRUNCATE checkpoint; PostgreSQL: the tables' total size."""
+    """SQLite: file size after a TRUNCATE checkpoint; PostgreSQL: the total size of every table
+    of the store's schema (jobs, events, effects, blobs, kv, ...), indexes and TOAST included."""
     if url.startswith("sqlite:"):
         path = Path(url.removeprefix("sqlite://").split("?", 1)[0])
         lite = sqlite3.connect(path)
@@ -126,9 +131,8 @@ def stored_bytes(url: str) -> dict[str, int]:
             lite.close()
         wal = Path(f"{path}-wal")
         return {"bytes": path.stat().st_size, "wal": wal.stat().st_size if wal.exists() else 0}
-    query = " + ".join(f"pg_total_relation_size('{t}')" for t in PG_TABLES)
     with psycopg.connect(url.split("?", 1)[0]) as conn:
-        row = conn.execute(f"SELECT ({query})::bigint").fetchone()  # type: ignore[arg-type,unused-ignore]
+        row = conn.execute(PG_STORED).fetchone()
     return {"bytes": int(row[0]) if row else 0}
 
 
@@ -142,14 +146,15 @@ async def spawn_worker(
     concurrency: int,
     *extra: str,
     env: dict[str, str] | None = None,
+    app: str = WORKER_APP,
 ) -> Process:
-    """``python -m aetheris worker --app bench.app:app`` (cwd the repository, which is put first
-    on ``PYTHONPATH``), its output in ``<name>.log``; without the kill variable unless ``env``
-    sets it."""
+    """``python -m aetheris worker --app bench.app:app`` (or ``app``; cwd the repository, which
+    is put first on ``PYTHONPATH``), its output in ``<name>.log``; without the kill variable
+    unless ``env`` sets it."""
     base = {k: v for k, v in os.environ.items() if k != KILL_ENV}
     path = os.pathsep.join(p for p in (str(REPO), base.get("PYTHONPATH")) if p)
     base |= {"PYTHONPATH": path, "AETHERIS_DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "aetheris", "worker", "--app", WORKER_APP]
+    command = [sys.executable, "-m", "aetheris", "worker", "--app", app]
     command += ["--concurrency", str(concurrency), *extra]
     log = os.open(workdir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

@@ -21,9 +21,9 @@ from typing import Any
 import psycopg
 
 import aetheris
-from bench import workloads
+from bench import agent_workloads, workloads
 from bench.harness import PG_REAP_GRACE, Database, Invalid, fresh_database, version
-from bench.peers import common
+from bench.peers import agent_script, common
 
 SYSTEM = "aetheris"
 W2_CONCURRENCY = 32
@@ -63,6 +63,19 @@ METRICS = {  # what each workload reports: a failed one reports these as null
     "W4": [("agent", "us_per_turn")] + [("agent", f"bytes_stored_{n}") for n in common.W4_TURNS],
     "W5": [("journal", f"us_per_step_at_{n}") for n in common.W5_SIZES]
     + [("journal", "resume_10k_s")],
+    "A1": [("plain", "us_per_turn")] + [("AetherisDurability", m) for m in common.AGENT_METRICS],
+    "A2": [("plain", "us_per_turn")] + [("AetherisCheckpointer", m) for m in common.AGENT_METRICS],
+}
+AGENT_VARIANT = {"A1": "AetherisDurability", "A2": "AetherisCheckpointer"}
+AGENT_WHAT = {
+    "A1": (
+        "the PydanticAI agent (FunctionModel, lookup pure / reserve idempotent / charge "
+        "at_most_once) with AetherisDurability, run by an Aetheris agent"
+    ),
+    "A2": (
+        "the LangGraph tool loop (scripted chat model, ToolNode) on AetherisCheckpointer with "
+        "AetherisChatModel and DurableTools, run by run_graph in an Aetheris agent"
+    ),
 }
 
 
@@ -173,7 +186,7 @@ async def w4(run: Run) -> list[Figure]:
     how = (
         "database file size after PRAGMA wal_checkpoint(TRUNCATE)"
         if run.args.backend == "sqlite"
-        else "sum of pg_total_relation_size of jobs, events, effects, agents"
+        else "sum of pg_total_relation_size of every table of the store's schema"
     )
     figures = []
     per_turn: dict[int, float] = {}
@@ -219,7 +232,44 @@ async def w5(run: Run) -> list[Figure]:
     return [*figures, Figure("journal", "resume_10k_s", r["resume_s"], notes, extra)]
 
 
+async def agents(run: Run) -> list[Figure]:
+    """A1/A2: the framework's agent made durable by Aetheris, and the same agent plain."""
+    workload, variant = run.args.workload, AGENT_VARIANT[run.args.workload]
+    turns, stored_turns, repeats = common.agent_sizes(run.args.quick)
+    how = (
+        "SQLite file growth after PRAGMA wal_checkpoint(TRUNCATE)"
+        if run.args.backend == "sqlite"
+        else "growth of pg_total_relation_size over every table of the store's schema"
+    )
+    floor = await agent_workloads.plain(workload, turns, agent_script.PLAIN_REPEATS)
+    with run.db(f"{workload}-time") as db:
+        timed = await agent_workloads.durable(db.url, workload, turns, repeats)
+    with run.db(f"{workload}-bytes") as db:
+        size = await agent_workloads.stored(db.url, workload, stored_turns)
+    size["how"] = f"{how}, one job of {stored_turns} turns, fresh database"
+    with run.db(f"{workload}-kill") as db:
+        kill = await agent_workloads.killed(db.url, run.dir, workload)
+    kill["what"] = (
+        "worker B found charge's intent without an outcome and parked the job effect_in_doubt"
+        " (the harness then resolved it as committed and the job completed)"
+        if kill["parked_effect_in_doubt"]
+        else "the job completed"
+    )
+    what = AGENT_WHAT[workload]
+    timing = f"N={turns} turns, median of {repeats} jobs, timed inside the Aetheris agent"
+    plain_notes = f"the same agent, no durability (plain run in this process), N={turns}"
+    return [
+        Figure("plain", "us_per_turn", floor["us_per_turn"], plain_notes, floor),
+        *(
+            Figure(*row)
+            for row in common.agent_rows(variant, what, timing, timed, floor, size, kill)
+        ),
+    ]
+
+
 WORKLOADS: dict[str, Callable[[Run], Coroutine[Any, Any, list[Figure]]]] = {
+    "A1": agents,
+    "A2": agents,
     "W1": w1,
     "W2": w2,
     "W3": w3,

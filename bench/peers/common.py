@@ -42,6 +42,33 @@ W3_STEPS = 100  # each step appends a line to a file; the worker is SIGKILLed in
 W3_KILL_AT = 51  # ... this one, after its line is written; a fresh worker recovers the job
 W4_TURNS = (20, 100, 200)  # (scripted LLM call on the growing message list, tool call) turns
 W5_SIZES = (10, 1_000, 10_000)  # per-step cost when the journal holds this many entries
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "A1", "A2")  # A1/A2: agents of other frameworks
+AGENT_STORED_TURNS = 200  # A1/A2: bytes stored after a run of this many turns (agent_script)
+AGENT_SYSTEMS = {  # who runs A1 (a PydanticAI agent) and A2 (a LangGraph agent), and why not
+    "A1": {
+        "aetheris": "",
+        "dbos": "",
+        "temporal": "",
+        "langgraph": "A1 is a PydanticAI agent; LangGraph is a different framework (see A2)",
+        "restate": "PydanticAI 2.68 has no Restate durability backend in pydantic_ai.durable_exec",
+        "absurd": "PydanticAI 2.68 has no Absurd durability backend",
+    },
+    "A2": {
+        "aetheris": "",
+        "langgraph": "",
+        "dbos": "A2 is LangGraph's own checkpointers against Aetheris's; DBOS has none for it",
+        "temporal": "A2 is LangGraph's own checkpointers against Aetheris's; Temporal has none",
+        "restate": "A2 is LangGraph's own checkpointers against Aetheris's; Restate has none",
+        "absurd": "A2 is LangGraph's own checkpointers against Aetheris's; Absurd has none",
+    },
+}
+AGENT_METRICS = (
+    "us_per_turn",
+    "overhead_us_per_turn",
+    f"bytes_stored_{AGENT_STORED_TURNS}",
+    "dup_charge_calls",
+    "dup_model_calls",
+)
 PG_ADMIN_URL = os.environ.get(
     "AETHERIS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -73,12 +100,60 @@ def scripted_tool(turn: int) -> dict[str, str]:
     return {"role": "tool", "content": f"item {turn}: in stock " + "y" * 200}
 
 
+def agent_sizes(quick: bool) -> tuple[int, int, int]:
+    """A1/A2: turns of a timed run, turns of the stored-bytes run, timed runs per figure."""
+    from bench.peers import agent_script
+
+    return agent_script.TURNS, AGENT_STORED_TURNS, 1 if quick else 3
+
+
+def agent_rows(
+    variant: str,
+    what: str,
+    timing: str,
+    timed: dict[str, Any],
+    floor: dict[str, Any],
+    size: dict[str, Any],
+    kill: dict[str, Any],
+) -> list[tuple[str, str, float | None, str, dict[str, Any]]]:
+    """A1/A2's five figures of one durable variant, as (variant, metric, value, notes, extra):
+    µs per turn, the same above the plain run of this process, bytes stored, and the calls a
+    kill -9 right after the at_most_once tool's side effect ran again (``kill``:
+    ``agent_script.duplicates`` plus what the system did)."""
+    from bench.peers import agent_script
+
+    overhead = timed["us_per_turn"] - floor["us_per_turn"]
+    turn = agent_script.KILL_TURN
+    after = (
+        f"{agent_script.KILL_RUN_TURNS}-turn run, SIGKILL right after charge's side effect at "
+        f"turn {turn}, then a fresh worker: charge of turn {turn} ran "
+        f"{kill['charge_runs_for_turn']}x, the model request of turn {turn} "
+        f"{kill['model_runs_for_turn']}x; every call that ran more than once: "
+        f"{', '.join(kill['ran_more_than_once']) or 'none'}; {kill.get('what', '')}"
+    ).strip("; ")
+    stored = f"{what}; {size.get('how', '')}".strip("; ")
+    return [
+        (variant, "us_per_turn", timed["us_per_turn"], f"{what}; {timing}", timed),
+        (
+            variant,
+            "overhead_us_per_turn",
+            overhead,
+            f"µs per turn above the plain run (no durability) in the same process: "
+            f"{timed['us_per_turn']:.0f} - {floor['us_per_turn']:.0f}",
+            {"plain": floor, "durable": timed},
+        ),
+        (variant, f"bytes_stored_{AGENT_STORED_TURNS}", float(size["bytes"]), stored, size),
+        (variant, "dup_charge_calls", float(kill["dup_charge_calls"]), after, kill),
+        (variant, "dup_model_calls", float(kill["dup_model_calls"]), after, kill),
+    ]
+
+
 # -- arguments and results ---------------------------------------------------------------------
 
 
 def parse_args(system: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m bench.peers.{system}")
-    parser.add_argument("--workload", required=True, choices=["W1", "W2", "W3", "W4", "W5"])
+    parser.add_argument("--workload", required=True, choices=[*WORKLOADS])
     parser.add_argument("--backend", required=True, choices=["sqlite", "postgres", "server"])
     parser.add_argument("--durability", default="full", choices=["full", "process"])
     parser.add_argument("--runs", type=int, default=3)

@@ -21,7 +21,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench.peers import common
+from bench.peers import agent_script, common
 
 SYSTEM = "dbos"
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,11 @@ def database(run: Run, name: str) -> Iterator[str]:
 
 
 def worker(
-    run: Run, spec: dict[str, Any], env: dict[str, str] | None = None, expect_kill: bool = False
+    run: Run,
+    spec: dict[str, Any],
+    env: dict[str, str] | None = None,
+    expect_kill: bool = False,
+    module: str = "bench.peers.dbos_worker",
 ) -> dict[str, Any]:
     """Run one worker process to its end; return what it wrote (or {} if it was killed)."""
     tag = f"{spec['task']}-{time.monotonic_ns()}"
@@ -73,7 +77,7 @@ def worker(
     log = run.dir / f"{tag}.log"
     with open(log, "w") as out:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.peers.dbos_worker", json.dumps(spec)],
+            [sys.executable, "-m", module, json.dumps(spec)],
             cwd=run.dir,
             env=full_env,
             stdout=out,
@@ -237,7 +241,60 @@ def w5(run: Run) -> None:
     )
 
 
-WORKLOADS: dict[str, Callable[[Run], None]] = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5}
+A1_WORKER = "bench.peers.dbos_agent_worker"
+A1_WHAT = (
+    "the PydanticAI agent with PydanticAI's DBOSDurability (model requests are DBOS steps), "
+    "run in an async @DBOS.workflow; reserve and charge are @DBOS.step() tools, lookup plain"
+)
+
+
+def a1_kill(run: Run) -> dict[str, Any]:
+    """Process A runs the 9-turn workflow and SIGKILLs itself right after charge's side effect;
+    a fresh process launches DBOS, which recovers the workflow."""
+    world = run.dir / "a1-world"
+    world.mkdir()
+    env = {agent_script.WORLD_ENV: str(world)}
+    kill = {**env, agent_script.KILL_ENV: str(agent_script.KILL_TURN)}
+    with database(run, "a1-kill") as url:
+        spec = {"url": url, "workflow_id": "a1-kill", "turns": agent_script.KILL_RUN_TURNS}
+        worker(run, {**spec, "task": "run"}, kill, expect_kill=True, module=A1_WORKER)
+        killed = float((world / "killed").read_text())
+        r = worker(run, {**spec, "task": "recover"}, env, module=A1_WORKER)
+    assert r["value"] == agent_script.KILL_RUN_TURNS, r
+    found = agent_script.duplicates((world / "calls.log").read_text())
+    what = "a fresh process's DBOS.launch() recovered the workflow and it completed"
+    return found | {"recovery_s": r["done"] - killed, "what": what}
+
+
+def a1(run: Run) -> None:
+    turns, stored_turns, repeats = common.agent_sizes(run.args.quick)
+    with database(run, "a1-time") as url:
+        timed = worker(
+            run, {"task": "time", "url": url, "turns": turns, "repeats": repeats}, module=A1_WORKER
+        )
+    floor = {"us_per_turn": timed.pop("plain_us_per_turn"), "runs_s": timed.pop("plain_runs_s")}
+    with database(run, "a1-bytes") as url:
+        size = worker(run, {"task": "bytes", "url": url, "turns": stored_turns}, module=A1_WORKER)
+    how = (
+        "file size growth after wal_checkpoint(TRUNCATE)"
+        if run.args.backend == "sqlite"
+        else "growth of pg_total_relation_size, schema dbos"
+    )
+    size["how"] = f"{how}, one workflow of {stored_turns} turns, fresh database"
+    kill = a1_kill(run)
+    timing = f"N={turns} turns, median of {repeats} workflows, timed in the workflow body"
+    for row in common.agent_rows("DBOSDurability", A1_WHAT, timing, timed, floor, size, kill):
+        run.add(*row)
+
+
+WORKLOADS: dict[str, Callable[[Run], None]] = {
+    "W1": w1,
+    "W2": w2,
+    "W3": w3,
+    "W4": w4,
+    "W5": w5,
+    "A1": a1,
+}
 W3_METRICS = [
     (v, m) for v in ("kill_in_step", "kill_between_steps") for m in ("recovery_s", "lines")
 ]
@@ -248,6 +305,7 @@ METRICS = {  # what each workload reports: a failed or impossible one reports th
     "W4": [("agent", f"bytes_stored_{n}") for n in common.W4_TURNS] + [("agent", "us_per_turn")],
     "W5": [("journal", f"us_per_step_at_{n}") for n in common.W5_SIZES]
     + [("journal", "resume_10k_s")],
+    "A1": [("DBOSDurability", m) for m in common.AGENT_METRICS],
 }
 
 
@@ -265,7 +323,13 @@ def main() -> None:
             else:
                 try:
                     WORKLOADS[args.workload](run)
-                except (WorkerFailed, AssertionError, subprocess.TimeoutExpired, OSError) as e:
+                except (
+                    WorkerFailed,
+                    AssertionError,
+                    KeyError,
+                    subprocess.TimeoutExpired,
+                    OSError,
+                ) as e:
                     error = f"FAILED: {type(e).__name__}: {e}"[:1500]
             produced = {(variant, metric) for variant, metric, *_ in run.rows}
             for variant, metric in METRICS[args.workload]:

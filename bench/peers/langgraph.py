@@ -42,13 +42,21 @@ from bench.peers.langgraph_graphs import (
 
 SYSTEM = "langgraph"
 MODES = ("sync", "async")
-BASE = {"W1": "steps", "W2": "throughput", "W3": "kill", "W4": "turns", "W5": "growth"}
+BASE = {
+    "W1": "steps",
+    "W2": "throughput",
+    "W3": "kill",
+    "W4": "turns",
+    "W5": "growth",
+    "A2": "checkpointer",
+}
 METRICS = {
     "W1": ["us_per_step"],
     "W2": ["jobs_per_s", "steps_per_s"],
     "W3": ["recovery_s", "lines"],
     "W4": ["us_per_turn", "bytes_stored_20", "bytes_stored_100", "bytes_stored_200"],
     "W5": ["us_per_step_at_10", "us_per_step_at_1000", "us_per_step_at_10000", "resume_10k_s"],
+    "A2": list(common.AGENT_METRICS),
 }
 
 
@@ -410,7 +418,21 @@ def w5(ctx: Ctx, mode: str) -> None:
     )
 
 
+# -- A2: the tool-loop agent on LangGraph's own checkpointers ----------------------------------
+
+
+def a2(ctx: Ctx, mode: str) -> None:
+    from bench.peers import langgraph_agents  # the agent's modules: only where A2 runs
+
+    notes = saver_notes(ctx.args, mode, aio=True)
+    for variant_name, metric, value, text, extra in langgraph_agents.a2(
+        ctx, ctx.target, mode, notes
+    ):
+        ctx.emit("A2", variant_name, metric, value, text, **extra)
+
+
 WORKLOADS: dict[str, Callable[[Ctx, str], None]] = {
+    "A2": a2,
     "W1": w1,
     "W2": w2,
     "W3": w3,

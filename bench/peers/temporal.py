@@ -86,6 +86,7 @@ class Stack:
         self.client: Client | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.live = work / "live-marks.txt"
+        self.worker_module = "bench.peers.temporal_worker"
 
     async def start(self) -> Client:
         cmd = [temporal_binary(), "server", "start-dev", "--headless", "--log-level", "error"]
@@ -126,14 +127,16 @@ class Stack:
         files = [self.db, Path(f"{self.db}-wal"), Path(f"{self.db}-journal")]
         return sum(f.stat().st_size for f in files if f.exists())
 
-    def start_worker(self, kill: str = "") -> tuple[subprocess.Popen[bytes], Path]:
+    def start_worker(
+        self, kill: str = "", env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         n = len(self.workers) + 1
         marks = self.work / f"marks-{n}.json"
-        env = dict(os.environ, TEMPORAL_BENCH_LIVE=str(self.live))
+        env = dict(os.environ, TEMPORAL_BENCH_LIVE=str(self.live), **(env or {}))
         env.pop("TEMPORAL_BENCH_KILL", None)
         if kill:
             env["TEMPORAL_BENCH_KILL"] = kill
-        cmd = [sys.executable, "-m", "bench.peers.temporal_worker", self.address, self.queue]
+        cmd = [sys.executable, "-m", self.worker_module, self.address, self.queue]
         proc = spawn([*cmd, str(marks)], self.work / f"worker-{n}.log", env=env)
         self.workers.append(proc)
         return proc, marks
@@ -421,7 +424,7 @@ def _live_marks(path: Path, index: int) -> list[float]:
 
 async def one_run(args: Any, variant: str, run: int, ver: str) -> None:
     local = VARIANTS[variant.split(":")[0]]
-    name = variant.replace(":", "_kill_")
+    name = "TemporalDurability" if args.workload == "A1" else variant.replace(":", "_kill_")
     with common.workdir(args.dir) as work:
         fsync = common.fsync_p50_us(work)
         stack = Stack(work, args.durability)
@@ -446,6 +449,10 @@ async def one_run(args: Any, variant: str, run: int, ver: str) -> None:
                 rows = await w3(stack, local, variant.endswith("between"))
             elif args.workload == "W4":
                 rows = await w4(stack, local, args.quick)
+            elif args.workload == "A1":
+                from bench.peers import temporal_agents  # PydanticAI: only where A1 runs
+
+                rows = await temporal_agents.a1(stack, args.quick)
             else:
                 rows = await w5(stack, local, args.quick)
         except Exception as exc:  # a failing workload is reported as failing
@@ -453,7 +460,8 @@ async def one_run(args: Any, variant: str, run: int, ver: str) -> None:
         finally:
             stack.stop()
         for metric, value, note, extra in rows:
-            text = f"{note}; {STEP_NOTES[variant.split(':')[0]]}; {settings}"
+            steps = "" if args.workload == "A1" else f"; {STEP_NOTES[variant.split(':')[0]]}"
+            text = f"{note}{steps}; {settings}"
             common.emit(
                 args.out, common.Result(**base, metric=metric, value=value, notes=text, extra=extra)
             )
@@ -466,6 +474,7 @@ def _metrics(workload: str) -> list[str]:
         "W3": ["recovery_s", "lines"],
         "W4": ["us_per_turn"] + [f"bytes_stored_{n}" for n in common.W4_TURNS],
         "W5": ["us_per_step_at_10", "us_per_step_at_1000", "us_per_step_at_10000", "resume_10k_s"],
+        "A1": list(common.AGENT_METRICS),
     }[workload]
 
 
@@ -496,6 +505,8 @@ def main() -> None:
                 )
         return
     variants = list(VARIANTS)
+    if args.workload == "A1":  # PydanticAI's TemporalDurability: activities only
+        variants = ["activities"]
     if args.workload == "W3":
         variants = [f"{v}:{k}" for v in VARIANTS for k in ("inside", "between")]
     for run in range(1, args.runs + 1):

@@ -31,6 +31,8 @@ WORKLOAD_TITLES = {
     "W3": "W3: recovery after SIGKILL inside (or between) steps; lines written (100 = each once)",
     "W4": "W4: agent-shaped (scripted LLM + tool per turn)",
     "W5": "W5: journal growth (µs/step as the journal grows) and resume of the whole journal",
+    "A1": "A1: a PydanticAI agent (scripted model, 3 tools) made durable by each system",
+    "A2": "A2: a LangGraph tool loop (scripted chat model, 3 tools) on each checkpointer",
 }
 METRIC_ORDER = {
     "W1": ["us_per_step"],
@@ -38,16 +40,21 @@ METRIC_ORDER = {
     "W3": ["recovery_s", "lines"],
     "W4": ["us_per_turn", "bytes_stored_20", "bytes_stored_100", "bytes_stored_200"],
     "W5": ["us_per_step_at_10", "us_per_step_at_1000", "us_per_step_at_10000", "resume_10k_s"],
+    "A1": list(common.AGENT_METRICS),
+    "A2": list(common.AGENT_METRICS),
 }
 HIGHER_IS_BETTER = {"jobs_per_s", "steps_per_s"}
-NO_RATIO = {"lines"}
+NO_RATIO = {"lines", "dup_charge_calls", "dup_model_calls"}
 BACKENDS = ["sqlite", "postgres", "server"]
 DURABILITIES = ["full", "process"]
 VARIANT_ORDER = {  # Aetheris's variants, in the order the tables show them
     "W1": ["steps", "at_most_once", "steps-process"],
     "W2": ["1-worker", "2-workers"],
     "W3": ["step", "between", "at_most_once", "at_most_once+reconcile"],
+    "A1": ["AetherisDurability", "plain"],
+    "A2": ["AetherisCheckpointer", "plain"],
 }
+AGENT_REFERENCE = {"A1": "AetherisDurability", "A2": "AetherisCheckpointer"}
 SPECIAL = {"install", "harness"}  # rows the orchestrator writes itself
 
 
@@ -55,6 +62,8 @@ def reference_variant(workload: str, variant: str) -> str:
     """The Aetheris variant a peer's variant is compared with."""
     if workload == "W3":
         return "between" if ("between" in variant or "before" in variant) else "step"
+    if workload in AGENT_REFERENCE:
+        return variant if variant == "plain" else AGENT_REFERENCE[workload]
     return {"W1": "steps", "W2": "1-worker", "W4": "agent", "W5": "journal"}.get(workload, variant)
 
 
@@ -153,8 +162,8 @@ def add_ratios(groups: Sequence[Group]) -> None:
         backend = "sqlite" if g.backend == "server" else g.backend
         variant = reference_variant(g.workload, g.variant)
         ref = ours.get((g.workload, variant, backend, g.durability, g.metric))
-        if ref is None or not ref.median:
-            continue
+        if ref is None or not ref.median or ref.median < 0 or g.median < 0:
+            continue  # a negative figure (an overhead within the noise) has no ratio
         if g.metric in HIGHER_IS_BETTER:
             g.ratio = ref.median / g.median if g.median else None
         else:

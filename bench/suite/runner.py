@@ -31,6 +31,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from bench.peers.common import AGENT_METRICS, AGENT_SYSTEMS
 from bench.suite.venvs import Env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +95,12 @@ def row(case: Case, metric: str, notes: str, extra: dict[str, Any] | None = None
     )
 
 
+def not_applicable(case: Case) -> str | None:
+    """Why a system does not run an agent workload (A1/A2) at all, or None if it does."""
+    reason = AGENT_SYSTEMS.get(case.workload, {}).get(case.system)
+    return f"not applicable: {reason}" if reason else None
+
+
 def append(out: Path, line: str) -> None:
     with open(out, "a") as f:
         f.write(line + "\n")
@@ -153,6 +160,9 @@ def run_case(
 ) -> Outcome:
     """Run one harness to its end (or its timeout), showing its latest output line."""
     began = time.monotonic()
+    if (reason := not_applicable(case)) is not None:
+        append(out, row(case, AGENT_METRICS[0], reason))
+        return Outcome(case, 0.0, 0, 1, None)
     if env.python is None:
         append(out, row(case, "install", f"not installed: {env.problem}"))
         return Outcome(case, 0.0, None, 1, f"not installed: {env.problem}")
