@@ -179,13 +179,14 @@ class Supervisor:
                 await child.proc.wait()
             if child.pump is not None:
                 await child.pump
-        ends = ", ".join(
+        # uvicorn ends by raising the SIGTERM it handled again: that too is a clean stop.
+        unclean = [
             f"{c.name} {describe_exit(c.proc.returncode)}"
             for c in self.children
-            if c.proc is not None and c.proc.returncode is not None
-        )
-        echo(f"stopped ({ends})")
-        return 0
+            if c.proc is not None and c.proc.returncode not in (0, -signal.SIGTERM)
+        ]
+        echo(f"stopped: {', '.join(unclean)}" if unclean else "stopped cleanly")
+        return 1 if unclean else 0
 
 
 async def wait_ready(supervisor: Supervisor, server: Child, url: str) -> bool:
