@@ -180,10 +180,11 @@ class Supervisor:
             if child.pump is not None:
                 await child.pump
         # uvicorn ends by raising the SIGTERM it handled again: that too is a clean stop.
+        ends = {c.name: c.proc.returncode for c in self.children if c.proc is not None}
         unclean = [
-            f"{c.name} {describe_exit(c.proc.returncode)}"
-            for c in self.children
-            if c.proc is not None and c.proc.returncode not in (0, -signal.SIGTERM)
+            f"{name} {describe_exit(code)}"
+            for name, code in ends.items()
+            if code is not None and code not in (0, -signal.SIGTERM)
         ]
         echo(f"stopped: {', '.join(unclean)}" if unclean else "stopped cleanly")
         return 1 if unclean else 0
