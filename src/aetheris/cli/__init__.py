@@ -3,11 +3,22 @@
 Every command reads the database from ``--database-url`` or ``AETHERIS_DATABASE_URL``; every read
 command has ``--json`` with a stable schema (see :mod:`aetheris.cli.render`). The commands live
 in :mod:`.running` (worker, start), :mod:`.reads` (what happened), :mod:`.actions` (what
-operators do) and :mod:`.serving` (the HTTP server and its keys); importing them registers
-them on the group in :mod:`.base`.
+operators do), :mod:`.serving` (the HTTP server and its keys), :mod:`.project` (init),
+:mod:`.supervisor` (run: server and worker for development) and :mod:`.talk` (chat);
+importing them registers them on the group in :mod:`.base`. :mod:`.config` reads a
+project's ``aetheris.toml``.
 """
 
-from aetheris.cli import actions, reads, running, serving
+from aetheris.cli import actions, project, reads, running, serving, supervisor, talk
 from aetheris.cli.base import main
 
-__all__ = ["actions", "main", "reads", "running", "serving"]
+__all__ = [
+    "actions",
+    "main",
+    "project",
+    "reads",
+    "running",
+    "serving",
+    "supervisor",
+    "talk",
+]

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from aetheris.app import App
+from aetheris.cli import config as project_config
 from aetheris.errors import AetherisError, JobNotFound
 from aetheris.store import default_url, safe_url
 from aetheris.store.port import Store
@@ -243,7 +244,12 @@ def with_app(*, writes: bool = False) -> Callable[..., Callable[..., None]]:
 @click.version_option(package_name="aetheris")
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None) -> None:
-    """Aetheris: durable execution for AI agents."""
-    ctx.ensure_object(Env).database_url = database_url
+    """Aetheris: durable execution for AI agents.
+
+    In a folder with an aetheris.toml (`aetheris init`), its settings are the defaults."""
+    settings = project_config.load()  # options and AETHERIS_* variables win over the file
+    ctx.default_map, ctx.meta[project_config.FILENAME] = settings.default_map(), settings
+    settings.apply_model_env()
+    ctx.ensure_object(Env).database_url = database_url or settings.database_url
     if not logging.getLogger().handlers:  # warnings (a database being waited for) on stderr
         logging.basicConfig(level=logging.WARNING, format="aetheris: %(message)s")

@@ -17,12 +17,14 @@ The script is JSON::
                 {"disconnect_after": 2, "times": 1}]}
 
 Each ``POST /v1/chat/completions`` first takes the next fault whose ``times`` are not used up,
-then an answer: the first reply with a ``match`` that is a substring of the last user message
-(such rules are never used up), else the next reply in order; when they run out the answer is
-HTTP 500 "script exhausted". A ``status`` fault answers that error instead (the script does
-not move on); ``delay`` sleeps before answering; ``disconnect_after`` hangs up after that many
-streamed chunks (a request that is not streamed gets no answer at all). Without ``usage`` the
-token counts are the whitespace-separated words of the request's messages and of the reply.
+then an answer: the first reply with a ``match`` that is a substring of the last user message,
+or a ``match_last`` that is a substring of the last message whatever its role (a tool's
+result: rules can script a tool loop; rules are never used up), else the next reply in order;
+when they run out the answer is HTTP 500 "script exhausted". A ``status`` fault answers that
+error instead (the script does not move on); ``delay`` sleeps before answering;
+``disconnect_after`` hangs up after that many streamed chunks (a request that is not streamed
+gets no answer at all). Without ``usage`` the token counts are the whitespace-separated words
+of the request's messages and of the reply.
 
 ``"stream": true`` is answered with server-sent events: one chunk per word of the content,
 tool calls as a name then argument fragments, a chunk with the finish reason, a usage chunk
@@ -61,7 +63,7 @@ from urllib.parse import urlsplit
 
 __all__ = ["Reply", "Script", "StubServer", "check_loopback", "main"]
 
-REPLY_KEYS = {"content", "tool_calls", "usage", "finish_reason", "match"}
+REPLY_KEYS = {"content", "tool_calls", "usage", "finish_reason", "match", "match_last"}
 FAULT_KEYS = {"status", "message", "retry_after", "delay", "disconnect_after", "times"}
 
 
@@ -87,6 +89,13 @@ class Reply:
     usage: dict[str, int] | None
     finish_reason: str
     match: str | None
+    match_last: str | None = None
+
+    def matches(self, last_user: str, last: str) -> bool:
+        """Whether this rule answers a request whose last messages say this."""
+        if self.match is not None and self.match in last_user:
+            return True
+        return self.match_last is not None and self.match_last in last
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> Reply:
@@ -102,12 +111,12 @@ class Reply:
             isinstance(usage, dict) and all(isinstance(n, int) for n in usage.values())
         ):
             raise ValueError(f'{where}: "usage" must map token kinds to counts, got {usage!r}')
-        match = raw.get("match")
-        if match is not None and not isinstance(match, str):
-            raise ValueError(f'{where}: "match" must be text, got {match!r}')
+        for key in ("match", "match_last"):
+            if raw.get(key) is not None and not isinstance(raw[key], str):
+                raise ValueError(f'{where}: "{key}" must be text, got {raw[key]!r}')
         calls = [_tool_call(c, i, where) for i, c in enumerate(raw.get("tool_calls") or [])]
         finish = raw.get("finish_reason") or ("tool_calls" if calls else "stop")
-        return cls(content, calls, usage, finish, match)
+        return cls(content, calls, usage, finish, raw.get("match"), raw.get("match_last"))
 
 
 def _tool_call(raw: Any, index: int, where: str) -> dict[str, Any]:
@@ -192,8 +201,8 @@ class Script:
         ]
         digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode()).hexdigest()
         script = cls(
-            replies=[r for r in parsed if r.match is None],
-            rules=[r for r in parsed if r.match is not None],
+            replies=[r for r in parsed if r.match is None and r.match_last is None],
+            rules=[r for r in parsed if r.match is not None or r.match_last is not None],
             faults=faults,
             digest=digest,
             state_path=state_path,
@@ -214,9 +223,9 @@ class Script:
             return Turn(self.calls, fault, reply)
 
     def _reply(self, body: Any) -> Reply | None:
-        said = _last_user_text(body)
+        said, last = _last_user_text(body), _last_text(body)
         for rule in self.rules:
-            if rule.match is not None and rule.match in said:
+            if rule.matches(said, last):
                 return rule
         if self.cursor >= len(self.replies):
             return None
@@ -261,6 +270,12 @@ def _last_user_text(body: Any) -> str:
         if isinstance(message, dict) and message.get("role") == "user":
             return _text(message.get("content"))
     return ""
+
+
+def _last_text(body: Any) -> str:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    return _text(last.get("content")) if isinstance(last, dict) else ""
 
 
 def _text(content: Any) -> str:
