@@ -7,12 +7,14 @@ dispatched at most once, ever; every operation is an event in a hash-chained jou
 from __future__ import annotations
 
 from aetheris.app import App, JobHandle
+from aetheris.client import Client, SyncClient
 from aetheris.clock import Clock
 from aetheris.context import Context
 from aetheris.errors import (
     AetherisError,
     ApprovalRejected,
     ApprovalTimeout,
+    AuthError,
     ChildFailed,
     ConfigurationError,
     Conflict,
@@ -27,8 +29,10 @@ from aetheris.errors import (
     LeaseLost,
     ModelCallFailed,
     ModelError,
+    PermissionDenied,
     RetryableError,
     SchemaMismatch,
+    ServerError,
     SignalTimeout,
     StoreError,
     StoreUnavailable,
@@ -66,8 +70,10 @@ __all__ = [
     "Approval",
     "ApprovalRejected",
     "ApprovalTimeout",
+    "AuthError",
     "Budget",
     "ChildFailed",
+    "Client",
     "Clock",
     "Committed",
     "CompensationRequest",
@@ -93,14 +99,17 @@ __all__ = [
     "ModelError",
     "NotExecuted",
     "ParkReason",
+    "PermissionDenied",
     "RetryPolicy",
     "RetryableError",
     "SchemaMismatch",
+    "ServerError",
     "Signal",
     "SignalTimeout",
     "StoreError",
     "StoreUnavailable",
     "Suspend",
+    "SyncClient",
     "Tool",
     "ToolContext",
     "ToolFailed",

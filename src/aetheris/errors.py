@@ -20,6 +20,9 @@ Errors (``Exception``) are things a caller can handle::
     │   ├── ApprovalTimeout     nobody decided before the deadline (after any escalation)
     │   └── ChildFailed         a child agent ended without succeeding
     ├── JobFailed               ``handle.result()`` of a job that did not succeed
+    ├── AuthError               the server refused the client's API key (missing, unknown, revoked)
+    │   └── PermissionDenied    the key's role may not do that
+    ├── ServerError             the server did not answer, or answered with its own failure
     └── StoreError              the database failed; driver errors are translated into these
         ├── StoreUnavailable    cannot reach or open the database
         └── SchemaMismatch      the schema is older or newer than this code
@@ -168,6 +171,29 @@ class JobFailed(AetherisError):
         self.error = error or {}
         detail = f"{self.error.get('type', '')}: {self.error.get('message', '')}".strip(": ")
         super().__init__(f"job {job_id} ended {status}" + (f" ({detail})" if detail else ""))
+
+
+class AuthError(AetherisError):
+    """The Aetheris server refused the API key: missing, unknown or revoked (HTTP 401)."""
+
+
+class PermissionDenied(AuthError):
+    """The API key is valid but its role may not do this (HTTP 403): ``role`` and ``action``
+    say which, when the server named them."""
+
+    def __init__(self, message: str, *, role: str | None = None, action: str | None = None):
+        self.role = role
+        self.action = action
+        super().__init__(message)
+
+
+class ServerError(AetherisError):
+    """The Aetheris server could not be reached, or failed (``status`` 5xx, or ``None`` when no
+    response came), or answered with something that is not the API's."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class StoreError(AetherisError):

@@ -63,6 +63,9 @@ async def start_job(
         body.input,
         job_id=job_id,
         idempotency_key=idempotency_key,
+        queue=body.queue,
+        priority=body.priority,
+        budget=body.budget.model_dump() if body.budget else None,
         tenant=caller.home_tenant,
     )
     if handle.job_id != job_id:

@@ -27,9 +27,17 @@ class Strict(BaseModel):
 # -- requests ----------------------------------------------------------------------------------
 
 
+class BudgetIn(Strict):
+    tokens: int | None = Field(default=None, ge=0, le=2**62)
+    cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
 class StartJob(Strict):
     agent: str = Field(pattern=NAME, description="The agent's name.")
     input: dict[str, Any] = Field(default_factory=dict, description="The agent's input.")
+    queue: str = Field(default="default", pattern=NAME, description="The queue it waits in.")
+    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1, description="Higher runs first.")
+    budget: BudgetIn | None = Field(default=None, description="What its model calls may spend.")
 
 
 class SendSignal(Strict):
@@ -77,7 +85,16 @@ class JobOut(BaseModel):
     parent_id: str | None
     control: str | None
     attempts: int
+    recoveries: int = Field(description="Runs cut short by a dead worker or a runtime failure.")
     events: int
+    head_hash: str = Field(description="The hash of its last journal event.")
+    wake_on: str | None = Field(description="What a parked job waits for.")
+    wake_at: str | None = Field(description="When a parked job is due anyway.")
+    deadline: str | None
+    lease_epoch: int = Field(description="The fencing token of its latest claim.")
+    lease_owner: str | None = Field(description="The worker that holds it.")
+    lease_expires_at: str | None
+    run_at: str | None = Field(description="When it may run (pending).")
     created_at: str | None
     updated_at: str | None
 
@@ -99,7 +116,16 @@ class JobOut(BaseModel):
             parent_id=job.parent_id,
             control=job.control.value if job.control else None,
             attempts=job.attempts,
+            recoveries=job.recoveries,
             events=job.event_count,
+            head_hash=job.head_hash,
+            wake_on=job.wake_on,
+            wake_at=iso(job.wake_at),
+            deadline=iso(job.deadline),
+            lease_epoch=job.lease_epoch,
+            lease_owner=job.lease_owner,
+            lease_expires_at=iso(job.lease_expires_at),
+            run_at=iso(job.run_at),
             created_at=iso(job.created_at),
             updated_at=iso(job.updated_at),
         )
@@ -142,8 +168,12 @@ class SignalOut(BaseModel):
     seq: int
     name: str
     signal_id: str
+    payload: Any = Field(default=None, description="What was sent.")
     sender: str | None
     created_at: str | None
+    consumed_position: int | None = Field(
+        default=None, description="Where the job received it (null: not yet)."
+    )
     created: bool = Field(description="False when this signal id was sent before.")
 
     @classmethod
@@ -153,8 +183,10 @@ class SignalOut(BaseModel):
             seq=signal.seq,
             name=signal.name,
             signal_id=signal.signal_id,
+            payload=signal.payload,
             sender=signal.sender,
             created_at=iso(signal.created_at),
+            consumed_position=signal.consumed_position,
             created=created,
         )
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from aetheris.app import App
 from aetheris.cli import render
+from aetheris.cli.backend import Backend, with_backend
 from aetheris.cli.base import (
     MEMORY_REFUSED,
     Env,
@@ -21,10 +21,9 @@ from aetheris.cli.base import (
     pass_env,
     run,
     who,
-    with_app,
 )
-from aetheris.store import create_store, safe_url
-from aetheris.store.port import Control, EffectState, Job, JobStatus, ParkReason, signal_wake
+from aetheris.store import create_store
+from aetheris.store.port import Control, Job, JobStatus, ParkReason, signal_wake
 from aetheris.store.sqlite import sqlite_path
 
 
@@ -41,9 +40,9 @@ from aetheris.store.sqlite import sqlite_path
 @click.option("--signal-id", help="Sending twice with one id delivers once.")
 @click.option("--by", default=who, show_default="$USER", help="Recorded as the sender.")
 @json_option
-@with_app(writes=True)
+@with_backend(writes=True)
 async def send_signal(
-    app: App,
+    backend: Backend,
     job_id: str,
     name: str,
     data_json: str,
@@ -52,14 +51,12 @@ async def send_signal(
     as_json: bool,
 ) -> None:
     """Send signal NAME to a job; a job waiting for it resumes."""
-    sent = await app.signal(
-        job_id, name, parse_json(data_json, "--data"), signal_id=signal_id, sender=by
-    )
+    sent = await backend.signal(job_id, name, parse_json(data_json, "--data"), signal_id, by)
     if as_json:
         render.print_json(render.signal_json(sent))
     else:
         click.echo(f"signal {name!r} (#{sent.seq}, id {sent.signal_id}) is in job {job_id}'s inbox")
-    job = await app.get_job(job_id)
+    job = await backend.get_job(job_id)
     if job.wake_on != signal_wake(name) and job.status is JobStatus.PARKED:
         waiting = job.wake_on or job.park_reason
         click.echo(
@@ -74,15 +71,15 @@ async def send_signal(
 @click.option("--tokens", type=click.IntRange(min=0), help="The new token limit.")
 @click.option("--cost", type=click.FloatRange(min=0), help="The new cost limit, in dollars.")
 @click.option("--by", default=who, show_default="$USER", help="Recorded with the raise.")
-@with_app(writes=True)
+@with_backend(writes=True)
 async def budget(
-    app: App, job_id: str, tokens: int | None, cost: float | None, by: str | None
+    backend: Backend, job_id: str, tokens: int | None, cost: float | None, by: str | None
 ) -> None:
     """Give a job new model budget limits; a job parked for its budget resumes."""
     if tokens is None and cost is None:
         raise click.UsageError("give --tokens, --cost or both")
-    await app.raise_budget(job_id, tokens=tokens, cost=cost, sender=by)
-    job = await app.get_job(job_id)
+    await backend.raise_budget(job_id, tokens, cost, by)
+    job = await backend.get_job(job_id)
     limits = ", ".join(
         f"{name} {value}"
         for name, value in (("tokens", tokens), ("cost", cost))
@@ -107,9 +104,9 @@ def _decision_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("job_id")
 @_decision_options
 @click.option("--comment", help="Recorded with the decision.")
-@with_app(writes=True)
+@with_backend(writes=True)
 async def approve(
-    app: App,
+    backend: Backend,
     job_id: str,
     position: int | None,
     by: str | None,
@@ -117,7 +114,7 @@ async def approve(
     comment: str | None,
 ) -> None:
     """Approve a job's pending approval request."""
-    await app.approve(job_id, position=position, by=by, comment=comment, args_hash=args_hash)
+    await backend.decide(job_id, True, position, by, comment, args_hash)
     click.echo(f"approved; job {job_id} resumes")
 
 
@@ -125,9 +122,9 @@ async def approve(
 @click.argument("job_id")
 @_decision_options
 @click.option("--reason", help="Why (the agent sees it).")
-@with_app(writes=True)
+@with_backend(writes=True)
 async def reject(
-    app: App,
+    backend: Backend,
     job_id: str,
     position: int | None,
     by: str | None,
@@ -135,7 +132,7 @@ async def reject(
     reason: str | None,
 ) -> None:
     """Reject a job's pending approval request; the agent sees ApprovalRejected."""
-    await app.reject(job_id, position=position, by=by, reason=reason, args_hash=args_hash)
+    await backend.decide(job_id, False, position, by, reason, args_hash)
     click.echo(f"rejected; job {job_id} resumes")
 
 
@@ -143,9 +140,9 @@ def _control_command(action: str, doc: str) -> None:
     @main.command(name=action, help=doc)
     @click.argument("job_id")
     @json_option
-    @with_app(writes=True)
-    async def command(app: App, job_id: str, as_json: bool) -> None:
-        job = await getattr(app, action)(job_id)
+    @with_backend(writes=True)
+    async def command(backend: Backend, job_id: str, as_json: bool) -> None:
+        job = await backend.control(action, job_id)
         if as_json:
             render.print_json(render.job_json(job))
         else:
@@ -183,24 +180,20 @@ def approvals() -> None:
 @approvals.command("list")
 @click.option("--limit", default=100, show_default=True)
 @json_option
-@with_app()
-async def approvals_list(app: App, limit: int, as_json: bool) -> None:
+@with_backend()
+async def approvals_list(backend: Backend, limit: int, as_json: bool) -> None:
     """Jobs parked for an approval, oldest first, with what to approve."""
-    store = await app.open_store()
-    parked = await store.list_jobs(status=JobStatus.PARKED, limit=100_000)
-    waiting = [j for j in parked if j.park_reason is ParkReason.APPROVAL]
-    waiting = sorted(waiting, key=lambda j: j.updated_at)[:limit]
     rows = [
         {
-            "job_id": j.id,
-            "agent": j.agent,
-            "name": (j.park_detail or {}).get("name"),
-            "position": (j.park_detail or {}).get("position"),
-            "args_hash": (j.park_detail or {}).get("args_hash"),
-            "payload": (j.park_detail or {}).get("payload"),
-            "since": render.iso(j.updated_at),
+            "job_id": a.job_id,
+            "agent": a.agent,
+            "name": a.name,
+            "position": a.position,
+            "args_hash": a.args_hash,
+            "payload": a.request.get("payload"),
+            "since": render.iso(a.since),
         }
-        for j in waiting
+        for a in await backend.approvals(limit)
     ]
     if as_json:
         render.print_json(rows)
@@ -226,18 +219,17 @@ def effects() -> None:
 @click.option("--job", "job_id", help="Only this job's effects.")
 @click.option("--wide", is_flag=True, help="Show every column in full, whatever the width.")
 @json_option
-@with_app()
+@with_backend()
 async def effects_list(
-    app: App, in_doubt: bool, job_id: str | None, wide: bool, as_json: bool
+    backend: Backend, in_doubt: bool, job_id: str | None, wide: bool, as_json: bool
 ) -> None:
     """List ledger rows."""
-    store = await app.open_store()
-    rows = await store.effects(job_id=job_id, states=[EffectState.IN_DOUBT] if in_doubt else None)
+    rows = await backend.effects(job_id, in_doubt)
     if as_json:
         render.print_json([render.effect_json(e) for e in rows])
     else:
         render.show(render.effects_table(rows, wide=wide))
-        click.echo(f"database: {safe_url(app.database_url)}")
+        click.echo(backend.where)
 
 
 @effects.command("resolve")
@@ -251,9 +243,9 @@ async def effects_list(
 @click.option("--reason", help="Why (recorded in the journal).")
 @click.option("--by", default=who, show_default="$USER", help="Who resolves it.")
 @json_option
-@with_app(writes=True)
+@with_backend(writes=True)
 async def effects_resolve(
-    app: App,
+    backend: Backend,
     job_id: str,
     position: int,
     committed_json: str | None,
@@ -267,7 +259,7 @@ async def effects_resolve(
     if sum((committed_json is not None, not_executed, fail)) != 1:
         raise click.UsageError("give exactly one of --committed JSON, --not-executed, --fail")
     result = parse_json(committed_json, "--committed") if committed_json is not None else None
-    job = await app.resolve_effect(
+    job = await backend.resolve_effect(
         job_id,
         position,
         committed=committed_json is not None,

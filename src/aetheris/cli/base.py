@@ -36,14 +36,17 @@ MEMORY_REFUSED = (
 )
 
 
-def run(coro: Coroutine[Any, Any, T], database: str | None = None) -> T:
+def run(
+    coro: Coroutine[Any, Any, T], database: str | None = None, *, server: str | None = None
+) -> T:
     """Run a coroutine, turning Aetheris errors into a one-line message (naming the database
-    when one is in use) and exit code 1."""
+    or the server in use) and exit code 1."""
     try:
         return asyncio.run(coro)
     except AetherisError as exc:
-        shown = safe_url(database) if database else None
-        where = f" (database {shown})" if shown and shown not in str(exc) else ""
+        shown = server or (safe_url(database) if database else None)
+        kind = "server" if server else "database"
+        where = f" ({kind} {shown})" if shown and shown not in str(exc) else ""
         raise click.ClickException(f"{exc}{where}") from None
 
 
@@ -123,14 +126,42 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Env:
+    """Where the commands look: a database (``database_url``), or a server (``server_url``
+    with ``api_key``). A server set by flag or environment wins over a database set by the
+    environment; ``--database-url`` on the command line wins over ``AETHERIS_URL``."""
+
     def __init__(self, database_url: str | None = None) -> None:
         self.database_url = database_url
+        self.database_given = False  # on the command line
+        self.server_url: str | None = None
+        self.server_given = False
+        self.api_key: str | None = None
 
     @property
     def url(self) -> str:
+        self.need_database()
         return self.database_url or default_url()
 
+    @property
+    def remote(self) -> bool:
+        if self.server_given and self.database_given:
+            raise click.UsageError("give --url (a server) or --database-url, not both")
+        return bool(self.server_url) and not self.database_given
+
+    def need_database(self) -> None:
+        """Refuse, clearly, a command that works on the database when a server is set."""
+        if not self.remote:
+            return
+        ctx = click.get_current_context(silent=True)
+        name = f"`{ctx.command_path}`" if ctx else "this command"
+        raise click.UsageError(
+            f"{name} works on the database itself and cannot go through a server, but a "
+            f"server is set ({self.server_url}, by --url or AETHERIS_URL): unset it, or pass "
+            "--database-url"
+        )
+
     def app(self, spec: str | None = None) -> App:
+        self.need_database()
         app = load_app(spec) if spec else App(self.url)
         if self.database_url:
             app.database_url = self.database_url
@@ -144,7 +175,19 @@ pass_env = click.make_pass_decorator(Env)
 
 def _take_database_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
     if value:
-        ctx.ensure_object(Env).database_url = value
+        env = ctx.ensure_object(Env)
+        env.database_url, env.database_given = value, True
+
+
+def _take_server_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        env = ctx.ensure_object(Env)
+        env.server_url, env.server_given = value, True
+
+
+def _take_api_key(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(Env).api_key = value
 
 
 DATABASE_HELP = (
@@ -154,13 +197,15 @@ DATABASE_HELP = (
 
 
 def database_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--database-url`` also after the subcommand's name, where users type it."""
-    return click.option(
-        "--database-url",
-        expose_value=False,
-        callback=_take_database_url,
-        help="The database (as before the command).",
-    )(fn)
+    """``--database-url`` (and ``--url``, ``--api-key``) also after the subcommand's name,
+    where users type them."""
+    for name, take, what in (
+        ("--api-key", _take_api_key, "The server's API key (as before the command)."),
+        ("--url", _take_server_url, "The server (as before the command)."),
+        ("--database-url", _take_database_url, "The database (as before the command)."),
+    ):
+        fn = click.option(name, expose_value=False, callback=take, help=what)(fn)
+    return fn
 
 
 async def open_for_reading(app: App) -> Store:
@@ -241,15 +286,36 @@ def with_app(*, writes: bool = False) -> Callable[..., Callable[..., None]]:
     show_envvar=True,
     help=DATABASE_HELP,
 )
+@click.option(
+    "--url",
+    "server_url",
+    envvar="AETHERIS_URL",
+    show_envvar=True,
+    help="An Aetheris server (http://host:port) to go through instead of the database.",
+)
+@click.option(
+    "--api-key",
+    envvar="AETHERIS_API_KEY",
+    show_envvar=True,
+    help="The API key for --url (`aetheris keys create`).",
+)
 @click.version_option(package_name="aetheris")
 @click.pass_context
-def main(ctx: click.Context, database_url: str | None) -> None:
+def main(
+    ctx: click.Context, database_url: str | None, server_url: str | None, api_key: str | None
+) -> None:
     """Aetheris: durable execution for AI agents.
 
-    In a folder with an aetheris.toml (`aetheris init`), its settings are the defaults."""
+    Commands work on the database, or through a server when --url (AETHERIS_URL) is set. In a
+    folder with an aetheris.toml (`aetheris init`), its settings are the defaults."""
     settings = project_config.load()  # options and AETHERIS_* variables win over the file
     ctx.default_map, ctx.meta[project_config.FILENAME] = settings.default_map(), settings
     settings.apply_model_env()
-    ctx.ensure_object(Env).database_url = database_url or settings.database_url
+    env = ctx.ensure_object(Env)
+    env.database_url = database_url or settings.database_url
+    env.server_url, env.api_key = server_url, api_key
+    source = click.core.ParameterSource.COMMANDLINE
+    env.database_given = ctx.get_parameter_source("database_url") is source
+    env.server_given = ctx.get_parameter_source("server_url") is source
     if not logging.getLogger().handlers:  # warnings (a database being waited for) on stderr
         logging.basicConfig(level=logging.WARNING, format="aetheris: %(message)s")

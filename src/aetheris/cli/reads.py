@@ -14,14 +14,13 @@ import click
 
 from aetheris.app import App
 from aetheris.cli import render, trace_view
+from aetheris.cli.backend import Backend, with_backend
 from aetheris.cli.base import (
     json_option,
     main,
     parse_since,
     with_app,
 )
-from aetheris.journal import verify_chain
-from aetheris.modelcalls import check_blobs
 from aetheris.store import safe_url
 from aetheris.store.port import JobStatus
 
@@ -41,9 +40,9 @@ def jobs() -> None:
 @click.option("--limit", default=50, show_default=True)
 @click.option("--wide", is_flag=True, help="Show every column in full, whatever the width.")
 @json_option
-@with_app()
+@with_backend()
 async def jobs_list(
-    app: App,
+    backend: Backend,
     status: str | None,
     agent: str | None,
     since: str | None,
@@ -53,12 +52,11 @@ async def jobs_list(
     as_json: bool,
 ) -> None:
     """List jobs, newest first."""
-    store = await app.open_store()
-    found = await store.list_jobs(
-        status=JobStatus(status) if status else None,
-        agent=agent,
-        since=parse_since(since) if since else None,
-        limit=limit if error_text is None else max(limit, 10_000),
+    found = await backend.list_jobs(
+        JobStatus(status) if status else None,
+        agent,
+        parse_since(since) if since else None,
+        limit if error_text is None else max(limit, 10_000),
     )
     if error_text is not None:
         needle = error_text.lower()
@@ -67,17 +65,17 @@ async def jobs_list(
         render.print_json([render.job_json(j) for j in found])
     else:
         render.show(render.jobs_table(found, wide=wide))
-        click.echo(f"database: {safe_url(app.database_url)}")
+        click.echo(backend.where)
 
 
 @jobs.command("show")
 @click.argument("job_id")
 @json_option
-@with_app()
-async def jobs_show(app: App, job_id: str, as_json: bool) -> None:
+@with_backend()
+async def jobs_show(backend: Backend, job_id: str, as_json: bool) -> None:
     """Show one job."""
-    job = await app.get_job(job_id)
-    spent = trace_view.model_spend(await (await app.open_store()).events(job_id))
+    job = await backend.get_job(job_id)
+    spent = trace_view.model_spend(await backend.events(job_id))
     view = {**render.job_json(job), "model_calls": spent}
     if as_json:
         render.print_json(view)
@@ -91,11 +89,11 @@ async def jobs_show(app: App, job_id: str, as_json: bool) -> None:
 @click.argument("job_id")
 @click.option("--wide", is_flag=True, help="Show every column in full, whatever the width.")
 @json_option
-@with_app()
-async def trace(app: App, job_id: str, wide: bool, as_json: bool) -> None:
+@with_backend()
+async def trace(backend: Backend, job_id: str, wide: bool, as_json: bool) -> None:
     """The journal of a job as a table of steps."""
-    job = await app.get_job(job_id)
-    events = await (await app.open_store()).events(job_id)
+    job = await backend.get_job(job_id)
+    events = await backend.events(job_id)
     if as_json:
         render.print_json(
             {"job": render.job_json(job), "events": [render.event_json(e) for e in events]}
@@ -107,21 +105,10 @@ async def trace(app: App, job_id: str, wide: bool, as_json: bool) -> None:
 @main.command()
 @click.argument("job_id")
 @json_option
-@with_app()
-async def verify(app: App, job_id: str, as_json: bool) -> None:
+@with_backend()
+async def verify(backend: Backend, job_id: str, as_json: bool) -> None:
     """Recompute a job's hash chain over the stored bytes; exit 1 on any mismatch."""
-    job = await app.get_job(job_id)
-    store = await app.open_store()
-    events = await store.events(job_id)
-    report = verify_chain(job_id, events)
-    if report.ok and report.head != job.head_hash:
-        report = type(report)(
-            False, report.events, report.head, "the job's head hash does not match the last event"
-        )
-    if report.ok:
-        broken = check_blobs(events, await store.blobs(job_id))
-        if broken is not None:
-            report = type(report)(False, report.events, report.head, broken[1], broken[0])
+    report = await backend.verify(job_id)
     if as_json:
         render.print_json(
             {
@@ -173,15 +160,13 @@ async def replay(app: App, job_id: str, as_json: bool) -> None:
     required=True,
     help="The file to write, or - for standard output.",
 )
-@with_app()
-async def export(app: App, job_id: str, output: str) -> None:
+@with_backend()
+async def export(backend: Backend, job_id: str, output: str) -> None:
     """Write a job's journal, ledger and manifest as a JSON bundle."""
-    from aetheris.bundle import export_bundle
-
     target = None if output == "-" else Path(output)
     if target is not None and not target.parent.exists():
         raise click.BadParameter(f"the folder {target.parent} does not exist", param_hint="-o")
-    doc = await export_bundle(await app.open_store(), job_id)
+    doc = await backend.export(job_id)
     text = json.dumps(doc, indent=1, ensure_ascii=False)
     if target is None:
         click.echo(text)

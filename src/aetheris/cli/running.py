@@ -11,8 +11,8 @@ import time
 
 import click
 
-from aetheris.app import App, JobHandle
 from aetheris.cli import render
+from aetheris.cli.backend import Backend, with_backend
 from aetheris.cli.base import (
     EXIT_CODES,
     Env,
@@ -22,7 +22,6 @@ from aetheris.cli.base import (
     parse_json,
     pass_env,
     run,
-    with_app,
 )
 from aetheris.errors import AetherisError
 from aetheris.models import Budget
@@ -124,9 +123,9 @@ def worker(
     "--budget-cost", type=click.FloatRange(min=0), help="Dollars its model calls may spend."
 )
 @json_option
-@with_app(writes=True)
+@with_backend(writes=True)
 async def start(
-    app: App,
+    backend: Backend,
     agent: str,
     input_json: str,
     idempotency_key: str | None,
@@ -145,46 +144,38 @@ async def start(
     limits = None
     if budget_tokens is not None or budget_cost is not None:
         limits = Budget(budget_tokens, budget_cost)
-    handle = await app.start(
-        agent,
-        data,
-        idempotency_key=idempotency_key,
-        queue=queue,
-        priority=priority,
-        budget=limits,
-    )
-    serving = await app.serving(agent, queue)
-    if serving.warning is not None:
-        click.echo(f"warning: {serving.warning}", err=True)
+    job = await backend.start(agent, data, idempotency_key, queue, priority, limits)
+    warning = await backend.serving_warning(agent, queue)
+    if warning is not None:
+        click.echo(f"warning: {warning}", err=True)
     if not wait:
-        job = await handle.job()
         if as_json:
             render.print_json(render.job_json(job))
         else:
             click.echo(job.id)
         return
-    click.echo(f"job {handle.job_id} started; waiting for it to end", err=True)
-    job = await _wait_outcome(handle, timeout)
+    click.echo(f"job {job.id} started; waiting for it to end", err=True)
+    job = await _wait_outcome(backend, job.id, timeout)
     _print_outcome(job, as_json)
     if job.status is not JobStatus.SUCCEEDED:
         sys.exit(1 if job.status.terminal else 3)
 
 
-async def _wait_outcome(handle: JobHandle, timeout: float | None) -> Job:
+async def _wait_outcome(backend: Backend, job_id: str, timeout: float | None) -> Job:
     """Wait until the job ends or parks (a parked job needs someone: say so and return)."""
     started = time.monotonic()
     deadline = None if timeout is None else started + timeout
     hinted = False
     while True:
-        job = await handle.job()
+        job = await backend.get_job(job_id)
         if job.status.terminal or job.status is JobStatus.PARKED:
             return job
         if deadline is not None and time.monotonic() >= deadline:
             raise click.ClickException(f"job {job.id} is still {job.status} after {timeout}s")
         if not hinted and job.status is JobStatus.PENDING and time.monotonic() - started > 5:
             hinted = True
-            serving = await handle.app.serving(job.agent, job.queue)
-            why = serving.warning or "every worker that serves it is busy"
+            warning = await backend.serving_warning(job.agent, job.queue)
+            why = warning or "every worker that serves it is busy"
             click.echo(f"job {job.id} is still pending after 5 s: {why}", err=True)
         await asyncio.sleep(0.05)
 

@@ -1,0 +1,306 @@
+"""What the commands talk to: the database through an :class:`~aetheris.App` (:class:`Direct`)
+or a server through a :class:`~aetheris.Client` (:class:`Remote`), behind one small interface.
+
+A command is written once against :class:`Backend` and prints the same thing either way; only
+the line that says where it looked differs (``database: …`` or ``server: …``). What only the
+database can answer (``worker``, ``replay``, ``db migrate``, ``status``, ``keys``) stays on
+:func:`~aetheris.cli.base.with_app`, which refuses clearly when a server is set.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from aetheris.app import App
+from aetheris.cli.base import (
+    Env,
+    database_option,
+    load_app,
+    open_for_reading,
+    pass_env,
+    resolve_job_id,
+    run,
+)
+from aetheris.client import Client, PendingApproval
+from aetheris.journal import ChainReport, Event, verify_chain
+from aetheris.modelcalls import check_blobs
+from aetheris.models import Budget, Effect, EffectState, Job, JobStatus, ParkReason, Signal
+from aetheris.store import safe_url
+
+
+class Backend(Protocol):
+    """The verbs the commands use; ``by`` is who acts (a server records its key instead)."""
+
+    @property
+    def where(self) -> str: ...
+    async def get_job(self, job_id: str) -> Job: ...
+    async def list_jobs(
+        self, status: JobStatus | None, agent: str | None, since: float | None, limit: int
+    ) -> list[Job]: ...
+    async def events(self, job_id: str) -> list[Event]: ...
+    async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]: ...
+    async def approvals(self, limit: int) -> list[PendingApproval]: ...
+    async def start(
+        self, agent: str, data: dict[str, Any], key: str | None, queue: str, priority: int,
+        budget: Budget | None,
+    ) -> Job: ...  # fmt: skip
+    async def serving_warning(self, agent: str, queue: str) -> str | None: ...
+    async def signal(
+        self, job_id: str, name: str, payload: Any, signal_id: str | None, by: str | None
+    ) -> Signal: ...
+    async def decide(
+        self, job_id: str, approved: bool, position: int | None, by: str | None,
+        text: str | None, args_hash: str | None,
+    ) -> Signal: ...  # fmt: skip
+    async def control(self, action: str, job_id: str) -> Job: ...
+    async def resolve_effect(self, job_id: str, position: int, **resolution: Any) -> Job: ...
+    async def raise_budget(
+        self, job_id: str, tokens: int | None, cost: float | None, by: str | None
+    ) -> Signal: ...
+    async def verify(self, job_id: str) -> ChainReport: ...
+    async def export(self, job_id: str) -> dict[str, Any]: ...
+
+
+class Direct:
+    """The database, through an App (the App's own checks; ``by`` recorded as given)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    @property
+    def where(self) -> str:
+        return f"database: {safe_url(self.app.database_url)}"
+
+    async def get_job(self, job_id: str) -> Job:
+        return await self.app.get_job(job_id)
+
+    async def list_jobs(
+        self, status: JobStatus | None, agent: str | None, since: float | None, limit: int
+    ) -> list[Job]:
+        return await self.app.list_jobs(status=status, agent=agent, since=since, limit=limit)
+
+    async def events(self, job_id: str) -> list[Event]:
+        return await (await self.app.open_store()).events(job_id)
+
+    async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]:
+        states = [EffectState.IN_DOUBT] if in_doubt else None
+        return await (await self.app.open_store()).effects(job_id=job_id, states=states)
+
+    async def approvals(self, limit: int) -> list[PendingApproval]:
+        parked = await self.app.list_jobs(
+            status=JobStatus.PARKED, park_reason=ParkReason.APPROVAL, limit=100_000
+        )
+        return [
+            PendingApproval(
+                job_id=j.id,
+                agent=j.agent,
+                name=(j.park_detail or {}).get("name"),
+                position=(j.park_detail or {}).get("position"),
+                args_hash=(j.park_detail or {}).get("args_hash"),
+                request=j.park_detail or {},
+                since=j.updated_at,
+            )
+            for j in sorted(parked, key=lambda j: j.updated_at)[:limit]
+        ]
+
+    async def start(
+        self, agent: str, data: dict[str, Any], key: str | None, queue: str, priority: int,
+        budget: Budget | None,
+    ) -> Job:  # fmt: skip
+        handle = await self.app.start(
+            agent, data, idempotency_key=key, queue=queue, priority=priority, budget=budget
+        )
+        return await handle.job()
+
+    async def serving_warning(self, agent: str, queue: str) -> str | None:
+        return (await self.app.serving(agent, queue)).warning
+
+    async def signal(
+        self, job_id: str, name: str, payload: Any, signal_id: str | None, by: str | None
+    ) -> Signal:
+        return await self.app.signal(job_id, name, payload, signal_id=signal_id, sender=by)
+
+    async def decide(
+        self, job_id: str, approved: bool, position: int | None, by: str | None,
+        text: str | None, args_hash: str | None,
+    ) -> Signal:  # fmt: skip
+        if approved:
+            return await self.app.approve(
+                job_id, position=position, by=by, comment=text, args_hash=args_hash
+            )
+        return await self.app.reject(
+            job_id, position=position, by=by, reason=text, args_hash=args_hash
+        )
+
+    async def control(self, action: str, job_id: str) -> Job:
+        job: Job = await getattr(self.app, action)(job_id)
+        return job
+
+    async def resolve_effect(self, job_id: str, position: int, **resolution: Any) -> Job:
+        return await self.app.resolve_effect(job_id, position, **resolution)
+
+    async def raise_budget(
+        self, job_id: str, tokens: int | None, cost: float | None, by: str | None
+    ) -> Signal:
+        return await self.app.raise_budget(job_id, tokens=tokens, cost=cost, sender=by)
+
+    async def verify(self, job_id: str) -> ChainReport:
+        job = await self.app.get_job(job_id)
+        store = await self.app.open_store()
+        events = await store.events(job_id)
+        report = verify_chain(job_id, events)
+        if report.ok and report.head != job.head_hash:
+            problem = "the job's head hash does not match the last event"
+            return ChainReport(False, report.events, report.head, problem)
+        if report.ok:
+            broken = check_blobs(events, await store.blobs(job_id))
+            if broken is not None:
+                return ChainReport(False, report.events, report.head, broken[1], broken[0])
+        return report
+
+    async def export(self, job_id: str) -> dict[str, Any]:
+        from aetheris.bundle import export_bundle
+
+        return await export_bundle(await self.app.open_store(), job_id)
+
+
+class Remote:
+    """A server, through a Client: the key's role and tenant apply, and the server records
+    the key as who acted (``by`` is not sent)."""
+
+    def __init__(self, client: Client, code: App | None = None) -> None:
+        self.client = client
+        self.code = code  # ``start --app``: the input is checked against it before sending
+
+    @property
+    def where(self) -> str:
+        return f"server: {self.client.url}"
+
+    async def get_job(self, job_id: str) -> Job:
+        return await self.client.get_job(job_id)
+
+    async def list_jobs(
+        self, status: JobStatus | None, agent: str | None, since: float | None, limit: int
+    ) -> list[Job]:
+        return await self.client.list_jobs(status=status, agent=agent, since=since, limit=limit)
+
+    async def events(self, job_id: str) -> list[Event]:
+        return await self.client.events(job_id)
+
+    async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]:
+        state = EffectState.IN_DOUBT if in_doubt else None
+        return await self.client.effects(state=state, job_id=job_id)
+
+    async def approvals(self, limit: int) -> list[PendingApproval]:
+        return await self.client.approvals(limit=limit)
+
+    async def start(
+        self, agent: str, data: dict[str, Any], key: str | None, queue: str, priority: int,
+        budget: Budget | None,
+    ) -> Job:  # fmt: skip
+        if self.code is not None:
+            self.code.agent_def(agent).validate(data)
+        handle = await self.client.start(
+            agent, data, idempotency_key=key, queue=queue, priority=priority, budget=budget
+        )
+        return await handle.job()
+
+    async def serving_warning(self, agent: str, queue: str) -> str | None:
+        known = {a.name: a for a in await self.client.agents()}
+        if agent not in known:
+            return (
+                f"no worker has ever served agent {agent!r} on this server's database: its "
+                "jobs wait until a worker that defines it starts (`aetheris worker MODULE:APP`)"
+            )
+        if known[agent].workers == 0:
+            return (
+                f"no live worker serves agent {agent!r} now: its jobs wait until one starts "
+                "(`aetheris worker MODULE:APP`)"
+            )
+        return None
+
+    async def signal(
+        self, job_id: str, name: str, payload: Any, signal_id: str | None, by: str | None
+    ) -> Signal:
+        return await self.client.signal(job_id, name, payload, signal_id=signal_id)
+
+    async def decide(
+        self, job_id: str, approved: bool, position: int | None, by: str | None,
+        text: str | None, args_hash: str | None,
+    ) -> Signal:  # fmt: skip
+        if approved:
+            return await self.client.approve(
+                job_id, position=position, comment=text, args_hash=args_hash
+            )
+        return await self.client.reject(job_id, position=position, reason=text, args_hash=args_hash)
+
+    async def control(self, action: str, job_id: str) -> Job:
+        job: Job = await getattr(self.client, action)(job_id)
+        return job
+
+    async def resolve_effect(self, job_id: str, position: int, **resolution: Any) -> Job:
+        resolution.pop("by", None)
+        return await self.client.resolve_effect(job_id, position, **resolution)
+
+    async def raise_budget(
+        self, job_id: str, tokens: int | None, cost: float | None, by: str | None
+    ) -> Signal:
+        return await self.client.raise_budget(job_id, tokens=tokens, cost=cost)
+
+    async def verify(self, job_id: str) -> ChainReport:
+        return await self.client.verify(job_id)
+
+    async def export(self, job_id: str) -> dict[str, Any]:
+        return await self.client.export(job_id)
+
+
+def with_backend(*, writes: bool = False) -> Callable[..., Callable[..., None]]:
+    """Give a command a :class:`Backend`: a server's when ``--url``/``AETHERIS_URL`` is set,
+    else the database's (a command that only reads creates and migrates nothing)."""
+
+    def decorate(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+        @database_option
+        @pass_env
+        @functools.wraps(fn)
+        def command(env: Env, *args: Any, **kwargs: Any) -> None:
+            if env.remote:
+                _remote(env, fn, args, kwargs)
+            else:
+                _direct(env, writes, fn, args, kwargs)
+
+        return command
+
+    return decorate
+
+
+def _remote(env: Env, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> None:
+    spec = kwargs.pop("app_spec", None)
+    code = load_app(spec) if spec else None
+
+    async def main() -> None:
+        async with Client(env.server_url, env.api_key or "") as client:
+            await fn(Remote(client, code), *args, **kwargs)
+
+    run(main(), server=env.server_url)
+
+
+def _direct(
+    env: Env, writes: bool, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any]
+) -> None:
+    app = env.app(kwargs.pop("app_spec", None))
+
+    async def main() -> None:
+        try:
+            store = await (app.open_store() if writes else open_for_reading(app))
+            if kwargs.get("job_id"):
+                kwargs["job_id"] = await resolve_job_id(store, kwargs["job_id"])
+            await fn(Direct(app), *args, **kwargs)
+        finally:
+            await app.close()
+
+    run(main(), app.database_url)
+
+
+__all__ = ["Backend", "Direct", "Remote", "with_backend"]

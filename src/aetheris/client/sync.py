@@ -1,0 +1,206 @@
+"""``aetheris.SyncClient``: :class:`~aetheris.Client` for code without an event loop.
+
+Each method runs the async client's on a private event loop that the SyncClient owns (an
+``asyncio.Runner``), so its connections are reused from call to call. It cannot be used from
+inside a running event loop: there, use :class:`~aetheris.Client` and ``await``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from aetheris.client.decode import AgentInfo, PendingApproval
+from aetheris.client.remote import Client, RemoteJobHandle
+from aetheris.journal import ChainReport, Event
+from aetheris.models import Budget, Effect, EffectState, Job, JobStatus, ParkReason, Signal
+
+T = TypeVar("T")
+
+
+class SyncJobHandle:
+    """A job started through a :class:`SyncClient`."""
+
+    def __init__(self, client: SyncClient, handle: RemoteJobHandle) -> None:
+        self._client = client
+        self._handle = handle
+        self.job_id = handle.job_id
+
+    def __repr__(self) -> str:
+        return f"<SyncJobHandle {self.job_id}>"
+
+    def job(self) -> Job:
+        return self._client._run(self._handle.job())
+
+    def status(self) -> JobStatus:
+        return self.job().status
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait until the job ends; return its result or raise :class:`JobFailed`."""
+        return self._client._run(self._handle.result(timeout))
+
+
+class SyncClient:
+    """An Aetheris server, seen with one API key, without ``await``: the same verbs, arguments
+    and answers as :class:`~aetheris.Client` (see there). Use it as a context manager, or call
+    :meth:`close`."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, **options: Any):
+        self._runner = asyncio.Runner()
+        self._client: Client = self._runner.run(_make(url, api_key, options))
+        self.url = self._client.url
+
+    def __repr__(self) -> str:
+        return f"<aetheris.SyncClient {self.url}>"
+
+    def _run(self, step: Awaitable[T]) -> T:
+        return self._runner.run(_await(step))
+
+    def close(self) -> None:
+        self._run(self._client.close())
+        self._runner.close()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(
+        self,
+        agent: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+        budget: Budget | Mapping[str, Any] | None = None,
+    ) -> SyncJobHandle:
+        handle = self._run(
+            self._client.start(
+                agent,
+                input,
+                idempotency_key=idempotency_key,
+                queue=queue,
+                priority=priority,
+                budget=budget,
+            )
+        )
+        return SyncJobHandle(self, handle)
+
+    def handle(self, job_id: str) -> SyncJobHandle:
+        return SyncJobHandle(self, self._client.handle(job_id))
+
+    def get_job(self, job_id: str) -> Job:
+        return self._run(self._client.get_job(job_id))
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        limit: int = 100,
+        agent: str | None = None,
+        park_reason: ParkReason | str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[Job]:
+        return self._run(
+            self._client.list_jobs(
+                status=status,
+                limit=limit,
+                agent=agent,
+                park_reason=park_reason,
+                since=since,
+                until=until,
+            )
+        )
+
+    def events(self, job_id: str, *, after: int = -1) -> list[Event]:
+        return self._run(self._client.events(job_id, after=after))
+
+    def stream(self, job_id: str, *, last_event_id: int | None = None) -> Iterator[Event]:
+        """The job's events as they come, until it ends (see :meth:`Client.stream`)."""
+        events = self._client.stream(job_id, last_event_id=last_event_id)
+        try:
+            while True:
+                try:
+                    yield self._run(events.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(events.aclose())
+
+    def cancel(self, job_id: str) -> Job:
+        return self._run(self._client.cancel(job_id))
+
+    def pause(self, job_id: str) -> Job:
+        return self._run(self._client.pause(job_id))
+
+    def resume(self, job_id: str) -> Job:
+        return self._run(self._client.resume(job_id))
+
+    def signal(
+        self, job_id: str, name: str, payload: Any = None, *, signal_id: str | None = None
+    ) -> Signal:
+        return self._run(self._client.signal(job_id, name, payload, signal_id=signal_id))
+
+    def approve(
+        self,
+        job_id: str,
+        *,
+        position: int | None = None,
+        comment: str | None = None,
+        args_hash: str | None = None,
+    ) -> Signal:
+        decision = self._client.approve(
+            job_id, position=position, comment=comment, args_hash=args_hash
+        )
+        return self._run(decision)
+
+    def reject(
+        self,
+        job_id: str,
+        *,
+        position: int | None = None,
+        reason: str | None = None,
+        args_hash: str | None = None,
+    ) -> Signal:
+        decision = self._client.reject(
+            job_id, position=position, reason=reason, args_hash=args_hash
+        )
+        return self._run(decision)
+
+    def approvals(self, *, limit: int = 100) -> list[PendingApproval]:
+        return self._run(self._client.approvals(limit=limit))
+
+    def raise_budget(
+        self, job_id: str, *, tokens: int | None = None, cost: float | None = None
+    ) -> Signal:
+        return self._run(self._client.raise_budget(job_id, tokens=tokens, cost=cost))
+
+    def effects(
+        self, *, state: EffectState | str | None = None, job_id: str | None = None
+    ) -> list[Effect]:
+        return self._run(self._client.effects(state=state, job_id=job_id))
+
+    def resolve_effect(self, job_id: str, position: int, **resolution: Any) -> Job:
+        """``committed=True, result=...``, ``not_executed=True`` or ``fail=True``; ``reason``."""
+        return self._run(self._client.resolve_effect(job_id, position, **resolution))
+
+    def verify(self, job_id: str) -> ChainReport:
+        return self._run(self._client.verify(job_id))
+
+    def export(self, job_id: str) -> dict[str, Any]:
+        return self._run(self._client.export(job_id))
+
+    def agents(self) -> list[AgentInfo]:
+        return self._run(self._client.agents())
+
+
+async def _await(step: Awaitable[T]) -> T:
+    return await step
+
+
+async def _make(url: str | None, api_key: str | None, options: dict[str, Any]) -> Client:
+    return Client(url, api_key, **options)  # made in the runner's loop, where it is used

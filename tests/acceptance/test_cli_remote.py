@@ -1,0 +1,157 @@
+"""The ``aetheris`` command through a real ``aetheris server`` (``AETHERIS_URL`` and
+``AETHERIS_API_KEY``) with a real worker process: the same commands print the same thing as on
+the database itself, a key's role and tenant apply, and what needs the database says so."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.acceptance.test_server import (
+    APP,
+    HERE,
+    Processes,
+    free_port,
+    processes,
+    wait_until,
+)
+
+__all__ = ["processes"]  # the fixture, shared with test_server
+
+
+class Both:
+    """Runs ``python -m aetheris`` from this checkout on the database, or through the server
+    with a key (the database URL stays set: a server URL wins over it)."""
+
+    def __init__(self, processes: Processes, base: str) -> None:
+        self.processes = processes
+        self.base = base
+        self.env = {**processes.env, "COLUMNS": "200", "NO_COLOR": "1"}
+        self.keys: dict[str, str] = {}
+
+    def __call__(self, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env)
+        if key is not None:
+            env.update(AETHERIS_URL=self.base, AETHERIS_API_KEY=self.keys[key])
+        return subprocess.run(
+            [sys.executable, "-m", "aetheris", *args],
+            cwd=HERE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def ok(self, *args: str, key: str | None = None) -> str:
+        done = self(*args, key=key)
+        assert done.returncode == 0, f"aetheris {' '.join(args)}: {done.stderr}{done.stdout}"
+        return done.stdout
+
+    def json(self, *args: str, key: str | None = None) -> Any:
+        return json.loads(self.ok(*args, "--json", key=key))
+
+    def same(self, *args: str, key: str = "viewer") -> Any:
+        """The command's JSON, which must be the same on the database and over HTTP."""
+        direct, remote = self.json(*args), self.json(*args, key=key)
+        assert remote == direct, args
+        return remote
+
+    def status(self, job_id: str) -> str:
+        status: str = self.json("jobs", "show", job_id)["status"]
+        return status
+
+
+@pytest.fixture
+def both(processes: Processes) -> Both:
+    port = free_port()
+    cli = Both(processes, f"http://127.0.0.1:{port}")
+    for role, tenant in [("operator", "default"), ("approver", "default"),
+                         ("viewer", "default"), ("admin", "other")]:  # fmt: skip
+        made = cli.json("keys", "create", "--role", role, "--tenant", tenant)
+        cli.keys[role if tenant == "default" else tenant] = made["key"]
+    server = processes.spawn("server", "server", "--app", APP, "--port", str(port))
+
+    def up() -> bool:
+        assert server.poll() is None, processes.output(server)
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{cli.base}/readyz", timeout=1).status_code == 200
+        return False
+
+    wait_until(up, "the server")
+    processes.spawn("worker", "worker", "--app", APP)
+    return cli
+
+
+def test_the_cli_through_a_server_prints_what_it_prints_on_the_database(both: Both) -> None:
+    done = both("start", "place_order", "--input", '{"order_id": "o1"}', "--wait", "--json",
+                key="operator")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["status"] == "succeeded" and job["result"]["order_id"] == "o1"
+    job_id = job["id"]
+    assert both.same("jobs", "show", job_id)["result"] == job["result"]
+    assert both.same("trace", job_id)["job"]["id"] == job_id
+    assert [j["id"] for j in both.same("jobs", "list")] == [job_id]
+    assert both.same("verify", job_id)["ok"] is True
+    assert both.same("effects", "list")[0]["tool"] == "charge"
+    for table in (("trace", job_id), ("jobs", "show", job_id), ("jobs", "list"),
+                  ("effects", "list")):  # fmt: skip
+        direct = both.ok(*table).splitlines()
+        remote = both.ok(*table, key="viewer").splitlines()
+        if direct[-1].startswith("database: "):  # where it looked: the one line that differs
+            assert remote[-1] == f"server: {both.base}"
+            direct, remote = direct[:-1], remote[:-1]
+        assert remote == direct, table
+    exported = both.processes.tmp_path / "bundle.json"
+    both.ok("export", job_id, "-o", str(exported), key="viewer")
+    assert json.loads(exported.read_text())["manifest"]["events"] == job["events"]
+
+
+def test_approve_signal_cancel_and_refusals_through_a_server(both: Both) -> None:
+    parked = both("start", "reviewed_order", "--input", '{"order_id": "o2"}', "--wait",
+                  key="operator")  # fmt: skip
+    assert parked.returncode == 3, parked.stderr  # parked: it needs someone
+    job_id = parked.stderr.split()[1]
+    [request] = both.same("approvals", "list")
+    assert request["job_id"] == job_id and request["position"] is not None
+    denied = both("approve", job_id, key="operator")
+    assert denied.returncode == 1
+    assert "role 'operator' may not decide" in denied.stderr and "Traceback" not in denied.stderr
+    both.ok("approve", job_id, "--args-hash", request["args_hash"], key="approver")
+    wait_until(lambda: both.json("jobs", "show", job_id)["wake_on"] == "signal:shipped",
+               "the wait for the parcel")  # fmt: skip
+    sent = both.json("signal", job_id, "shipped", "--data", '"parcel-9"', key="operator")
+    assert sent["name"] == "shipped" and sent["sender"].startswith("key:")
+    wait_until(lambda: both.status(job_id) == "succeeded", "the job to end")
+    assert both.same("jobs", "show", job_id)["result"]["parcel"] == "parcel-9"
+    decisions = [e["data"] for e in both.same("trace", job_id)["events"] if e["type"] == "op"]
+    assert any("(approver)" in json.dumps(d) for d in decisions)  # the key, as who approved
+
+    other = both.json("start", "reviewed_order", "--input", '{"order_id": "o3"}',
+                      key="operator")["id"]  # fmt: skip
+    assert both("cancel", other, key="viewer").returncode == 1  # a viewer may not
+    hidden = both("jobs", "show", other, key="other")
+    assert hidden.returncode == 1 and "not found" in hidden.stderr
+    assert both("cancel", other, key="other").returncode == 1
+    both.ok("cancel", other, key="operator")
+    wait_until(lambda: both.status(other) == "cancelled", "the cancel")
+
+    wrong = both("jobs", "list")
+    assert wrong.returncode == 0
+    bad_key = dict(both.keys)
+    both.keys["bogus"] = "ak_0000_nope"
+    refused = both("jobs", "list", key="bogus")
+    assert refused.returncode == 1 and "API key is not valid" in refused.stderr
+    both.keys = bad_key
+    for local_only in (("replay", job_id, "--app", APP), ("db", "migrate"),
+                       ("worker", "--app", APP), ("status",)):  # fmt: skip
+        done = both(*local_only, key="viewer")
+        assert done.returncode == 2, local_only
+        assert "cannot go through a server" in done.stderr, done.stderr
