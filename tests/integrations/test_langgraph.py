@@ -4,9 +4,6 @@ journaled one by one, a worker killed with SIGKILL mid-graph, and interrupt() as
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypedDict
@@ -31,8 +28,10 @@ from aetheris.integrations.langgraph import (
 )
 from aetheris.journal import EventType
 from aetheris.testing import replay, running_worker
+from tests import processes
 from tests.integration.helpers import run_job, wait_for
 from tests.integrations import langgraph_app as lg
+from tests.processes import stop
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -219,26 +218,10 @@ async def test_a_tool_failure_is_journaled_and_raised_again_on_replay(world: Pat
 
 
 def start_worker(url: str, world: Path, crash_at: str | None = None) -> Any:
-    env = {
-        **os.environ,
-        "AETHERIS_DATABASE_URL": url,
-        "LG_WORLD": str(world),
-        "PYTHONPATH": os.pathsep.join(
-            [str(HERE), str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
-    env.pop("AETHERIS_CRASH_AT", None)
-    if crash_at:
-        env["AETHERIS_CRASH_AT"] = crash_at
-    command = [sys.executable, "-m", "aetheris", "worker", "--app", "langgraph_app:app"]
-    name = (crash_at or "clean").replace(":", "-").replace("@", "-")
-    with (world / f"worker-{name}-{os.getpid()}.log").open("ab") as log:
-        return subprocess.Popen(command, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop(worker: Any) -> None:
-    worker.terminate()
-    worker.wait(10)
+    env = {"LG_WORLD": str(world)}
+    return processes.start_worker(
+        "langgraph_app:app", url, world, cwd=HERE, crash_at=crash_at, env=env
+    )
 
 
 async def finish(url: str, world: Path, crash_at: str | None) -> tuple[Any, int]:

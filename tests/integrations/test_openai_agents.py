@@ -5,9 +5,6 @@ need them, decided from the command line while no worker holds the job."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +18,11 @@ from pydantic import BaseModel
 from aetheris import App, ConfigurationError, Context, Job, JobStatus, ParkReason
 from aetheris.integrations.openai_agents import run_agent
 from aetheris.testing import replay, running_worker, simulate_crash
+from tests import processes
 from tests.integration.helpers import crash_worker, run_job, wait_for
 from tests.integrations import openai_agents_app
 from tests.integrations.openai_agents_app import REFUND, ScriptProvider
+from tests.processes import aetheris_cli, lines, stop
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -173,29 +172,10 @@ def test_what_cannot_be_journaled_is_refused_with_the_reason() -> None:
 
 
 def start_worker(url: str, world: Path, crash_at: str | None = None) -> Any:
-    env = {
-        **os.environ,
-        "AETHERIS_DATABASE_URL": url,
-        "OA_WORLD": str(world),
-        "OPENAI_AGENTS_DISABLE_TRACING": "1",
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT / "src"), str(ROOT)]),
-    }
-    env.pop("AETHERIS_CRASH_AT", None)
-    if crash_at:
-        env["AETHERIS_CRASH_AT"] = crash_at
-    command = [sys.executable, "-m", "aetheris", "worker", "--app", "openai_agents_app:app"]
-    name = (crash_at or "clean").replace(":", "-").replace("@", "-")
-    with (world / f"worker-{name}.log").open("ab") as log:  # the child keeps its own copy
-        return subprocess.Popen(command, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop(worker: Any) -> None:
-    worker.terminate()
-    worker.wait(15)
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
+    env = {"OA_WORLD": str(world), "OPENAI_AGENTS_DISABLE_TRACING": "1"}
+    return processes.start_worker(
+        "openai_agents_app:app", url, world, cwd=HERE, crash_at=crash_at, env=env
+    )
 
 
 async def uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Job:
@@ -249,17 +229,6 @@ async def test_a_crash_after_a_model_call_resumes_after_it(
     assert len(lines(tmp_path / "model.log")) == 3
     assert lines(tmp_path / "charges.log") == ["o-1 42"]
     await app.close()
-
-
-def aetheris_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "AETHERIS_DATABASE_URL": url,
-        "NO_COLOR": "1",
-        "PYTHONPATH": str(ROOT / "src"),
-    }
-    command = [sys.executable, "-m", "aetheris", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 
 async def test_an_approval_parks_the_job_and_a_cli_approval_resumes_it_on_another_worker(

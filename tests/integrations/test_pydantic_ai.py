@@ -6,9 +6,6 @@ outside an Aetheris agent."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +17,10 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from aetheris import App, ConfigurationError, Context, JobStatus
 from aetheris.integrations.pydantic_ai import AetherisDurability, ToolPolicy
 from aetheris.testing import replay, running_worker
+from tests import processes
 from tests.integration.helpers import run_job, wait_for
 from tests.integrations import pydantic_ai_app
+from tests.processes import lines, stop
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -38,10 +37,6 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.setattr(pydantic_ai_app, "WORLD", folder)
     return folder
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
 
 
 def served(app: App) -> None:
@@ -272,25 +267,11 @@ def test_an_unknown_effect_class_is_refused_with_the_known_ones() -> None:
 # -- worker processes ------------------------------------------------------------------------
 
 
-def start_worker(url: str, world: Path, crash_at: str | None = None) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "AETHERIS_DATABASE_URL": url,
-        "PYD_WORLD": str(world),
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    env.pop("AETHERIS_CRASH_AT", None)
-    if crash_at:
-        env["AETHERIS_CRASH_AT"] = crash_at
-    command = [sys.executable, "-m", "aetheris", "worker", "--app", "pydantic_ai_app:app"]
-    name = (crash_at or "clean").replace(":", "-").replace("@", "-")
-    with (world / f"worker-{name}.log").open("ab") as log:
-        return subprocess.Popen(command, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def stop(worker: subprocess.Popen[bytes]) -> None:
-    worker.terminate()
-    worker.wait(10)
+def start_worker(url: str, world: Path, crash_at: str | None = None) -> Any:
+    env = {"PYD_WORLD": str(world)}
+    return processes.start_worker(
+        "pydantic_ai_app:app", url, world, cwd=HERE, crash_at=crash_at, env=env
+    )
 
 
 async def finish(url: str, world: Path, crash_at: str | None) -> Any:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,9 @@ from aetheris import App, Context, JobStatus
 from aetheris.llm import ChatModel, set_price, tool_spec
 from aetheris.llm.stub import StubServer
 from aetheris.testing import replay
+from tests import processes
 from tests.integration.helpers import run_job, wait_for
+from tests.processes import aetheris_cli
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -157,20 +156,8 @@ def test_a_tool_spec_carries_the_schema_and_the_first_paragraph_of_the_docstring
 
 
 def start_worker(url: str, stub: StubServer, world: Path, crash_at: str | None) -> Any:
-    env = {
-        **os.environ,
-        "AETHERIS_DATABASE_URL": url,
-        "AETHERIS_LLM_URL": stub.url,
-        "LLM_WORLD": str(world),
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    env.pop("AETHERIS_CRASH_AT", None)
-    if crash_at:
-        env["AETHERIS_CRASH_AT"] = crash_at
-    command = [sys.executable, "-m", "aetheris", "worker", "--app", "llm_app:app"]
-    name = (crash_at or "clean").replace(":", "-").replace("@", "-")
-    with (world / f"worker-{name}.log").open("wb") as log:  # the child keeps its own copy
-        return subprocess.Popen(command, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {"AETHERIS_LLM_URL": stub.url, "LLM_WORLD": str(world)}
+    return processes.start_worker("llm_app:app", url, world, cwd=HERE, crash_at=crash_at, env=env)
 
 
 async def finish(url: str, stub: StubServer, world: Path, crash_at: str | None) -> Any:
@@ -210,12 +197,6 @@ async def test_a_killed_worker_resumes_without_calling_the_model_again(
 
 
 # -- the command line: a budget, its raise, and what the journal shows -------------------------
-
-
-def aetheris_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AETHERIS_DATABASE_URL": url, "COLUMNS": "200", "NO_COLOR": "1"}
-    command = [sys.executable, "-m", "aetheris", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 
 async def test_a_budget_from_the_command_line_parks_and_a_raise_resumes(tmp_path: Path) -> None:
