@@ -197,7 +197,7 @@ async def events(
     """A page of the job's journal, in order, from the event after ``after``."""
     require(caller, Action.READ)
     await visible_job(app, caller, job_id)
-    found = [e for e in await (await app.open_store()).events(job_id) if e.seq > after]
+    found = await (await app.open_store()).events(job_id, after=after, limit=limit + 1)
     page = found[:limit]
     more = len(found) > limit
     return EventPage(
@@ -254,7 +254,8 @@ async def _sse(app: App, job_id: str, after: int, poll: float) -> AsyncIterator[
     yield "retry: 1000\n\n"
     while True:
         job = await store.get_job(job_id)  # first the status, then the events it implies
-        fresh = [e for e in await store.events(job_id) if e.seq > after]
+        behind = job is not None and job.event_count - 1 > after
+        fresh = await store.events(job_id, after=after) if behind else []
         for event in fresh:
             yield _frame(event)
             after = event.seq

@@ -57,7 +57,7 @@ class Local:
 
     async def events_after(self, job_id: str, seq: int) -> list[Event]:
         store = await self.app.open_store()
-        return [e for e in await store.events(job_id) if e.seq > seq]
+        return await store.events(job_id, after=seq)
 
     async def waiting_for(self, job_id: str) -> str | None:
         return await self.app.waiting_for(job_id)

@@ -391,9 +391,12 @@ class MemoryStore:
         )
         return sealed
 
-    async def events(self, job_id: str) -> list[Event]:
+    async def events(
+        self, job_id: str, *, after: int = -1, limit: int | None = None
+    ) -> list[Event]:
         with self._lock:
-            return list(self._events.get(job_id, []))
+            found = self._events.get(job_id, [])[max(after + 1, 0) :]
+            return list(found if limit is None else found[:limit])
 
     async def effects(
         self,

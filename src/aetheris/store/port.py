@@ -309,8 +309,11 @@ class Store(Protocol):
         :class:`~aetheris.errors.JobNotFound`."""
         ...
 
-    async def events(self, job_id: str) -> list[Event]:
-        """The job's journal in order (empty for an unknown job)."""
+    async def events(
+        self, job_id: str, *, after: int = -1, limit: int | None = None
+    ) -> list[Event]:
+        """The job's journal in order (empty for an unknown job): the events whose seq is
+        over ``after``, at most ``limit`` of them."""
         ...
 
     async def effects(

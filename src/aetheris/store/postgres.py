@@ -467,8 +467,10 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy):
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def events(self, job_id: str) -> list[Event]:
-        rows = await self._all("events", {"job_id": job_id})
+    async def events(
+        self, job_id: str, *, after: int = -1, limit: int | None = None
+    ) -> list[Event]:
+        rows = await self._all("events", {"job_id": job_id, "after": after, "limit": limit})
         return [
             open_event(job_id, r["seq"], bytes(r["body"]), r["prev_hash"], r["hash"]) for r in rows
         ]

@@ -409,8 +409,11 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy):
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def events(self, job_id: str) -> list[Event]:
-        rows = self._read(lambda conn: conn.execute(Q["events"], {"job_id": job_id}).fetchall())
+    async def events(
+        self, job_id: str, *, after: int = -1, limit: int | None = None
+    ) -> list[Event]:
+        params = {"job_id": job_id, "after": after, "limit": -1 if limit is None else limit}
+        rows = self._read(lambda conn: conn.execute(Q["events"], params).fetchall())
         return [open_event(job_id, r["seq"], r["body"], r["prev_hash"], r["hash"]) for r in rows]
 
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:

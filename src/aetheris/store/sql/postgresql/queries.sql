@@ -124,7 +124,8 @@ SET status = %(status)s, park_reason = %(park_reason)s, park_detail = %(park_det
 WHERE id = %(id)s
 
 -- name: events
-SELECT seq, body, prev_hash, hash FROM events WHERE job_id = %(job_id)s ORDER BY seq
+SELECT seq, body, prev_hash, hash FROM events WHERE job_id = %(job_id)s AND seq > %(after)s
+ORDER BY seq LIMIT %(limit)s
 
 -- name: get_effect
 SELECT state FROM effects WHERE job_id = %(job_id)s AND position = %(position)s

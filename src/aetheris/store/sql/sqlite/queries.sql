@@ -148,7 +148,8 @@ SET status = :status, park_reason = :park_reason, park_detail = :park_detail,
 WHERE id = :id
 
 -- name: events
-SELECT seq, body, prev_hash, hash FROM events WHERE job_id = :job_id ORDER BY seq
+SELECT seq, body, prev_hash, hash FROM events WHERE job_id = :job_id AND seq > :after
+ORDER BY seq LIMIT :limit
 
 -- name: get_effect
 SELECT state FROM effects WHERE job_id = :job_id AND position = :position
