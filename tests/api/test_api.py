@@ -11,6 +11,7 @@ import httpx
 
 from aetheris.api import create_api
 from aetheris.journal import EventType
+from aetheris.store.port import ClaimFilter
 from aetheris.testing import running_worker, simulate_crash
 from tests.api.conftest import Api
 
@@ -288,3 +289,17 @@ async def test_a_body_over_the_limit_is_413_before_it_is_read(api: Api) -> None:
         over_payload = {"agent": "waiter", "input": {"label": "x" * 5_000}}
         answer = await client.post("/v1/jobs", json=over_payload, headers=api.auth())
         assert answer.status_code == 422  # under the body limit, over the App's payload limit
+
+
+async def test_the_worker_holding_a_job_is_shown_to_admins_only(api: Api) -> None:
+    job_id = await api.start("waiter")
+    store = await api.app.open_store()
+    claim = await store.claim("host-7:4242", 30.0, ClaimFilter(["waiter"]))
+    assert claim is not None and claim.job.id == job_id
+    for role in ("operator", "approver", "viewer"):
+        seen = (await api.client.get(f"/v1/jobs/{job_id}", headers=api.auth(role))).json()
+        assert seen["status"] == "running" and seen["lease_owner"] is None, role
+        listed = (await api.client.get("/v1/jobs", headers=api.auth(role))).json()
+        assert [j["lease_owner"] for j in listed["jobs"]] == [None], role
+    admin = (await api.client.get(f"/v1/jobs/{job_id}", headers=api.auth("admin"))).json()
+    assert admin["lease_owner"] == "host-7:4242"

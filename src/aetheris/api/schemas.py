@@ -92,14 +92,17 @@ class JobOut(BaseModel):
     wake_at: str | None = Field(description="When a parked job is due anyway.")
     deadline: str | None
     lease_epoch: int = Field(description="The fencing token of its latest claim.")
-    lease_owner: str | None = Field(description="The worker that holds it.")
+    lease_owner: str | None = Field(
+        description="The worker that holds it (shown to admins only: it names a host)."
+    )
     lease_expires_at: str | None
     run_at: str | None = Field(description="When it may run (pending).")
     created_at: str | None
     updated_at: str | None
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job, *, owner: bool = False) -> JobOut:
+        """The job as a caller sees it; ``owner``: with the worker that holds it."""
         return cls(
             id=job.id,
             tenant=job.tenant,
@@ -123,7 +126,7 @@ class JobOut(BaseModel):
             wake_at=iso(job.wake_at),
             deadline=iso(job.deadline),
             lease_epoch=job.lease_epoch,
-            lease_owner=job.lease_owner,
+            lease_owner=job.lease_owner if owner else None,
             lease_expires_at=iso(job.lease_expires_at),
             run_at=iso(job.run_at),
             created_at=iso(job.created_at),
@@ -134,6 +137,10 @@ class JobOut(BaseModel):
 class JobPage(BaseModel):
     jobs: list[JobOut]
     next_cursor: str | None = Field(description="Pass as cursor for the next page.")
+
+
+class JobIds(BaseModel):
+    ids: list[str] = Field(description="Ids of the tenant's jobs that start with the prefix.")
 
 
 class EventOut(BaseModel):

@@ -173,9 +173,16 @@ class MemoryStore:
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[:limit]
 
-    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
+    async def find_jobs(
+        self, prefix: str, *, limit: int = 10, tenant: str | None = None
+    ) -> list[str]:
         with self._lock:
-            return sorted(i for i in self._jobs if i.startswith(prefix))[:limit]
+            found = (
+                i
+                for i, j in self._jobs.items()
+                if i.startswith(prefix) and (tenant is None or j.tenant == tenant)
+            )
+            return sorted(found)[:limit]
 
     async def summary(self) -> Summary:
         with self._lock:

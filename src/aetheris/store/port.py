@@ -269,8 +269,11 @@ class Store(Protocol):
         this order are listed."""
         ...
 
-    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
-        """Ids of jobs that start with ``prefix``, in id order, at most ``limit``."""
+    async def find_jobs(
+        self, prefix: str, *, limit: int = 10, tenant: str | None = None
+    ) -> list[str]:
+        """Ids of jobs (of ``tenant``, when given) that start with ``prefix``, in id order, at
+        most ``limit``."""
         ...
 
     async def summary(self) -> Summary:

@@ -266,8 +266,11 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy):
             raise JobNotFound(job_id)
         return job_from(row, POSTGRESQL)
 
-    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
-        rows = await self._all("find_jobs", {"prefix": prefix, "limit": limit})
+    async def find_jobs(
+        self, prefix: str, *, limit: int = 10, tenant: str | None = None
+    ) -> list[str]:
+        params = {"prefix": prefix, "limit": limit, "tenant": tenant}
+        rows = await self._all("find_jobs", params)
         return [r["id"] for r in rows]
 
     async def summary(self) -> Summary:

@@ -234,8 +234,10 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy):
         row = self._read(lambda conn: conn.execute(Q["get_job"], {"id": job_id}).fetchone())
         return job_from(row, SQLITE) if row is not None else None
 
-    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
-        params = {"prefix": prefix, "limit": limit}
+    async def find_jobs(
+        self, prefix: str, *, limit: int = 10, tenant: str | None = None
+    ) -> list[str]:
+        params = {"prefix": prefix, "limit": limit, "tenant": tenant}
         rows = self._read(lambda conn: conn.execute(Q["find_jobs"], params).fetchall())
         return [r["id"] for r in rows]
 

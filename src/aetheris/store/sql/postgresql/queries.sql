@@ -63,7 +63,9 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 
 -- name: find_jobs
-SELECT id FROM jobs WHERE starts_with(id, %(prefix)s) ORDER BY id LIMIT %(limit)s
+SELECT id FROM jobs
+WHERE starts_with(id, %(prefix)s) AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY id LIMIT %(limit)s
 
 -- name: count_jobs
 SELECT status, count(*) AS n FROM jobs GROUP BY status

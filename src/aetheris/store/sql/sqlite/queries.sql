@@ -46,7 +46,9 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit
 
 -- name: find_jobs
-SELECT id FROM jobs WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY id LIMIT :limit
+SELECT id FROM jobs
+WHERE substr(id, 1, length(:prefix)) = :prefix AND (:tenant IS NULL OR tenant = :tenant)
+ORDER BY id LIMIT :limit
 
 -- name: count_jobs
 SELECT status, count(*) AS n FROM jobs GROUP BY status
