@@ -103,6 +103,7 @@ class Job:
     wake_at: float | None = None
     parent_id: str | None = None
     control: Control | None = None
+    control_by: str | None = None  # who requested ``control``, as a journal names them
     deadline: float | None = None
     recoveries: int = 0
     tenant: str = DEFAULT_TENANT

@@ -476,6 +476,11 @@ class JobRun:
             self._budget_read = True
         return self.budget
 
+    async def requested_by(self) -> dict[str, str]:
+        """``{"by": who}`` asked for the cancel or pause this run honours (``{}``: unknown)."""
+        job = await self.read(self.store.get_job, self.job.id)
+        return {"by": job.control_by} if job is not None and job.control_by else {}
+
     async def take_signal(self, name: str) -> Signal | None:
         """The oldest signal of ``name`` not yet received by this job (re-reading the inbox).
 

@@ -3,6 +3,7 @@ tenants (``acme`` and ``beta``)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,12 @@ def build_app(url: str = "memory://") -> App:
     @app.agent
     async def refund(ctx: Context, amount: int = 1) -> str:
         return await charge(amount)
+
+    @app.agent
+    async def busy(ctx: Context, rounds: int = 400) -> int:
+        for _ in range(rounds):  # runs until an operator stops it
+            await ctx.step("tick", asyncio.sleep, 0.02)
+        return rounds
 
     @app.agent
     async def quick(ctx: Context, n: int = 0) -> int:

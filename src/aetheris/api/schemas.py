@@ -83,7 +83,8 @@ class JobOut(BaseModel):
     queue: str
     priority: int
     parent_id: str | None
-    control: str | None
+    control: str | None = Field(description="A cancel or pause its worker is to honour.")
+    control_by: str | None = Field(description="Who asked for it (a key, and its role).")
     attempts: int
     recoveries: int = Field(description="Runs cut short by a dead worker or a runtime failure.")
     events: int
@@ -118,6 +119,7 @@ class JobOut(BaseModel):
             priority=job.priority,
             parent_id=job.parent_id,
             control=job.control.value if job.control else None,
+            control_by=job.control_by,
             attempts=job.attempts,
             recoveries=job.recoveries,
             events=job.event_count,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Mapping, Sequence
@@ -165,10 +166,16 @@ class ControlPlan:
     status: StatusWrite | None = None
     event: EventDraft | None = None
     cascade: bool = False
+    by: str | None = None  # who asked: kept with a flag, for the worker that honours it
 
 
 def plan_control(job: Job, action: Control, by: str | None = None) -> ControlPlan:
-    """Decide what ``action`` does to ``job`` (raises :class:`Conflict` when it cannot apply).
+    """Decide what ``action`` does to ``job`` (raises :class:`Conflict` when it cannot apply)."""
+    return dataclasses.replace(_plan_control(job, action, by), by=by)
+
+
+def _plan_control(job: Job, action: Control, by: str | None) -> ControlPlan:
+    """What ``action`` does to ``job``.
 
     A running job is only flagged (its worker honours the flag at the next durable operation,
     and a heartbeat interrupts a tool in flight on cancel): nothing is appended to a journal

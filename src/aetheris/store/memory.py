@@ -526,18 +526,23 @@ class MemoryStore:
         now = self._clock()
         if plan.status is not None:
             job = _with_status(job, plan.status, now)
-        self._jobs[job_id] = dataclasses.replace(job, control=plan.control, updated_at=now)
+        self._jobs[job_id] = dataclasses.replace(
+            job,
+            control=plan.control,
+            control_by=plan.by if plan.control else None,
+            updated_at=now,
+        )
         if plan.event is not None:
             self._append(job_id, [plan.event], now)
         if plan.status is not None and plan.status.status.terminal and job.parent_id:
             self._wake(job.parent_id, job_wake(job_id), now)
         if plan.cascade:
-            self._cancel_children(job_id)
+            self._cancel_children(job_id, by)
 
-    def _cancel_children(self, job_id: str) -> None:
+    def _cancel_children(self, job_id: str, by: str | None = None) -> None:
         for child in [j.id for j in self._jobs.values() if j.parent_id == job_id]:
             with contextlib.suppress(Conflict):
-                self._control(child, Control.CANCEL)
+                self._control(child, Control.CANCEL, by)
 
     async def next_wake(self) -> float | None:
         with self._lock:
@@ -619,6 +624,7 @@ def _with_status(job: Job, write: StatusWrite, now: float) -> Job:
         wake_on=write.wake_on,
         wake_at=write.wake_at,
         control=None if write.status.terminal else job.control,
+        control_by=None if write.status.terminal else job.control_by,
         recoveries=job.recoveries + write.recovery,
         lease_owner=job.lease_owner if running else None,
         lease_expires_at=job.lease_expires_at if running else None,

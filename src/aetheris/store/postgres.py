@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -53,7 +52,6 @@ from aetheris.store._shared import (
     worker_info,
 )
 from aetheris.store.port import (
-    WORKER_ALIVE_WINDOW,
     Claim,
     ClaimFilter,
     Commit,
@@ -68,9 +66,9 @@ from aetheris.store.port import (
     SchemaState,
     Signal,
     Summary,
-    WorkerInfo,
     signal_wake,
 )
+from aetheris.store.postgres_directory import PostgresDirectory
 from aetheris.store.postgres_kv import PostgresKeyValue
 from aetheris.store.postgres_session import (
     CommitGroup,
@@ -93,7 +91,6 @@ from aetheris.store.sql.rows import (
     job_params,
     signal_from,
     summary_from,
-    worker_from,
 )
 
 Q = sql.queries("postgresql")
@@ -109,7 +106,7 @@ _SCHEMA_CHANGED = (
 )
 
 
-class PostgresStore(PostgresKeyValue, PostgresTenancy):
+class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresDirectory):
     """Store on PostgreSQL (URL ``postgresql://user@host:port/db``).
 
     Options may also come as URL parameters: ``?aetheris_max_connections=20&aetheris_reap_grace=2``
@@ -219,6 +216,10 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy):
         async with self._conn() as conn:
             cur = await conn.execute(Q[query], params)
             return await cur.fetchall()
+
+    async def _execute(self, query: str, params: Mapping[str, Any] | None = None) -> None:
+        async with self._conn() as conn:
+            await conn.execute(Q[query], params)
 
     # -- schema -----------------------------------------------------------------------------
 
@@ -446,7 +447,7 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy):
             elif isinstance(step, steps.Create):
                 await self._create_in(conn, step.new)
             else:
-                await self._cancel_children(conn, step.job_id)
+                await self._cancel_children(conn, step.job_id, step.by)
         return appended
 
     async def _append(
@@ -544,26 +545,17 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy):
         plan = steps.apply_control(job, plan_control(job, action, by), POSTGRESQL, time.time())
         await self._run(conn, plan)
 
-    async def _cancel_children(self, conn: psycopg.AsyncConnection[Row], job_id: str) -> None:
+    async def _cancel_children(
+        self, conn: psycopg.AsyncConnection[Row], job_id: str, by: str | None = None
+    ) -> None:
         children = await (await conn.execute(Q["children"], {"id": job_id})).fetchall()
         for child in children:
             with contextlib.suppress(Conflict):
-                await self._control(conn, child["id"], Control.CANCEL)
+                await self._control(conn, child["id"], Control.CANCEL, by)
 
     async def next_wake(self) -> float | None:
         row = await self._one("next_wake")
         return row["at"] if row is not None else None
-
-    async def register_agents(self, agents: Mapping[str, Mapping[str, Any] | None]) -> None:
-        async with self._conn() as conn:
-            await conn.execute(Q["upsert_agents"], {"agents": json.dumps(dict(agents))})
-
-    async def agent_input_schema(self, name: str) -> dict[str, Any] | None:
-        row = await self._one("agent_input_schema", {"name": name})
-        return row["input_schema"] if row is not None else None
-
-    async def agents(self) -> list[str]:
-        return [r["name"] for r in await self._all("list_agents")]
 
     # -- liveness and wake-ups ----------------------------------------------------------------
 
@@ -588,10 +580,6 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy):
         if owner in self._presence.registered:
             async with self._conn() as conn:
                 await self._presence.withdraw(conn, owner, graceful)
-
-    async def workers(self) -> list[WorkerInfo]:
-        rows = await self._all("list_workers", {"window": WORKER_ALIVE_WINDOW})
-        return [worker_from(r, POSTGRESQL) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:
         if self._listener is None:

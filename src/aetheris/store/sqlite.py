@@ -387,7 +387,7 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy):
             elif isinstance(step, steps.Create):
                 self._create_job(conn, step.new)
             else:
-                self._cancel_children(conn, step.job_id)
+                self._cancel_children(conn, step.job_id, step.by)
         return appended
 
     def _append(
@@ -505,10 +505,12 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy):
         self._run(conn, steps.apply_control(job, plan, SQLITE, self._clock()))
         return _get(conn, job_id)
 
-    def _cancel_children(self, conn: sqlite3.Connection, job_id: str) -> None:
+    def _cancel_children(
+        self, conn: sqlite3.Connection, job_id: str, by: str | None = None
+    ) -> None:
         for child in conn.execute(Q["children"], {"id": job_id}).fetchall():
             with contextlib.suppress(Conflict):
-                self._control(conn, child[0], Control.CANCEL)
+                self._control(conn, child[0], Control.CANCEL, by)
 
     async def next_wake(self) -> float | None:
         row = self._read(lambda conn: conn.execute(Q["next_wake"]).fetchone())

@@ -58,9 +58,10 @@ class Create:
 
 @dataclass(frozen=True, slots=True)
 class CancelChildren:
-    """Cancel the job's children that have not ended, and theirs."""
+    """Cancel the job's children that have not ended, and theirs (on behalf of ``by``)."""
 
     job_id: str
+    by: str | None = None
 
 
 Step = Run | Append | Create | CancelChildren
@@ -134,14 +135,15 @@ def apply_control(job: Job, plan: shared.ControlPlan, d: Dialect, now: float) ->
     if plan.status is not None:
         steps.append(Run("set_status", status_params(job.id, plan.status, d, now)))
     control = plan.control.value if plan.control else None
-    steps.append(Run("set_control", {"id": job.id, "control": control, "now": now}))
+    by = plan.by if plan.control else None
+    steps.append(Run("set_control", {"id": job.id, "control": control, "by": by, "now": now}))
     if plan.event is not None:
         steps.append(Append(job.id, job.event_count, job.head_hash, (plan.event,), now))
     if plan.status is not None and plan.status.status.terminal and job.parent_id:
         wake = {"id": job.parent_id, "wake_on": job_wake(job.id), "now": now}
         steps.append(Run("wake", wake))
     if plan.cascade:
-        steps.append(CancelChildren(job.id))
+        steps.append(CancelChildren(job.id, plan.by))
     return steps
 
 

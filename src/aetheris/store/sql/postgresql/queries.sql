@@ -119,6 +119,8 @@ SET status = %(status)s, park_reason = %(park_reason)s, park_detail = %(park_det
     wake_on = %(wake_on)s, wake_at = %(wake_at)s,
     control = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled', 'compensated')
                    THEN NULL ELSE control END,
+    control_by = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled', 'compensated')
+                       THEN NULL ELSE control_by END,
     lease_owner = CASE WHEN %(status)s = 'running' THEN lease_owner END,
     lease_expires_at = CASE WHEN %(status)s = 'running' THEN lease_expires_at END,
     recoveries = recoveries + %(recovery)s,
@@ -228,6 +230,8 @@ WITH fence AS (
         wake_at = CASE WHEN %(status)s IS NULL THEN wake_at ELSE %(wake_at)s END,
         control = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled', 'compensated')
                        THEN NULL ELSE control END,
+        control_by = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled', 'compensated')
+                           THEN NULL ELSE control_by END,
         lease_owner = CASE WHEN coalesce(%(status)s, 'running') = 'running' THEN lease_owner END,
         lease_expires_at = CASE WHEN coalesce(%(status)s, 'running') = 'running'
                                 THEN lease_expires_at END,
@@ -373,7 +377,8 @@ ORDER BY seq
 
 -- name: set_control
 WITH changed AS (
-    UPDATE jobs SET control = %(control)s, updated_at = aetheris_now() WHERE id = %(id)s
+    UPDATE jobs SET control = %(control)s, control_by = %(by)s, updated_at = aetheris_now()
+    WHERE id = %(id)s
     RETURNING queue
 )
 SELECT pg_notify('aetheris_work', queue) FROM changed

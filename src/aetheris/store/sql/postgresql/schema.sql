@@ -33,7 +33,8 @@ CREATE TABLE jobs (
     control          text,
     deadline         float8,
     recoveries       integer NOT NULL DEFAULT 0,
-    tenant           text NOT NULL DEFAULT 'default'
+    tenant           text NOT NULL DEFAULT 'default',
+    control_by       text
 );
 
 CREATE INDEX jobs_pending ON jobs (priority DESC, run_at, id) WHERE status = 'pending';

@@ -143,6 +143,8 @@ SET status = :status, park_reason = :park_reason, park_detail = :park_detail,
     wake_at = :wake_at,
     control = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled', 'compensated')
                    THEN NULL ELSE control END,
+    control_by = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+                       THEN NULL ELSE control_by END,
     lease_owner = CASE WHEN :status = 'running' THEN lease_owner ELSE NULL END,
     lease_expires_at = CASE WHEN :status = 'running' THEN lease_expires_at ELSE NULL END,
     recoveries = recoveries + :recovery,
@@ -255,7 +257,7 @@ WHERE job_id = :job_id AND (:pending = 0 OR consumed_position IS NULL)
 ORDER BY seq
 
 -- name: set_control
-UPDATE jobs SET control = :control, updated_at = :now WHERE id = :id
+UPDATE jobs SET control = :control, control_by = :by, updated_at = :now WHERE id = :id
 
 -- name: children
 SELECT id FROM jobs WHERE parent_id = :id

@@ -26,7 +26,8 @@ CREATE TABLE jobs (
     control          TEXT,
     deadline         REAL,
     recoveries       INTEGER NOT NULL DEFAULT 0,
-    tenant           TEXT NOT NULL DEFAULT 'default'
+    tenant           TEXT NOT NULL DEFAULT 'default',
+    control_by       TEXT
 );
 
 CREATE INDEX jobs_pending ON jobs (priority DESC, run_at) WHERE status = 'pending';
