@@ -404,9 +404,7 @@ class App:
     async def waiting_for(self, job_id: str) -> str | None:
         """The signal a parked job waits for now (``approval:<position>`` for an approval),
         else ``None``: a signal of another name stays in its inbox until a wait takes it."""
-        job = await self.get_job(job_id)
-        kind, _, name = (job.wake_on or "").partition(":")
-        return name if job.status is JobStatus.PARKED and kind == "signal" else None
+        return (await self.get_job(job_id)).waiting_for
 
     # -- human in the loop and control -------------------------------------------------------
 

@@ -108,6 +108,13 @@ class Job:
     recoveries: int = 0
     tenant: str = DEFAULT_TENANT
 
+    @property
+    def waiting_for(self) -> str | None:
+        """The signal the job waits for when parked (``approval:<position>`` for an
+        approval), else ``None``."""
+        kind, _, name = (self.wake_on or "").partition(":")
+        return name if self.status is JobStatus.PARKED and kind == "signal" else None
+
 
 @dataclass(frozen=True, slots=True)
 class Effect:
