@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, cast, overload
 
 from aetheris.agents import AgentDef, AgentFn, check_input
 from aetheris.clock import SYSTEM_CLOCK, Clock
@@ -18,6 +18,7 @@ from aetheris.errors import (
     JobNotFound,
     UnknownAgent,
 )
+from aetheris.hooks import Hook, HookOptions, Hooks
 from aetheris.journal import canonical, check_text
 from aetheris.ledger import Tool
 from aetheris.models import Budget
@@ -26,6 +27,7 @@ from aetheris.scheduler import Doorbell, Worker
 from aetheris.store import create_store, default_url
 from aetheris.store.port import (
     DEFAULT_TENANT,
+    KEYED_PREFIX,
     Control,
     EffectClass,
     Job,
@@ -159,6 +161,7 @@ class App:
         self._store: Store | None = None
         self._store_lock: asyncio.Lock | None = None
         self.doorbell = Doorbell()  # rung after each write, so that local workers wake
+        self.hooks = Hooks()
 
     def __repr__(self) -> str:
         return f"<aetheris.App {self.database_url} agents={sorted(self._agents)}>"
@@ -251,6 +254,10 @@ class App:
             return Tool(definition)
 
         return register(fn) if fn is not None else cast(ToolDecorator, register)
+
+    def hook(self, name: str, **options: Unpack[HookOptions]) -> Hook:
+        """Declare an incoming webhook, ``POST /v1/hooks/{name}`` (see :meth:`Hooks.declare`)."""
+        return self.hooks.declare(name, **options)
 
     @property
     def agent_names(self) -> list[str]:
@@ -445,7 +452,8 @@ class App:
 
         Raises :class:`JobNotFound` for an unknown job and :class:`Conflict` for one that ended.
         Names starting with ``approval:`` are the approval channel: use :meth:`approve` or
-        :meth:`reject`, which bind the decision to the request that was reviewed.
+        :meth:`reject`, which bind the decision to the request that was reviewed; those
+        starting with ``keyed:`` carry keyed signals (:meth:`hook`).
         """
         if name == BUDGET_SIGNAL:
             raise InvalidInput(f"signal name {name!r} is reserved: use raise_budget()")
@@ -454,6 +462,8 @@ class App:
                 f"signal name {name!r} is reserved for approval decisions: "
                 "use approve() or reject() (`aetheris approve` / `aetheris reject`)"
             )
+        if name.startswith(KEYED_PREFIX):
+            raise InvalidInput(f"signal name {name!r} is reserved for incoming webhooks")
         for text, what in ((name, "signal name"), (signal_id, "signal id"), (sender, "sender")):
             if text is not None:
                 check_text(text, what)

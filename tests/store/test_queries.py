@@ -18,6 +18,7 @@ POSTGRESQL_ONLY = {
     # Row locks: SQLite's single writer already serializes what these order.
     "lock_job": "control, signals and apply lock the job row first",
     "lock_jobs": "jobs about to be woken are locked before the job that wakes them",
+    "lock_keys": "keys a commit takes are locked before its job, as deliveries lock them",
     # Advisory locks and LISTEN: SQLite proves liveness with lock files, and workers poll.
     "migration_lock": "migrations serialized across processes",
     "worker_lock": "a worker's liveness lock",
@@ -46,12 +47,19 @@ def test_every_query_the_stores_name_exists() -> None:
     root = Path(package.__file__).parent
     named = re.compile(r"""(?:Q\[|Run\(|_one\(|_all\(|explain=)\s*"(\w+)\"""")
     for dialect, files in {
-        "sqlite": ["sqlite.py", "sqlite_kv.py", "sqlite_tenancy.py", "sql/steps.py"],
+        "sqlite": [
+            "sqlite.py",
+            "sqlite_kv.py",
+            "sqlite_tenancy.py",
+            "sqlite_keyed.py",
+            "sql/steps.py",
+        ],
         "postgresql": [
             "postgres.py",
             "postgres_kv.py",
             "postgres_session.py",
             "postgres_tenancy.py",
+            "postgres_keyed.py",
             "sql/steps.py",
         ],
     }.items():

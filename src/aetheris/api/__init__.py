@@ -13,7 +13,7 @@ import json
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aetheris.api import errors, jobs, operations
+from aetheris.api import errors, hooks, jobs, operations
 from aetheris.api.auth import ALLOWED, Action, Principal
 from aetheris.api.errors import ApiError, error_body
 from aetheris.api.schemas import ErrorBody
@@ -46,6 +46,7 @@ def create_api(app: App, *, auth: bool = True, poll_interval: float = 0.25) -> F
     api.include_router(jobs.router)
     api.include_router(operations.router)
     api.include_router(operations.health)
+    api.include_router(hooks.router)
     api.add_middleware(LimitBody, limit=body_limit(app))
     return api
 

@@ -200,6 +200,15 @@ class SignalOut(BaseModel):
         )
 
 
+class HookAccepted(BaseModel):
+    signal_id: str = Field(description="The signal's id: the event id header, or the body's hash.")
+    delivered_to: str | None = Field(
+        description="The job whose inbox took it (null: no job waits on its key yet; it is kept "
+        "until one does)."
+    )
+    created: bool = Field(description="False when this signal id was received before.")
+
+
 class ApprovalOut(BaseModel):
     job_id: str
     agent: str

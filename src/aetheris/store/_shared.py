@@ -158,6 +158,13 @@ def signal_taken(job_id: str, seq: int) -> str:
     return f"signal {seq} of job {job_id} was already received"
 
 
+def key_taken(job_id: str, name: str, key: str, holder: str | None) -> str:
+    return (
+        f"job {job_id} cannot take key {key!r} of signal {name!r}: job {holder} holds it "
+        "until it ends"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ControlPlan:
     """What a control action does to a job that is not held by a worker, or to its flag."""

@@ -36,6 +36,7 @@ from aetheris.store._shared import (
     signal_taken,
     worker_info,
 )
+from aetheris.store.memory_keyed import KeyedRow, MemoryKeyed, Where
 from aetheris.store.port import (
     WORKER_ALIVE_WINDOW,
     WORKER_FORGET_AFTER,
@@ -68,7 +69,7 @@ from aetheris.store.port import (
 LATEST_SCHEMA = len(sql.migrations("sqlite"))
 
 
-class MemoryStore:
+class MemoryStore(MemoryKeyed):
     """A store held in process memory (URL ``memory://``)."""
 
     def __init__(self, url: str = "memory://", *, clock: Callable[[], float] = time.time) -> None:
@@ -85,6 +86,8 @@ class MemoryStore:
         self._blobs: dict[tuple[str, str], bytes] = {}
         self._kv: dict[str, dict[str, bytes]] = {}
         self._signals: dict[tuple[str, int], Signal] = {}
+        self._holders: dict[Where, str] = {}
+        self._keyed: dict[Where, list[KeyedRow]] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
 
@@ -295,6 +298,7 @@ class MemoryStore:
         """Everything that could refuse ``commit``, before any of it is written (no rollback)."""
         check_commit(job.id, commit)
         self._check_effects(job.id, commit.effects)
+        self._check_keys(job, commit.correlate)
         for new in commit.create:
             existing = self._jobs.get(new.id)
             if existing is not None and not same_request(existing, new):
@@ -305,6 +309,7 @@ class MemoryStore:
                 raise Conflict(signal_taken(job.id, seq))
 
     def _apply(self, job: Job, commit: Commit, now: float) -> list[Event]:
+        self._take_keys(job, commit.correlate)
         for write in commit.effects:
             self._write_effect(job.id, write, now)
         for digest, body in commit.blobs:

@@ -69,6 +69,7 @@ from aetheris.store.port import (
     signal_wake,
 )
 from aetheris.store.postgres_directory import PostgresDirectory
+from aetheris.store.postgres_keyed import PostgresKeyed
 from aetheris.store.postgres_kv import PostgresKeyValue
 from aetheris.store.postgres_session import (
     CommitGroup,
@@ -106,7 +107,7 @@ _SCHEMA_CHANGED = (
 )
 
 
-class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresDirectory):
+class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresDirectory, PostgresKeyed):
     """Store on PostgreSQL (URL ``postgresql://user@host:port/db``).
 
     Options may also come as URL parameters: ``?aetheris_max_connections=20&aetheris_reap_grace=2``
@@ -353,12 +354,10 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresDirectory):
 
         Jobs it wakes are locked first (the waiter before the job that wakes it, as everywhere):
         a parent parking at this moment then either waits for this transaction and finds the
-        child ended, or has parked already and is woken here.
+        child ended, or has parked already and is woken here. Keys it takes, before them.
         """
         async with self._tx() as conn:
-            waiters = sorted({other for other, _ in commit.wake})
-            if waiters:
-                await conn.execute(Q["lock_jobs"], {"ids": waiters})
+            await self._lock_first(conn, job_id, commit)
             row = await (await conn.execute(Q["commit"], params)).fetchone()
             if row is None or row["fenced"] != 1:
                 return 0
@@ -407,6 +406,7 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresDirectory):
 
     async def _commit_reading_head(self, lease: Lease, commit: Commit) -> list[Event]:
         async with self._tx() as conn:
+            await self._lock_first(conn, lease.job_id, commit)
             params = {"id": lease.job_id, "epoch": lease.epoch, "expect": None}
             head = await (await conn.execute(Q["fence"], params)).fetchone()
             if head is None:

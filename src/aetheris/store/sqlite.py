@@ -79,6 +79,7 @@ from aetheris.store.sql.rows import (
     worker_from,
     worker_params,
 )
+from aetheris.store.sqlite_keyed import SQLiteKeyed
 from aetheris.store.sqlite_kv import SQLiteKeyValue
 from aetheris.store.sqlite_tenancy import SQLiteTenancy
 from aetheris.store.sqlite_writer import PerThread, Writer, connect, translate
@@ -101,7 +102,7 @@ def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
     return Path(path), options
 
 
-class SQLiteStore(SQLiteKeyValue, SQLiteTenancy):
+class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed):
     """Store on a SQLite file (URL ``sqlite:///path.db[?synchronous=normal]``)."""
 
     def __init__(
