@@ -8,8 +8,10 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from aetheris.api import create_api
+from aetheris.api.bodies import MAX_DEPTH
 from aetheris.journal import EventType
 from aetheris.store.port import ClaimFilter
 from aetheris.testing import running_worker, simulate_crash
@@ -289,6 +291,29 @@ async def test_a_body_over_the_limit_is_413_before_it_is_read(api: Api) -> None:
         over_payload = {"agent": "waiter", "input": {"label": "x" * 5_000}}
         answer = await client.post("/v1/jobs", json=over_payload, headers=api.auth())
         assert answer.status_code == 422  # under the body limit, over the App's payload limit
+
+
+@pytest.mark.parametrize("levels", [63, 64, 300, 5000])
+async def test_a_body_that_nests_too_deep_is_422_on_every_route(api: Api, levels: int) -> None:
+    job_id = await api.start("waiter")
+    routes = [  # (path, body, levels of the body around the value)
+        ("/v1/jobs", '{"agent": "waiter", "input": {"label": %s}}', 2),
+        (f"/v1/jobs/{job_id}/signals/go", '{"data": %s}', 1),
+        (f"/v1/jobs/{job_id}/approve", '{"comment": %s}', 1),
+    ]
+    for path, body, around in routes:
+        inner = levels - around
+        answer = await api.client.post(
+            path,
+            content=body % ("[" * inner + "]" * inner),
+            headers={**api.auth(), "content-type": "application/json"},
+        )
+        if levels > MAX_DEPTH:
+            assert answer.status_code == 422, (path, answer.text)
+            assert "nests over 64 levels" in answer.json()["error"]["message"]
+        else:
+            assert answer.status_code < 500, (path, answer.text)
+    assert (await api.app.get_job(job_id)).status.value == "pending"  # nothing was sent
 
 
 async def test_the_worker_holding_a_job_is_shown_to_admins_only(api: Api) -> None:

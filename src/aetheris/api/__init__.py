@@ -8,14 +8,12 @@ called on behalf of an API key (:mod:`aetheris.api.auth`), and every refusal is 
 
 from __future__ import annotations
 
-import json
-
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aetheris.api import errors, hooks, jobs, operations
 from aetheris.api.auth import ALLOWED, Action, Principal
-from aetheris.api.errors import ApiError, error_body
+from aetheris.api.bodies import LimitBody
+from aetheris.api.errors import ApiError
 from aetheris.api.schemas import ErrorBody
 from aetheris.app import App
 
@@ -49,55 +47,3 @@ def create_api(app: App, *, auth: bool = True, poll_interval: float = 0.25) -> F
     api.include_router(hooks.router)
     api.add_middleware(LimitBody, limit=body_limit(app))
     return api
-
-
-class LimitBody:
-    """Refuse a request body over ``limit`` bytes with 413, before the app reads any of it
-    (declared length) or as soon as it passes the limit (streamed bodies)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _too_large(send, self.limit)
-            return
-        body, more = [], True
-        size = 0
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                await _too_large(send, self.limit)
-                return
-            body.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        await self.app(scope, _replay(b"".join(body), receive), send)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # then: the disconnect, when it comes
-
-    return replay
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    doc = error_body("payload_too_large", f"the request body is over {limit} bytes")
-    payload = json.dumps(doc).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})

@@ -14,13 +14,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request
 
+from aetheris.api.bodies import MAX_DEPTH, TOO_DEEP, nesting
 from aetheris.api.errors import ApiError
 from aetheris.api.jobs import Aetheris
 from aetheris.api.schemas import NAME, HookAccepted
 from aetheris.errors import ConfigurationError
 
 router = APIRouter(prefix="/v1", tags=["hooks"])
-MAX_DEPTH = 64  # levels of arrays and objects in a body
 log = logging.getLogger("aetheris.api")
 _ANY_JSON = {
     "required": True,
@@ -70,25 +70,16 @@ async def receive_hook(
 
 
 def _json(body: bytes) -> Any:
-    """The body's JSON value: 400 if it is not JSON, 422 if it nests deeper than MAX_DEPTH
-    (which no webhook does, and which recursive encoders could not take)."""
+    """The body's JSON value: 422 if it nests deeper than MAX_DEPTH (which no webhook does,
+    and which recursive decoders and encoders could not take), 400 if it is not JSON."""
 
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")
 
-    too_deep = ApiError(422, "invalid_input", f"the request body nests over {MAX_DEPTH} levels")
+    if nesting(body) > MAX_DEPTH:
+        raise ApiError(422, "invalid_input", TOO_DEEP)
     try:
-        payload = json.loads(body, parse_constant=refuse)
-    except RecursionError:
-        raise too_deep from None
+        return json.loads(body, parse_constant=refuse)
     except ValueError as exc:
         detail = {"problem": str(exc)[:200]}
         raise ApiError(400, "bad_request", "the request body is not JSON", detail) from None
-    stack: list[tuple[Any, int]] = [(payload, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise too_deep
-        inner = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in inner if isinstance(child, dict | list))
-    return payload
