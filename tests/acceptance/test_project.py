@@ -257,3 +257,39 @@ def test_run_reports_a_killed_worker_and_starts_another(
     job_id = ok(folder, "start", "chat").strip()
     out.wait_for(rf"job {job_id} parked \(signal 'message'\)")
     assert proc.poll() is None
+
+
+def readme_first_command() -> str:
+    """The README's first set-up command, as a newcomer copies it."""
+    text = (SRC.parent / "README.md").read_text("utf-8")
+    block = text.split("<!-- first-command -->", 1)[1].split("<!-- /first-command -->", 1)[0]
+    [command] = [line for line in block.splitlines() if line and not line.startswith("```")]
+    return command
+
+
+def test_the_readmes_first_command_runs_an_agent_a_newcomer_can_watch(tmp_path: Path) -> None:
+    """What the README's first command does after its install: a project, one run of its
+    support agent through the server, its worker killed while the job waits for approval, the
+    approval, the trace, and a clean stop. Run as written (twice: the second time over the
+    project the first made), with ``aetheris`` this checkout's."""
+    install, rest = readme_first_command().split(" && ", 1)
+    assert install == "pip install -e ."
+    env = project_env(PATH=f"{Path(AETHERIS).parent}:{os.environ['PATH']}")
+    for attempt in (1, 2):
+        done = subprocess.run(
+            ["bash", "-c", rest], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=180,
+        )  # fmt: skip
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out
+        assert "demo: parked: refund" in out and "a person's approval" in out
+        assert "worker stopped unexpectedly (killed by SIGKILL); starting it again" in out
+        assert re.search(r"demo: job \S+ succeeded: 'Done: order o1 is refunded", out), out
+        assert "approved by `aetheris run --demo`" in out  # in the trace, as the journal has it
+        assert out.rstrip().endswith("stopped cleanly"), attempt
+    jobs = json.loads(aetheris_in(tmp_path / "demo", "jobs", "list", "--json", env=env).stdout)
+    assert [j["status"] for j in jobs] == ["succeeded", "succeeded"]
+    listed = aetheris_in(tmp_path / "demo", "effects", "list", "--json", env=env)
+    effects = json.loads(listed.stdout)
+    refunds = [e for e in effects if e["tool"] == "refund"]
+    assert len(refunds) == 2 and {e["state"] for e in refunds} == {"committed"}

@@ -27,6 +27,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ import httpx
 from aetheris.app import App
 from aetheris.cli import config as project_config
 from aetheris.cli.base import Env, database_option, main, pass_env, run
+from aetheris.errors import AetherisError
 from aetheris.store import safe_url
 
 STARTUP = 3.0  # seconds: a child that dies sooner did not start
@@ -228,7 +230,35 @@ async def supervise(plan: Plan) -> int:
         await supervisor.wait_all()
         return 0 if asked else 1
     echo(plan.banner())
-    return await supervisor.watch()
+    if not plan.demo:
+        return await supervisor.watch()
+    demo = asyncio.create_task(_demo(supervisor, children[1], plan.url))
+    code = await supervisor.watch()
+    return code or await demo
+
+
+async def _demo(supervisor: Supervisor, worker: Child, url: str) -> int:
+    """Run the demo (:mod:`aetheris.cli.tour`) and then stop; 1 if it did not finish."""
+    from aetheris.cli import tour
+    from aetheris.client import Client
+
+    async with Client(url, "") as client:
+        try:
+            steps = tour.Tour(
+                client,
+                kill_worker=lambda: tour.kill(worker.proc),
+                worker_age=lambda: time.monotonic() - worker.started,
+            )
+            job_id = await steps.run(STARTUP)
+            await tour.show_trace(client, job_id)
+            echo(f"see it again: aetheris trace {job_id}; keep a project up: aetheris run")
+            code = 0
+        except (click.ClickException, AetherisError) as exc:
+            echo(f"the demo stopped: {exc}", err=True)
+            code = 1
+    if not supervisor.stopping.is_set():
+        supervisor.stop()
+    return code
 
 
 @dataclass
@@ -243,6 +273,7 @@ class Plan:
     concurrency: int
     model: str
     env: dict[str, str]
+    demo: bool = False
 
     @property
     def url(self) -> str:
@@ -307,17 +338,30 @@ def start_model(settings: project_config.ProjectConfig, env: dict[str, str]) -> 
 @click.option("--host", default="127.0.0.1", show_default=True, help="A loopback address.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--concurrency", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Run the project's support agent once (a refund a person approves), show it, stop.",
+)
 @database_option
 @pass_env
 @click.pass_context
 def run_command(
-    ctx: click.Context, env: Env, app_spec: str | None, host: str, port: int, concurrency: int
+    ctx: click.Context,
+    env: Env,
+    app_spec: str | None,
+    host: str,
+    port: int,
+    concurrency: int,
+    demo: bool,
 ) -> None:
     """Run the project here: the HTTP API (no key, on loopback) and a worker, on the
     embedded database by default, showing jobs as they run, until Ctrl-C.
 
     Without a model configured (AETHERIS_LLM_URL, or [model] url in aetheris.toml) it serves
-    the project's scripted model (model_script.json)."""
+    the project's scripted model (model_script.json). With --demo it runs the new project's
+    support agent once, from the question to a person's approval (while its worker is killed
+    with SIGKILL) to its answer, prints its trace and stops."""
     from aetheris.api.server import is_loopback
 
     if not app_spec:
@@ -334,10 +378,32 @@ def run_command(
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     model = start_model(settings, child_env)
     run(_migrate(app), app.database_url)  # before two children try at once
+    if demo and "support" not in app.agent_names:
+        raise click.UsageError(
+            "--demo runs the support agent of a project `aetheris init` made; this App has none"
+        )
+    if demo:
+        port = _available(host, port)  # a demo should not fail on a port something else holds
     plan = Plan(
-        app_spec, app.agent_names, app.database_url, host, port, concurrency, model, child_env
+        app_spec, app.agent_names, app.database_url, host, port, concurrency, model, child_env, demo
     )
     sys.exit(asyncio.run(supervise(plan)))
+
+
+def _available(host: str, port: int) -> int:
+    """``port`` if it can be listened on at ``host``, else one the system picks (said)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for wanted in (port, 0):
+        with socket.socket(family) as probe:
+            try:
+                probe.bind((host, wanted))
+            except OSError:
+                continue
+            found: int = probe.getsockname()[1]
+        if found != port:
+            echo(f"port {port} is taken: serving on {found}")
+        return found
+    return port
 
 
 async def _migrate(app: App) -> None:
