@@ -268,6 +268,8 @@ def test_migrate_check_reports_a_pending_migration_until_migrate_runs(cli: Cli) 
     again = cli(*url, "db", "migrate", "--check", env=env)
     assert again.returncode == 0, again.stderr
     assert "pending" not in again.stdout
+    state = json.loads(cli(*url, "db", "migrate", "--check", "--json", env=env).stdout)
+    assert state["up_to_date"] is True and state["schema"] == state["latest"]
 
     # ``python -m aetheris`` is the same command; it reads AETHERIS_DATABASE_URL too.
     module = subprocess.run(
@@ -671,7 +673,8 @@ def test_approve_signal_and_cancel_from_the_cli(cli: Cli, workers: Workers) -> N
     assert cli.lines("charges.log") == []
     stale = cli("approve", job_id, "--args-hash", "f" * 64)
     assert stale.returncode == 1 and "review it again" in stale.stderr
-    cli.ok("approve", job_id, "--by", "qa", "--args-hash", request["args_hash"])
+    decided = cli.json("approve", job_id, "--by", "qa", "--args-hash", request["args_hash"])
+    assert decided["sender"] == "qa" and decided["name"].startswith("approval:"), decided
     waiting = cli.wait_for(job_id, "parked")
     while waiting["park_reason"] != "signal":
         time.sleep(0.1)

@@ -61,7 +61,7 @@ def test_keys_create_list_revoke_on_the_command_line(tmp_path: Path) -> None:
     listed = runner.invoke(main, ["--database-url", url, "keys", "list", "--json"])
     assert [k["id"] for k in json.loads(listed.output)] == [doc["id"]]
     assert doc["key"] not in listed.output
-    revoked = runner.invoke(main, ["--database-url", url, "keys", "revoke", doc["id"]])
-    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    revoked = runner.invoke(main, ["--database-url", url, "keys", "revoke", doc["id"], "--json"])
+    assert revoked.exit_code == 0 and json.loads(revoked.output)["revoked_at"] is not None
     missing = runner.invoke(main, ["--database-url", url, "keys", "revoke", "nope"])
     assert missing.exit_code == 1

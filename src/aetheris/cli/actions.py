@@ -23,7 +23,7 @@ from aetheris.cli.base import (
     who,
 )
 from aetheris.store import create_store
-from aetheris.store.port import Control, Job, JobStatus, ParkReason, signal_wake
+from aetheris.store.port import Control, Job, JobStatus, ParkReason, Signal, signal_wake
 from aetheris.store.sqlite import sqlite_path
 
 
@@ -71,14 +71,23 @@ async def send_signal(
 @click.option("--tokens", type=click.IntRange(min=0), help="The new token limit.")
 @click.option("--cost", type=click.FloatRange(min=0), help="The new cost limit, in dollars.")
 @click.option("--by", default=who, show_default="$USER", help="Recorded with the raise.")
+@json_option
 @with_backend(writes=True)
 async def budget(
-    backend: Backend, job_id: str, tokens: int | None, cost: float | None, by: str | None
+    backend: Backend,
+    job_id: str,
+    tokens: int | None,
+    cost: float | None,
+    by: str | None,
+    as_json: bool,
 ) -> None:
     """Give a job new model budget limits; a job parked for its budget resumes."""
     if tokens is None and cost is None:
         raise click.UsageError("give --tokens, --cost or both")
-    await backend.raise_budget(job_id, tokens, cost, by)
+    sent = await backend.raise_budget(job_id, tokens, cost, by)
+    if as_json:
+        render.print_json(render.signal_json(sent))
+        return
     job = await backend.get_job(job_id)
     limits = ", ".join(
         f"{name} {value}"
@@ -104,6 +113,7 @@ def _decision_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("job_id")
 @_decision_options
 @click.option("--comment", help="Recorded with the decision.")
+@json_option
 @with_backend(writes=True)
 async def approve(
     backend: Backend,
@@ -112,16 +122,18 @@ async def approve(
     by: str | None,
     args_hash: str | None,
     comment: str | None,
+    as_json: bool,
 ) -> None:
     """Approve a job's pending approval request."""
-    await backend.decide(job_id, True, position, by, comment, args_hash)
-    click.echo(f"approved; job {job_id} resumes")
+    sent = await backend.decide(job_id, True, position, by, comment, args_hash)
+    _decided(sent, f"approved; job {job_id} resumes", as_json)
 
 
 @main.command()
 @click.argument("job_id")
 @_decision_options
 @click.option("--reason", help="Why (the agent sees it).")
+@json_option
 @with_backend(writes=True)
 async def reject(
     backend: Backend,
@@ -130,10 +142,19 @@ async def reject(
     by: str | None,
     args_hash: str | None,
     reason: str | None,
+    as_json: bool,
 ) -> None:
     """Reject a job's pending approval request; the agent sees ApprovalRejected."""
-    await backend.decide(job_id, False, position, by, reason, args_hash)
-    click.echo(f"rejected; job {job_id} resumes")
+    sent = await backend.decide(job_id, False, position, by, reason, args_hash)
+    _decided(sent, f"rejected; job {job_id} resumes", as_json)
+
+
+def _decided(sent: Signal, text: str, as_json: bool) -> None:
+    """The decision as sent: the signal that carries it (--json), else a line."""
+    if as_json:
+        render.print_json(render.signal_json(sent))
+    else:
+        click.echo(text)
 
 
 def _control_command(action: str, doc: str) -> None:
@@ -282,17 +303,27 @@ def db() -> None:
 
 @db.command()
 @click.option("--check", is_flag=True, help="Only check; exit 1 if a migration is pending.")
+@json_option
 @database_option
 @pass_env
-def migrate(env: Env, check: bool) -> None:
+def migrate(env: Env, check: bool, as_json: bool) -> None:
     """Apply pending migrations (or check for them)."""
     url = env.url
     if url.split(":", 1)[0].lower() == "memory":
         raise click.ClickException(MEMORY_REFUSED)
 
+    def say(current: int | None, latest: int | None, text: str) -> None:
+        if as_json:
+            up = current is not None and current == latest
+            render.print_json(
+                {"database": url, "schema": current, "latest": latest, "up_to_date": up}
+            )
+        else:
+            click.echo(f"{url}: {text}")
+
     async def main() -> None:
         if check and url.startswith("sqlite:") and not sqlite_path(url)[0].exists():
-            click.echo(f"{url}: no database file: migration pending")
+            say(None, None, "no database file: migration pending")
             sys.exit(1)
         store = create_store(url)
         await store.open(migrate=not check)
@@ -301,8 +332,12 @@ def migrate(env: Env, check: bool) -> None:
         finally:
             await store.close()
         if check and not state.up_to_date:
-            click.echo(f"{url}: schema {state.current}, latest {state.latest}: migration pending")
+            say(
+                state.current,
+                state.latest,
+                f"schema {state.current}, latest {state.latest}: migration pending",
+            )
             sys.exit(1)
-        click.echo(f"{url}: schema version {state.current} (latest {state.latest})")
+        say(state.current, state.latest, f"schema version {state.current} (latest {state.latest})")
 
     run(main())

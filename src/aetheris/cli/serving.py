@@ -94,13 +94,17 @@ async def keys_list(app: App, as_json: bool) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id")
+@json_option
 @with_app(writes=True)
-async def keys_revoke(app: App, key_id: str) -> None:
+async def keys_revoke(app: App, key_id: str, as_json: bool) -> None:
     """Revoke a key: requests with it are refused from now on."""
     key = await (await app.open_store()).revoke_api_key(key_id)
     if key is None:
         raise click.ClickException(f"no API key {key_id!r}")
-    click.echo(f"key {key.id} revoked")
+    if as_json:
+        render.print_json(key_json(key))
+    else:
+        click.echo(f"key {key.id} revoked")
 
 
 __all__ = ["keys", "server"]
