@@ -13,6 +13,11 @@ SQLITE_ONLY = {
     "expired_candidate": "claim",
     "due_candidate": "claim",
     "pending_candidate": "claim",
+    # Webhook claims: PostgreSQL claims and reads in one statement (SKIP LOCKED, RETURNING
+    # joined to the subscription); SQLite, with no data-modifying CTE, reads what it took
+    # after, and first looks outside any transaction so an idle deliverer takes no lock.
+    "due_delivery": "claim_deliveries",
+    "claimed_deliveries": "claim_deliveries",
 }
 POSTGRESQL_ONLY = {
     # Row locks: SQLite's single writer already serializes what these order.
@@ -46,12 +51,19 @@ def test_every_query_the_stores_name_exists() -> None:
     root = Path(package.__file__).parent
     named = re.compile(r"""(?:Q\[|Run\(|_one\(|_all\(|explain=)\s*"(\w+)\"""")
     for dialect, files in {
-        "sqlite": ["sqlite.py", "sqlite_kv.py", "sqlite_tenancy.py", "sql/steps.py"],
+        "sqlite": [
+            "sqlite.py",
+            "sqlite_kv.py",
+            "sqlite_tenancy.py",
+            "sqlite_webhooks.py",
+            "sql/steps.py",
+        ],
         "postgresql": [
             "postgres.py",
             "postgres_kv.py",
             "postgres_session.py",
             "postgres_tenancy.py",
+            "postgres_webhooks.py",
             "sql/steps.py",
         ],
     }.items():

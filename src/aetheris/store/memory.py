@@ -36,6 +36,7 @@ from aetheris.store._shared import (
     signal_taken,
     worker_info,
 )
+from aetheris.store.memory_webhooks import MemoryWebhooks
 from aetheris.store.port import (
     WORKER_ALIVE_WINDOW,
     WORKER_FORGET_AFTER,
@@ -68,7 +69,7 @@ from aetheris.store.port import (
 LATEST_SCHEMA = len(sql.migrations("sqlite"))
 
 
-class MemoryStore:
+class MemoryStore(MemoryWebhooks):
     """A store held in process memory (URL ``memory://``)."""
 
     def __init__(self, url: str = "memory://", *, clock: Callable[[], float] = time.time) -> None:
@@ -87,6 +88,7 @@ class MemoryStore:
         self._signals: dict[tuple[str, int], Signal] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
+        self._init_webhooks()
 
     async def open(self, *, migrate: bool = True) -> None:
         return None
@@ -389,6 +391,7 @@ class MemoryStore:
             head_hash=sealed[-1].hash,
             updated_at=now,
         )
+        self._outbox(sealed)  # with the events, as every store does: see store.outbox
         return sealed
 
     async def events(self, job_id: str) -> list[Event]:
