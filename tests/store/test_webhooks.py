@@ -184,19 +184,19 @@ async def test_claims_are_exclusive_and_leases_run_out(store: Store) -> None:
     for i in range(6):
         await succeed(store, await running(store, f"j{i}"))
     first, second = await asyncio.gather(
-        store.claim_deliveries("d1", limit=4, lease=60.0),
-        store.claim_deliveries("d2", limit=4, lease=60.0),
+        store.claim_deliveries(limit=4, lease=60.0),
+        store.claim_deliveries(limit=4, lease=60.0),
     )
     ids = [c.delivery.id for c in first + second]
     assert len(ids) == len(set(ids)) == 6
-    assert await store.claim_deliveries("d3", limit=10) == []  # all held
+    assert await store.claim_deliveries(limit=10) == []  # all held
     claim = first[0]
     assert claim.url == "http://127.0.0.1:1/ends" and claim.secret == "s-ends"
     # A deliverer that dies holds its claims only until their lease runs out.
     await store.create_webhook(hook("more", tenant="gamma"))
     await succeed(store, await running(store, "k", tenant="gamma"))
-    lost = await store.claim_deliveries("d4", limit=1, lease=0.0)
-    retaken = await store.claim_deliveries("d5", limit=1, lease=60.0)
+    lost = await store.claim_deliveries(limit=1, lease=0.0)
+    retaken = await store.claim_deliveries(limit=1, lease=60.0)
     assert [c.delivery.id for c in retaken] == [lost[0].delivery.id]
     outcome = AttemptOutcome(200, None, 0.01, delivered=True)
     assert await store.record_attempt(lost[0].delivery.id, lost[0].token, outcome) is None
@@ -207,24 +207,24 @@ async def test_claims_are_exclusive_and_leases_run_out(store: Store) -> None:
 async def test_attempts_are_logged_until_delivered_or_dead(store: Store) -> None:
     await store.create_webhook(hook("ends"))
     await succeed(store, await running(store, "j1"))
-    [claim] = await store.claim_deliveries("d1")
+    [claim] = await store.claim_deliveries()
     failed = AttemptOutcome(500, "HTTP 500: boom", 0.02, retry_in=0.0)
     row = await store.record_attempt(claim.delivery.id, claim.token, failed)
     assert row is not None and row.state is DeliveryState.PENDING
     assert (row.attempts, row.last_status, row.last_error) == (1, 500, "HTTP 500: boom")
     assert await store.record_attempt(claim.delivery.id, claim.token, failed) is None  # used
-    [claim] = await store.claim_deliveries("d1")
+    [claim] = await store.claim_deliveries()
     later = AttemptOutcome(None, "connection refused", 0.001, retry_in=3600.0)
     row = await store.record_attempt(claim.delivery.id, claim.token, later)
     assert row is not None and row.next_at > row.log[-1].at + 3000
-    assert await store.claim_deliveries("d1") == []  # not due for an hour
+    assert await store.claim_deliveries() == []  # not due for an hour
     assert [(a.status, a.error, a.retry_in) for a in row.log] == [
         (500, "HTTP 500: boom", 0.0),
         (None, "connection refused", 3600.0),
     ]
     assert row.log[0].duration == pytest.approx(0.02)
     await succeed(store, await running(store, "j2"))
-    [claim] = await store.claim_deliveries("d1")
+    [claim] = await store.claim_deliveries()
     dead = await store.record_attempt(
         claim.delivery.id, claim.token, AttemptOutcome(410, "gone", 0.1)
     )
@@ -237,7 +237,7 @@ async def test_deleting_a_subscription_ends_its_pending_deliveries(store: Store)
     await store.create_webhook(hook("kept"))
     await succeed(store, await running(store, "j1"))
     await store.disable_webhook("ends")
-    [claim] = await store.claim_deliveries("d1")
+    [claim] = await store.claim_deliveries()
     assert claim.delivery.webhook_id == "kept"
     [gone] = await store.deliveries(webhook_id="ends")
     assert gone.state is DeliveryState.DEAD and gone.last_error == "the subscription was deleted"

@@ -108,7 +108,7 @@ class MemoryWebhooks:
             return hook
 
     async def claim_deliveries(
-        self, owner: str, *, limit: int = 10, lease: float = 60.0
+        self, *, limit: int = 10, lease: float = 60.0
     ) -> list[DeliveryClaim]:
         with self._lock:
             now = self._clock()

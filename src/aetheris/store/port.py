@@ -513,7 +513,7 @@ class Store(Protocol):
         ...
 
     async def claim_deliveries(
-        self, owner: str, *, limit: int = 10, lease: float = 60.0
+        self, *, limit: int = 10, lease: float = 60.0
     ) -> list[DeliveryClaim]:
         """Take up to ``limit`` pending deliveries that are due (``next_at`` passed), the
         longest due first, for ``lease`` seconds: until then no other claim gets them, after

@@ -79,7 +79,7 @@ class PostgresWebhooks:
             return webhook_from(row)
 
     async def claim_deliveries(
-        self, owner: str, *, limit: int = 10, lease: float = 60.0
+        self, *, limit: int = 10, lease: float = 60.0
     ) -> list[DeliveryClaim]:
         params = {"limit": limit, "lease": lease, "token": uuid.uuid4().hex}
         return [claim_from(r, POSTGRESQL) for r in await self._all("claim_deliveries", params)]

@@ -71,7 +71,7 @@ class SQLiteWebhooks:
         return await self._write(disable)
 
     async def claim_deliveries(
-        self, owner: str, *, limit: int = 10, lease: float = 60.0
+        self, *, limit: int = 10, lease: float = 60.0
     ) -> list[DeliveryClaim]:
         due = {"now": self._clock()}
         if self._read(lambda conn: conn.execute(Q["due_delivery"], due).fetchone()) is None:
