@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
+from aetheris import Client, SyncClient
 from aetheris.api import create_api
+from aetheris.errors import InvalidInput, PermissionDenied, WebhookNotFound
 from aetheris.keys import create_key
+from aetheris.models import DeliveryState, WebhookEvent
 from aetheris.webhooks import Deliverer, verify_signature
 from tests.api.conftest import Api, build_app
 from tests.webhooks_kit import receiver
@@ -134,3 +138,38 @@ async def test_the_server_delivers_while_it_serves(tmp_path: Path) -> None:
         server.should_exit = True
         await asyncio.gather(serving, working)
         await app.close()
+
+
+async def test_the_client_has_the_webhook_verbs(api: Api) -> None:
+    transport = httpx.ASGITransport(create_api(api.app))
+    admin, viewer = api.tokens[("acme", "admin")], api.tokens[("acme", "viewer")]
+    async with Client("http://aetheris", admin, transport=transport) as client:
+        hook = await client.create_webhook("http://127.0.0.1:9/c", ["job.cancelled"])
+        assert hook.secret.startswith("whsec_") and hook.events == (WebhookEvent.JOB_CANCELLED,)
+        [listed] = await client.webhooks()
+        assert listed.id == hook.id and listed.secret == ""
+        job = await api.start("waiter")
+        await client.cancel(job)
+        [row] = await client.deliveries(hook.id)
+        assert row.job_id == job and row.state is DeliveryState.PENDING
+        assert await client.deliveries(state="delivered") == []
+        assert (await client.delete_webhook(hook.id)).active is False
+        with pytest.raises(WebhookNotFound):
+            await client.delete_webhook("wh_missing")
+        with pytest.raises(InvalidInput, match="http:// or https://"):
+            await client.create_webhook("mailto:x@example.com", ["job.failed"])
+        with pytest.raises(InvalidInput, match="events"):
+            await client.create_webhook("http://127.0.0.1:9/c", ["job.done"])
+    async with Client("http://aetheris", viewer, transport=transport) as client:
+        with pytest.raises(PermissionDenied):
+            await client.webhooks()
+
+
+def test_the_sync_client_has_them_too(api: Api) -> None:
+    transport = httpx.ASGITransport(create_api(api.app))
+    with SyncClient("http://aetheris", api.tokens[("acme", "admin")], transport=transport) as sync:
+        made = sync.create_webhook("https://example.com/s", [WebhookEvent.JOB_FAILED])
+        assert [h.id for h in sync.webhooks()] == [made.id]
+        assert sync.deliveries(made.id) == sync.deliveries() == []
+        assert not sync.delete_webhook(made.id).active
+        assert [h.id for h in sync.webhooks(disabled=True)] == [made.id]

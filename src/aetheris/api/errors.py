@@ -25,6 +25,7 @@ from aetheris.errors import (
     SchemaMismatch,
     StoreUnavailable,
     UnknownAgent,
+    WebhookNotFound,
 )
 
 log = logging.getLogger("aetheris.api")
@@ -47,6 +48,7 @@ _HTTP_CODES = {
 # The runtime's errors, most specific first: (type, status, code).
 _RUNTIME: list[tuple[type[BaseException], int, str]] = [
     (JobNotFound, 404, "not_found"),
+    (WebhookNotFound, 404, "not_found"),
     (UnknownAgent, 422, "unknown_agent"),
     (IdempotencyConflict, 409, "idempotency_conflict"),
     (Conflict, 409, "conflict"),

@@ -21,7 +21,7 @@ from aetheris.api.errors import ApiError
 from aetheris.api.jobs import Aetheris, Caller
 from aetheris.api.schemas import NAME, CreateWebhook, DeliveryOut, WebhookCreated, WebhookOut
 from aetheris.app import App
-from aetheris.errors import AetherisError
+from aetheris.errors import AetherisError, WebhookNotFound
 from aetheris.store.port import DeliveryState, Webhook
 from aetheris.webhooks import Deliverer, create_webhook
 
@@ -31,15 +31,11 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many, newe
 log = logging.getLogger("aetheris.api")
 
 
-def _not_found(webhook_id: str) -> ApiError:
-    return ApiError(404, "not_found", f"webhook {webhook_id!r} not found")
-
-
 async def _visible(app: App, caller: Principal, webhook_id: str) -> Webhook:
     """The subscription, if it exists and is the caller's tenant's; else 404 either way."""
     hook = await (await app.open_store()).webhook(webhook_id)
     if hook is None or (caller.tenant is not None and hook.tenant != caller.tenant):
-        raise _not_found(webhook_id)
+        raise WebhookNotFound(webhook_id)
     return hook
 
 
@@ -90,7 +86,7 @@ async def delete(webhook_id: WebhookId, app: Aetheris, caller: Caller) -> Webhoo
     await _visible(app, caller, webhook_id)
     hook = await (await app.open_store()).disable_webhook(webhook_id)
     if hook is None:
-        raise _not_found(webhook_id)
+        raise WebhookNotFound(webhook_id)
     return WebhookOut.of(hook)
 
 
