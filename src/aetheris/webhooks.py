@@ -109,8 +109,10 @@ def check_url(url: str) -> str:
         raise InvalidInput(f"webhook URL {url!r} is not a URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise InvalidInput(f"webhook URL must be http:// or https://, got {url!r}")
-    if not host or any(c.isspace() for c in url):
-        raise InvalidInput(f"webhook URL {url!r} has no host (or contains spaces)")
+    if not host:
+        raise InvalidInput(f"webhook URL {url!r} has no host")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise InvalidInput(f"webhook URL {url!r} contains spaces or control characters")
     del port  # read only to refuse a malformed port
     return url
 
