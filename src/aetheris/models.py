@@ -308,7 +308,7 @@ class DeliveryAttempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class WebhookDelivery:
     """One event for one subscription, from the outbox written with the event itself.
 
     ``event_id`` (``<job id>:<journal seq>``) is the same on every try and for every

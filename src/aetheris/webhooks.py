@@ -44,10 +44,10 @@ from aetheris.errors import AetherisError, InvalidInput
 from aetheris.journal import check_text
 from aetheris.store.port import (
     AttemptOutcome,
-    Delivery,
     DeliveryClaim,
     Store,
     Webhook,
+    WebhookDelivery,
     WebhookEvent,
 )
 
@@ -186,7 +186,7 @@ class RetryPolicy:
         return base * (1 - self.jitter + 2 * self.jitter * draw)
 
 
-def event_body(delivery: Delivery) -> bytes:
+def event_body(delivery: WebhookDelivery) -> bytes:
     """What is POSTed: the same bytes on every try (only the headers' timestamp changes)."""
     doc = {
         "id": delivery.event_id,
@@ -222,7 +222,7 @@ class Deliverer:
         lease: float = 60.0,
         poll_interval: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
-        on_attempt: Callable[[Delivery], None] | None = None,
+        on_attempt: Callable[[WebhookDelivery], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.store = store

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from aetheris.store.port import Delivery, DeliveryState, Store, WebhookEvent
+from aetheris.store.port import DeliveryState, Store, WebhookDelivery, WebhookEvent
 from aetheris.webhooks import Deliverer, RetryPolicy, create_webhook, verify_signature
 from tests.webhooks_kit import HANG, closed_port_url, end_job, receiver
 
@@ -21,7 +21,7 @@ class Watched:
     """A deliverer running in the background, and every delivery it records, awaitable."""
 
     def __init__(self, store: Store, **options: object) -> None:
-        self.recorded: asyncio.Queue[Delivery] = asyncio.Queue()
+        self.recorded: asyncio.Queue[WebhookDelivery] = asyncio.Queue()
         self.deliverer = Deliverer(
             store,
             poll_interval=0.02,
@@ -29,7 +29,7 @@ class Watched:
             **options,  # type: ignore[arg-type]
         )
 
-    async def until(self, state: DeliveryState, timeout: float = 15.0) -> Delivery:
+    async def until(self, state: DeliveryState, timeout: float = 15.0) -> WebhookDelivery:
         """The first recorded delivery in ``state``."""
         while True:
             row = await asyncio.wait_for(self.recorded.get(), timeout)

@@ -10,12 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aetheris.journal import Event
 from aetheris.store.port import (
-    Delivery,
     DeliveryAttempt,
     Effect,
     Job,
     Signal,
     Webhook,
+    WebhookDelivery,
     WebhookEvent,
 )
 
@@ -319,7 +319,7 @@ class DeliveryOut(BaseModel):
     log: list[AttemptOut] = Field(description="Every try, oldest first.")
 
     @classmethod
-    def of(cls, row: Delivery) -> DeliveryOut:
+    def of(cls, row: WebhookDelivery) -> DeliveryOut:
         return cls(
             id=row.id,
             webhook_id=row.webhook_id,

@@ -30,7 +30,6 @@ from aetheris.modelcalls import check_blobs
 from aetheris.models import (
     DEFAULT_TENANT,
     Budget,
-    Delivery,
     DeliveryState,
     Effect,
     EffectState,
@@ -39,6 +38,7 @@ from aetheris.models import (
     ParkReason,
     Signal,
     Webhook,
+    WebhookDelivery,
 )
 from aetheris.store import safe_url
 from aetheris.webhooks import create_webhook
@@ -83,7 +83,7 @@ class Backend(Protocol):
     async def deliveries(
         self, webhook_id: str | None, state: DeliveryState | None, limit: int,
         tenant: str | None,
-    ) -> list[Delivery]: ...  # fmt: skip
+    ) -> list[WebhookDelivery]: ...  # fmt: skip
 
 
 class Direct:
@@ -207,7 +207,7 @@ class Direct:
     async def deliveries(
         self, webhook_id: str | None, state: DeliveryState | None, limit: int,
         tenant: str | None,
-    ) -> list[Delivery]:  # fmt: skip
+    ) -> list[WebhookDelivery]:  # fmt: skip
         store = await self.app.open_store()
         if webhook_id is not None and await store.webhook(webhook_id) is None:
             raise WebhookNotFound(webhook_id)
@@ -318,7 +318,7 @@ class Remote:
     async def deliveries(
         self, webhook_id: str | None, state: DeliveryState | None, limit: int,
         tenant: str | None,
-    ) -> list[Delivery]:  # fmt: skip
+    ) -> list[WebhookDelivery]:  # fmt: skip
         found = await self.client.deliveries(webhook_id, state=state, limit=limit)
         return [d for d in found if tenant is None or d.tenant == tenant]
 

@@ -12,7 +12,7 @@ from rich.text import Text
 from aetheris.cli import render
 from aetheris.cli.backend import Backend, with_backend
 from aetheris.cli.base import json_option, main
-from aetheris.models import Delivery, DeliveryState, Webhook, WebhookEvent
+from aetheris.models import DeliveryState, Webhook, WebhookDelivery, WebhookEvent
 
 EVENTS = [e.value for e in WebhookEvent]
 STATE_STYLE = {"delivered": "green", "pending": "yellow", "dead": "red"}
@@ -43,7 +43,7 @@ def webhook_json(hook: Webhook, *, secret: bool = False) -> dict[str, Any]:
     return doc
 
 
-def delivery_json(row: Delivery) -> dict[str, Any]:
+def delivery_json(row: WebhookDelivery) -> dict[str, Any]:
     return {
         "id": row.id,
         "webhook_id": row.webhook_id,
@@ -183,8 +183,8 @@ def _webhooks_table(found: Sequence[Webhook]) -> render.View:
     return render.View(Text(f"{len(found)} webhook(s)"), [columns])
 
 
-def _deliveries_table(rows: Sequence[Delivery]) -> render.View:
-    def last(row: Delivery) -> str:
+def _deliveries_table(rows: Sequence[WebhookDelivery]) -> render.View:
+    def last(row: WebhookDelivery) -> str:
         if row.state is DeliveryState.DELIVERED:
             return f"{row.last_status} at {render.iso(row.delivered_at)}"
         said = row.last_error or ""

@@ -32,7 +32,6 @@ from aetheris.journal import ChainReport, Event, EventType
 from aetheris.models import (
     DEFAULT_TENANT,
     Control,
-    Delivery,
     DeliveryAttempt,
     DeliveryState,
     Effect,
@@ -43,6 +42,7 @@ from aetheris.models import (
     ParkReason,
     Signal,
     Webhook,
+    WebhookDelivery,
     WebhookEvent,
 )
 
@@ -196,8 +196,8 @@ def webhook(doc: dict[str, Any]) -> Webhook:
     )
 
 
-def delivery(doc: dict[str, Any]) -> Delivery:
-    return Delivery(
+def delivery(doc: dict[str, Any]) -> WebhookDelivery:
+    return WebhookDelivery(
         id=doc["id"],
         webhook_id=doc["webhook_id"],
         tenant=doc["tenant"],

@@ -23,7 +23,6 @@ from aetheris.errors import ConfigurationError, InvalidInput, JobFailed, ServerE
 from aetheris.journal import ChainReport, Event
 from aetheris.models import (
     Budget,
-    Delivery,
     DeliveryState,
     Effect,
     EffectState,
@@ -32,6 +31,7 @@ from aetheris.models import (
     ParkReason,
     Signal,
     Webhook,
+    WebhookDelivery,
     WebhookEvent,
 )
 
@@ -403,7 +403,7 @@ class Client:
         *,
         state: DeliveryState | str | None = None,
         limit: int = 100,
-    ) -> list[Delivery]:
+    ) -> list[WebhookDelivery]:
         """Deliveries newest first (of one subscription, or all of the tenant's), each
         with every try."""
         params: dict[str, Any] = {"limit": limit}

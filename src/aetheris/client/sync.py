@@ -16,7 +16,6 @@ from aetheris.client.remote import Client, RemoteJobHandle
 from aetheris.journal import ChainReport, Event
 from aetheris.models import (
     Budget,
-    Delivery,
     DeliveryState,
     Effect,
     EffectState,
@@ -25,6 +24,7 @@ from aetheris.models import (
     ParkReason,
     Signal,
     Webhook,
+    WebhookDelivery,
     WebhookEvent,
 )
 
@@ -227,7 +227,7 @@ class SyncClient:
         *,
         state: DeliveryState | str | None = None,
         limit: int = 100,
-    ) -> list[Delivery]:
+    ) -> list[WebhookDelivery]:
         return self._run(self._client.deliveries(webhook_id, state=state, limit=limit))
 
 

@@ -18,12 +18,12 @@ from aetheris.journal import Event, to_jsonable
 from aetheris.store.outbox import notices
 from aetheris.store.port import (
     AttemptOutcome,
-    Delivery,
     DeliveryAttempt,
     DeliveryClaim,
     DeliveryState,
     Job,
     Webhook,
+    WebhookDelivery,
 )
 
 DISABLED = "the subscription was deleted"
@@ -39,7 +39,7 @@ class MemoryWebhooks:
 
     def _init_webhooks(self) -> None:
         self._hooks: dict[str, Webhook] = {}
-        self._deliveries: dict[int, Delivery] = {}
+        self._deliveries: dict[int, WebhookDelivery] = {}
         self._by_event: set[tuple[str, str]] = set()  # (webhook id, event id): one delivery
         self._claims: dict[int, str] = {}  # delivery id: the token of its current claim
 
@@ -56,7 +56,7 @@ class MemoryWebhooks:
                     continue
                 self._by_event.add(key)
                 number = len(self._deliveries) + 1
-                self._deliveries[number] = Delivery(
+                self._deliveries[number] = WebhookDelivery(
                     id=number,
                     webhook_id=hook.id,
                     tenant=job.tenant,
@@ -133,7 +133,7 @@ class MemoryWebhooks:
 
     async def record_attempt(
         self, delivery_id: int, token: str, outcome: AttemptOutcome
-    ) -> Delivery | None:
+    ) -> WebhookDelivery | None:
         with self._lock:
             row = self._deliveries.get(delivery_id)
             if row is None or self._claims.get(delivery_id) != token:
@@ -165,7 +165,7 @@ class MemoryWebhooks:
         webhook_id: str | None = None,
         state: DeliveryState | None = None,
         limit: int = 100,
-    ) -> list[Delivery]:
+    ) -> list[WebhookDelivery]:
         with self._lock:
             found = [
                 row

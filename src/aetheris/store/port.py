@@ -31,7 +31,6 @@ from aetheris.models import (
     TERMINAL_STATUSES,
     ApiKey,
     Control,
-    Delivery,
     DeliveryAttempt,
     DeliveryState,
     Effect,
@@ -44,6 +43,7 @@ from aetheris.models import (
     Role,
     Signal,
     Webhook,
+    WebhookDelivery,
     WebhookEvent,
     WorkerInfo,
 )
@@ -54,7 +54,6 @@ __all__ = [
     "TERMINAL_STATUSES",
     "ApiKey",
     "Control",
-    "Delivery",
     "DeliveryAttempt",
     "DeliveryState",
     "Effect",
@@ -67,6 +66,7 @@ __all__ = [
     "Role",
     "Signal",
     "Webhook",
+    "WebhookDelivery",
     "WebhookEvent",
     "WorkerInfo",
 ]
@@ -206,7 +206,7 @@ class DeliveryClaim:
     """A delivery taken by one deliverer until ``lease`` runs out: where to send it, the
     secret to sign it with, and the ``token`` that proves the claim when its try is recorded."""
 
-    delivery: Delivery
+    delivery: WebhookDelivery
     url: str
     secret: str
     token: str
@@ -523,7 +523,7 @@ class Store(Protocol):
 
     async def record_attempt(
         self, delivery_id: int, token: str, outcome: AttemptOutcome
-    ) -> Delivery | None:
+    ) -> WebhookDelivery | None:
         """Log one try of a claimed delivery and what follows (delivered, due again in
         ``retry_in`` seconds, or dead); the claim ends. ``None``, and nothing written, when
         the claim ``token`` no longer holds it (its lease ran out and another deliverer
@@ -537,7 +537,7 @@ class Store(Protocol):
         webhook_id: str | None = None,
         state: DeliveryState | None = None,
         limit: int = 100,
-    ) -> list[Delivery]:
+    ) -> list[WebhookDelivery]:
         """Deliveries newest first, of ``tenant``, of one subscription, in one state, when
         given; at most ``limit``."""
         ...

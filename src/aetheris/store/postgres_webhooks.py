@@ -21,7 +21,13 @@ from aetheris.journal import Event
 from aetheris.store import sql
 from aetheris.store.memory_webhooks import DISABLED
 from aetheris.store.outbox import notices
-from aetheris.store.port import AttemptOutcome, Delivery, DeliveryClaim, DeliveryState, Webhook
+from aetheris.store.port import (
+    AttemptOutcome,
+    DeliveryClaim,
+    DeliveryState,
+    Webhook,
+    WebhookDelivery,
+)
 from aetheris.store.sql.rows import (
     POSTGRESQL,
     attempt_params,
@@ -86,7 +92,7 @@ class PostgresWebhooks:
 
     async def record_attempt(
         self, delivery_id: int, token: str, outcome: AttemptOutcome
-    ) -> Delivery | None:
+    ) -> WebhookDelivery | None:
         row = await self._one("record_attempt", attempt_params(delivery_id, token, outcome))
         return delivery_from(row, POSTGRESQL) if row is not None else None
 
@@ -97,7 +103,7 @@ class PostgresWebhooks:
         webhook_id: str | None = None,
         state: DeliveryState | None = None,
         limit: int = 100,
-    ) -> list[Delivery]:
+    ) -> list[WebhookDelivery]:
         params = {
             "tenant": tenant,
             "webhook_id": webhook_id,

@@ -17,7 +17,13 @@ from typing import TypeVar
 from aetheris.errors import Conflict
 from aetheris.store import sql
 from aetheris.store.memory_webhooks import DISABLED
-from aetheris.store.port import AttemptOutcome, Delivery, DeliveryClaim, DeliveryState, Webhook
+from aetheris.store.port import (
+    AttemptOutcome,
+    DeliveryClaim,
+    DeliveryState,
+    Webhook,
+    WebhookDelivery,
+)
 from aetheris.store.sql.rows import (
     SQLITE,
     attempt_params,
@@ -88,10 +94,10 @@ class SQLiteWebhooks:
 
     async def record_attempt(
         self, delivery_id: int, token: str, outcome: AttemptOutcome
-    ) -> Delivery | None:
+    ) -> WebhookDelivery | None:
         params = attempt_params(delivery_id, token, outcome)
 
-        def record(conn: sqlite3.Connection) -> Delivery | None:
+        def record(conn: sqlite3.Connection) -> WebhookDelivery | None:
             row = conn.execute(Q["record_attempt"], {**params, "now": self._clock()}).fetchone()
             return delivery_from(row, SQLITE) if row is not None else None
 
@@ -104,7 +110,7 @@ class SQLiteWebhooks:
         webhook_id: str | None = None,
         state: DeliveryState | None = None,
         limit: int = 100,
-    ) -> list[Delivery]:
+    ) -> list[WebhookDelivery]:
         params = {
             "tenant": tenant,
             "webhook_id": webhook_id,

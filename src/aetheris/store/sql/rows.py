@@ -21,7 +21,6 @@ from aetheris.store.port import (
     AttemptOutcome,
     Commit,
     Control,
-    Delivery,
     DeliveryAttempt,
     DeliveryClaim,
     DeliveryState,
@@ -39,6 +38,7 @@ from aetheris.store.port import (
     StatusWrite,
     Summary,
     Webhook,
+    WebhookDelivery,
     WebhookEvent,
     WorkerInfo,
 )
@@ -404,11 +404,11 @@ def webhook_from(row: Row) -> Webhook:
     )
 
 
-def delivery_from(row: Row, d: Dialect) -> Delivery:
+def delivery_from(row: Row, d: Dialect) -> WebhookDelivery:
     log = row["log"]
     if isinstance(log, str):
         log = json.loads(log)
-    return Delivery(
+    return WebhookDelivery(
         id=row["id"],
         webhook_id=row["webhook_id"],
         tenant=row["tenant"],
