@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, cast, overload
 
 from aetheris.agents import AgentDef, AgentFn, check_input
 from aetheris.clock import SYSTEM_CLOCK, Clock
@@ -18,6 +18,7 @@ from aetheris.errors import (
     JobNotFound,
     UnknownAgent,
 )
+from aetheris.hooks import Hook, HookOptions, Hooks
 from aetheris.journal import canonical, check_text
 from aetheris.ledger import Tool
 from aetheris.models import Budget
@@ -26,6 +27,7 @@ from aetheris.scheduler import Doorbell, Worker
 from aetheris.store import create_store, default_url
 from aetheris.store.port import (
     DEFAULT_TENANT,
+    KEYED_PREFIX,
     Control,
     EffectClass,
     Job,
@@ -159,6 +161,7 @@ class App:
         self._store: Store | None = None
         self._store_lock: asyncio.Lock | None = None
         self.doorbell = Doorbell()  # rung after each write, so that local workers wake
+        self.hooks = Hooks()
 
     def __repr__(self) -> str:
         return f"<aetheris.App {self.database_url} agents={sorted(self._agents)}>"
@@ -251,6 +254,10 @@ class App:
             return Tool(definition)
 
         return register(fn) if fn is not None else cast(ToolDecorator, register)
+
+    def hook(self, name: str, **options: Unpack[HookOptions]) -> Hook:
+        """Declare an incoming webhook, ``POST /v1/hooks/{name}`` (see :meth:`Hooks.declare`)."""
+        return self.hooks.declare(name, **options)
 
     @property
     def agent_names(self) -> list[str]:
@@ -404,9 +411,7 @@ class App:
     async def waiting_for(self, job_id: str) -> str | None:
         """The signal a parked job waits for now (``approval:<position>`` for an approval),
         else ``None``: a signal of another name stays in its inbox until a wait takes it."""
-        job = await self.get_job(job_id)
-        kind, _, name = (job.wake_on or "").partition(":")
-        return name if job.status is JobStatus.PARKED and kind == "signal" else None
+        return (await self.get_job(job_id)).waiting_for
 
     # -- human in the loop and control -------------------------------------------------------
 
@@ -447,7 +452,8 @@ class App:
 
         Raises :class:`JobNotFound` for an unknown job and :class:`Conflict` for one that ended.
         Names starting with ``approval:`` are the approval channel: use :meth:`approve` or
-        :meth:`reject`, which bind the decision to the request that was reviewed.
+        :meth:`reject`, which bind the decision to the request that was reviewed; those
+        starting with ``keyed:`` carry keyed signals (:meth:`hook`).
         """
         if name == BUDGET_SIGNAL:
             raise InvalidInput(f"signal name {name!r} is reserved: use raise_budget()")
@@ -456,6 +462,8 @@ class App:
                 f"signal name {name!r} is reserved for approval decisions: "
                 "use approve() or reject() (`aetheris approve` / `aetheris reject`)"
             )
+        if name.startswith(KEYED_PREFIX):
+            raise InvalidInput(f"signal name {name!r} is reserved for incoming webhooks")
         for text, what in ((name, "signal name"), (signal_id, "signal id"), (sender, "sender")):
             if text is not None:
                 check_text(text, what)

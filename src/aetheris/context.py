@@ -94,12 +94,23 @@ class Context:
         """Sleep durably: the job parks (holding no worker) and wakes when due, anywhere."""
         await self._run.guarded(waits.sleep(self._run, seconds))
 
-    async def wait_for_signal(self, name: str, *, timeout: float | None = None) -> Any:
+    async def wait_for_signal(
+        self, name: str, *, key: str | None = None, timeout: float | None = None
+    ) -> Any:
         """The payload of the next signal ``name`` sent to this job (each received once).
 
         Signals sent before the wait are kept in the job's inbox. Raises
         :class:`~aetheris.SignalTimeout` (catchable) if ``timeout`` seconds pass first.
+
+        With a ``key``, the signal is not sent to this job but correlated by the key: an
+        incoming webhook (``app.hook(name, key=...)``, ``POST /v1/hooks/{name}``) whose body
+        holds ``key`` wakes the job waiting on it, in its tenant; one that came before the
+        wait is kept until a job waits on its key. The first job to wait on a key holds it
+        until it ends: a second one's wait raises :class:`~aetheris.SignalKeyTaken`.
         """
+        if key is not None:
+            keyed = waits.wait_for_keyed(self._run, name, key, timeout)
+            return await self._run.guarded(keyed)
         return await self._run.guarded(waits.wait_for_signal(self._run, name, timeout))
 
     async def approval(

@@ -17,10 +17,12 @@ Errors (``Exception``) are things a caller can handle::
     ├── ModelError              a model endpoint did not answer a chat completion
     ├── WaitError               a durable wait ended without what it waited for:
     │   ├── SignalTimeout       ``wait_for_signal(timeout=...)`` ran out
+    │   ├── SignalKeyTaken      another job already waits for that signal with that key
     │   ├── ApprovalRejected    a human rejected the request
     │   ├── ApprovalTimeout     nobody decided before the deadline (after any escalation)
     │   └── ChildFailed         a child agent ended without succeeding
     ├── JobFailed               ``handle.result()`` of a job that did not succeed
+    ├── SignatureInvalid        an incoming webhook's signature is missing, wrong or expired
     ├── AuthError               the server refused the client's API key (missing, unknown, revoked)
     │   └── PermissionDenied    the key's role may not do that
     ├── ServerError             the server did not answer, or answered with its own failure
@@ -159,6 +161,11 @@ class SignalTimeout(WaitError):
     """``ctx.wait_for_signal(name, timeout=...)`` ran out before a signal came."""
 
 
+class SignalKeyTaken(WaitError):
+    """``ctx.wait_for_signal(name, key=...)``: another job of the tenant, still running, holds
+    that key (the first job to wait on a key holds it until it ends); ``detail["held_by"]``."""
+
+
 class ApprovalRejected(WaitError):
     """A human rejected the approval request (``detail`` says who, when and why)."""
 
@@ -169,6 +176,11 @@ class ApprovalTimeout(WaitError):
 
 class ChildFailed(WaitError):
     """A child agent started with ``ctx.run_agent`` ended without succeeding."""
+
+
+class SignatureInvalid(AetherisError):
+    """An incoming webhook request's signature is missing, malformed, wrong or outside the
+    timestamp tolerance (see :mod:`aetheris.signing`): the request is not authenticated."""
 
 
 class JobFailed(AetherisError):

@@ -103,9 +103,17 @@ class Job:
     wake_at: float | None = None
     parent_id: str | None = None
     control: Control | None = None
+    control_by: str | None = None  # who requested ``control``, as a journal names them
     deadline: float | None = None
     recoveries: int = 0
     tenant: str = DEFAULT_TENANT
+
+    @property
+    def waiting_for(self) -> str | None:
+        """The signal the job waits for when parked (``approval:<position>`` for an
+        approval), else ``None``."""
+        kind, _, name = (self.wake_on or "").partition(":")
+        return name if self.status is JobStatus.PARKED and kind == "signal" else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,9 @@ class _Capture:
     async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
         return []
 
+    async def key_holder(self, tenant: str, name: str, key: str) -> str | None:
+        return None
+
     async def agents(self) -> list[str]:
         return []
 

@@ -83,6 +83,7 @@ class Committer(Protocol):
     async def get_job(self, job_id: str) -> Job | None: ...
     async def events(self, job_id: str) -> list[Event]: ...
     async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]: ...
+    async def key_holder(self, tenant: str, name: str, key: str) -> str | None: ...
     async def agents(self) -> list[str]: ...
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]: ...
 
@@ -476,6 +477,11 @@ class JobRun:
             self._budget_read = True
         return self.budget
 
+    async def requested_by(self) -> dict[str, str]:
+        """``{"by": who}`` asked for the cancel or pause this run honours (``{}``: unknown)."""
+        job = await self.read(self.store.get_job, self.job.id)
+        return {"by": job.control_by} if job is not None and job.control_by else {}
+
     async def take_signal(self, name: str) -> Signal | None:
         """The oldest signal of ``name`` not yet received by this job (re-reading the inbox).
 
@@ -498,6 +504,7 @@ class JobRun:
         status: StatusWrite | None = None,
         consume: Sequence[tuple[int, int]] = (),
         blobs: Sequence[tuple[str, bytes]] = (),
+        correlate: Sequence[tuple[str, str]] = (),
     ) -> list[Event]:
         """A fenced write; buffered ``now``/``uuid``/``random`` values and children travel with it.
 
@@ -523,6 +530,7 @@ class JobRun:
                 create=children,
                 cancel_children=ends and self._has_children,
                 blobs=blobs,
+                correlate=correlate,
             )
             try:
                 sealed = await self._commit_surviving_outages(commit)

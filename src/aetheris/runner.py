@@ -248,7 +248,8 @@ async def _stop(run: JobRun, cancelled: JobCancelled) -> Outcome:
             error["compensated"] = await compensate_all(run)
         except CompensationFailed as failed:
             error["compensation_error"] = str(failed)
-    return await _end(run, JobStatus.CANCELLED, EventType.JOB_CANCELLED, {"error": error})
+    data = {"error": error, **await run.requested_by()}
+    return await _end(run, JobStatus.CANCELLED, EventType.JOB_CANCELLED, data)
 
 
 async def _fail(run: JobRun, exc: BaseException) -> Outcome:
@@ -310,9 +311,10 @@ async def _park(run: JobRun, suspend: Suspend) -> Outcome:
     if suspend.wait is not None:
         position, data = suspend.wait
         events.append(EventDraft(EventType.WAIT, data, position))
-    events.append(
-        EventDraft(EventType.JOB_PARKED, {"reason": reason.value, "detail": suspend.detail})
-    )
+    parked: dict[str, Any] = {"reason": reason.value, "detail": suspend.detail}
+    if reason is ParkReason.PAUSED:
+        parked.update(await run.requested_by())
+    events.append(EventDraft(EventType.JOB_PARKED, parked))
     wake_at = suspend.wake_at
     if run.job.deadline is not None:
         # Past its deadline a parked job is due too: it wakes to end as failed.

@@ -26,18 +26,29 @@ from aetheris.errors import (
     ApprovalTimeout,
     ChildFailed,
     InvalidInput,
+    SignalKeyTaken,
     SignalTimeout,
     Suspend,
     UnknownAgent,
     WaitError,
 )
-from aetheris.journal import EventDraft, OpRecord, args_hash, canonical, to_jsonable
+from aetheris.journal import EventDraft, OpRecord, args_hash, canonical, check_text, to_jsonable
 from aetheris.models import Budget
 from aetheris.run import JobRun, Slot
-from aetheris.store.port import Job, JobStatus, NewJob, ParkReason, Signal, job_wake, signal_wake
+from aetheris.store.port import (
+    Job,
+    JobStatus,
+    NewJob,
+    ParkReason,
+    Signal,
+    job_wake,
+    keyed_signal,
+    signal_wake,
+)
 
 _ERRORS: dict[str, type[WaitError]] = {
     "SignalTimeout": SignalTimeout,
+    "SignalKeyTaken": SignalKeyTaken,
     "ApprovalRejected": ApprovalRejected,
     "ApprovalTimeout": ApprovalTimeout,
     "ChildFailed": ChildFailed,
@@ -193,6 +204,64 @@ async def wait_for_signal(run: JobRun, name: str, timeout: float | None) -> Any:
     raise await wait.park(
         run, ParkReason.SIGNAL, detail, wake_on=signal_wake(name), deadline=deadline
     )
+
+
+async def wait_for_keyed(run: JobRun, name: str, key: str, timeout: float | None) -> Any:
+    """``wait_for_signal(name, key=key)``: the next signal ``name`` correlated by ``key`` in
+    the job's tenant (an incoming webhook's, :meth:`~aetheris.store.port.Store.deliver_keyed`).
+
+    The first time, the job takes the key in a commit of its own, which also moves what the
+    key's mailbox holds (signals that came before any job waited) into the job's inbox; it
+    holds the key until it ends, so later signals for it go straight to its inbox. A key that
+    another job holds is this wait's failure (:class:`~aetheris.SignalKeyTaken`), recorded at
+    its position. The key is part of the operation's args hash: code that waits on another
+    key at a recorded position diverges.
+    """
+    if not isinstance(key, str) or not key:
+        raise InvalidInput(f"the key of signal {name!r} must be a non-empty str, not {key!r}")
+    check_text(key, "signal key")
+    digest = args_hash([name], {"key": key})
+    slot = run.next_op("signal", name, digest)
+    if slot.recorded is not None:
+        return _recorded(slot)
+    deadline = _deadline(run, slot.position, timeout)
+    await _hold_key(run, slot, name, key, digest)
+    inbox = keyed_signal(name, key)
+    signal = await run.take_signal(inbox)
+    if signal is not None:
+        fields = {**_signal_fields(signal), "key": key}
+        fields["signal_id"] = signal.signal_id.removeprefix(f"{inbox}:")  # the sender's id
+        record = _op(slot, "signal", name, digest, result=signal.payload, **fields)
+        await run.commit(record, consume=[(signal.seq, slot.position)])
+        return signal.payload
+    if deadline is not None and run.clock.time() >= deadline:
+        message = f"no signal {name!r} with key {key!r} within {timeout}s"
+        detail = {"key": key}
+        raise await _record_error(run, slot, "signal", name, digest, SignalTimeout, message, detail)
+    parked: dict[str, Any] = {
+        "signal": name,
+        "key": key,
+        "position": slot.position,
+        "deadline": deadline,
+        "message": f"waiting for signal {name!r} with key {key!r}: `POST /v1/hooks/{name}`",
+    }
+    wait = _Wait(slot, "signal", name, digest)
+    raise await wait.park(
+        run, ParkReason.SIGNAL, parked, wake_on=signal_wake(inbox), deadline=deadline
+    )
+
+
+async def _hold_key(run: JobRun, slot: Slot, name: str, key: str, digest: str) -> None:
+    """Take the key unless the job holds it; another job holding it is the wait's failure."""
+    holder = await run.read(run.store.key_holder, run.job.tenant, name, key)
+    if holder is None:
+        await run.commit(correlate=[(name, key)])  # refused if another job took it meanwhile
+    elif holder != run.job.id:
+        message = f"job {holder} already waits for signal {name!r} with key {key!r}"
+        detail = {"key": key, "held_by": holder}
+        raise await _record_error(
+            run, slot, "signal", name, digest, SignalKeyTaken, message, detail
+        )
 
 
 # -- durable time ------------------------------------------------------------------------------

@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,8 +38,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from aetheris import signing
 from aetheris.clock import SYSTEM_CLOCK, Clock
-from aetheris.errors import AetherisError, InvalidInput
+from aetheris.errors import AetherisError, InvalidInput, SignatureInvalid
 from aetheris.journal import check_text
 from aetheris.store.port import (
     AttemptOutcome,
@@ -53,7 +53,6 @@ from aetheris.store.port import (
 
 log = logging.getLogger("aetheris.webhooks")
 
-SIGNATURE_VERSION = "v1"
 SECRET_PREFIX = "whsec_"
 URL_LIMIT = 2048
 ERROR_BODY_LIMIT = 200  # characters of a refusing receiver's answer kept in the log
@@ -63,11 +62,10 @@ ERROR_BODY_LIMIT = 200  # characters of a refusing receiver's answer kept in the
 
 
 def sign(secret: str, timestamp: str | int, body: bytes | str) -> str:
-    """The signature header's value for ``body`` sent at ``timestamp``: ``v1=<hex>``."""
+    """The signature header's value for ``body`` sent at ``timestamp``: ``v1=<hex>``, the
+    scheme of :mod:`aetheris.signing` (incoming webhooks verify the same one)."""
     raw = body.encode() if isinstance(body, str) else body
-    message = f"{timestamp}.".encode() + raw
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-    return f"{SIGNATURE_VERSION}={digest}"
+    return signing.sign(secret, int(timestamp), raw)
 
 
 def verify_signature(
@@ -82,16 +80,21 @@ def verify_signature(
     """Whether ``header`` (the ``Aetheris-Signature`` value) signs exactly ``body`` (the raw
     request body) at ``timestamp`` (the ``Aetheris-Timestamp`` value) with ``secret``, and
     that timestamp is within ``tolerance`` seconds of ``now`` (a replayed old request fails;
-    ``None``: any age). The header may carry several signatures, comma-separated."""
+    ``None``: any age). The header may carry several signatures, comma-separated. For the
+    reason of a refusal, :func:`aetheris.signing.verify` raises it."""
+    raw = body.encode() if isinstance(body, str) else body
     try:
-        sent = int(str(timestamp).strip())
-    except ValueError:
+        signing.verify(
+            secret,
+            str(timestamp).strip(),
+            header,
+            raw,
+            now=time.time() if now is None else now,
+            tolerance=math.inf if tolerance is None else tolerance,
+        )
+    except SignatureInvalid:
         return False
-    if tolerance is not None and abs((time.time() if now is None else now) - sent) > tolerance:
-        return False
-    expected = sign(secret, sent, body)
-    offered = [part.strip() for part in header.split(",")]
-    return any(hmac.compare_digest(expected, part) for part in offered if part)
+    return True
 
 
 # -- subscriptions ------------------------------------------------------------------------------
@@ -314,8 +317,8 @@ class Deliverer:
             "User-Agent": "aetheris-webhooks/1",
             "Aetheris-Event-Id": claim.delivery.event_id,
             "Aetheris-Event-Type": claim.delivery.event_type.value,
-            "Aetheris-Timestamp": timestamp,
-            "Aetheris-Signature": sign(claim.secret, timestamp, body),
+            signing.TIMESTAMP_HEADER: timestamp,
+            signing.SIGNATURE_HEADER: sign(claim.secret, timestamp, body),
         }
         try:
             async with self._http.stream(

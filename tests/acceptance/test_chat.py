@@ -8,6 +8,8 @@ on from where its journal ends, each message answered once, in order, none lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from aetheris import App
@@ -22,6 +25,7 @@ from aetheris.chat import Turn, turns
 from aetheris.llm.stub import StubServer
 from tests.acceptance.test_cli import AETHERIS
 from tests.acceptance.test_project import Lines, make_project, project_env
+from tests.acceptance.test_server import free_port
 
 SCRIPT = {
     "replies": [
@@ -141,13 +145,36 @@ def test_a_conversation_survives_its_worker_killed_mid_turn(
     assert asked == ["alpha", "bravo", "bravo", "charlie"]
 
 
+def through_a_server(folder: Path, env: dict[str, str], processes: Processes) -> dict[str, str]:
+    """The environment of a chat that goes through a real server with an operator's key."""
+    made = subprocess.run(
+        [AETHERIS, "keys", "create", "--role", "operator", "--tenant", "default", "--json"],
+        cwd=folder, env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    port = free_port()
+    server = processes.start(folder, env, "server", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert server.poll() is None, server.stdout.read()  # type: ignore[union-attr]
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+        return False
+
+    wait_until(up, "the server")
+    return {**env, "AETHERIS_URL": url, "AETHERIS_API_KEY": json.loads(made.stdout)["key"]}
+
+
+@pytest.mark.parametrize("where", ["database", "server"])
 def test_chat_continues_a_conversation_with_its_history(
-    tmp_path: Path, stub: StubServer, processes: Processes
+    tmp_path: Path, stub: StubServer, processes: Processes, where: str
 ) -> None:
     folder = make_project(tmp_path)
     env = project_env(AETHERIS_LLM_URL=stub.url, AETHERIS_LLM_MODEL="local")
     stub.script.faults.clear()
     processes.start(folder, env, "worker")
+    if where == "server":
+        env = through_a_server(folder, env, processes)
     chat = processes.start(folder, env, "chat", "chat")
     out = Lines(chat.stdout)  # type: ignore[arg-type]
     job_id = out.wait_for(r"^conversation \S+ with chat").split()[1]

@@ -101,6 +101,7 @@ def test_the_cli_through_a_server_prints_what_it_prints_on_the_database(both: Bo
     job_id = job["id"]
     assert both.same("jobs", "show", job_id)["result"] == job["result"]
     assert both.same("trace", job_id)["job"]["id"] == job_id
+    assert both.same("jobs", "show", job_id[:10])["id"] == job_id  # the start of its id
     assert [j["id"] for j in both.same("jobs", "list")] == [job_id]
     assert both.same("verify", job_id)["ok"] is True
     assert both.same("effects", "list")[0]["tool"] == "charge"
@@ -141,6 +142,8 @@ def test_approve_signal_cancel_and_refusals_through_a_server(both: Both) -> None
                       key="operator")["id"]  # fmt: skip
     assert both("cancel", other, key="viewer").returncode == 1  # a viewer may not
     hidden = both("jobs", "show", other, key="other")
+    assert hidden.returncode == 1 and "not found" in hidden.stderr
+    hidden = both("jobs", "show", other[:10], key="other")  # nor by the start of its id
     assert hidden.returncode == 1 and "not found" in hidden.stderr
     assert both("cancel", other, key="other").returncode == 1
     both.ok("cancel", other, key="operator")

@@ -3,6 +3,7 @@ tenants (``acme`` and ``beta``)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from aetheris.keys import create_key
 
 ROLES = ("admin", "operator", "approver", "viewer")
 TENANTS = ("acme", "beta")
+HOOK_SECRET = "whsec_test_3f9a"  # the secret of the hook "paid"
 
 
 def build_app(url: str = "memory://") -> App:
@@ -44,9 +46,18 @@ def build_app(url: str = "memory://") -> App:
         return await charge(amount)
 
     @app.agent
+    async def busy(ctx: Context, rounds: int = 400) -> int:
+        for _ in range(rounds):  # runs until an operator stops it
+            await ctx.step("tick", asyncio.sleep, 0.02)
+        return rounds
+
+    @app.agent
     async def quick(ctx: Context, n: int = 0) -> int:
         return await ctx.step("double", lambda: n * 2)
 
+    # Incoming webhooks: a signed one keyed by a JSON pointer, an unsigned one by a function.
+    app.hook("paid", key="/data/order_id", secret=HOOK_SECRET, tenant="acme")
+    app.hook("ticket", key=lambda body, headers: headers["x-ticket"], insecure=True)
     return app
 
 
@@ -88,4 +99,4 @@ async def api() -> AsyncIterator[Api]:
     await app.close()
 
 
-__all__ = ["ROLES", "TENANTS", "Api", "aetheris", "build_app"]
+__all__ = ["HOOK_SECRET", "ROLES", "TENANTS", "Api", "aetheris", "build_app"]

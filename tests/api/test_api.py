@@ -11,6 +11,7 @@ import httpx
 
 from aetheris.api import create_api
 from aetheris.journal import EventType
+from aetheris.store.port import ClaimFilter
 from aetheris.testing import running_worker, simulate_crash
 from tests.api.conftest import Api
 
@@ -222,7 +223,7 @@ async def test_verify_export_agents_tools_and_health(api: Api) -> None:
     bundle = (await api.client.get(f"/v1/jobs/{job_id}/export", headers=api.auth())).json()
     assert bundle["job"]["id"] == job_id
     agents = (await api.client.get("/v1/agents", headers=api.auth())).json()
-    assert {a["name"] for a in agents} == {"waiter", "guarded", "refund", "quick"}
+    assert {a["name"] for a in agents} == {"waiter", "guarded", "refund", "busy", "quick"}
     tools = (await api.client.get("/v1/tools", headers=api.auth())).json()
     assert {t["name"]: t["effect"] for t in tools} == {
         "pay": "at_most_once",
@@ -288,3 +289,41 @@ async def test_a_body_over_the_limit_is_413_before_it_is_read(api: Api) -> None:
         over_payload = {"agent": "waiter", "input": {"label": "x" * 5_000}}
         answer = await client.post("/v1/jobs", json=over_payload, headers=api.auth())
         assert answer.status_code == 422  # under the body limit, over the App's payload limit
+
+
+async def test_the_worker_holding_a_job_is_shown_to_admins_only(api: Api) -> None:
+    job_id = await api.start("waiter")
+    store = await api.app.open_store()
+    claim = await store.claim("host-7:4242", 30.0, ClaimFilter(["waiter"]))
+    assert claim is not None and claim.job.id == job_id
+    for role in ("operator", "approver", "viewer"):
+        seen = (await api.client.get(f"/v1/jobs/{job_id}", headers=api.auth(role))).json()
+        assert seen["status"] == "running" and seen["lease_owner"] is None, role
+        listed = (await api.client.get("/v1/jobs", headers=api.auth(role))).json()
+        assert [j["lease_owner"] for j in listed["jobs"]] == [None], role
+    admin = (await api.client.get(f"/v1/jobs/{job_id}", headers=api.auth("admin"))).json()
+    assert admin["lease_owner"] == "host-7:4242"
+
+
+async def test_who_paused_or_cancelled_a_running_job_is_in_the_entry_that_honours_it(
+    api: Api,
+) -> None:
+    job_id = await api.start("busy")
+    operator = f"key:{api.tokens[('acme', 'operator')].split('_')[1]} (operator)"
+    admin = f"key:{api.tokens[('acme', 'admin')].split('_')[1]} (admin)"
+    async with running_worker(api.app):
+        await until_status(api, job_id, "running")
+        paused = await api.client.post(f"/v1/jobs/{job_id}/pause", headers=api.auth("operator"))
+        assert paused.json()["status"] == "running"  # only flagged: its worker parks it
+        await until_status(api, job_id, "parked")
+        await api.client.post(f"/v1/jobs/{job_id}/resume", headers=api.auth("admin"))
+        await until_status(api, job_id, "running")
+        await api.client.post(f"/v1/jobs/{job_id}/cancel", headers=api.auth("operator"))
+        job = await until_status(api, job_id, "cancelled")
+    assert job["control"] is None
+    events = (await api.client.get(f"/v1/jobs/{job_id}/events", headers=api.auth())).json()
+    by_type = {e["type"]: e["data"] for e in events["events"]}
+    assert by_type["job_parked"]["reason"] == "paused"
+    assert by_type["job_parked"]["by"] == operator
+    assert by_type["job_resumed"]["by"] == admin
+    assert by_type["job_cancelled"]["by"] == operator

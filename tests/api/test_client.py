@@ -78,7 +78,7 @@ async def test_start_wait_and_read_as_the_app_does(api: Api, client: Client) -> 
     bundle = await client.export(handle.job_id)
     assert bundle["manifest"]["events"] == len(stored)
     agents = {a.name: a for a in await client.agents()}
-    assert set(agents) == {"waiter", "guarded", "refund", "quick"}
+    assert set(agents) == {"waiter", "guarded", "refund", "busy", "quick"}
 
 
 async def test_list_jobs_pages_through_the_cursor(api: Api, client: Client) -> None:

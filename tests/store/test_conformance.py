@@ -172,6 +172,20 @@ async def test_commit_appends_a_chain_and_changes_status_together(store: Store) 
     assert events[3].data["result"] == {"x": [1, 2]}
 
 
+async def test_events_are_read_from_a_seq_a_page_at_a_time(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 30.0, ALL)
+    assert claim is not None
+    await store.commit(claim.lease, Commit([op(i) for i in range(4)]))  # seq 2..5
+    whole = await store.events("j1")
+    assert [e.seq for e in await store.events("j1", after=-1)] == [e.seq for e in whole]
+    assert [e.seq for e in await store.events("j1", after=2)] == [3, 4, 5]
+    assert [e.seq for e in await store.events("j1", after=1, limit=2)] == [2, 3]
+    assert await store.events("j1", after=5) == []
+    assert await store.events("nope", after=0) == []
+    assert (await store.events("j1", after=3))[0] == whole[4]
+
+
 async def test_commit_after_the_job_left_running_is_fenced(store: Store) -> None:
     await store.create_job(new_job("j1"))
     claim = await store.claim("w1", 30.0, ALL)

@@ -23,6 +23,7 @@ POSTGRESQL_ONLY = {
     # Row locks: SQLite's single writer already serializes what these order.
     "lock_job": "control, signals and apply lock the job row first",
     "lock_jobs": "jobs about to be woken are locked before the job that wakes them",
+    "lock_keys": "keys a commit takes are locked before its job, as deliveries lock them",
     # Advisory locks and LISTEN: SQLite proves liveness with lock files, and workers poll.
     "migration_lock": "migrations serialized across processes",
     "worker_lock": "a worker's liveness lock",
@@ -55,6 +56,7 @@ def test_every_query_the_stores_name_exists() -> None:
             "sqlite.py",
             "sqlite_kv.py",
             "sqlite_tenancy.py",
+            "sqlite_keyed.py",
             "sqlite_webhooks.py",
             "sql/steps.py",
         ],
@@ -63,6 +65,7 @@ def test_every_query_the_stores_name_exists() -> None:
             "postgres_kv.py",
             "postgres_session.py",
             "postgres_tenancy.py",
+            "postgres_keyed.py",
             "postgres_webhooks.py",
             "sql/steps.py",
         ],

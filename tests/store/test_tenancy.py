@@ -140,3 +140,11 @@ async def test_api_keys_are_stored_listed_and_revoked(store: Store) -> None:
     assert again is not None and again.revoked_at == revoked.revoked_at
     stored = await store.api_key("k2")
     assert stored is not None and not stored.active
+
+
+async def test_the_start_of_an_id_finds_only_the_tenants_jobs(store: Store) -> None:
+    await store.create_job(new_job("abc1", tenant="acme"))
+    await store.create_job(new_job("abc2", tenant="beta"))
+    assert await store.find_jobs("abc") == ["abc1", "abc2"]
+    assert await store.find_jobs("abc", tenant="beta") == ["abc2"]
+    assert await store.find_jobs("abc", tenant="gamma") == []

@@ -150,6 +150,24 @@ async def test_cancel_a_running_job_flags_it_and_heartbeats_carry_the_flag(store
     assert beat.lost == set() and beat.control == {"j1": Control.CANCEL}
 
 
+async def test_who_flagged_a_running_job_is_kept_with_the_flag_until_it_ends(
+    store: Store,
+) -> None:
+    claim = await running(store)
+    job = await store.control("j1", Control.PAUSE, by="key:k1 (operator)")
+    assert job.control is Control.PAUSE and job.control_by == "key:k1 (operator)"
+    job = await store.control("j1", Control.RESUME, by="key:k2 (admin)")
+    assert job.control is None and job.control_by is None
+    await store.control("j1", Control.CANCEL, by="key:k3 (operator)")
+    job = await store.get_job("j1")
+    assert job is not None and job.control_by == "key:k3 (operator)"
+    end = StatusWrite(JobStatus.CANCELLED)
+    drafts = [EventDraft(EventType.JOB_CANCELLED, {})]
+    await store.commit(claim.lease, Commit(drafts, status=end, head=head(claim)))
+    job = await store.get_job("j1")
+    assert job is not None and job.control is None and job.control_by is None
+
+
 async def test_cancel_a_parked_job_wakes_it_and_cascades_to_children(store: Store) -> None:
     parent = await running(store, "p")
     await park(store, parent, wake_on=job_wake("p.0"))

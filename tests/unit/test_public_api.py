@@ -27,6 +27,8 @@ EXPECTED = {
     "JobCancelled",
     "Signal",
     "SignalTimeout",
+    "SignalKeyTaken",
+    "SignatureInvalid",
     "WaitError",
     "Committed",
     "CompensationRequest",

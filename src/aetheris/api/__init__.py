@@ -13,7 +13,7 @@ import json
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aetheris.api import errors, jobs, operations, webhooks
+from aetheris.api import errors, hooks, jobs, operations, webhooks
 from aetheris.api.auth import ALLOWED, Action, Principal
 from aetheris.api.errors import ApiError, error_body
 from aetheris.api.schemas import ErrorBody
@@ -52,6 +52,7 @@ def create_api(
     api.include_router(operations.router)
     api.include_router(webhooks.router)
     api.include_router(operations.health)
+    api.include_router(hooks.router)
     api.add_middleware(LimitBody, limit=body_limit(app))
     return api
 

@@ -59,6 +59,11 @@ class Principal:
         """The tenant of the jobs this caller starts."""
         return self.tenant or DEFAULT_TENANT
 
+    @property
+    def sees_workers(self) -> bool:
+        """Whether worker names (hosts, pids) are shown: to admins only."""
+        return self.role is Role.ADMIN
+
     def sees(self, job: Job) -> bool:
         return self.tenant is None or job.tenant == self.tenant
 

@@ -23,6 +23,7 @@ from aetheris.errors import (
     InvalidInput,
     JobNotFound,
     SchemaMismatch,
+    SignatureInvalid,
     StoreUnavailable,
     UnknownAgent,
     WebhookNotFound,
@@ -49,6 +50,7 @@ _HTTP_CODES = {
 _RUNTIME: list[tuple[type[BaseException], int, str]] = [
     (JobNotFound, 404, "not_found"),
     (WebhookNotFound, 404, "not_found"),
+    (SignatureInvalid, 401, "invalid_signature"),
     (UnknownAgent, 422, "unknown_agent"),
     (IdempotencyConflict, 409, "idempotency_conflict"),
     (Conflict, 409, "conflict"),
@@ -82,7 +84,8 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 
 def respond(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Any:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    # An API key is what a 401 asks for, but for a webhook's signature (which no key replaces).
+    headers = {"WWW-Authenticate": "Bearer"} if code == "unauthorized" else None
     return JSONResponse(error_body(code, message, details), status, headers=headers)
 
 

@@ -20,6 +20,7 @@ from aetheris.api.schemas import (
     NAME,
     EventOut,
     EventPage,
+    JobIds,
     JobOut,
     JobPage,
     RaiseBudget,
@@ -70,7 +71,7 @@ async def start_job(
     )
     if handle.job_id != job_id:
         response.status_code = 200
-    return JobOut.of(await app.get_job(handle.job_id))
+    return JobOut.of(await app.get_job(handle.job_id), owner=caller.sees_workers)
 
 
 def _cursor(text: str | None) -> tuple[float, str] | None:
@@ -113,7 +114,7 @@ async def list_jobs(
         until=_stamp(created_before),
         after=_cursor(cursor),
     )
-    shown = [JobOut.of(j) for j in jobs]
+    shown = [JobOut.of(j, owner=caller.sees_workers) for j in jobs]
     return JobPage(jobs=shown, next_cursor=_next_cursor(shown, [j.created_at for j in jobs], limit))
 
 
@@ -126,17 +127,32 @@ def _stamp(when: dt.datetime | None) -> float | None:
         raise ApiError(422, "invalid_input", f"time out of range: {when}") from None
 
 
+@router.get("/job-ids", response_model=JobIds)
+async def find_job_ids(
+    app: Aetheris,
+    caller: Caller,
+    prefix: Annotated[str, Query(pattern=NAME, description="The start of a job's id.")],
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> JobIds:
+    """Ids of the tenant's jobs that start with ``prefix``, in id order: how a client takes
+    the start of an id, as git takes the start of a commit's."""
+    require(caller, Action.READ)
+    store = await app.open_store()
+    return JobIds(ids=await store.find_jobs(prefix, limit=limit, tenant=caller.tenant))
+
+
 @router.get("/jobs/{job_id}", response_model=JobOut)
 async def get_job(job_id: JobId, app: Aetheris, caller: Caller) -> JobOut:
     require(caller, Action.READ)
-    return JobOut.of(await visible_job(app, caller, job_id))
+    return JobOut.of(await visible_job(app, caller, job_id), owner=caller.sees_workers)
 
 
 def _control(action: str, doc: str) -> None:
     async def control(job_id: JobId, app: Aetheris, caller: Caller) -> JobOut:
         require(caller, Action.CONTROL)
         await visible_job(app, caller, job_id)
-        return JobOut.of(await getattr(app, action)(job_id, by=caller.actor))
+        job = await getattr(app, action)(job_id, by=caller.actor)
+        return JobOut.of(job, owner=caller.sees_workers)
 
     router.add_api_route(
         f"/jobs/{{job_id}}/{action}",
@@ -197,7 +213,7 @@ async def events(
     """A page of the job's journal, in order, from the event after ``after``."""
     require(caller, Action.READ)
     await visible_job(app, caller, job_id)
-    found = [e for e in await (await app.open_store()).events(job_id) if e.seq > after]
+    found = await (await app.open_store()).events(job_id, after=after, limit=limit + 1)
     page = found[:limit]
     more = len(found) > limit
     return EventPage(
@@ -254,7 +270,8 @@ async def _sse(app: App, job_id: str, after: int, poll: float) -> AsyncIterator[
     yield "retry: 1000\n\n"
     while True:
         job = await store.get_job(job_id)  # first the status, then the events it implies
-        fresh = [e for e in await store.events(job_id) if e.seq > after]
+        behind = job is not None and job.event_count - 1 > after
+        fresh = await store.events(job_id, after=after) if behind else []
         for event in fresh:
             yield _frame(event)
             after = event.seq

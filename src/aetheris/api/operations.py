@@ -136,7 +136,7 @@ async def resolve(
         reason=body.reason,
         by=caller.actor,
     )
-    return JobOut.of(job)
+    return JobOut.of(job, owner=caller.sees_workers)
 
 
 @router.get("/jobs/{job_id}/verify", response_model=VerifyOut)

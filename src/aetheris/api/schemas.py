@@ -105,7 +105,8 @@ class JobOut(BaseModel):
     queue: str
     priority: int
     parent_id: str | None
-    control: str | None
+    control: str | None = Field(description="A cancel or pause its worker is to honour.")
+    control_by: str | None = Field(description="Who asked for it (a key, and its role).")
     attempts: int
     recoveries: int = Field(description="Runs cut short by a dead worker or a runtime failure.")
     events: int
@@ -114,14 +115,17 @@ class JobOut(BaseModel):
     wake_at: str | None = Field(description="When a parked job is due anyway.")
     deadline: str | None
     lease_epoch: int = Field(description="The fencing token of its latest claim.")
-    lease_owner: str | None = Field(description="The worker that holds it.")
+    lease_owner: str | None = Field(
+        description="The worker that holds it (shown to admins only: it names a host)."
+    )
     lease_expires_at: str | None
     run_at: str | None = Field(description="When it may run (pending).")
     created_at: str | None
     updated_at: str | None
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
+    def of(cls, job: Job, *, owner: bool = False) -> JobOut:
+        """The job as a caller sees it; ``owner``: with the worker that holds it."""
         return cls(
             id=job.id,
             tenant=job.tenant,
@@ -137,6 +141,7 @@ class JobOut(BaseModel):
             priority=job.priority,
             parent_id=job.parent_id,
             control=job.control.value if job.control else None,
+            control_by=job.control_by,
             attempts=job.attempts,
             recoveries=job.recoveries,
             events=job.event_count,
@@ -145,7 +150,7 @@ class JobOut(BaseModel):
             wake_at=iso(job.wake_at),
             deadline=iso(job.deadline),
             lease_epoch=job.lease_epoch,
-            lease_owner=job.lease_owner,
+            lease_owner=job.lease_owner if owner else None,
             lease_expires_at=iso(job.lease_expires_at),
             run_at=iso(job.run_at),
             created_at=iso(job.created_at),
@@ -156,6 +161,10 @@ class JobOut(BaseModel):
 class JobPage(BaseModel):
     jobs: list[JobOut]
     next_cursor: str | None = Field(description="Pass as cursor for the next page.")
+
+
+class JobIds(BaseModel):
+    ids: list[str] = Field(description="Ids of the tenant's jobs that start with the prefix.")
 
 
 class EventOut(BaseModel):
@@ -211,6 +220,15 @@ class SignalOut(BaseModel):
             consumed_position=signal.consumed_position,
             created=created,
         )
+
+
+class HookAccepted(BaseModel):
+    signal_id: str = Field(description="The signal's id: the event id header, or the body's hash.")
+    delivered_to: str | None = Field(
+        description="The job whose inbox took it (null: no job waits on its key yet; it is kept "
+        "until one does)."
+    )
+    created: bool = Field(description="False when this signal id was received before.")
 
 
 class ApprovalOut(BaseModel):

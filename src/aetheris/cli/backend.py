@@ -348,6 +348,8 @@ def _remote(env: Env, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any])
 
     async def main() -> None:
         async with Client(env.server_url, env.api_key or "") as client:
+            if kwargs.get("job_id"):
+                kwargs["job_id"] = await resolve_job_id(client, kwargs["job_id"])
             await fn(Remote(client, code), *args, **kwargs)
 
     run(main(), server=env.server_url)

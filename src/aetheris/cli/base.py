@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -235,13 +235,15 @@ async def open_for_reading(app: App) -> Store:
     return store
 
 
-async def resolve_job_id(store: Store, given: str) -> str:
-    """A job id, or the unique start of one (as git takes a commit's)."""
-    if await store.get_job(given) is not None:
-        return given
+class FindsJobs(Protocol):
+    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]: ...
+
+
+async def resolve_job_id(store: FindsJobs, given: str) -> str:
+    """A job id, or the unique start of one (as git takes a commit's), in one read."""
     found = await store.find_jobs(given, limit=11)
-    if len(found) == 1:
-        return found[0]
+    if given in found or len(found) == 1:
+        return given if given in found else found[0]
     if not found:
         raise JobNotFound(given)
     shown = ", ".join(found[:10]) + (", …" if len(found) > 10 else "")

@@ -54,6 +54,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "wake_at": iso(job.wake_at),
         "parent_id": job.parent_id,
         "control": job.control.value if job.control else None,
+        "control_by": job.control_by,
         "deadline": iso(job.deadline),
         "lease_epoch": job.lease_epoch,
         "lease_owner": job.lease_owner,

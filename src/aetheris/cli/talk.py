@@ -5,9 +5,9 @@ printed as soon as its event is there. The terminal only reads the journal and s
 so it may come and go (Ctrl-D, then ``--job ID``), and workers may die under it: the
 conversation is the job's journal.
 
-It talks to the database through :class:`Local`; a client of the HTTP API would implement the
-same few calls (:class:`Backend`) with ``GET /v1/jobs/{id}/events?after=`` and ``POST
-/v1/jobs/{id}/signals/message``.
+It talks to the database through :class:`Local`, or to a server (``--url``/``AETHERIS_URL``
+with a key) through :class:`Remote`: the same few calls (:class:`Backend`), there ``GET
+/v1/jobs/{id}/events?after=`` and ``POST /v1/jobs/{id}/signals/message``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from aetheris import chat
 from aetheris.app import App
 from aetheris.cli.base import Env, database_option, parse_json, pass_env, resolve_job_id, run
 from aetheris.cli.base import main as cli_main
+from aetheris.client import Client
 from aetheris.journal import Event
 from aetheris.store.port import Job, JobStatus
 
@@ -33,7 +34,7 @@ COMMANDS = "/end ends the conversation; Ctrl-D (or /exit) leaves it, to continue
 
 
 class Backend(Protocol):
-    """What a conversation needs of Aetheris: local (:class:`Local`) or, later, over HTTP."""
+    """What a conversation needs of Aetheris: local (:class:`Local`) or over HTTP."""
 
     async def start(self, agent: str, data: dict[str, Any]) -> str: ...
     async def job(self, job_id: str) -> Job: ...
@@ -57,7 +58,7 @@ class Local:
 
     async def events_after(self, job_id: str, seq: int) -> list[Event]:
         store = await self.app.open_store()
-        return [e for e in await store.events(job_id) if e.seq > seq]
+        return await store.events(job_id, after=seq)
 
     async def waiting_for(self, job_id: str) -> str | None:
         return await self.app.waiting_for(job_id)
@@ -70,6 +71,36 @@ class Local:
 
     async def warning(self, agent: str) -> str | None:
         return (await self.app.serving(agent)).warning
+
+
+class Remote:
+    """A server, through :class:`aetheris.Client` (the key's role must start and signal)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def start(self, agent: str, data: dict[str, Any]) -> str:
+        return (await self.client.start(agent, data)).job_id
+
+    async def job(self, job_id: str) -> Job:
+        return await self.client.get_job(job_id)
+
+    async def events_after(self, job_id: str, seq: int) -> list[Event]:
+        return await self.client.events(job_id, after=seq)
+
+    async def waiting_for(self, job_id: str) -> str | None:
+        return (await self.client.get_job(job_id)).waiting_for
+
+    async def say(self, job_id: str, payload: dict[str, Any]) -> None:
+        await self.client.signal(job_id, chat.MESSAGE, payload, signal_id=str(uuid.uuid4()))
+
+    async def warning(self, agent: str) -> str | None:
+        served = {a.name: a.workers for a in await self.client.agents()}
+        if served.get(agent):
+            return None
+        if agent not in served:
+            return f"no worker has ever served agent {agent!r} on this server's database"
+        return f"no live worker serves agent {agent!r} now: its jobs wait until one starts"
 
 
 def lines() -> asyncio.Queue[str | None]:
@@ -197,6 +228,31 @@ def ended(job: Job) -> int:
     return 1
 
 
+async def _local(app: App, agent: str, job_id: str | None, data: dict[str, Any]) -> int:
+    try:
+        backend = Local(app)
+        found = await resolve_job_id(await app.open_store(), job_id) if job_id else None
+        return await talk(backend, agent, await _continued(backend, agent, found), data)
+    finally:
+        await app.close()
+
+
+async def _remote(
+    url: str, key: str | None, agent: str, job_id: str | None, data: dict[str, Any]
+) -> int:
+    async with Client(url, key or "") as client:
+        found = await resolve_job_id(client, job_id) if job_id else None
+        backend = Remote(client)
+        return await talk(backend, agent, await _continued(backend, agent, found), data)
+
+
+async def _continued(backend: Backend, agent: str, job_id: str | None) -> str | None:
+    """The conversation to continue, which must be one with ``agent``."""
+    if job_id is not None and (await backend.job(job_id)).agent != agent:
+        raise click.UsageError(f"job {job_id} is not a conversation with {agent}")
+    return job_id
+
+
 @cli_main.command("chat")
 @click.argument("agent")
 @click.option("--job", "job_id", help="Continue this conversation (a job id, or its start).")
@@ -214,24 +270,19 @@ def chat_command(env: Env, agent: str, job_id: str | None, input_json: str) -> N
     data = parse_json(input_json, "--input")
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--input")
-    app = env.app()
-
-    async def go() -> int:
-        try:
-            await app.open_store()
-            found = await resolve_job_id(await app.open_store(), job_id) if job_id else None
-            if found is not None and (await app.get_job(found)).agent != agent:
-                raise click.UsageError(f"job {found} is not a conversation with {agent}")
-            return await talk(Local(app), agent, found, data)
-        finally:
-            await app.close()
-
     try:
-        code = run(go(), app.database_url)
+        if env.remote:
+            assert env.server_url is not None
+            code = run(
+                _remote(env.server_url, env.api_key, agent, job_id, data), server=env.server_url
+            )
+        else:
+            app = env.app()
+            code = run(_local(app, agent, job_id, data), app.database_url)
     except KeyboardInterrupt:
         click.echo("\nleft the conversation: `aetheris chat --job ID` continues it", err=True)
         code = 130
     sys.exit(code)
 
 
-__all__ = ["Backend", "Conversation", "Local", "chat_command", "talk"]
+__all__ = ["Backend", "Conversation", "Local", "Remote", "chat_command", "talk"]

@@ -115,6 +115,7 @@ def job(doc: dict[str, Any]) -> Job:
         wake_at=stamp(doc.get("wake_at")),
         parent_id=doc.get("parent_id"),
         control=Control(control) if control else None,
+        control_by=doc.get("control_by"),
         deadline=stamp(doc.get("deadline")),
         recoveries=doc.get("recoveries", 0),
         tenant=doc.get("tenant", DEFAULT_TENANT),

@@ -170,6 +170,12 @@ class Client:
     async def get_job(self, job_id: str) -> Job:
         return decode.job(await self._call("GET", f"/v1/jobs/{job_id}", job_id=job_id))
 
+    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
+        """Ids of the tenant's jobs that start with ``prefix``, in id order, at most ``limit``."""
+        params = {"prefix": prefix, "limit": limit}
+        doc = await self._call("GET", "/v1/job-ids", params=params)
+        return [str(i) for i in doc["ids"]]
+
     async def list_jobs(
         self,
         *,

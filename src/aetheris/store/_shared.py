@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Mapping, Sequence
@@ -157,6 +158,13 @@ def signal_taken(job_id: str, seq: int) -> str:
     return f"signal {seq} of job {job_id} was already received"
 
 
+def key_taken(job_id: str, name: str, key: str, holder: str | None) -> str:
+    return (
+        f"job {job_id} cannot take key {key!r} of signal {name!r}: job {holder} holds it "
+        "until it ends"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ControlPlan:
     """What a control action does to a job that is not held by a worker, or to its flag."""
@@ -165,10 +173,16 @@ class ControlPlan:
     status: StatusWrite | None = None
     event: EventDraft | None = None
     cascade: bool = False
+    by: str | None = None  # who asked: kept with a flag, for the worker that honours it
 
 
 def plan_control(job: Job, action: Control, by: str | None = None) -> ControlPlan:
-    """Decide what ``action`` does to ``job`` (raises :class:`Conflict` when it cannot apply).
+    """Decide what ``action`` does to ``job`` (raises :class:`Conflict` when it cannot apply)."""
+    return dataclasses.replace(_plan_control(job, action, by), by=by)
+
+
+def _plan_control(job: Job, action: Control, by: str | None) -> ControlPlan:
+    """What ``action`` does to ``job``.
 
     A running job is only flagged (its worker honours the flag at the next durable operation,
     and a heartbeat interrupts a tool in flight on cancel): nothing is appended to a journal

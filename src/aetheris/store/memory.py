@@ -36,6 +36,7 @@ from aetheris.store._shared import (
     signal_taken,
     worker_info,
 )
+from aetheris.store.memory_keyed import KeyedRow, MemoryKeyed, Where
 from aetheris.store.memory_webhooks import MemoryWebhooks
 from aetheris.store.port import (
     WORKER_ALIVE_WINDOW,
@@ -69,7 +70,7 @@ from aetheris.store.port import (
 LATEST_SCHEMA = len(sql.migrations("sqlite"))
 
 
-class MemoryStore(MemoryWebhooks):
+class MemoryStore(MemoryKeyed, MemoryWebhooks):
     """A store held in process memory (URL ``memory://``)."""
 
     def __init__(self, url: str = "memory://", *, clock: Callable[[], float] = time.time) -> None:
@@ -86,6 +87,8 @@ class MemoryStore(MemoryWebhooks):
         self._blobs: dict[tuple[str, str], bytes] = {}
         self._kv: dict[str, dict[str, bytes]] = {}
         self._signals: dict[tuple[str, int], Signal] = {}
+        self._holders: dict[Where, str] = {}
+        self._keyed: dict[Where, list[KeyedRow]] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
         self._init_webhooks()
@@ -175,9 +178,16 @@ class MemoryStore(MemoryWebhooks):
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[:limit]
 
-    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
+    async def find_jobs(
+        self, prefix: str, *, limit: int = 10, tenant: str | None = None
+    ) -> list[str]:
         with self._lock:
-            return sorted(i for i in self._jobs if i.startswith(prefix))[:limit]
+            found = (
+                i
+                for i, j in self._jobs.items()
+                if i.startswith(prefix) and (tenant is None or j.tenant == tenant)
+            )
+            return sorted(found)[:limit]
 
     async def summary(self) -> Summary:
         with self._lock:
@@ -290,6 +300,7 @@ class MemoryStore(MemoryWebhooks):
         """Everything that could refuse ``commit``, before any of it is written (no rollback)."""
         check_commit(job.id, commit)
         self._check_effects(job.id, commit.effects)
+        self._check_keys(job, commit.correlate)
         for new in commit.create:
             existing = self._jobs.get(new.id)
             if existing is not None and not same_request(existing, new):
@@ -300,6 +311,7 @@ class MemoryStore(MemoryWebhooks):
                 raise Conflict(signal_taken(job.id, seq))
 
     def _apply(self, job: Job, commit: Commit, now: float) -> list[Event]:
+        self._take_keys(job, commit.correlate)
         for write in commit.effects:
             self._write_effect(job.id, write, now)
         for digest, body in commit.blobs:
@@ -394,9 +406,12 @@ class MemoryStore(MemoryWebhooks):
         self._outbox(sealed)  # with the events, as every store does: see store.outbox
         return sealed
 
-    async def events(self, job_id: str) -> list[Event]:
+    async def events(
+        self, job_id: str, *, after: int = -1, limit: int | None = None
+    ) -> list[Event]:
         with self._lock:
-            return list(self._events.get(job_id, []))
+            found = self._events.get(job_id, [])[max(after + 1, 0) :]
+            return list(found if limit is None else found[:limit])
 
     async def effects(
         self,
@@ -519,18 +534,23 @@ class MemoryStore(MemoryWebhooks):
         now = self._clock()
         if plan.status is not None:
             job = _with_status(job, plan.status, now)
-        self._jobs[job_id] = dataclasses.replace(job, control=plan.control, updated_at=now)
+        self._jobs[job_id] = dataclasses.replace(
+            job,
+            control=plan.control,
+            control_by=plan.by if plan.control else None,
+            updated_at=now,
+        )
         if plan.event is not None:
             self._append(job_id, [plan.event], now)
         if plan.status is not None and plan.status.status.terminal and job.parent_id:
             self._wake(job.parent_id, job_wake(job_id), now)
         if plan.cascade:
-            self._cancel_children(job_id)
+            self._cancel_children(job_id, by)
 
-    def _cancel_children(self, job_id: str) -> None:
+    def _cancel_children(self, job_id: str, by: str | None = None) -> None:
         for child in [j.id for j in self._jobs.values() if j.parent_id == job_id]:
             with contextlib.suppress(Conflict):
-                self._control(child, Control.CANCEL)
+                self._control(child, Control.CANCEL, by)
 
     async def next_wake(self) -> float | None:
         with self._lock:
@@ -612,6 +632,7 @@ def _with_status(job: Job, write: StatusWrite, now: float) -> Job:
         wake_on=write.wake_on,
         wake_at=write.wake_at,
         control=None if write.status.terminal else job.control,
+        control_by=None if write.status.terminal else job.control_by,
         recoveries=job.recoveries + write.recovery,
         lease_owner=job.lease_owner if running else None,
         lease_expires_at=job.lease_expires_at if running else None,

@@ -21,6 +21,7 @@ Writes come in two shapes:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -134,6 +135,31 @@ def job_wake(job_id: str) -> str:
     return f"job:{job_id}"
 
 
+KEYED_PREFIX = "keyed:"  # inbox names of keyed signals: no plain signal may take one
+
+
+def keyed_signal(name: str, key: str) -> str:
+    """The inbox name of signal ``name`` correlated by ``key``: ``keyed:["name","key"]``.
+
+    A keyed signal reaches the job's inbox under this name (and its id under
+    ``<this name>:<signal id>``), so that it is never taken by a plain wait for ``name``, nor
+    by a wait for the same name with another key. JSON keeps the pair unambiguous whatever
+    characters the name and the key hold.
+    """
+    return KEYED_PREFIX + json.dumps([name, key], ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What :meth:`Store.deliver_keyed` did: the job whose inbox took the signal (``None``:
+    no job holds the key, and it waits in the mailbox), and whether it is new (``False``: the
+    same ``signal_id`` arrived before, and this is that first delivery)."""
+
+    signal_id: str
+    job_id: str | None
+    created: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Head:
     """The end of a job's journal: how many events it has and the hash of the last one."""
@@ -155,6 +181,11 @@ class Commit:
     that a waiter parking at the same moment either sees this commit or is woken by it.
     ``create`` makes child jobs fenced by this job's lease, so a zombie creates none; a child
     whose id exists already is left as it is.
+
+    ``correlate`` makes the job the holder of each ``(name, key)`` in its tenant (see
+    :meth:`Store.deliver_keyed`), and moves the keyed signals waiting for it in the mailbox to
+    the job's inbox, in this transaction. A key another job holds, one that has not ended, is a
+    :class:`~aetheris.errors.Conflict`: the first job to hold a key keeps it until it ends.
     """
 
     events: Sequence[EventDraft] = ()
@@ -166,6 +197,7 @@ class Commit:
     create: Sequence[NewJob] = ()  # child jobs, created unless a job with the same id exists
     cancel_children: bool = False  # the job ends: cancel its children that have not ended
     blobs: Sequence[tuple[str, bytes]] = ()  # (sha256 hex, bytes) the events refer to
+    correlate: Sequence[tuple[str, str]] = ()  # (signal name, key) the job holds from now on
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,8 +335,11 @@ class Store(Protocol):
         this order are listed."""
         ...
 
-    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
-        """Ids of jobs that start with ``prefix``, in id order, at most ``limit``."""
+    async def find_jobs(
+        self, prefix: str, *, limit: int = 10, tenant: str | None = None
+    ) -> list[str]:
+        """Ids of jobs (of ``tenant``, when given) that start with ``prefix``, in id order, at
+        most ``limit``."""
         ...
 
     async def summary(self) -> Summary:
@@ -343,8 +378,11 @@ class Store(Protocol):
         :class:`~aetheris.errors.JobNotFound`."""
         ...
 
-    async def events(self, job_id: str) -> list[Event]:
-        """The job's journal in order (empty for an unknown job)."""
+    async def events(
+        self, job_id: str, *, after: int = -1, limit: int | None = None
+    ) -> list[Event]:
+        """The job's journal in order (empty for an unknown job): the events whose seq is
+        over ``after``, at most ``limit`` of them."""
         ...
 
     async def effects(
@@ -368,6 +406,23 @@ class Store(Protocol):
 
     async def signals(self, job_id: str, *, pending: bool = True) -> list[Signal]:
         """The job's signals in arrival order; by default only those not yet received."""
+        ...
+
+    async def deliver_keyed(
+        self, tenant: str, name: str, key: str, payload: Any, signal_id: str, sender: str | None
+    ) -> Delivery:
+        """Deliver signal ``name`` correlated by ``key`` in ``tenant`` (an incoming webhook's).
+
+        If a job that has not ended holds the key (it committed ``correlate`` for it), the
+        signal goes to its inbox under :func:`keyed_signal` and wakes it if it waits for it.
+        Otherwise it waits in the tenant's mailbox until a job takes the key. The same
+        ``signal_id`` for the same name and key is one signal: the first delivery is returned
+        (``created=False``). One transaction, ordered with the commits that take the key, so a
+        signal is never lost between the two: it reaches the inbox either way."""
+        ...
+
+    async def key_holder(self, tenant: str, name: str, key: str) -> str | None:
+        """The job that holds ``(name, key)`` in ``tenant``, unless it has ended."""
         ...
 
     async def control(self, job_id: str, action: Control, by: str | None = None) -> Job:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -53,7 +52,6 @@ from aetheris.store._shared import (
     worker_info,
 )
 from aetheris.store.port import (
-    WORKER_ALIVE_WINDOW,
     Claim,
     ClaimFilter,
     Commit,
@@ -68,9 +66,10 @@ from aetheris.store.port import (
     SchemaState,
     Signal,
     Summary,
-    WorkerInfo,
     signal_wake,
 )
+from aetheris.store.postgres_directory import PostgresDirectory
+from aetheris.store.postgres_keyed import PostgresKeyed
 from aetheris.store.postgres_kv import PostgresKeyValue
 from aetheris.store.postgres_session import (
     CommitGroup,
@@ -94,7 +93,6 @@ from aetheris.store.sql.rows import (
     job_params,
     signal_from,
     summary_from,
-    worker_from,
 )
 
 Q = sql.queries("postgresql")
@@ -110,7 +108,9 @@ _SCHEMA_CHANGED = (
 )
 
 
-class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresWebhooks):
+class PostgresStore(
+    PostgresKeyValue, PostgresTenancy, PostgresDirectory, PostgresKeyed, PostgresWebhooks
+):
     """Store on PostgreSQL (URL ``postgresql://user@host:port/db``).
 
     Options may also come as URL parameters: ``?aetheris_max_connections=20&aetheris_reap_grace=2``
@@ -221,6 +221,10 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresWebhooks):
             cur = await conn.execute(Q[query], params)
             return await cur.fetchall()
 
+    async def _execute(self, query: str, params: Mapping[str, Any] | None = None) -> None:
+        async with self._conn() as conn:
+            await conn.execute(Q[query], params)
+
     # -- schema -----------------------------------------------------------------------------
 
     async def schema(self) -> SchemaState:
@@ -267,8 +271,11 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresWebhooks):
             raise JobNotFound(job_id)
         return job_from(row, POSTGRESQL)
 
-    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
-        rows = await self._all("find_jobs", {"prefix": prefix, "limit": limit})
+    async def find_jobs(
+        self, prefix: str, *, limit: int = 10, tenant: str | None = None
+    ) -> list[str]:
+        params = {"prefix": prefix, "limit": limit, "tenant": tenant}
+        rows = await self._all("find_jobs", params)
         return [r["id"] for r in rows]
 
     async def summary(self) -> Summary:
@@ -350,12 +357,10 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresWebhooks):
 
         Jobs it wakes are locked first (the waiter before the job that wakes it, as everywhere):
         a parent parking at this moment then either waits for this transaction and finds the
-        child ended, or has parked already and is woken here.
+        child ended, or has parked already and is woken here. Keys it takes, before them.
         """
         async with self._tx() as conn:
-            waiters = sorted({other for other, _ in commit.wake})
-            if waiters:
-                await conn.execute(Q["lock_jobs"], {"ids": waiters})
+            await self._lock_first(conn, job_id, commit)
             row = await (await conn.execute(Q["commit"], params)).fetchone()
             if row is None or row["fenced"] != 1:
                 return 0
@@ -404,6 +409,7 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresWebhooks):
 
     async def _commit_reading_head(self, lease: Lease, commit: Commit) -> list[Event]:
         async with self._tx() as conn:
+            await self._lock_first(conn, lease.job_id, commit)
             params = {"id": lease.job_id, "epoch": lease.epoch, "expect": None}
             head = await (await conn.execute(Q["fence"], params)).fetchone()
             if head is None:
@@ -444,7 +450,7 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresWebhooks):
             elif isinstance(step, steps.Create):
                 await self._create_in(conn, step.new)
             else:
-                await self._cancel_children(conn, step.job_id)
+                await self._cancel_children(conn, step.job_id, step.by)
         return appended
 
     async def _append(
@@ -469,8 +475,10 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresWebhooks):
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def events(self, job_id: str) -> list[Event]:
-        rows = await self._all("events", {"job_id": job_id})
+    async def events(
+        self, job_id: str, *, after: int = -1, limit: int | None = None
+    ) -> list[Event]:
+        rows = await self._all("events", {"job_id": job_id, "after": after, "limit": limit})
         return [
             open_event(job_id, r["seq"], bytes(r["body"]), r["prev_hash"], r["hash"]) for r in rows
         ]
@@ -541,26 +549,17 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresWebhooks):
         plan = steps.apply_control(job, plan_control(job, action, by), POSTGRESQL, time.time())
         await self._run(conn, plan)
 
-    async def _cancel_children(self, conn: psycopg.AsyncConnection[Row], job_id: str) -> None:
+    async def _cancel_children(
+        self, conn: psycopg.AsyncConnection[Row], job_id: str, by: str | None = None
+    ) -> None:
         children = await (await conn.execute(Q["children"], {"id": job_id})).fetchall()
         for child in children:
             with contextlib.suppress(Conflict):
-                await self._control(conn, child["id"], Control.CANCEL)
+                await self._control(conn, child["id"], Control.CANCEL, by)
 
     async def next_wake(self) -> float | None:
         row = await self._one("next_wake")
         return row["at"] if row is not None else None
-
-    async def register_agents(self, agents: Mapping[str, Mapping[str, Any] | None]) -> None:
-        async with self._conn() as conn:
-            await conn.execute(Q["upsert_agents"], {"agents": json.dumps(dict(agents))})
-
-    async def agent_input_schema(self, name: str) -> dict[str, Any] | None:
-        row = await self._one("agent_input_schema", {"name": name})
-        return row["input_schema"] if row is not None else None
-
-    async def agents(self) -> list[str]:
-        return [r["name"] for r in await self._all("list_agents")]
 
     # -- liveness and wake-ups ----------------------------------------------------------------
 
@@ -585,10 +584,6 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresWebhooks):
         if owner in self._presence.registered:
             async with self._conn() as conn:
                 await self._presence.withdraw(conn, owner, graceful)
-
-    async def workers(self) -> list[WorkerInfo]:
-        rows = await self._all("list_workers", {"window": WORKER_ALIVE_WINDOW})
-        return [worker_from(r, POSTGRESQL) for r in rows]
 
     async def wait_for_work(self, timeout: float) -> None:
         if self._listener is None:

@@ -81,6 +81,7 @@ from aetheris.store.sql.rows import (
     worker_from,
     worker_params,
 )
+from aetheris.store.sqlite_keyed import SQLiteKeyed
 from aetheris.store.sqlite_kv import SQLiteKeyValue
 from aetheris.store.sqlite_tenancy import SQLiteTenancy
 from aetheris.store.sqlite_webhooks import SQLiteWebhooks
@@ -104,7 +105,7 @@ def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
     return Path(path), options
 
 
-class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteWebhooks):
+class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
     """Store on a SQLite file (URL ``sqlite:///path.db[?synchronous=normal]``)."""
 
     def __init__(
@@ -237,8 +238,10 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteWebhooks):
         row = self._read(lambda conn: conn.execute(Q["get_job"], {"id": job_id}).fetchone())
         return job_from(row, SQLITE) if row is not None else None
 
-    async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
-        params = {"prefix": prefix, "limit": limit}
+    async def find_jobs(
+        self, prefix: str, *, limit: int = 10, tenant: str | None = None
+    ) -> list[str]:
+        params = {"prefix": prefix, "limit": limit, "tenant": tenant}
         rows = self._read(lambda conn: conn.execute(Q["find_jobs"], params).fetchall())
         return [r["id"] for r in rows]
 
@@ -388,7 +391,7 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteWebhooks):
             elif isinstance(step, steps.Create):
                 self._create_job(conn, step.new)
             else:
-                self._cancel_children(conn, step.job_id)
+                self._cancel_children(conn, step.job_id, step.by)
         return appended
 
     def _append(
@@ -412,8 +415,11 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteWebhooks):
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def events(self, job_id: str) -> list[Event]:
-        rows = self._read(lambda conn: conn.execute(Q["events"], {"job_id": job_id}).fetchall())
+    async def events(
+        self, job_id: str, *, after: int = -1, limit: int | None = None
+    ) -> list[Event]:
+        params = {"job_id": job_id, "after": after, "limit": -1 if limit is None else limit}
+        rows = self._read(lambda conn: conn.execute(Q["events"], params).fetchall())
         return [open_event(job_id, r["seq"], r["body"], r["prev_hash"], r["hash"]) for r in rows]
 
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
@@ -503,10 +509,12 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteWebhooks):
         self._run(conn, steps.apply_control(job, plan, SQLITE, self._clock()))
         return _get(conn, job_id)
 
-    def _cancel_children(self, conn: sqlite3.Connection, job_id: str) -> None:
+    def _cancel_children(
+        self, conn: sqlite3.Connection, job_id: str, by: str | None = None
+    ) -> None:
         for child in conn.execute(Q["children"], {"id": job_id}).fetchall():
             with contextlib.suppress(Conflict):
-                self._control(conn, child[0], Control.CANCEL)
+                self._control(conn, child[0], Control.CANCEL, by)
 
     async def next_wake(self) -> float | None:
         row = self._read(lambda conn: conn.execute(Q["next_wake"]).fetchone())

@@ -277,6 +277,7 @@ def job_from(row: Row, d: Dialect) -> Job:
         wake_at=row["wake_at"],
         parent_id=row["parent_id"],
         control=Control(row["control"]) if row["control"] else None,
+        control_by=row["control_by"],
         deadline=row["deadline"],
         recoveries=row["recoveries"],
         tenant=row["tenant"],

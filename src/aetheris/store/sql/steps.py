@@ -15,7 +15,16 @@ from typing import Any
 from aetheris.errors import Conflict
 from aetheris.journal import EventDraft
 from aetheris.store import _shared as shared
-from aetheris.store.port import Commit, EffectWrite, Job, JobStatus, NewJob, job_wake
+from aetheris.store.port import (
+    Commit,
+    EffectWrite,
+    Job,
+    JobStatus,
+    NewJob,
+    job_wake,
+    keyed_signal,
+    signal_wake,
+)
 from aetheris.store.sql.rows import (
     POSTGRESQL,
     Dialect,
@@ -58,9 +67,10 @@ class Create:
 
 @dataclass(frozen=True, slots=True)
 class CancelChildren:
-    """Cancel the job's children that have not ended, and theirs."""
+    """Cancel the job's children that have not ended, and theirs (on behalf of ``by``)."""
 
     job_id: str
+    by: str | None = None
 
 
 Step = Run | Append | Create | CancelChildren
@@ -94,13 +104,57 @@ def follows(commit: Commit) -> bool:
     """Whether anything must follow the job's own row (most steps' commits: nothing)."""
     status = commit.status
     parks = status is not None and status.status is JobStatus.PARKED
-    return bool(commit.consume or commit.wake or commit.create or commit.cancel_children) or parks
+    follow = commit.consume or commit.wake or commit.create or commit.cancel_children
+    return bool(follow or commit.correlate) or parks
+
+
+def key_steps(job_id: str, correlate: Sequence[tuple[str, str]], now: float) -> list[Step]:
+    """The job takes each key (refused if a job that has not ended holds it), and the key's
+    signals waiting in the mailbox move to the job's inbox."""
+    steps: list[Step] = []
+    for name, key in sorted(set(correlate)):
+        inbox = keyed_signal(name, key)
+        params: dict[str, Any] = {"job_id": job_id, "name": name, "key": key, "inbox": inbox}
+        params["now"] = now
+        steps.append(
+            Run("hold_key", params, _key_taken(job_id, name, key), explain="key_holder_of")
+        )
+        steps += [Run("collect_mailbox", params), Run("mark_collected", params)]
+    return steps
+
+
+def keyed_params(
+    tenant: str, name: str, key: str, signal_id: str, payload: Any, sender: str | None, now: float
+) -> dict[str, Any]:
+    """The parameters of a keyed delivery's statements (``payload`` in the dialect's form)."""
+    where = {"tenant": tenant, "name": name, "key": key, "signal_id": signal_id}
+    return {**where, "payload": payload, "sender": sender, "now": now}
+
+
+def delivery(params: dict[str, Any], holder: str | None) -> list[Step]:
+    """A keyed signal's writes once its key's row is locked and the holder (a job that has
+    not ended, locked too) is known: its row, and with a holder, the holder's inbox and
+    wake-up."""
+    steps: list[Step] = [Run("insert_keyed_signal", {**params, "job_id": holder})]
+    if holder is not None:
+        inbox, now = keyed_signal(params["name"], params["key"]), params["now"]
+        signal = {
+            "job_id": holder,
+            "name": inbox,
+            "signal_id": f"{inbox}:{params['signal_id']}",
+            "payload": params["payload"],
+            "sender": params["sender"],
+            "now": now,
+        }
+        wake = {"id": holder, "wake_on": signal_wake(inbox), "now": now}
+        steps += [Run("insert_signal", signal), Run("wake", wake)]
+    return steps
 
 
 def follow_up(job_id: str, commit: Commit, now: float) -> list[Step]:
-    """After the job's row is written: signals received, parked jobs woken, children created
-    or cancelled, and no sleeping on what is already there."""
-    steps: list[Step] = []
+    """After the job's row is written: keys taken, signals received, parked jobs woken,
+    children created or cancelled, and no sleeping on what is already there."""
+    steps: list[Step] = key_steps(job_id, commit.correlate, now)
     for seq, position in commit.consume:
         params = {"job_id": job_id, "seq": seq, "position": position}
         steps.append(Run("consume_signal", params, _signal_taken(job_id, seq)))
@@ -134,14 +188,15 @@ def apply_control(job: Job, plan: shared.ControlPlan, d: Dialect, now: float) ->
     if plan.status is not None:
         steps.append(Run("set_status", status_params(job.id, plan.status, d, now)))
     control = plan.control.value if plan.control else None
-    steps.append(Run("set_control", {"id": job.id, "control": control, "now": now}))
+    by = plan.by if plan.control else None
+    steps.append(Run("set_control", {"id": job.id, "control": control, "by": by, "now": now}))
     if plan.event is not None:
         steps.append(Append(job.id, job.event_count, job.head_hash, (plan.event,), now))
     if plan.status is not None and plan.status.status.terminal and job.parent_id:
         wake = {"id": job.parent_id, "wake_on": job_wake(job.id), "now": now}
         steps.append(Run("wake", wake))
     if plan.cascade:
-        steps.append(CancelChildren(job.id))
+        steps.append(CancelChildren(job.id, plan.by))
     return steps
 
 
@@ -159,3 +214,11 @@ def _effect_state(job_id: str, write: EffectWrite) -> Callable[[Any], Exception]
 
 def _signal_taken(job_id: str, seq: int) -> Callable[[Any], Exception]:
     return lambda _row: Conflict(shared.signal_taken(job_id, seq))
+
+
+def _key_taken(job_id: str, name: str, key: str) -> Callable[[Any], Exception]:
+    def refusal(row: Any) -> Exception:
+        holder = row["job_id"] if row is not None else None
+        return Conflict(shared.key_taken(job_id, name, key, holder))
+
+    return refusal

@@ -63,7 +63,9 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 
 -- name: find_jobs
-SELECT id FROM jobs WHERE starts_with(id, %(prefix)s) ORDER BY id LIMIT %(limit)s
+SELECT id FROM jobs
+WHERE starts_with(id, %(prefix)s) AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY id LIMIT %(limit)s
 
 -- name: count_jobs
 SELECT status, count(*) AS n FROM jobs GROUP BY status
@@ -117,6 +119,8 @@ SET status = %(status)s, park_reason = %(park_reason)s, park_detail = %(park_det
     wake_on = %(wake_on)s, wake_at = %(wake_at)s,
     control = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled', 'compensated')
                    THEN NULL ELSE control END,
+    control_by = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled', 'compensated')
+                       THEN NULL ELSE control_by END,
     lease_owner = CASE WHEN %(status)s = 'running' THEN lease_owner END,
     lease_expires_at = CASE WHEN %(status)s = 'running' THEN lease_expires_at END,
     recoveries = recoveries + %(recovery)s,
@@ -124,7 +128,8 @@ SET status = %(status)s, park_reason = %(park_reason)s, park_detail = %(park_det
 WHERE id = %(id)s
 
 -- name: events
-SELECT seq, body, prev_hash, hash FROM events WHERE job_id = %(job_id)s ORDER BY seq
+SELECT seq, body, prev_hash, hash FROM events WHERE job_id = %(job_id)s AND seq > %(after)s
+ORDER BY seq LIMIT %(limit)s
 
 -- name: get_effect
 SELECT state FROM effects WHERE job_id = %(job_id)s AND position = %(position)s
@@ -225,6 +230,8 @@ WITH fence AS (
         wake_at = CASE WHEN %(status)s IS NULL THEN wake_at ELSE %(wake_at)s END,
         control = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled', 'compensated')
                        THEN NULL ELSE control END,
+        control_by = CASE WHEN %(status)s IN ('succeeded', 'failed', 'cancelled', 'compensated')
+                           THEN NULL ELSE control_by END,
         lease_owner = CASE WHEN coalesce(%(status)s, 'running') = 'running' THEN lease_owner END,
         lease_expires_at = CASE WHEN coalesce(%(status)s, 'running') = 'running'
                                 THEN lease_expires_at END,
@@ -382,7 +389,8 @@ ORDER BY seq
 
 -- name: set_control
 WITH changed AS (
-    UPDATE jobs SET control = %(control)s, updated_at = aetheris_now() WHERE id = %(id)s
+    UPDATE jobs SET control = %(control)s, control_by = %(by)s, updated_at = aetheris_now()
+    WHERE id = %(id)s
     RETURNING queue
 )
 SELECT pg_notify('aetheris_work', queue) FROM changed
@@ -437,6 +445,75 @@ SELECT * FROM api_keys ORDER BY created_at, id
 -- name: revoke_api_key
 UPDATE api_keys SET revoked_at = coalesce(revoked_at, aetheris_now()) WHERE id = %(id)s
 RETURNING *
+
+-- Keyed signals (incoming webhooks): see migration 0009.
+
+-- name: lock_keys
+-- Before a commit that takes keys locks its job row: lock the keys' rows (made if need be),
+-- as a delivery does first too. One lock order, key then job, for both.
+INSERT INTO correlations (tenant, name, key, job_id, updated_at)
+SELECT j.tenant, c.name, c.key, NULL, aetheris_now()
+FROM jobs j, unnest(%(names)s::text[], %(keys)s::text[]) AS c(name, key)
+WHERE j.id = %(id)s
+ORDER BY c.name, c.key
+ON CONFLICT (tenant, name, key) DO UPDATE SET updated_at = correlations.updated_at
+
+-- name: hold_key
+-- The job takes (name, key) in its tenant, unless a job that has not ended holds it.
+INSERT INTO correlations (tenant, name, key, job_id, updated_at)
+SELECT tenant, %(name)s, %(key)s, id, aetheris_now() FROM jobs WHERE id = %(job_id)s
+ON CONFLICT (tenant, name, key) DO UPDATE
+SET job_id = excluded.job_id, updated_at = excluded.updated_at
+WHERE correlations.job_id IS NULL OR correlations.job_id = excluded.job_id
+   OR NOT EXISTS (SELECT 1 FROM jobs h WHERE h.id = correlations.job_id
+                  AND h.status NOT IN ('succeeded', 'failed', 'cancelled', 'compensated'))
+RETURNING job_id
+
+-- name: key_holder_of
+-- Who holds the key a job could not take (hold_key's parameters).
+SELECT job_id FROM correlations
+WHERE tenant = (SELECT tenant FROM jobs WHERE id = %(job_id)s) AND name = %(name)s
+  AND key = %(key)s
+
+-- name: collect_mailbox
+-- The key's signals in the mailbox go to the job's inbox, in arrival order.
+INSERT INTO signals (job_id, seq, name, signal_id, payload, sender, created_at)
+SELECT %(job_id)s,
+       (SELECT coalesce(max(seq), 0) FROM signals WHERE job_id = %(job_id)s)
+           + row_number() OVER (ORDER BY k.seq),
+       %(inbox)s, %(inbox)s || ':' || k.signal_id, k.payload, k.sender, k.created_at
+FROM keyed_signals k
+WHERE k.tenant = (SELECT tenant FROM jobs WHERE id = %(job_id)s) AND k.name = %(name)s
+  AND k.key = %(key)s AND k.job_id IS NULL
+
+-- name: mark_collected
+UPDATE keyed_signals SET job_id = %(job_id)s
+WHERE tenant = (SELECT tenant FROM jobs WHERE id = %(job_id)s) AND name = %(name)s
+  AND key = %(key)s AND job_id IS NULL
+
+-- name: key_holder
+SELECT c.job_id FROM correlations c JOIN jobs j ON j.id = c.job_id
+WHERE c.tenant = %(tenant)s AND c.name = %(name)s AND c.key = %(key)s
+  AND j.status NOT IN ('succeeded', 'failed', 'cancelled', 'compensated')
+
+-- name: lock_key
+-- A delivery's first statement: the key's row (made if need be), locked, and who holds it.
+INSERT INTO correlations (tenant, name, key, job_id, updated_at)
+VALUES (%(tenant)s, %(name)s, %(key)s, NULL, aetheris_now())
+ON CONFLICT (tenant, name, key) DO UPDATE SET updated_at = correlations.updated_at
+RETURNING job_id
+
+-- name: keyed_signal_by_id
+SELECT job_id FROM keyed_signals
+WHERE tenant = %(tenant)s AND name = %(name)s AND key = %(key)s AND signal_id = %(signal_id)s
+
+-- name: insert_keyed_signal
+INSERT INTO keyed_signals (tenant, name, key, signal_id, seq, payload, sender, created_at,
+                           job_id)
+VALUES (%(tenant)s, %(name)s, %(key)s, %(signal_id)s,
+        (SELECT coalesce(max(seq), 0) + 1 FROM keyed_signals
+         WHERE tenant = %(tenant)s AND name = %(name)s AND key = %(key)s),
+        %(payload)s::jsonb, %(sender)s, aetheris_now(), %(job_id)s)
 
 -- name: insert_webhook
 INSERT INTO webhooks (id, tenant, url, secret, events, created_at)

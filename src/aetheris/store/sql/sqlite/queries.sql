@@ -46,7 +46,9 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit
 
 -- name: find_jobs
-SELECT id FROM jobs WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY id LIMIT :limit
+SELECT id FROM jobs
+WHERE substr(id, 1, length(:prefix)) = :prefix AND (:tenant IS NULL OR tenant = :tenant)
+ORDER BY id LIMIT :limit
 
 -- name: count_jobs
 SELECT status, count(*) AS n FROM jobs GROUP BY status
@@ -141,6 +143,8 @@ SET status = :status, park_reason = :park_reason, park_detail = :park_detail,
     wake_at = :wake_at,
     control = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled', 'compensated')
                    THEN NULL ELSE control END,
+    control_by = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+                       THEN NULL ELSE control_by END,
     lease_owner = CASE WHEN :status = 'running' THEN lease_owner ELSE NULL END,
     lease_expires_at = CASE WHEN :status = 'running' THEN lease_expires_at ELSE NULL END,
     recoveries = recoveries + :recovery,
@@ -148,7 +152,8 @@ SET status = :status, park_reason = :park_reason, park_detail = :park_detail,
 WHERE id = :id
 
 -- name: events
-SELECT seq, body, prev_hash, hash FROM events WHERE job_id = :job_id ORDER BY seq
+SELECT seq, body, prev_hash, hash FROM events WHERE job_id = :job_id AND seq > :after
+ORDER BY seq LIMIT :limit
 
 -- name: get_effect
 SELECT state FROM effects WHERE job_id = :job_id AND position = :position
@@ -252,7 +257,7 @@ WHERE job_id = :job_id AND (:pending = 0 OR consumed_position IS NULL)
 ORDER BY seq
 
 -- name: set_control
-UPDATE jobs SET control = :control, updated_at = :now WHERE id = :id
+UPDATE jobs SET control = :control, control_by = :by, updated_at = :now WHERE id = :id
 
 -- name: children
 SELECT id FROM jobs WHERE parent_id = :id
@@ -302,6 +307,64 @@ SELECT * FROM api_keys ORDER BY created_at, id
 -- name: revoke_api_key
 UPDATE api_keys SET revoked_at = coalesce(revoked_at, :now) WHERE id = :id
 RETURNING *
+
+-- Keyed signals (incoming webhooks): see migration 0009.
+
+-- name: hold_key
+-- The job takes (name, key) in its tenant, unless a job that has not ended holds it.
+INSERT INTO correlations (tenant, name, key, job_id, updated_at)
+SELECT tenant, :name, :key, id, :now FROM jobs WHERE id = :job_id
+ON CONFLICT (tenant, name, key) DO UPDATE
+SET job_id = excluded.job_id, updated_at = excluded.updated_at
+WHERE correlations.job_id IS NULL OR correlations.job_id = excluded.job_id
+   OR NOT EXISTS (SELECT 1 FROM jobs h WHERE h.id = correlations.job_id
+                  AND h.status NOT IN ('succeeded', 'failed', 'cancelled', 'compensated'))
+RETURNING job_id
+
+-- name: key_holder_of
+-- Who holds the key a job could not take (hold_key's parameters).
+SELECT job_id FROM correlations
+WHERE tenant = (SELECT tenant FROM jobs WHERE id = :job_id) AND name = :name AND key = :key
+
+-- name: collect_mailbox
+-- The key's signals in the mailbox go to the job's inbox, in arrival order.
+INSERT INTO signals (job_id, seq, name, signal_id, payload, sender, created_at)
+SELECT :job_id,
+       (SELECT coalesce(max(seq), 0) FROM signals WHERE job_id = :job_id)
+           + row_number() OVER (ORDER BY k.seq),
+       :inbox, :inbox || ':' || k.signal_id, k.payload, k.sender, k.created_at
+FROM keyed_signals k
+WHERE k.tenant = (SELECT tenant FROM jobs WHERE id = :job_id) AND k.name = :name
+  AND k.key = :key AND k.job_id IS NULL
+
+-- name: mark_collected
+UPDATE keyed_signals SET job_id = :job_id
+WHERE tenant = (SELECT tenant FROM jobs WHERE id = :job_id) AND name = :name AND key = :key
+  AND job_id IS NULL
+
+-- name: key_holder
+SELECT c.job_id FROM correlations c JOIN jobs j ON j.id = c.job_id
+WHERE c.tenant = :tenant AND c.name = :name AND c.key = :key
+  AND j.status NOT IN ('succeeded', 'failed', 'cancelled', 'compensated')
+
+-- name: lock_key
+-- A delivery's first statement: the key's row (made if need be), and who holds it.
+INSERT INTO correlations (tenant, name, key, job_id, updated_at)
+VALUES (:tenant, :name, :key, NULL, :now)
+ON CONFLICT (tenant, name, key) DO UPDATE SET updated_at = correlations.updated_at
+RETURNING job_id
+
+-- name: keyed_signal_by_id
+SELECT job_id FROM keyed_signals
+WHERE tenant = :tenant AND name = :name AND key = :key AND signal_id = :signal_id
+
+-- name: insert_keyed_signal
+INSERT INTO keyed_signals (tenant, name, key, signal_id, seq, payload, sender, created_at,
+                           job_id)
+VALUES (:tenant, :name, :key, :signal_id,
+        (SELECT coalesce(max(seq), 0) + 1 FROM keyed_signals
+         WHERE tenant = :tenant AND name = :name AND key = :key),
+        :payload, :sender, :now, :job_id)
 
 -- name: insert_webhook
 INSERT INTO webhooks (id, tenant, url, secret, events, created_at)

@@ -26,7 +26,8 @@ CREATE TABLE jobs (
     control          TEXT,
     deadline         REAL,
     recoveries       INTEGER NOT NULL DEFAULT 0,
-    tenant           TEXT NOT NULL DEFAULT 'default'
+    tenant           TEXT NOT NULL DEFAULT 'default',
+    control_by       TEXT
 );
 
 CREATE INDEX jobs_pending ON jobs (priority DESC, run_at) WHERE status = 'pending';
@@ -137,6 +138,36 @@ CREATE TABLE api_keys (
     created_at  REAL NOT NULL,
     revoked_at  REAL
 );
+
+-- Keyed signals (incoming webhooks). A job that waits for signal `name` with a correlation
+-- `key` holds (tenant, name, key) from its first such wait until it ends; a keyed signal goes
+-- to the holder's inbox, or, while no job that has not ended holds its key, waits in the
+-- mailbox (keyed_signals rows with no job_id) until one takes the key.
+CREATE TABLE correlations (
+    tenant     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    job_id     TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (tenant, name, key)
+) WITHOUT ROWID;
+
+-- Every keyed signal that arrived, numbered per key in arrival order; the same signal_id for
+-- the same key is one signal. job_id: the job whose inbox it went to (NULL: in the mailbox).
+CREATE TABLE keyed_signals (
+    tenant     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    signal_id  TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    payload    BLOB NOT NULL,
+    sender     TEXT,
+    created_at REAL NOT NULL,
+    job_id     TEXT,
+    PRIMARY KEY (tenant, name, key, signal_id)
+) WITHOUT ROWID;
+
+CREATE INDEX keyed_mailbox ON keyed_signals (tenant, name, key, seq) WHERE job_id IS NULL;
 
 -- Outgoing webhooks. A subscription (webhooks) asks that some events of its tenant's jobs be
 -- POSTed to a URL, signed with its secret; events is a JSON list of event types.
