@@ -8,6 +8,7 @@ Errors (``Exception``) are things a caller can handle::
     │   └── EncodingError       a value that has no canonical JSON form (NaN, a socket, ...)
     ├── UnknownAgent            no agent of that name is registered
     ├── JobNotFound             no job with that id
+    ├── WebhookNotFound         no webhook subscription with that id (of the caller's tenant)
     ├── IdempotencyConflict     the idempotency key is taken by a job with other arguments
     ├── Conflict                a control-plane action whose precondition no longer holds
     ├── ToolFailed              a tool or step failed for good (live and on replay alike)
@@ -87,6 +88,14 @@ class JobNotFound(AetherisError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"job {job_id!r} not found")
+
+
+class WebhookNotFound(AetherisError):
+    """No webhook subscription with this id exists (or none the caller's tenant may see)."""
+
+    def __init__(self, webhook_id: str) -> None:
+        self.webhook_id = webhook_id
+        super().__init__(f"webhook {webhook_id!r} not found")
 
 
 class IdempotencyConflict(AetherisError):

@@ -261,3 +261,82 @@ class ApiKey:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class WebhookEvent(enum.StrEnum):
+    """What a webhook subscription may ask to be told of: a job's end (by its status), a job
+    parked for a person's approval, and an effect that may or may not have happened."""
+
+    JOB_COMPLETED = "job.completed"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
+    JOB_COMPENSATED = "job.compensated"
+    APPROVAL_REQUESTED = "job.approval_requested"
+    EFFECT_IN_DOUBT = "effect.in_doubt"
+
+
+class DeliveryState(enum.StrEnum):
+    """Where a webhook delivery stands: still to be sent (or retried), received, given up."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A tenant's subscription: POST these ``events`` of its jobs to ``url``, signed with
+    ``secret`` (kept to sign with; shown to people only when the subscription is made).
+    ``disabled_at`` set: deleted, nothing more is sent, its deliveries stay readable."""
+
+    id: str
+    tenant: str
+    url: str
+    secret: str
+    events: tuple[WebhookEvent, ...]
+    created_at: float
+    disabled_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.disabled_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One try at a delivery: when, the HTTP status the receiver answered (``None``: no
+    answer), what went wrong (``None``: delivered), how long it took, and the delay chosen
+    before the next try (``None``: no next try)."""
+
+    at: float
+    status: int | None
+    error: str | None
+    duration: float
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One event for one subscription, from the outbox written with the event itself.
+
+    ``event_id`` (``<job id>:<journal seq>``) is the same on every try and for every
+    subscription: receivers deduplicate on it. ``job_status`` is the job's status when the
+    event was written; ``payload`` the event's own facts; ``log`` every try, oldest first."""
+
+    id: int
+    webhook_id: str
+    tenant: str
+    job_id: str
+    agent: str
+    job_status: JobStatus
+    event_id: str
+    event_type: WebhookEvent
+    payload: dict[str, Any]
+    created_at: float
+    state: DeliveryState
+    attempts: int
+    next_at: float
+    last_status: int | None = None
+    last_error: str | None = None
+    delivered_at: float | None = None
+    log: tuple[DeliveryAttempt, ...] = ()

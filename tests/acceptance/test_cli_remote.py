@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from aetheris.webhooks import verify_signature
 from tests.acceptance.test_server import (
     APP,
     HERE,
@@ -21,6 +22,7 @@ from tests.acceptance.test_server import (
     processes,
     wait_until,
 )
+from tests.webhooks_kit import receiver
 
 __all__ = ["processes"]  # the fixture, shared with test_server
 
@@ -73,7 +75,8 @@ def both(processes: Processes) -> Both:
     port = free_port()
     cli = Both(processes, f"http://127.0.0.1:{port}")
     for role, tenant in [("operator", "default"), ("approver", "default"),
-                         ("viewer", "default"), ("admin", "other")]:  # fmt: skip
+                         ("viewer", "default"), ("admin", "default"),
+                         ("admin", "other")]:  # fmt: skip
         made = cli.json("keys", "create", "--role", role, "--tenant", tenant)
         cli.keys[role if tenant == "default" else tenant] = made["key"]
     server = processes.spawn("server", "server", "--app", APP, "--port", str(port))
@@ -158,3 +161,41 @@ def test_approve_signal_cancel_and_refusals_through_a_server(both: Both) -> None
         done = both(*local_only, key="viewer")
         assert done.returncode == 2, local_only
         assert "cannot go through a server" in done.stderr, done.stderr
+
+
+async def test_webhooks_through_a_server_and_on_the_database(both: Both) -> None:
+    """Subscribe through the server; the server delivers a job's end, signed; the database
+    and the server list the same subscriptions and deliveries."""
+    async with receiver() as site:
+        hook = both.json("webhooks", "create", f"{site.url}/orders", "--event", "job.completed",
+                         key="admin")  # fmt: skip
+        assert hook["secret"].startswith("whsec_") and hook["tenant"] == "default"
+        denied = both("webhooks", "create", site.url, "--event", "job.failed", key="operator")
+        assert denied.returncode == 1 and "may not webhooks" in denied.stderr
+        done = both("start", "place_order", "--input", '{"order_id": "o9"}', "--wait",
+                    "--json", key="operator")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        got = await site.next(timeout=30)
+    h = got.headers
+    assert verify_signature(
+        hook["secret"], h["aetheris-timestamp"], got.body, h["aetheris-signature"]
+    )
+    assert json.loads(got.body)["job"]["id"] == json.loads(done.stdout)["id"]
+
+    def delivered() -> bool:
+        rows = both.json("webhooks", "deliveries", hook["id"])
+        return [r["state"] for r in rows] == ["delivered"]
+
+    wait_until(delivered, "the delivery to be recorded")
+    listed = both.same("webhooks", "list", key="admin")
+    assert [w["id"] for w in listed] == [hook["id"]] and "secret" not in listed[0]
+    [row] = both.same("webhooks", "deliveries", key="admin")
+    assert row["event_id"] == h["aetheris-event-id"] and row["log"][0]["status"] == 200
+    assert both("webhooks", "deliveries", hook["id"], key="other").returncode == 1  # not theirs
+    assert both.json("webhooks", "delete", hook["id"], key="admin")["active"] is False
+    assert both.same("webhooks", "list", key="admin") == []
+    direct, remote = (
+        both.ok("webhooks", "list", "--all"),
+        both.ok("webhooks", "list", "--all", key="admin"),
+    )
+    assert direct.splitlines()[:-1] == remote.splitlines()[:-1]

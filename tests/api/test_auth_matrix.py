@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
+from aetheris.webhooks import create_webhook
 from tests.api.conftest import ROLES, Api
 
-READ, START, CONTROL, SIGNAL, DECIDE, RESOLVE, BUDGET = (
-    "read", "start", "control", "signal", "decide", "resolve", "budget",
+READ, START, CONTROL, SIGNAL, DECIDE, RESOLVE, BUDGET, WEBHOOKS = (
+    "read", "start", "control", "signal", "decide", "resolve", "budget", "webhooks",
 )  # fmt: skip
 ALLOWED = {
-    "admin": {READ, START, CONTROL, SIGNAL, DECIDE, RESOLVE, BUDGET},
+    "admin": {READ, START, CONTROL, SIGNAL, DECIDE, RESOLVE, BUDGET, WEBHOOKS},
     "operator": {READ, START, CONTROL, SIGNAL, RESOLVE, BUDGET},
     "approver": {READ, DECIDE},
     "viewer": {READ},
@@ -41,6 +42,14 @@ COLLECTION_ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/agents", None, READ),
     ("GET", "/v1/tools", None, READ),
     ("POST", "/v1/jobs", {"agent": "waiter", "input": {}}, START),
+    ("GET", "/v1/webhooks", None, WEBHOOKS),
+    ("GET", "/v1/webhooks/deliveries", None, WEBHOOKS),
+    ("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/h", "events": ["job.failed"]}, WEBHOOKS),
+]
+# {hook} is a webhook subscription of the tenant "acme".
+WEBHOOK_ENDPOINTS: list[tuple[str, str, Any, str]] = [
+    ("GET", "/v1/webhooks/{hook}/deliveries", None, WEBHOOKS),
+    ("DELETE", "/v1/webhooks/{hook}", None, WEBHOOKS),
 ]
 
 
@@ -76,6 +85,31 @@ async def test_job_endpoints(
     anonymous = await call(api, method, url, body, {})
     assert anonymous.status_code == 401
     assert anonymous.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("method", "path", "body", "action"), WEBHOOK_ENDPOINTS)
+async def test_webhook_endpoints(
+    api: Api, role: str, method: str, path: str, body: Any, action: str
+) -> None:
+    store = await api.app.open_store()
+    hook = await create_webhook(store, "acme", "http://127.0.0.1:9/h", ["job.completed"])
+    url = path.format(hook=hook.id)
+    own = await call(api, method, url, body, api.auth(role, "acme"))
+    other = await call(api, method, url, body, api.auth(role, "beta"))
+    if action in ALLOWED[role]:
+        assert own.status_code == 200, (role, url, own.text)
+        assert other.status_code == 404, (role, url, other.text)
+        missing = await call(api, method, url.replace(hook.id, "wh_nope"), body, api.auth(role))
+        assert (
+            missing.json()["error"]["message"].replace("wh_nope", hook.id)
+            == (other.json()["error"]["message"])
+        )
+    else:
+        assert own.status_code == 403, (role, url, own.text)
+        assert other.status_code == 403, (role, url, other.text)
+    assert (await call(api, method, url, body, {})).status_code == 401
+    assert (await store.webhook(hook.id)) is not None
 
 
 @pytest.mark.parametrize("role", ROLES)

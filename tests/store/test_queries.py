@@ -13,6 +13,11 @@ SQLITE_ONLY = {
     "expired_candidate": "claim",
     "due_candidate": "claim",
     "pending_candidate": "claim",
+    # Webhook claims: PostgreSQL claims and reads in one statement (SKIP LOCKED, RETURNING
+    # joined to the subscription); SQLite, with no data-modifying CTE, reads what it took
+    # after, and first looks outside any transaction so an idle deliverer takes no lock.
+    "due_delivery": "claim_deliveries",
+    "claimed_deliveries": "claim_deliveries",
 }
 POSTGRESQL_ONLY = {
     # Row locks: SQLite's single writer already serializes what these order.
@@ -52,6 +57,7 @@ def test_every_query_the_stores_name_exists() -> None:
             "sqlite_kv.py",
             "sqlite_tenancy.py",
             "sqlite_keyed.py",
+            "sqlite_webhooks.py",
             "sql/steps.py",
         ],
         "postgresql": [
@@ -60,6 +66,7 @@ def test_every_query_the_stores_name_exists() -> None:
             "postgres_session.py",
             "postgres_tenancy.py",
             "postgres_keyed.py",
+            "postgres_webhooks.py",
             "sql/steps.py",
         ],
     }.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from aetheris.api import errors, hooks, jobs, operations
+from aetheris.api import errors, hooks, jobs, operations, webhooks
 from aetheris.api.auth import ALLOWED, Action, Principal
 from aetheris.api.bodies import LimitBody
 from aetheris.api.errors import ApiError
@@ -27,15 +27,20 @@ def body_limit(app: App) -> int:
     return app.max_payload_bytes + BODY_MARGIN
 
 
-def create_api(app: App, *, auth: bool = True, poll_interval: float = 0.25) -> FastAPI:
+def create_api(
+    app: App, *, auth: bool = True, poll_interval: float = 0.25, deliver_webhooks: bool = True
+) -> FastAPI:
     """The ASGI app serving ``app`` over HTTP. ``auth=False`` accepts every request as a
     local admin of every tenant: for development on loopback only (the server refuses it
-    elsewhere). ``poll_interval``: how often an event stream looks for new events."""
+    elsewhere). ``poll_interval``: how often an event stream looks for new events.
+    ``deliver_webhooks``: while served (from the ASGI lifespan's startup to its shutdown),
+    POST the outbox's webhook deliveries."""
     api = FastAPI(
         title="Aetheris",
         summary="Durable execution for AI agents: jobs, journals, approvals, effects.",
         version="1",
         responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422)},
+        lifespan=webhooks.delivering(app) if deliver_webhooks else None,
     )
     api.state.aetheris = app
     api.state.auth = auth
@@ -43,6 +48,7 @@ def create_api(app: App, *, auth: bool = True, poll_interval: float = 0.25) -> F
     errors.install(api)
     api.include_router(jobs.router)
     api.include_router(operations.router)
+    api.include_router(webhooks.router)
     api.include_router(operations.health)
     api.include_router(hooks.router)
     api.add_middleware(LimitBody, limit=body_limit(app))

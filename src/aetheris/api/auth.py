@@ -28,6 +28,7 @@ class Action(enum.StrEnum):
     DECIDE = "decide"  # approve, reject
     RESOLVE = "resolve"
     BUDGET = "budget"
+    WEBHOOKS = "webhooks"  # subscribe URLs to the tenant's job events, read their deliveries
 
 
 _OPERATE = {Action.START, Action.CONTROL, Action.SIGNAL, Action.RESOLVE, Action.BUDGET}

@@ -26,6 +26,7 @@ from aetheris.errors import (
     SignatureInvalid,
     StoreUnavailable,
     UnknownAgent,
+    WebhookNotFound,
 )
 
 log = logging.getLogger("aetheris.api")
@@ -48,6 +49,7 @@ _HTTP_CODES = {
 # The runtime's errors, most specific first: (type, status, code).
 _RUNTIME: list[tuple[type[BaseException], int, str]] = [
     (JobNotFound, 404, "not_found"),
+    (WebhookNotFound, 404, "not_found"),
     (SignatureInvalid, 401, "invalid_signature"),
     (UnknownAgent, 422, "unknown_agent"),
     (IdempotencyConflict, 409, "idempotency_conflict"),

@@ -9,7 +9,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aetheris.journal import Event
-from aetheris.store.port import Effect, Job, Signal
+from aetheris.store.port import (
+    DeliveryAttempt,
+    Effect,
+    Job,
+    Signal,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
+)
 
 NAME = r"^[^\x00]{1,200}$"
 
@@ -64,6 +72,20 @@ class Resolve(Strict):
 class RaiseBudget(Strict):
     tokens: int | None = Field(default=None, ge=0, le=2**62)
     cost: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class CreateWebhook(Strict):
+    url: str = Field(
+        max_length=2048, description="Where to POST the events: an http:// or https:// URL."
+    )
+    events: list[WebhookEvent] = Field(
+        min_length=1, max_length=20, description="The event types to send."
+    )
+    tenant: str | None = Field(
+        default=None,
+        pattern=NAME,
+        description="Whose jobs (default: the key's tenant; a key may name only its own).",
+    )
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -248,6 +270,92 @@ class EffectOut(BaseModel):
             error=effect.error,
             created_at=iso(effect.created_at),
             updated_at=iso(effect.updated_at),
+        )
+
+
+class WebhookOut(BaseModel):
+    id: str
+    tenant: str
+    url: str
+    events: list[str]
+    active: bool
+    created_at: str | None
+    disabled_at: str | None = Field(description="When it was deleted (null: active).")
+
+    @classmethod
+    def of(cls, hook: Webhook) -> WebhookOut:
+        return cls(
+            id=hook.id,
+            tenant=hook.tenant,
+            url=hook.url,
+            events=[e.value for e in hook.events],
+            active=hook.active,
+            created_at=iso(hook.created_at),
+            disabled_at=iso(hook.disabled_at),
+        )
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="Signs every delivery. Shown this once: keep it now.")
+
+
+class AttemptOut(BaseModel):
+    at: str | None
+    status: int | None = Field(description="The receiver's HTTP status (null: no answer).")
+    error: str | None = Field(description="What went wrong (null: delivered).")
+    duration: float = Field(description="Seconds the try took.")
+    retry_in: float | None = Field(description="Seconds until the next try (null: none).")
+
+    @classmethod
+    def of(cls, attempt: DeliveryAttempt) -> AttemptOut:
+        return cls(
+            at=iso(attempt.at),
+            status=attempt.status,
+            error=attempt.error,
+            duration=attempt.duration,
+            retry_in=attempt.retry_in,
+        )
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    webhook_id: str
+    event_id: str = Field(description="The same on every try: receivers deduplicate on it.")
+    event_type: str
+    tenant: str
+    job_id: str
+    agent: str
+    job_status: str = Field(description="The job's status when the event was written.")
+    payload: dict[str, Any]
+    state: str = Field(description="pending, delivered or dead.")
+    attempts: int
+    next_at: str | None = Field(description="When it is due (pending).")
+    last_status: int | None
+    last_error: str | None
+    delivered_at: str | None
+    created_at: str | None
+    log: list[AttemptOut] = Field(description="Every try, oldest first.")
+
+    @classmethod
+    def of(cls, row: WebhookDelivery) -> DeliveryOut:
+        return cls(
+            id=row.id,
+            webhook_id=row.webhook_id,
+            event_id=row.event_id,
+            event_type=row.event_type.value,
+            tenant=row.tenant,
+            job_id=row.job_id,
+            agent=row.agent,
+            job_status=row.job_status.value,
+            payload=row.payload,
+            state=row.state.value,
+            attempts=row.attempts,
+            next_at=iso(row.next_at),
+            last_status=row.last_status,
+            last_error=row.last_error,
+            delivered_at=iso(row.delivered_at),
+            created_at=iso(row.created_at),
+            log=[AttemptOut.of(a) for a in row.log],
         )
 
 

@@ -4,12 +4,22 @@ Every command reads the database from ``--database-url`` or ``AETHERIS_DATABASE_
 command has ``--json`` with a stable schema (see :mod:`aetheris.cli.render`). The commands live
 in :mod:`.running` (worker, start), :mod:`.reads` (what happened), :mod:`.actions` (what
 operators do), :mod:`.serving` (the HTTP server and its keys), :mod:`.project` (init),
-:mod:`.supervisor` (run: server and worker for development) and :mod:`.talk` (chat);
+:mod:`.supervisor` (run: server and worker for development), :mod:`.talk` (chat) and
+:mod:`.webhooks` (outgoing webhooks);
 importing them registers them on the group in :mod:`.base`. :mod:`.config` reads a
 project's ``aetheris.toml``.
 """
 
-from aetheris.cli import actions, project, reads, running, serving, supervisor, talk
+from aetheris.cli import (
+    actions,
+    project,
+    reads,
+    running,
+    serving,
+    supervisor,
+    talk,
+    webhooks,
+)
 from aetheris.cli.base import main
 
 __all__ = [
@@ -21,4 +31,5 @@ __all__ = [
     "serving",
     "supervisor",
     "talk",
+    "webhooks",
 ]

@@ -10,7 +10,7 @@ database can answer (``worker``, ``replay``, ``db migrate``, ``status``, ``keys`
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from aetheris.app import App
@@ -24,10 +24,24 @@ from aetheris.cli.base import (
     run,
 )
 from aetheris.client import Client, PendingApproval
+from aetheris.errors import WebhookNotFound
 from aetheris.journal import ChainReport, Event, verify_chain
 from aetheris.modelcalls import check_blobs
-from aetheris.models import Budget, Effect, EffectState, Job, JobStatus, ParkReason, Signal
+from aetheris.models import (
+    DEFAULT_TENANT,
+    Budget,
+    DeliveryState,
+    Effect,
+    EffectState,
+    Job,
+    JobStatus,
+    ParkReason,
+    Signal,
+    Webhook,
+    WebhookDelivery,
+)
 from aetheris.store import safe_url
+from aetheris.webhooks import create_webhook
 
 
 class Backend(Protocol):
@@ -61,6 +75,15 @@ class Backend(Protocol):
     ) -> Signal: ...
     async def verify(self, job_id: str) -> ChainReport: ...
     async def export(self, job_id: str) -> dict[str, Any]: ...
+    async def create_webhook(
+        self, url: str, events: Sequence[str], tenant: str | None
+    ) -> Webhook: ...
+    async def webhooks(self, tenant: str | None, disabled: bool) -> list[Webhook]: ...
+    async def delete_webhook(self, webhook_id: str) -> Webhook: ...
+    async def deliveries(
+        self, webhook_id: str | None, state: DeliveryState | None, limit: int,
+        tenant: str | None,
+    ) -> list[WebhookDelivery]: ...  # fmt: skip
 
 
 class Direct:
@@ -165,6 +188,33 @@ class Direct:
 
         return await export_bundle(await self.app.open_store(), job_id)
 
+    async def create_webhook(self, url: str, events: Sequence[str], tenant: str | None) -> Webhook:
+        store = await self.app.open_store()
+        return await create_webhook(
+            store, tenant or DEFAULT_TENANT, url, events, clock=self.app.clock
+        )
+
+    async def webhooks(self, tenant: str | None, disabled: bool) -> list[Webhook]:
+        store = await self.app.open_store()
+        return await store.webhooks(tenant=tenant, disabled=disabled)
+
+    async def delete_webhook(self, webhook_id: str) -> Webhook:
+        hook = await (await self.app.open_store()).disable_webhook(webhook_id)
+        if hook is None:
+            raise WebhookNotFound(webhook_id)
+        return hook
+
+    async def deliveries(
+        self, webhook_id: str | None, state: DeliveryState | None, limit: int,
+        tenant: str | None,
+    ) -> list[WebhookDelivery]:  # fmt: skip
+        store = await self.app.open_store()
+        if webhook_id is not None and await store.webhook(webhook_id) is None:
+            raise WebhookNotFound(webhook_id)
+        return await store.deliveries(
+            tenant=tenant, webhook_id=webhook_id, state=state, limit=limit
+        )
+
 
 class Remote:
     """A server, through a Client: the key's role and tenant apply, and the server records
@@ -254,6 +304,23 @@ class Remote:
 
     async def export(self, job_id: str) -> dict[str, Any]:
         return await self.client.export(job_id)
+
+    async def create_webhook(self, url: str, events: Sequence[str], tenant: str | None) -> Webhook:
+        return await self.client.create_webhook(url, events, tenant=tenant)
+
+    async def webhooks(self, tenant: str | None, disabled: bool) -> list[Webhook]:
+        found = await self.client.webhooks(disabled=disabled)
+        return [h for h in found if tenant is None or h.tenant == tenant]
+
+    async def delete_webhook(self, webhook_id: str) -> Webhook:
+        return await self.client.delete_webhook(webhook_id)
+
+    async def deliveries(
+        self, webhook_id: str | None, state: DeliveryState | None, limit: int,
+        tenant: str | None,
+    ) -> list[WebhookDelivery]:  # fmt: skip
+        found = await self.client.deliveries(webhook_id, state=state, limit=limit)
+        return [d for d in found if tenant is None or d.tenant == tenant]
 
 
 def with_backend(*, writes: bool = False) -> Callable[..., Callable[..., None]]:

@@ -26,11 +26,14 @@ from aetheris.errors import (
     ServerError,
     StoreUnavailable,
     UnknownAgent,
+    WebhookNotFound,
 )
 from aetheris.journal import ChainReport, Event, EventType
 from aetheris.models import (
     DEFAULT_TENANT,
     Control,
+    DeliveryAttempt,
+    DeliveryState,
     Effect,
     EffectClass,
     EffectState,
@@ -38,6 +41,9 @@ from aetheris.models import (
     JobStatus,
     ParkReason,
     Signal,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
 )
 
 
@@ -178,6 +184,50 @@ def agent(doc: dict[str, Any]) -> AgentInfo:
     return AgentInfo(doc["name"], doc.get("input_schema"), int(doc.get("workers", 0)))
 
 
+def webhook(doc: dict[str, Any]) -> Webhook:
+    """A subscription; its ``secret`` is ``""`` unless this is the answer that made it."""
+    return Webhook(
+        id=doc["id"],
+        tenant=doc["tenant"],
+        url=doc["url"],
+        secret=doc.get("secret") or "",
+        events=tuple(WebhookEvent(e) for e in doc["events"]),
+        created_at=_required(doc.get("created_at")),
+        disabled_at=stamp(doc.get("disabled_at")),
+    )
+
+
+def delivery(doc: dict[str, Any]) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=doc["id"],
+        webhook_id=doc["webhook_id"],
+        tenant=doc["tenant"],
+        job_id=doc["job_id"],
+        agent=doc["agent"],
+        job_status=JobStatus(doc["job_status"]),
+        event_id=doc["event_id"],
+        event_type=WebhookEvent(doc["event_type"]),
+        payload=doc.get("payload") or {},
+        created_at=_required(doc.get("created_at")),
+        state=DeliveryState(doc["state"]),
+        attempts=doc.get("attempts", 0),
+        next_at=_required(doc.get("next_at")),
+        last_status=doc.get("last_status"),
+        last_error=doc.get("last_error"),
+        delivered_at=stamp(doc.get("delivered_at")),
+        log=tuple(
+            DeliveryAttempt(
+                _required(a.get("at")),
+                a.get("status"),
+                a.get("error"),
+                a.get("duration", 0.0),
+                a.get("retry_in"),
+            )
+            for a in doc.get("log") or ()
+        ),
+    )
+
+
 def chain(doc: dict[str, Any]) -> ChainReport:
     return ChainReport(doc["ok"], doc["events"], doc["head"], doc.get("problem"), doc.get("seq"))
 
@@ -211,9 +261,14 @@ def _explained(message: str, details: dict[str, Any]) -> str:
 
 
 def error(
-    response: httpx.Response, *, job_id: str | None = None, agent: str | None = None
+    response: httpx.Response,
+    *,
+    job_id: str | None = None,
+    agent: str | None = None,
+    webhook_id: str | None = None,
 ) -> AetherisError:
-    """The exception for an error response (``job_id``/``agent``: what the request named)."""
+    """The exception for an error response (``job_id``, ``agent``, ``webhook_id``: what the
+    request named)."""
     where = str(response.request.url.copy_with(query=None))
     parsed = _body(response)
     if parsed is None:
@@ -230,6 +285,8 @@ def error(
         found = PermissionDenied(message, role=details.get("role"), action=details.get("action"))
     elif code == "not_found" and job_id is not None:
         found = JobNotFound(job_id)
+    elif code == "not_found" and webhook_id is not None:
+        found = WebhookNotFound(webhook_id)
     elif code == "unknown_agent" and agent is not None:
         found = UnknownAgent(agent)
     elif code in _SIMPLE:

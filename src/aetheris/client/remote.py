@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -21,7 +21,19 @@ from aetheris.client import decode
 from aetheris.client.decode import AgentInfo, PendingApproval
 from aetheris.errors import ConfigurationError, InvalidInput, JobFailed, ServerError
 from aetheris.journal import ChainReport, Event
-from aetheris.models import Budget, Effect, EffectState, Job, JobStatus, ParkReason, Signal
+from aetheris.models import (
+    Budget,
+    DeliveryState,
+    Effect,
+    EffectState,
+    Job,
+    JobStatus,
+    ParkReason,
+    Signal,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
+)
 
 PAGE = 500  # the API's largest page of jobs
 RECONNECTS = 5  # stream reconnections in a row without a new event before giving up
@@ -110,6 +122,7 @@ class Client:
         *,
         job_id: str | None = None,
         agent: str | None = None,
+        webhook_id: str | None = None,
         **request: Any,
     ) -> Any:
         try:
@@ -117,7 +130,7 @@ class Client:
         except httpx.TransportError as exc:
             raise ServerError(f"cannot reach the Aetheris server at {self.url}: {exc}") from None
         if not response.is_success:
-            raise decode.error(response, job_id=job_id, agent=agent)
+            raise decode.error(response, job_id=job_id, agent=agent, webhook_id=webhook_id)
         try:
             return response.json()
         except ValueError:
@@ -363,3 +376,47 @@ class Client:
     async def agents(self) -> list[AgentInfo]:
         """The agents the server knows, with their input schemas and live workers."""
         return [decode.agent(doc) for doc in await self._call("GET", "/v1/agents")]
+
+    # -- outgoing webhooks (an admin key's) -------------------------------------------------
+
+    async def create_webhook(
+        self,
+        url: str,
+        events: Sequence[str | WebhookEvent],
+        *,
+        tenant: str | None = None,
+    ) -> Webhook:
+        """Subscribe ``url`` to ``events`` of the key's tenant's jobs. The answer's
+        ``secret`` signs every delivery and is never shown again."""
+        body: dict[str, Any] = {"url": url, "events": [str(e) for e in events]}
+        if tenant is not None:
+            body["tenant"] = tenant
+        return decode.webhook(await self._call("POST", "/v1/webhooks", json=body))
+
+    async def webhooks(self, *, disabled: bool = False) -> list[Webhook]:
+        """The tenant's subscriptions (``disabled``: deleted ones too), without secrets."""
+        params = {"disabled": "true"} if disabled else {}
+        return [decode.webhook(d) for d in await self._call("GET", "/v1/webhooks", params=params)]
+
+    async def delete_webhook(self, webhook_id: str) -> Webhook:
+        """Delete a subscription: nothing more is sent to it."""
+        path = f"/v1/webhooks/{webhook_id}"
+        return decode.webhook(await self._call("DELETE", path, webhook_id=webhook_id))
+
+    async def deliveries(
+        self,
+        webhook_id: str | None = None,
+        *,
+        state: DeliveryState | str | None = None,
+        limit: int = 100,
+    ) -> list[WebhookDelivery]:
+        """Deliveries newest first (of one subscription, or all of the tenant's), each
+        with every try."""
+        params: dict[str, Any] = {"limit": limit}
+        if state is not None:
+            params["state"] = DeliveryState(state).value
+        path = "/v1/webhooks/deliveries"
+        if webhook_id is not None:
+            path = f"/v1/webhooks/{webhook_id}/deliveries"
+        found = await self._call("GET", path, params=params, webhook_id=webhook_id)
+        return [decode.delivery(d) for d in found]

@@ -8,13 +8,25 @@ inside a running event loop: there, use :class:`~aetheris.Client` and ``await``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from aetheris.client.decode import AgentInfo, PendingApproval
 from aetheris.client.remote import Client, RemoteJobHandle
 from aetheris.journal import ChainReport, Event
-from aetheris.models import Budget, Effect, EffectState, Job, JobStatus, ParkReason, Signal
+from aetheris.models import (
+    Budget,
+    DeliveryState,
+    Effect,
+    EffectState,
+    Job,
+    JobStatus,
+    ParkReason,
+    Signal,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
+)
 
 T = TypeVar("T")
 
@@ -200,6 +212,27 @@ class SyncClient:
 
     def agents(self) -> list[AgentInfo]:
         return self._run(self._client.agents())
+
+    def create_webhook(
+        self, url: str, events: Sequence[str | WebhookEvent], *, tenant: str | None = None
+    ) -> Webhook:
+        """Subscribe ``url`` to ``events``; the answer's ``secret`` is shown only now."""
+        return self._run(self._client.create_webhook(url, events, tenant=tenant))
+
+    def webhooks(self, *, disabled: bool = False) -> list[Webhook]:
+        return self._run(self._client.webhooks(disabled=disabled))
+
+    def delete_webhook(self, webhook_id: str) -> Webhook:
+        return self._run(self._client.delete_webhook(webhook_id))
+
+    def deliveries(
+        self,
+        webhook_id: str | None = None,
+        *,
+        state: DeliveryState | str | None = None,
+        limit: int = 100,
+    ) -> list[WebhookDelivery]:
+        return self._run(self._client.deliveries(webhook_id, state=state, limit=limit))
 
 
 async def _await(step: Awaitable[T]) -> T:

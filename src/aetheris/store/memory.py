@@ -37,6 +37,7 @@ from aetheris.store._shared import (
     worker_info,
 )
 from aetheris.store.memory_keyed import KeyedRow, MemoryKeyed, Where
+from aetheris.store.memory_webhooks import MemoryWebhooks
 from aetheris.store.port import (
     WORKER_ALIVE_WINDOW,
     WORKER_FORGET_AFTER,
@@ -69,7 +70,7 @@ from aetheris.store.port import (
 LATEST_SCHEMA = len(sql.migrations("sqlite"))
 
 
-class MemoryStore(MemoryKeyed):
+class MemoryStore(MemoryKeyed, MemoryWebhooks):
     """A store held in process memory (URL ``memory://``)."""
 
     def __init__(self, url: str = "memory://", *, clock: Callable[[], float] = time.time) -> None:
@@ -90,6 +91,7 @@ class MemoryStore(MemoryKeyed):
         self._keyed: dict[Where, list[KeyedRow]] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
+        self._init_webhooks()
 
     async def open(self, *, migrate: bool = True) -> None:
         return None
@@ -401,6 +403,7 @@ class MemoryStore(MemoryKeyed):
             head_hash=sealed[-1].hash,
             updated_at=now,
         )
+        self._outbox(sealed)  # with the events, as every store does: see store.outbox
         return sealed
 
     async def events(

@@ -32,6 +32,8 @@ from aetheris.models import (
     TERMINAL_STATUSES,
     ApiKey,
     Control,
+    DeliveryAttempt,
+    DeliveryState,
     Effect,
     EffectClass,
     EffectState,
@@ -41,6 +43,9 @@ from aetheris.models import (
     ParkReason,
     Role,
     Signal,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
     WorkerInfo,
 )
 
@@ -50,6 +55,8 @@ __all__ = [
     "TERMINAL_STATUSES",
     "ApiKey",
     "Control",
+    "DeliveryAttempt",
+    "DeliveryState",
     "Effect",
     "EffectClass",
     "EffectState",
@@ -59,6 +66,9 @@ __all__ = [
     "ParkReason",
     "Role",
     "Signal",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookEvent",
     "WorkerInfo",
 ]
 
@@ -221,6 +231,30 @@ class Summary:
     jobs: Mapping[JobStatus, int]
     oldest_pending_at: float | None
     in_doubt: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryClaim:
+    """A delivery taken by one deliverer until ``lease`` runs out: where to send it, the
+    secret to sign it with, and the ``token`` that proves the claim when its try is recorded."""
+
+    delivery: WebhookDelivery
+    url: str
+    secret: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What one try of a delivery came to: the receiver's HTTP ``status`` (``None``: no
+    answer), the ``error`` (``None``: delivered), how long it took, and what follows:
+    ``delivered``, else a retry in ``retry_in`` seconds, else (``retry_in`` ``None``) dead."""
+
+    status: int | None
+    error: str | None
+    duration: float
+    delivered: bool = False
+    retry_in: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,4 +536,63 @@ class Store(Protocol):
 
     async def reap(self) -> list[str]:
         """Expire the leases of workers proven dead (see above); returns their ids."""
+        ...
+
+    # -- outgoing webhooks: subscriptions and the outbox -------------------------------------
+    #
+    # Every event that tells of a job's end (job_succeeded, _failed, _cancelled,
+    # _compensated), of a park for approval (job_parked, reason approval) or of an effect in
+    # doubt (effect_in_doubt) puts one delivery per active subscription of the job's tenant to
+    # that event type in the outbox, in the transaction that appends the event (see
+    # :func:`aetheris.store.outbox.notices`): a write that is refused sends nothing, and
+    # nothing written is ever left unsent.
+
+    async def create_webhook(self, webhook: Webhook) -> None:
+        """Store a new subscription (its id must be new: else
+        :class:`~aetheris.errors.Conflict`). Only events written after it reach it."""
+        ...
+
+    async def webhook(self, webhook_id: str) -> Webhook | None:
+        """The subscription with this id, disabled or not; ``None`` when there is none."""
+        ...
+
+    async def webhooks(self, *, tenant: str | None = None, disabled: bool = False) -> list[Webhook]:
+        """Active subscriptions (``disabled``: the deleted ones too), of ``tenant`` when
+        given, oldest first."""
+        ...
+
+    async def disable_webhook(self, webhook_id: str) -> Webhook | None:
+        """Delete a subscription: it gets no new deliveries, and its pending ones become
+        ``dead`` (``last_error`` says why). It stays readable, with its first ``disabled_at``.
+        Returns it, or ``None`` when there is no such subscription."""
+        ...
+
+    async def claim_deliveries(
+        self, *, limit: int = 10, lease: float = 60.0
+    ) -> list[DeliveryClaim]:
+        """Take up to ``limit`` pending deliveries that are due (``next_at`` passed), the
+        longest due first, for ``lease`` seconds: until then no other claim gets them, after
+        that (their deliverer died) they are due again. Concurrent claimers never get the
+        same delivery."""
+        ...
+
+    async def record_attempt(
+        self, delivery_id: int, token: str, outcome: AttemptOutcome
+    ) -> WebhookDelivery | None:
+        """Log one try of a claimed delivery and what follows (delivered, due again in
+        ``retry_in`` seconds, or dead); the claim ends. ``None``, and nothing written, when
+        the claim ``token`` no longer holds it (its lease ran out and another deliverer
+        claimed it, or it was settled meanwhile)."""
+        ...
+
+    async def deliveries(
+        self,
+        *,
+        tenant: str | None = None,
+        webhook_id: str | None = None,
+        state: DeliveryState | None = None,
+        limit: int = 100,
+    ) -> list[WebhookDelivery]:
+        """Deliveries newest first, of ``tenant``, of one subscription, in one state, when
+        given; at most ``limit``."""
         ...

@@ -82,6 +82,7 @@ from aetheris.store.postgres_session import (
     split_options,
 )
 from aetheris.store.postgres_tenancy import PostgresTenancy
+from aetheris.store.postgres_webhooks import PostgresWebhooks
 from aetheris.store.sql import steps
 from aetheris.store.sql.rows import (
     POSTGRESQL,
@@ -107,7 +108,9 @@ _SCHEMA_CHANGED = (
 )
 
 
-class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresDirectory, PostgresKeyed):
+class PostgresStore(
+    PostgresKeyValue, PostgresTenancy, PostgresDirectory, PostgresKeyed, PostgresWebhooks
+):
     """Store on PostgreSQL (URL ``postgresql://user@host:port/db``).
 
     Options may also come as URL parameters: ``?aetheris_max_connections=20&aetheris_reap_grace=2``
@@ -465,6 +468,7 @@ class PostgresStore(PostgresKeyValue, PostgresTenancy, PostgresDirectory, Postgr
         await conn.execute(
             Q["set_head"], {"id": job_id, "count": count + len(sealed), "hash": sealed[-1].hash}
         )
+        await self._outbox(conn, sealed)  # the commit statement writes its own: see outbox
         if crashpoints.armed():
             crashpoints.reach("in_append", op_name(drafts))
         return sealed

@@ -46,6 +46,7 @@ from aetheris.store._shared import (
     signal_refusal,
     worker_info,
 )
+from aetheris.store.outbox import notices
 from aetheris.store.port import (
     WORKER_ALIVE_WINDOW,
     WORKER_FORGET_AFTER,
@@ -73,6 +74,7 @@ from aetheris.store.sql.rows import (
     event_row,
     job_from,
     job_params,
+    notice_params,
     signal_from,
     status_params,
     summary_from,
@@ -82,6 +84,7 @@ from aetheris.store.sql.rows import (
 from aetheris.store.sqlite_keyed import SQLiteKeyed
 from aetheris.store.sqlite_kv import SQLiteKeyValue
 from aetheris.store.sqlite_tenancy import SQLiteTenancy
+from aetheris.store.sqlite_webhooks import SQLiteWebhooks
 from aetheris.store.sqlite_writer import PerThread, Writer, connect, translate
 
 T = TypeVar("T")
@@ -102,7 +105,7 @@ def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
     return Path(path), options
 
 
-class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed):
+class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
     """Store on a SQLite file (URL ``sqlite:///path.db[?synchronous=normal]``)."""
 
     def __init__(
@@ -617,10 +620,15 @@ def _candidate(conn: sqlite3.Connection, params: Mapping[str, Any]) -> sqlite3.R
 
 
 def _insert_events(conn: sqlite3.Connection, sealed: Sequence[Event]) -> None:
+    """Insert events, and the webhook deliveries of those that subscriptions are told of
+    (the outbox, in the same transaction: see :mod:`aetheris.store.outbox`). Every event
+    this store writes goes through here, after its job's row."""
     if len(sealed) == 1:
         conn.execute(Q["insert_events"], event_row(sealed[0]))
     else:
         conn.executemany(Q["insert_events"], [event_row(e) for e in sealed])
+    for notice in notices(sealed):
+        conn.execute(Q["insert_deliveries"], notice_params(notice, SQLITE))
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -9,15 +9,21 @@ SQLite store's clock); PostgreSQL's statements ignore it and read the database c
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aetheris.journal import GENESIS_HASH, Event, canonical, decode
+from aetheris.store.outbox import Notice, notices
 from aetheris.store.port import (
     ApiKey,
+    AttemptOutcome,
     Commit,
     Control,
+    DeliveryAttempt,
+    DeliveryClaim,
+    DeliveryState,
     Effect,
     EffectClass,
     EffectState,
@@ -31,6 +37,9 @@ from aetheris.store.port import (
     Signal,
     StatusWrite,
     Summary,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
     WorkerInfo,
 )
 
@@ -230,6 +239,7 @@ def commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict
     params.update(effect_columns(commit.effects, POSTGRESQL))
     params.update(event_columns(sealed))
     params.update(blob_columns(commit.blobs))
+    params.update(notice_columns(notices(sealed)))
     return params
 
 
@@ -324,3 +334,104 @@ def worker_from(row: Row, d: Dialect) -> WorkerInfo:
         last_seen=row["last_seen"],
         alive=bool(row["alive"]),
     )
+
+
+# -- outgoing webhooks -------------------------------------------------------------------------
+
+
+def webhook_params(hook: Webhook, d: Dialect) -> dict[str, Any]:
+    """A subscription's row; its event types are a JSON list (SQLite) or a text[]."""
+    events = [e.value for e in hook.events]
+    return {
+        "id": hook.id,
+        "tenant": hook.tenant,
+        "url": hook.url,
+        "secret": hook.secret,
+        "events": events if d is POSTGRESQL else json.dumps(events),
+        "created_at": hook.created_at,
+    }
+
+
+def notice_params(notice: Notice, d: Dialect) -> dict[str, Any]:
+    """One notable event, for the statement that writes its deliveries (SQLite)."""
+    return {
+        "job_id": notice.job_id,
+        "event_id": notice.event_id,
+        "event_type": notice.type.value,
+        "payload": d.encode(notice.payload),
+        "now": notice.at,
+    }
+
+
+def notice_columns(found: Sequence[Notice]) -> dict[str, list[Any]]:
+    """Notable events as one array per column (PostgreSQL: one statement for them all)."""
+    return {
+        "n_ids": [n.event_id for n in found],
+        "n_types": [n.type.value for n in found],
+        "n_payloads": [POSTGRESQL.encode(n.payload) for n in found],
+    }
+
+
+def attempt_params(delivery_id: int, token: str, outcome: AttemptOutcome) -> dict[str, Any]:
+    """One try's outcome; ``now`` is the SQLite store's to add."""
+    retry_in = None if outcome.delivered else outcome.retry_in
+    if outcome.delivered:
+        state = DeliveryState.DELIVERED
+    else:
+        state = DeliveryState.PENDING if retry_in is not None else DeliveryState.DEAD
+    return {
+        "id": delivery_id,
+        "token": token,
+        "state": state.value,
+        "status": outcome.status,
+        "error": outcome.error,
+        "duration": outcome.duration,
+        "retry_in": retry_in,
+    }
+
+
+def webhook_from(row: Row) -> Webhook:
+    events = row["events"]
+    if isinstance(events, str):
+        events = json.loads(events)
+    return Webhook(
+        id=row["id"],
+        tenant=row["tenant"],
+        url=row["url"],
+        secret=row["secret"],
+        events=tuple(WebhookEvent(e) for e in events),
+        created_at=row["created_at"],
+        disabled_at=row["disabled_at"],
+    )
+
+
+def delivery_from(row: Row, d: Dialect) -> WebhookDelivery:
+    log = row["log"]
+    if isinstance(log, str):
+        log = json.loads(log)
+    return WebhookDelivery(
+        id=row["id"],
+        webhook_id=row["webhook_id"],
+        tenant=row["tenant"],
+        job_id=row["job_id"],
+        agent=row["agent"],
+        job_status=JobStatus(row["job_status"]),
+        event_id=row["event_id"],
+        event_type=WebhookEvent(row["event_type"]),
+        payload=d.decode(row["payload"]),
+        created_at=row["created_at"],
+        state=DeliveryState(row["state"]),
+        attempts=row["attempts"],
+        next_at=row["next_at"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        delivered_at=row["delivered_at"],
+        log=tuple(
+            DeliveryAttempt(e["at"], e["status"], e["error"], e["duration"], e["retry_in"])
+            for e in log
+        ),
+    )
+
+
+def claim_from(row: Row, d: Dialect) -> DeliveryClaim:
+    return DeliveryClaim(delivery_from(row, d), row["url"], row["secret"], row["claim"])

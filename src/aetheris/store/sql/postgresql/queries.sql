@@ -250,7 +250,7 @@ WITH fence AS (
           ) AS found ON true
           WHERE (w.expect IS NULL AND found.state IS NOT NULL)
              OR (w.expect IS NOT NULL AND found.state IS DISTINCT FROM w.expect))
-    RETURNING id
+    RETURNING id, tenant, agent, status
 ), written_effects AS (
     INSERT INTO effects (job_id, position, tool, effect, args_hash, idempotency_key, state,
                          result, error, attempt, created_at, updated_at)
@@ -275,6 +275,18 @@ WITH fence AS (
     INSERT INTO blobs (job_id, hash, body)
     SELECT fence.id, b.hash, b.body
     FROM fence, unnest(%(b_hashes)s::text[], %(b_bodies)s::bytea[]) AS b(hash, body)
+    ON CONFLICT DO NOTHING
+), written_deliveries AS (
+    -- the webhook outbox (see store/outbox.py): the fenced row's values are the new ones
+    INSERT INTO webhook_deliveries (webhook_id, tenant, job_id, agent, job_status, event_id,
+                                    event_type, payload, created_at, next_at)
+    SELECT w.id, fence.tenant, fence.id, fence.agent, fence.status, n.event_id, n.type,
+           n.payload::jsonb, aetheris_now(), aetheris_now()
+    FROM fence
+    CROSS JOIN unnest(%(n_ids)s::text[], %(n_types)s::text[], %(n_payloads)s::text[])
+         AS n(event_id, type, payload)
+    JOIN webhooks w ON w.tenant = fence.tenant AND w.disabled_at IS NULL
+                   AND n.type = ANY(w.events)
     ON CONFLICT DO NOTHING
 )
 SELECT count(*) AS fenced FROM fence
@@ -502,3 +514,81 @@ VALUES (%(tenant)s, %(name)s, %(key)s, %(signal_id)s,
         (SELECT coalesce(max(seq), 0) + 1 FROM keyed_signals
          WHERE tenant = %(tenant)s AND name = %(name)s AND key = %(key)s),
         %(payload)s::jsonb, %(sender)s, aetheris_now(), %(job_id)s)
+
+-- name: insert_webhook
+INSERT INTO webhooks (id, tenant, url, secret, events, created_at)
+VALUES (%(id)s, %(tenant)s, %(url)s, %(secret)s, %(events)s::text[], %(created_at)s)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: get_webhook
+SELECT * FROM webhooks WHERE id = %(id)s
+
+-- name: list_webhooks
+SELECT * FROM webhooks
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(disabled)s OR disabled_at IS NULL)
+ORDER BY created_at, id
+
+-- name: disable_webhook
+UPDATE webhooks SET disabled_at = coalesce(disabled_at, aetheris_now()) WHERE id = %(id)s
+RETURNING *
+
+-- name: drop_deliveries
+-- A deleted subscription's deliveries that were still to be sent.
+UPDATE webhook_deliveries SET state = 'dead', last_error = %(error)s, claim = NULL
+WHERE webhook_id = %(id)s AND state = 'pending'
+
+-- name: insert_deliveries
+-- The outbox for events appended outside the commit statement (which writes its own): one
+-- delivery per active subscription of the job's tenant to each event's type.
+INSERT INTO webhook_deliveries (webhook_id, tenant, job_id, agent, job_status, event_id,
+                                event_type, payload, created_at, next_at)
+SELECT w.id, j.tenant, j.id, j.agent, j.status, n.event_id, n.type, n.payload::jsonb,
+       aetheris_now(), aetheris_now()
+FROM jobs j
+CROSS JOIN unnest(%(n_ids)s::text[], %(n_types)s::text[], %(n_payloads)s::text[])
+     AS n(event_id, type, payload)
+JOIN webhooks w ON w.tenant = j.tenant AND w.disabled_at IS NULL AND n.type = ANY(w.events)
+WHERE j.id = %(job_id)s
+ON CONFLICT DO NOTHING
+
+-- name: claim_deliveries
+-- SKIP LOCKED: concurrent deliverers never wait on, nor share, a delivery.
+WITH due AS (
+    SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+    WHERE d.state = 'pending' AND d.next_at <= aetheris_now() AND w.disabled_at IS NULL
+    ORDER BY d.next_at, d.id
+    LIMIT %(limit)s
+    FOR UPDATE OF d SKIP LOCKED
+), claimed AS (
+    UPDATE webhook_deliveries d SET next_at = aetheris_now() + %(lease)s, claim = %(token)s
+    FROM due WHERE d.id = due.id
+    RETURNING d.*
+)
+SELECT claimed.*, w.url, w.secret FROM claimed JOIN webhooks w ON w.id = claimed.webhook_id
+ORDER BY claimed.id
+
+-- name: record_attempt
+UPDATE webhook_deliveries
+SET state = %(state)s,
+    attempts = attempts + 1,
+    next_at = CASE WHEN %(retry_in)s::float8 IS NULL THEN next_at
+                   ELSE aetheris_now() + %(retry_in)s::float8 END,
+    claim = NULL,
+    last_status = %(status)s,
+    last_error = %(error)s,
+    delivered_at = CASE WHEN %(state)s = 'delivered' THEN aetheris_now() END,
+    log = log || jsonb_build_array(jsonb_build_object(
+        'at', aetheris_now(), 'status', %(status)s::integer, 'error', %(error)s::text,
+        'duration', %(duration)s::float8, 'retry_in', %(retry_in)s::float8))
+WHERE id = %(id)s AND claim = %(token)s AND state = 'pending'
+RETURNING *
+
+-- name: list_deliveries
+SELECT * FROM webhook_deliveries
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(webhook_id)s::text IS NULL OR webhook_id = %(webhook_id)s)
+  AND (%(state)s::text IS NULL OR state = %(state)s)
+ORDER BY id DESC
+LIMIT %(limit)s

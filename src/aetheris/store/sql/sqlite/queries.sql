@@ -365,3 +365,76 @@ VALUES (:tenant, :name, :key, :signal_id,
         (SELECT coalesce(max(seq), 0) + 1 FROM keyed_signals
          WHERE tenant = :tenant AND name = :name AND key = :key),
         :payload, :sender, :now, :job_id)
+
+-- name: insert_webhook
+INSERT INTO webhooks (id, tenant, url, secret, events, created_at)
+VALUES (:id, :tenant, :url, :secret, :events, :created_at)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: get_webhook
+SELECT * FROM webhooks WHERE id = :id
+
+-- name: list_webhooks
+SELECT * FROM webhooks
+WHERE (:tenant IS NULL OR tenant = :tenant) AND (:disabled OR disabled_at IS NULL)
+ORDER BY created_at, id
+
+-- name: disable_webhook
+UPDATE webhooks SET disabled_at = coalesce(disabled_at, :now) WHERE id = :id
+RETURNING *
+
+-- name: drop_deliveries
+-- A deleted subscription's deliveries that were still to be sent.
+UPDATE webhook_deliveries SET state = 'dead', last_error = :error, claim = NULL
+WHERE webhook_id = :id AND state = 'pending'
+
+-- name: insert_deliveries
+-- The outbox: one delivery per active subscription of the job's tenant to this event's type,
+-- in the transaction that inserts the event (after the job's row is written).
+INSERT INTO webhook_deliveries (webhook_id, tenant, job_id, agent, job_status, event_id,
+                                event_type, payload, created_at, next_at)
+SELECT w.id, j.tenant, j.id, j.agent, j.status, :event_id, :event_type, :payload, :now, :now
+FROM jobs j JOIN webhooks w ON w.tenant = j.tenant AND w.disabled_at IS NULL
+WHERE j.id = :job_id
+  AND EXISTS (SELECT 1 FROM json_each(w.events) AS e WHERE e.value = :event_type)
+ON CONFLICT DO NOTHING
+
+-- name: due_delivery
+-- Read outside any transaction first: an idle deliverer must not take the write lock.
+SELECT 1 FROM webhook_deliveries WHERE state = 'pending' AND next_at <= :now LIMIT 1
+
+-- name: claim_deliveries
+UPDATE webhook_deliveries SET next_at = :now + :lease, claim = :token
+WHERE id IN (
+    SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+    WHERE d.state = 'pending' AND d.next_at <= :now AND w.disabled_at IS NULL
+    ORDER BY d.next_at, d.id
+    LIMIT :limit)
+
+-- name: claimed_deliveries
+SELECT d.*, w.url, w.secret FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+WHERE d.claim = :token AND d.state = 'pending'
+ORDER BY d.id
+
+-- name: record_attempt
+UPDATE webhook_deliveries
+SET state = :state,
+    attempts = attempts + 1,
+    next_at = CASE WHEN :retry_in IS NULL THEN next_at ELSE :now + :retry_in END,
+    claim = NULL,
+    last_status = :status,
+    last_error = :error,
+    delivered_at = CASE WHEN :state = 'delivered' THEN :now END,
+    log = json_insert(log, '$[#]', json_object('at', :now, 'status', :status, 'error', :error,
+                                               'duration', :duration, 'retry_in', :retry_in))
+WHERE id = :id AND claim = :token AND state = 'pending'
+RETURNING *
+
+-- name: list_deliveries
+SELECT * FROM webhook_deliveries
+WHERE (:tenant IS NULL OR tenant = :tenant)
+  AND (:webhook_id IS NULL OR webhook_id = :webhook_id)
+  AND (:state IS NULL OR state = :state)
+ORDER BY id DESC
+LIMIT :limit
