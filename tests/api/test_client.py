@@ -105,6 +105,7 @@ async def test_signal_control_and_budget(api: Api, client: Client) -> None:
     assert resumed.status is JobStatus.PENDING
     async with running_worker(api.app):
         await until(client, job_id, "parked")
+        assert await client.waiting_for(job_id) == await api.app.waiting_for(job_id) == "go"
         sent = await client.signal(job_id, "go", {"ok": 1}, signal_id="once")
         twice = await client.signal(job_id, "go", {"ok": 1}, signal_id="once")
         assert sent.seq == twice.seq and sent.payload == {"ok": 1}

@@ -170,6 +170,11 @@ class Client:
     async def get_job(self, job_id: str) -> Job:
         return decode.job(await self._call("GET", f"/v1/jobs/{job_id}", job_id=job_id))
 
+    async def waiting_for(self, job_id: str) -> str | None:
+        """The signal a parked job waits for now (``approval:<position>`` for an approval),
+        else ``None``."""
+        return (await self.get_job(job_id)).waiting_for
+
     async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
         """Ids of the tenant's jobs that start with ``prefix``, in id order, at most ``limit``."""
         params = {"prefix": prefix, "limit": limit}

@@ -107,6 +107,10 @@ class SyncClient:
     def get_job(self, job_id: str) -> Job:
         return self._run(self._client.get_job(job_id))
 
+    def waiting_for(self, job_id: str) -> str | None:
+        """The signal a parked job waits for now, else ``None``."""
+        return self._run(self._client.waiting_for(job_id))
+
     def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
         """Ids of the tenant's jobs that start with ``prefix``, in id order, at most ``limit``."""
         return self._run(self._client.find_jobs(prefix, limit=limit))
