@@ -38,8 +38,8 @@ ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-
 JOB_KEYS = {
     "id", "agent", "status", "park_reason", "park_detail", "input", "result", "error",
     "idempotency_key", "queue", "priority", "wake_on", "wake_at", "parent_id", "control",
-    "deadline", "lease_epoch", "lease_owner", "lease_expires_at", "attempts", "events",
-    "created_at", "updated_at",
+    "control_by", "deadline", "lease_epoch", "lease_owner", "lease_expires_at", "attempts",
+    "events", "created_at", "updated_at",
 }  # fmt: skip
 EVENT_KEYS = {"seq", "type", "position", "at", "data", "hash", "prev_hash"}
 EFFECT_KEYS = {
