@@ -717,3 +717,79 @@ def test_worker_flags_that_cannot_work_are_refused_before_any_job_is_touched(
     assert "Traceback" not in done.stderr
     job = cli.job(job_id)
     assert (job["status"], job["attempts"]) == ("pending", 0)
+
+
+def test_trace_follow_shows_a_job_live_until_it_ends(cli: Cli, workers: Workers) -> None:
+    """``trace --follow``: JSON lines as the journal grows; at a terminal, a live table that
+    ends as the whole trace; piped, the whole trace once the job has ended."""
+    workers.start()
+    job_id = cli.ok("start", "reviewed_order", "--input", '{"order_id": "o8"}').strip()
+    feed = subprocess.Popen(
+        [AETHERIS, "trace", job_id, "--follow", "--json"],
+        cwd=HERE, env=cli.env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    piped = subprocess.Popen(
+        [AETHERIS, "trace", job_id[:12], "-f"],
+        cwd=HERE, env=cli.env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    terminal = pty_command([AETHERIS, "trace", job_id, "--follow"], cli.env)
+    assert feed.stdout is not None
+    first = [json.loads(feed.stdout.readline()) for _ in range(2)]
+    assert [e["type"] for e in first] == ["job_created", "job_claimed"]
+    cli.wait_for(job_id, "parked")
+    assert piped.poll() is None and feed.poll() is None  # the job has not ended
+    request = cli.job(job_id)["park_detail"]
+    cli.ok("approve", job_id, "--args-hash", request["args_hash"])
+    while cli.job(job_id)["park_reason"] != "signal":
+        time.sleep(0.1)
+    cli.ok("signal", job_id, "shipped", "--data", '"box 8"')
+    rest, _ = feed.communicate(timeout=30)
+    events = first + [json.loads(line) for line in rest.splitlines()]
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert events[-1]["type"] == "job_succeeded"
+    table, _ = piped.communicate(timeout=30)
+    assert piped.returncode == feed.returncode == 0
+    assert table.splitlines()[0].startswith(f"job {job_id}  agent reviewed_order  succeeded")
+    assert table.count("\n") >= len(events)  # one row per event (or more, wrapped)
+    screen = terminal.finish(timeout=30)
+    assert terminal.returncode == 0
+    assert f"job {job_id}  agent reviewed_order  succeeded" in screen
+    assert "job_succeeded" in screen
+
+
+class PtyCommand:
+    """A command at a pseudo-terminal (so it draws for a person), its screen output kept."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            argv, cwd=HERE, env={**env, "TERM": "xterm"}, stdin=slave, stdout=slave,
+            stderr=slave, close_fds=True,
+        )  # fmt: skip
+        os.close(slave)
+        self.output = bytearray()
+
+    def finish(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            self.output += chunk
+            assert time.monotonic() < deadline, "the command did not end"
+        self.proc.wait(timeout=10)
+        os.close(self.master)
+        return self.output.decode("utf-8", "replace")
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+
+def pty_command(argv: list[str], env: dict[str, str]) -> PtyCommand:
+    return PtyCommand(argv, env)

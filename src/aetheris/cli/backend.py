@@ -53,7 +53,7 @@ class Backend(Protocol):
     async def list_jobs(
         self, status: JobStatus | None, agent: str | None, since: float | None, limit: int
     ) -> list[Job]: ...
-    async def events(self, job_id: str) -> list[Event]: ...
+    async def events(self, job_id: str, after: int = -1) -> list[Event]: ...
     async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]: ...
     async def approvals(self, limit: int) -> list[PendingApproval]: ...
     async def start(
@@ -104,8 +104,8 @@ class Direct:
     ) -> list[Job]:
         return await self.app.list_jobs(status=status, agent=agent, since=since, limit=limit)
 
-    async def events(self, job_id: str) -> list[Event]:
-        return await (await self.app.open_store()).events(job_id)
+    async def events(self, job_id: str, after: int = -1) -> list[Event]:
+        return await (await self.app.open_store()).events(job_id, after=after)
 
     async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]:
         states = [EffectState.IN_DOUBT] if in_doubt else None
@@ -236,8 +236,8 @@ class Remote:
     ) -> list[Job]:
         return await self.client.list_jobs(status=status, agent=agent, since=since, limit=limit)
 
-    async def events(self, job_id: str) -> list[Event]:
-        return await self.client.events(job_id)
+    async def events(self, job_id: str, after: int = -1) -> list[Event]:
+        return await self.client.events(job_id, after=after)
 
     async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]:
         state = EffectState.IN_DOUBT if in_doubt else None

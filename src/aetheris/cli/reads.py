@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from aetheris.app import App
+from aetheris.cli import follow as live
 from aetheris.cli import render, trace_view
 from aetheris.cli.backend import Backend, with_backend
 from aetheris.cli.base import (
@@ -21,8 +22,9 @@ from aetheris.cli.base import (
     parse_since,
     with_app,
 )
+from aetheris.journal import Event
 from aetheris.store import safe_url
-from aetheris.store.port import JobStatus
+from aetheris.store.port import Job, JobStatus
 
 
 @main.group()
@@ -88,10 +90,24 @@ async def jobs_show(backend: Backend, job_id: str, as_json: bool) -> None:
 @main.command()
 @click.argument("job_id")
 @click.option("--wide", is_flag=True, help="Show every column in full, whatever the width.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Live until the job ends (with --json: one event per line as it is journaled).",
+)
 @json_option
 @with_backend()
-async def trace(backend: Backend, job_id: str, wide: bool, as_json: bool) -> None:
+async def trace(backend: Backend, job_id: str, wide: bool, follow: bool, as_json: bool) -> None:
     """The journal of a job as a table of steps."""
+    if follow:
+
+        async def fetch(after: int) -> tuple[Job, list[Event]]:
+            job = await backend.get_job(job_id)  # first the job, then the events it implies
+            return job, await backend.events(job_id, after=after)
+
+        await live.follow(fetch, wide=wide, as_json=as_json)
+        return
     job = await backend.get_job(job_id)
     events = await backend.events(job_id)
     if as_json:
