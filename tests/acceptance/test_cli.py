@@ -793,3 +793,20 @@ class PtyCommand:
 
 def pty_command(argv: list[str], env: dict[str, str]) -> PtyCommand:
     return PtyCommand(argv, env)
+
+
+def test_top_shows_jobs_by_status_and_their_rates_live(cli: Cli, workers: Workers) -> None:
+    workers.start()
+    for n in range(3):
+        cli.ok("start", "place_order", "--input", json.dumps({"order_id": f"t{n}"}))
+    once = cli.json("top")
+    assert sum(once["jobs"].values()) == 3 and once["made_per_minute"] is None
+    assert "made" not in cli.ok("top", "--once")  # one look: no rates to tell
+    screen = pty_command([AETHERIS, "top", "--interval", "0.3"], cli.env)
+    time.sleep(1.5)  # a few looks
+    screen.proc.send_signal(signal.SIGINT)
+    shown = screen.finish(timeout=10)
+    assert screen.returncode == 0, shown  # Ctrl-C is how one leaves: not an error
+    assert "made" in shown and "/min" in shown and "succeeded" in shown
+    assert "Traceback" not in shown
+    assert cli("top", "--interval", "0.1").returncode == 2  # too often

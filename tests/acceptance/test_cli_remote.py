@@ -102,6 +102,9 @@ def test_the_cli_through_a_server_prints_what_it_prints_on_the_database(both: Bo
     assert both.same("jobs", "show", job_id)["result"] == job["result"]
     assert both.same("trace", job_id)["job"]["id"] == job_id
     assert both.same("jobs", "show", job_id[:10])["id"] == job_id  # the start of its id
+    direct, remote = both.json("top"), both.json("top", key="viewer")
+    assert remote["jobs"] == direct["jobs"] and remote["jobs"]["succeeded"] == 1
+    assert both.json("top", key="other")["jobs"]["succeeded"] == 0  # another tenant's count
     assert [j["id"] for j in both.same("jobs", "list")] == [job_id]
     assert both.same("verify", job_id)["ok"] is True
     assert both.same("effects", "list")[0]["tool"] == "charge"

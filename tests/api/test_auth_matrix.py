@@ -37,6 +37,7 @@ JOB_ENDPOINTS: list[tuple[str, str, Any, str]] = [
 COLLECTION_ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/jobs", None, READ),
     ("GET", "/v1/job-ids?prefix=j", None, READ),
+    ("GET", "/v1/summary", None, READ),
     ("GET", "/v1/approvals", None, READ),
     ("GET", "/v1/effects?state=in_doubt", None, READ),
     ("GET", "/v1/agents", None, READ),
@@ -136,6 +137,8 @@ async def test_a_listing_shows_only_the_keys_tenant(api: Api) -> None:
     assert [j["id"] for j in beta["jobs"]] == [theirs]
     started = await api.client.get(f"/v1/jobs/{theirs}", headers=api.auth("viewer", "beta"))
     assert started.json()["tenant"] == "beta"
+    summary = (await api.client.get("/v1/summary", headers=api.auth("viewer", "acme"))).json()
+    assert sum(summary["jobs"].values()) == 1  # counts too are the tenant's
     for tenant, job in (("acme", mine), ("beta", theirs)):  # the start of an id, too
         found = await api.client.get(
             "/v1/job-ids", params={"prefix": job[:6]}, headers=api.auth("viewer", tenant)

@@ -10,6 +10,8 @@ from aetheris.errors import Conflict, IdempotencyConflict
 from aetheris.journal import EventType
 from aetheris.store.port import (
     ApiKey,
+    ClaimFilter,
+    Commit,
     Control,
     EffectClass,
     EffectState,
@@ -148,3 +150,22 @@ async def test_the_start_of_an_id_finds_only_the_tenants_jobs(store: Store) -> N
     assert await store.find_jobs("abc") == ["abc1", "abc2"]
     assert await store.find_jobs("abc", tenant="beta") == ["abc2"]
     assert await store.find_jobs("abc", tenant="gamma") == []
+
+
+async def test_a_summary_counts_one_tenants_jobs_and_effects_when_asked(store: Store) -> None:
+    await store.create_job(new_job("a1", tenant="acme"))
+    await store.create_job(new_job("b1", tenant="beta"))
+    await store.create_job(new_job("b2", tenant="beta"))
+    claim = await store.claim("w", 30.0, ClaimFilter(["a"]))
+    assert claim is not None
+    doubt = EffectWrite(0, "pay", EffectClass.AT_MOST_ONCE, "h", "k", EffectState.IN_DOUBT)
+    await store.commit(claim.lease, Commit(effects=[doubt]))
+    everyone = await store.summary()
+    assert sum(everyone.jobs.values()) == 3 and everyone.in_doubt == 1
+    held = claim.job.tenant
+    mine = await store.summary(tenant=held)
+    assert mine.in_doubt == 1 and mine.jobs.get(JobStatus.RUNNING) == 1
+    other = await store.summary(tenant="beta" if held == "acme" else "acme")
+    assert other.in_doubt == 0 and JobStatus.RUNNING not in other.jobs
+    assert (await store.summary(tenant="nobody")).jobs == {}
+    assert (await store.summary(tenant="nobody")).oldest_pending_at is None

@@ -1,5 +1,5 @@
 """What operators and approvers act on across jobs: approvals, in-doubt effects, verification,
-export, the agents and tools served, and the health checks."""
+export, a summary of the jobs, the agents and tools served, and the health checks."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from aetheris.api.schemas import (
     JobOut,
     Resolve,
     SignalOut,
+    SummaryOut,
     ToolOut,
     VerifyOut,
     iso,
@@ -165,6 +166,18 @@ async def export(job_id: JobId, app: Aetheris, caller: Caller) -> dict[str, Any]
     require(caller, Action.READ)
     await visible_job(app, caller, job_id)
     return await export_bundle(await app.open_store(), job_id)
+
+
+@router.get("/summary", response_model=SummaryOut)
+async def summary(app: Aetheris, caller: Caller) -> SummaryOut:
+    """The tenant's jobs by status, its oldest pending job and its effects in doubt."""
+    require(caller, Action.READ)
+    counts = await (await app.open_store()).summary(tenant=caller.tenant)
+    return SummaryOut(
+        jobs={s.value: counts.jobs.get(s, 0) for s in JobStatus},
+        oldest_pending_at=iso(counts.oldest_pending_at),
+        in_doubt=counts.in_doubt,
+    )
 
 
 @router.get("/agents", response_model=list[AgentOut])

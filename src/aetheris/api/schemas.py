@@ -395,3 +395,11 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class SummaryOut(BaseModel):
+    """What needs attention among the tenant's jobs."""
+
+    jobs: dict[str, int] = Field(description="Jobs by status (every status, zero included).")
+    oldest_pending_at: str | None = Field(description="When the oldest pending job was made.")
+    in_doubt: int = Field(description="Effects in doubt: an operator must resolve them.")

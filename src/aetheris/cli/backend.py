@@ -41,6 +41,7 @@ from aetheris.models import (
     WebhookDelivery,
 )
 from aetheris.store import safe_url
+from aetheris.store.port import Summary
 from aetheris.webhooks import create_webhook
 
 
@@ -54,6 +55,7 @@ class Backend(Protocol):
         self, status: JobStatus | None, agent: str | None, since: float | None, limit: int
     ) -> list[Job]: ...
     async def events(self, job_id: str, after: int = -1) -> list[Event]: ...
+    async def summary(self) -> Summary: ...
     async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]: ...
     async def approvals(self, limit: int) -> list[PendingApproval]: ...
     async def start(
@@ -106,6 +108,9 @@ class Direct:
 
     async def events(self, job_id: str, after: int = -1) -> list[Event]:
         return await (await self.app.open_store()).events(job_id, after=after)
+
+    async def summary(self) -> Summary:
+        return await (await self.app.open_store()).summary()
 
     async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]:
         states = [EffectState.IN_DOUBT] if in_doubt else None
@@ -238,6 +243,9 @@ class Remote:
 
     async def events(self, job_id: str, after: int = -1) -> list[Event]:
         return await self.client.events(job_id, after=after)
+
+    async def summary(self) -> Summary:
+        return await self.client.summary()
 
     async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]:
         state = EffectState.IN_DOUBT if in_doubt else None

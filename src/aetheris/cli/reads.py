@@ -15,6 +15,7 @@ import click
 from aetheris.app import App
 from aetheris.cli import follow as live
 from aetheris.cli import render, trace_view
+from aetheris.cli import top as top_view
 from aetheris.cli.backend import Backend, with_backend
 from aetheris.cli.base import (
     json_option,
@@ -116,6 +117,26 @@ async def trace(backend: Backend, job_id: str, wide: bool, follow: bool, as_json
         )
     else:
         render.show(trace_view.trace_table(job, events, wide=wide))
+
+
+@main.command(name="top")
+@click.option(
+    "--interval",
+    default=2.0,
+    show_default=True,
+    callback=top_view.check_interval,
+    help="Seconds between looks.",
+)
+@click.option("--once", is_flag=True, help="Look once, print, and end (as when piped).")
+@json_option
+@with_backend()
+async def top(backend: Backend, interval: float, once: bool, as_json: bool) -> None:
+    """Jobs by status, jobs made and ended per minute, the queue and effects in doubt, live.
+
+    Through a server: the key's tenant only. Ctrl-C leaves."""
+    await top_view.top(
+        backend.summary, backend.where, interval=interval, once=once, as_json=as_json
+    )
 
 
 @main.command()

@@ -45,6 +45,7 @@ from aetheris.models import (
     WebhookDelivery,
     WebhookEvent,
 )
+from aetheris.store.port import Summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,3 +299,8 @@ def error(
     if isinstance(found, JobNotFound | UnknownAgent):
         found.args = (message,)  # the server's words (they list the known agents)
     return found
+
+
+def summary(doc: dict[str, Any]) -> Summary:
+    jobs = {JobStatus(status): n for status, n in doc["jobs"].items() if n}
+    return Summary(jobs, stamp(doc.get("oldest_pending_at")), int(doc["in_doubt"]))

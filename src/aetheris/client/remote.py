@@ -34,6 +34,7 @@ from aetheris.models import (
     WebhookDelivery,
     WebhookEvent,
 )
+from aetheris.store.port import Summary
 
 PAGE = 500  # the API's largest page of jobs
 RECONNECTS = 5  # stream reconnections in a row without a new event before giving up
@@ -377,6 +378,10 @@ class Client:
         """The job's evidence bundle (journal as stored, ledger, blobs, manifest)."""
         bundle: dict[str, Any] = await self._call("GET", f"/v1/jobs/{job_id}/export", job_id=job_id)
         return bundle
+
+    async def summary(self) -> Summary:
+        """The tenant's jobs by status, its oldest pending job and its effects in doubt."""
+        return decode.summary(await self._call("GET", "/v1/summary"))
 
     async def agents(self) -> list[AgentInfo]:
         """The agents the server knows, with their input schemas and live workers."""

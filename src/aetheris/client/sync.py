@@ -27,6 +27,7 @@ from aetheris.models import (
     WebhookDelivery,
     WebhookEvent,
 )
+from aetheris.store.port import Summary
 
 T = TypeVar("T")
 
@@ -110,6 +111,10 @@ class SyncClient:
     def waiting_for(self, job_id: str) -> str | None:
         """The signal a parked job waits for now, else ``None``."""
         return self._run(self._client.waiting_for(job_id))
+
+    def summary(self) -> Summary:
+        """The tenant's jobs by status, its oldest pending job and its effects in doubt."""
+        return self._run(self._client.summary())
 
     def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
         """Ids of the tenant's jobs that start with ``prefix``, in id order, at most ``limit``."""

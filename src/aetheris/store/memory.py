@@ -189,11 +189,16 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks):
             )
             return sorted(found)[:limit]
 
-    async def summary(self) -> Summary:
+    async def summary(self, *, tenant: str | None = None) -> Summary:
         with self._lock:
-            counts = collections.Counter(j.status for j in self._jobs.values())
-            pending = [j.created_at for j in self._jobs.values() if j.status is JobStatus.PENDING]
-            doubt = sum(1 for e in self._effects.values() if e.state is EffectState.IN_DOUBT)
+            jobs = {i: j for i, j in self._jobs.items() if tenant is None or j.tenant == tenant}
+            counts = collections.Counter(j.status for j in jobs.values())
+            pending = [j.created_at for j in jobs.values() if j.status is JobStatus.PENDING]
+            doubt = sum(
+                1
+                for e in self._effects.values()
+                if e.state is EffectState.IN_DOUBT and e.job_id in jobs
+            )
         return Summary(dict(counts), min(pending, default=None), doubt)
 
     async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:

@@ -342,8 +342,9 @@ class Store(Protocol):
         most ``limit``."""
         ...
 
-    async def summary(self) -> Summary:
-        """Counts for an operator: jobs by status, the oldest pending job, effects in doubt."""
+    async def summary(self, *, tenant: str | None = None) -> Summary:
+        """Counts for an operator: jobs by status, the oldest pending job, effects in doubt;
+        of one ``tenant``'s jobs, when given."""
         ...
 
     async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:

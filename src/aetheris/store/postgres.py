@@ -278,11 +278,12 @@ class PostgresStore(
         rows = await self._all("find_jobs", params)
         return [r["id"] for r in rows]
 
-    async def summary(self) -> Summary:
+    async def summary(self, *, tenant: str | None = None) -> Summary:
+        of = {"tenant": tenant}
         async with self._conn() as conn:
-            counts = await (await conn.execute(Q["count_jobs"])).fetchall()
-            oldest = await (await conn.execute(Q["oldest_pending"])).fetchone()
-            doubt = await (await conn.execute(Q["count_in_doubt"])).fetchone()
+            counts = await (await conn.execute(Q["count_jobs"], of)).fetchall()
+            oldest = await (await conn.execute(Q["oldest_pending"], of)).fetchone()
+            doubt = await (await conn.execute(Q["count_in_doubt"], of)).fetchone()
         return summary_from(counts, oldest, doubt)
 
     # -- ownership --------------------------------------------------------------------------

@@ -245,11 +245,13 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
         rows = self._read(lambda conn: conn.execute(Q["find_jobs"], params).fetchall())
         return [r["id"] for r in rows]
 
-    async def summary(self) -> Summary:
+    async def summary(self, *, tenant: str | None = None) -> Summary:
+        of = {"tenant": tenant}
+
         def read(conn: sqlite3.Connection) -> Summary:
-            counts = conn.execute(Q["count_jobs"]).fetchall()
-            oldest = conn.execute(Q["oldest_pending"]).fetchone()
-            doubt = conn.execute(Q["count_in_doubt"]).fetchone()
+            counts = conn.execute(Q["count_jobs"], of).fetchall()
+            oldest = conn.execute(Q["oldest_pending"], of).fetchone()
+            doubt = conn.execute(Q["count_in_doubt"], of).fetchone()
             return summary_from(counts, oldest, doubt)
 
         return self._read(read)
