@@ -22,6 +22,7 @@ from aetheris.hooks import Hook, HookOptions, Hooks
 from aetheris.journal import canonical, check_text
 from aetheris.ledger import Tool
 from aetheris.models import Budget
+from aetheris.polling import until_ended
 from aetheris.resolution import Resolution, resolve_effect
 from aetheris.scheduler import Doorbell, Worker
 from aetheris.store import create_store, default_url
@@ -111,19 +112,10 @@ class JobHandle:
 
     async def result(self, timeout: float | None = None) -> Any:
         """Wait until the job ends; return its result or raise :class:`JobFailed`."""
-        deadline = None if timeout is None else self.app.clock.monotonic() + timeout
-        delay = 0.005
-        while True:
-            job = await self.job()
-            if job.status is JobStatus.SUCCEEDED:
-                return self.app.revive_result(job)
-            if job.status.terminal:
-                raise JobFailed(job.id, job.status, job.error)
-            if deadline is not None and self.app.clock.monotonic() >= deadline:
-                raise TimeoutError(f"job {self.job_id} is still {job.status} after {timeout}s")
-            pause = delay if deadline is None else min(delay, deadline - self.app.clock.monotonic())
-            await asyncio.sleep(max(pause, 0.0))
-            delay = min(delay * 1.5, 0.25)
+        job = await until_ended(self.job, timeout, self.app.clock.monotonic, first=0.005, most=0.25)
+        if job.status is JobStatus.SUCCEEDED:
+            return self.app.revive_result(job)
+        raise JobFailed(job.id, job.status, job.error)
 
     def result_sync(self, timeout: float | None = None) -> Any:
         return asyncio.run(self.result(timeout))

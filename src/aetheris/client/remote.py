@@ -34,6 +34,7 @@ from aetheris.models import (
     WebhookDelivery,
     WebhookEvent,
 )
+from aetheris.polling import until_ended
 from aetheris.store.port import Summary
 
 PAGE = 500  # the API's largest page of jobs
@@ -60,19 +61,11 @@ class RemoteJobHandle:
     async def result(self, timeout: float | None = None) -> Any:
         """Wait until the job ends; return its result (as JSON: the server does not know
         the agent's return type) or raise :class:`JobFailed`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            job = await self.job()
-            if job.status is JobStatus.SUCCEEDED:
-                return job.result
-            if job.status.terminal:
-                raise JobFailed(job.id, job.status, job.error)
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"job {self.job_id} is still {job.status} after {timeout}s")
-            await asyncio.sleep(delay if left is None else min(delay, left))
-            delay = min(delay * 1.5, self.client.poll_interval)
+        most = self.client.poll_interval
+        job = await until_ended(self.job, timeout, time.monotonic, first=0.05, most=most)
+        if job.status is JobStatus.SUCCEEDED:
+            return job.result
+        raise JobFailed(job.id, job.status, job.error)
 
 
 class Client:
