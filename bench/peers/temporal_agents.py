@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from bench.peers import agent_script, common, pydantic_agent
-from bench.peers.temporal import Rows, Stack, mark
+from bench.peers.temporal_stack import Rows, Stack, mark
 
 WORKER = "bench.peers.temporal_agent_worker"
 WARM_UP_TURNS = 3

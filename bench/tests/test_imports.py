@@ -28,6 +28,7 @@ OPTIONAL = {  # module: the third-party package it imports at its top level
     "bench.peers.temporal_agent_worker": "temporalio",
     "bench.peers.temporal_agents": "temporalio",
     "bench.peers.temporal_flows": "temporalio",
+    "bench.peers.temporal_stack": "temporalio",
     "bench.peers.temporal_worker": "temporalio",
     "bench.suite.chart": "matplotlib",
 }
