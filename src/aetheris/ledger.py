@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -117,6 +118,14 @@ def error_doc(exc: BaseException) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": str(exc).replace("\x00", "\ufffd")}
 
 
+# Provenance: the journal position of the model answer that came last in this task (a job's
+# run, or one of its parallel branches). The tool calls that follow it are the ones it asked
+# for (a model client runs the tool calls of the answer it just got), so each records it as
+# ``proposed_by``: the trace answers "which model answer led to this payment?". Set by
+# :mod:`aetheris.modelcalls` after each model call, live or replayed; not part of any hash.
+last_answer: ContextVar[int | None] = ContextVar("aetheris_last_answer", default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """One journaled call: what runs, under which name and position."""
@@ -131,6 +140,7 @@ class Call:
     retry: RetryPolicy
     effect: EffectClass
     slot: Slot
+    proposed_by: int | None = None  # the position of the model answer that asked for it
 
     @classmethod
     def of_tool(
@@ -138,10 +148,12 @@ class Call:
     ) -> Call:
         """The call of ``tool`` with these arguments (``digest``, their hash) at ``slot``."""
         fields = (tool.fn, tool.is_async, args, kwargs, digest, tool.retry, tool.effect, slot)
-        return cls("tool", tool.name, *fields)
+        return cls("tool", tool.name, *fields, proposed_by=last_answer.get())
 
     def record(self, outcome: Outcome, key: str | None = None, **extra: Any) -> OpRecord:
         """The ``op`` record of this call's outcome."""
+        if self.proposed_by is not None:
+            extra = {"proposed_by": self.proposed_by, **extra}
         return OpRecord(
             kind=self.kind,
             name=self.name,

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aetheris import crashpoints, waits
+from aetheris import crashpoints, ledger, waits
 from aetheris.errors import Draining, ModelCallFailed
 from aetheris.journal import (
     Event,
@@ -101,12 +101,15 @@ async def _journaled(
     digest = sha256_hex(canonical({"messages": [head, count], "model": model, "params": params}))
     slot = run.next_op("llm", model, digest)
     if slot.recorded is not None:
-        return await _replayed(run, slot.recorded, slot.position)
-    extra = {
-        "provider": provider,
-        "request": {"messages": {"head": head, "count": count}, "params": params},
-    }
-    return await _dispatch(run, slot, (model, digest), call, extra, blobs)
+        reply = await _replayed(run, slot.recorded, slot.position)
+    else:
+        extra = {
+            "provider": provider,
+            "request": {"messages": {"head": head, "count": count}, "params": params},
+        }
+        reply = await _dispatch(run, slot, (model, digest), call, extra, blobs)
+    ledger.last_answer.set(slot.position)  # the tool calls that follow are this answer's
+    return reply
 
 
 async def _dispatch(

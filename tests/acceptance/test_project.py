@@ -286,6 +286,7 @@ def test_the_readmes_first_command_runs_an_agent_a_newcomer_can_watch(tmp_path: 
         assert "worker stopped unexpectedly (killed by SIGKILL); starting it again" in out
         assert re.search(r"demo: job \S+ succeeded: 'Done: order o1 is refunded", out), out
         assert "approved by `aetheris run --demo`" in out  # in the trace, as the journal has it
+        assert re.search(r"refund#1 .* asked by pos 2;", out), out  # the answer that asked
         assert out.rstrip().endswith("stopped cleanly"), attempt
     jobs = json.loads(aetheris_in(tmp_path / "demo", "jobs", "list", "--json", env=env).stdout)
     assert [j["status"] for j in jobs] == ["succeeded", "succeeded"]

@@ -81,6 +81,11 @@ async def test_a_tool_loop_is_journaled_and_replays_without_calling_the_model(
         calls = [e.data for e in events if e.data.get("kind") == "llm"]
         assert [c["name"] for c in calls] == ["stub"] * 3
         assert all(c["usage"]["input_tokens"] > 0 and c["cost"] > 0 for c in calls)
+        # Provenance: each tool call names the model answer that asked for it.
+        answers = [e.position for e in events if e.data.get("kind") == "llm"]
+        tools = {e.data["name"]: e.data for e in events if e.data.get("kind") == "tool"}
+        assert tools["lookup"]["proposed_by"] == answers[0]
+        assert tools["charge"]["proposed_by"] == answers[1]
         report = await replay(app, job.id)
         assert report.outcome == "matched" and stub.calls == 3, "a replay calls no model"
         await model.aclose()

@@ -130,6 +130,8 @@ class _Describer:
             detail = f"{d['attempts']} attempts; {detail}"
         if d.get("resolved_by"):
             detail = f"resolved by {_clean(str(d['resolved_by']))}; {detail}"
+        if isinstance(d.get("proposed_by"), int):  # the model answer that asked for it
+            detail = f"asked by pos {d['proposed_by']}; {detail}"
         outcome = str(d.get("outcome", ""))
         return Row(kind, self.ordinal_name(d, position), outcome, duration, detail)
 
