@@ -18,6 +18,7 @@ from aetheris.errors import (
     JobNotFound,
     UnknownAgent,
 )
+from aetheris.forking import UNSET, fork_job
 from aetheris.hooks import Hook, HookOptions, Hooks
 from aetheris.journal import canonical, check_text
 from aetheris.ledger import Tool
@@ -352,6 +353,18 @@ class App:
         job, _ = await store.create_job(new)
         self._wake_workers()
         return JobHandle(self, job.id)
+
+    async def fork(
+        self, job_id: str, at: int, *, output: Any = UNSET, new_id: str | None = None,
+        by: str | None = None,
+    ) -> JobHandle:  # fmt: skip
+        """A new job that replays ``job_id``'s first ``at`` journal entries and goes live after;
+        with ``output``, entry ``at`` too, its result replaced (see :mod:`aetheris.forking`)."""
+        _check_texts(job_id=new_id)
+        fork_id = new_id or new_job_id(self.clock)
+        await fork_job(await self.open_store(), job_id, at, fork_id, output=output, by=by)
+        self._wake_workers()
+        return JobHandle(self, fork_id)
 
     def _check_input(self, data: Any) -> None:
         if not isinstance(data, Mapping):

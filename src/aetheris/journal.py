@@ -41,6 +41,7 @@ class EventType(enum.StrEnum):
     JOB_RELEASED = "job_released"
     WAIT = "wait"  # a durable wait began: its deadline, so a resumed job keeps it
     CONTROL = "control_requested"
+    JOB_FORKED = "job_forked"  # an operator forked the job: the new job's id and where
     JOB_SUCCEEDED = "job_succeeded"
     JOB_FAILED = "job_failed"
     JOB_COMPENSATED = "job_compensated"

@@ -339,8 +339,10 @@ class Worker:
         """The run of a claimed job, over its journal and ledger as they stand now."""
         job = claim.job
         agent = self.registry.agent_def(job.agent)
-        if job.attempts == 1:
-            events, effects = [], []  # first claim ever: nothing ran, nothing to replay
+        if job.attempts == 1 and job.event_count <= 2:
+            # First claim of a job whose journal is its creation and this claim: nothing to
+            # replay. (A fork's first claim finds the entries it was created with.)
+            events, effects = [], []
         else:
             events = await store.events(job.id)
             effects = await store.effects(job_id=job.id)

@@ -14,6 +14,7 @@ from aetheris.store.port import (
     Commit,
     Control,
     EffectWrite,
+    ForkedJob,
     Guard,
     Job,
     JobStatus,
@@ -47,6 +48,7 @@ def created_draft(new: NewJob) -> EventDraft:
             "queue": new.queue,
             "priority": new.priority,
             **({"budget": new.budget.to_data()} if new.budget is not None else {}),
+            **({"forked_from": dict(new.forked_from)} if isinstance(new, ForkedJob) else {}),
         },
     )
 

@@ -49,6 +49,7 @@ from aetheris.store.port import (
     Effect,
     EffectState,
     EffectWrite,
+    ForkedJob,
     Guard,
     Head,
     Heartbeat,
@@ -115,6 +116,8 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks):
             return existing_job(new, self._jobs[self._by_key[key]]), False
         if new.id in self._jobs:
             raise Conflict(f"job id {new.id!r} already exists")
+        if isinstance(new, ForkedJob):
+            check_commit(new.id, new.journal)
         now = self._clock()
         job = Job(
             id=new.id,
@@ -146,6 +149,8 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks):
         if key is not None:
             self._by_key[key] = job.id
         self._append(job.id, [created_draft(new)], now)
+        if isinstance(new, ForkedJob):  # a fork: its journal follows, checked by create_job
+            self._apply(self._jobs[job.id], new.journal, now)
         return self._jobs[job.id], True
 
     async def get_job(self, job_id: str) -> Job | None:

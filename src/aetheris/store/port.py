@@ -21,6 +21,7 @@ Writes come in two shapes:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -198,6 +199,19 @@ class Commit:
     cancel_children: bool = False  # the job ends: cancel its children that have not ended
     blobs: Sequence[tuple[str, bytes]] = ()  # (sha256 hex, bytes) the events refer to
     correlate: Sequence[tuple[str, str]] = ()  # (signal name, key) the job holds from now on
+
+
+@dataclass(frozen=True, slots=True)
+class ForkedJob(NewJob):
+    """A job created with a journal in it already: a fork of another job (``App.fork``).
+
+    ``forked_from`` (``{"job": origin, "at": N, ...}``) goes into its ``job_created`` event;
+    ``journal`` (events, ledger rows, blobs) is written after that event in the same
+    transaction, so a fork exists whole or not at all.
+    """
+
+    forked_from: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    journal: Commit = dataclasses.field(default_factory=Commit)
 
 
 @dataclass(frozen=True, slots=True)

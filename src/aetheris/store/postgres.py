@@ -58,6 +58,7 @@ from aetheris.store.port import (
     Control,
     Effect,
     EffectState,
+    ForkedJob,
     Guard,
     Heartbeat,
     Job,
@@ -258,7 +259,11 @@ class PostgresStore(
                 cur = await conn.execute(Q["job_by_key"], known)
                 found = await cur.fetchone()
             return existing_job(new, job_from(found, POSTGRESQL) if found else None), False
-        await self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)])
+        created = await self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)])
+        if isinstance(new, ForkedJob):  # a fork: its journal follows, in this transaction
+            check_commit(new.id, new.journal)
+            head = {"event_count": 1, "head_hash": created[0].hash}
+            await self._run(conn, _write_commit(new.id, head, new.journal))
         return await self._get(conn, new.id), True
 
     async def get_job(self, job_id: str) -> Job | None:

@@ -56,6 +56,7 @@ from aetheris.store.port import (
     Control,
     Effect,
     EffectState,
+    ForkedJob,
     Guard,
     Heartbeat,
     Job,
@@ -231,7 +232,11 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
                 known = {"tenant": new.tenant, "key": new.idempotency_key}
                 found = conn.execute(Q["job_by_key"], known).fetchone()
             return existing_job(new, job_from(found, SQLITE) if found else None), False
-        self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)], now)
+        created = self._append(conn, new.id, 0, GENESIS_HASH, [created_draft(new)], now)
+        if isinstance(new, ForkedJob):  # a fork: its journal follows, in this transaction
+            check_commit(new.id, new.journal)
+            head = created[0].hash
+            self._run(conn, steps.write_commit(new.id, 1, head, new.journal, SQLITE, now))
         return _get(conn, new.id), True
 
     async def get_job(self, job_id: str) -> Job | None:
