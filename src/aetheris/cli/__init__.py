@@ -4,8 +4,8 @@ Every command reads the database from ``--database-url`` or ``AETHERIS_DATABASE_
 command has ``--json`` with a stable schema (see :mod:`aetheris.cli.render`). The commands live
 in :mod:`.running` (worker, start), :mod:`.reads` (what happened), :mod:`.actions` (what
 operators do), :mod:`.serving` (the HTTP server and its keys), :mod:`.project` (init),
-:mod:`.supervisor` (run: server and worker for development), :mod:`.talk` (chat) and
-:mod:`.webhooks` (outgoing webhooks);
+:mod:`.supervisor` (run: server and worker for development), :mod:`.talk` (chat),
+:mod:`.timetravel` (fork, diff) and :mod:`.webhooks` (outgoing webhooks);
 importing them registers them on the group in :mod:`.base`. :mod:`.config` reads a
 project's ``aetheris.toml``.
 """
@@ -18,6 +18,7 @@ from aetheris.cli import (
     serving,
     supervisor,
     talk,
+    timetravel,
     webhooks,
 )
 from aetheris.cli.base import main
@@ -31,5 +32,6 @@ __all__ = [
     "serving",
     "supervisor",
     "talk",
+    "timetravel",
     "webhooks",
 ]

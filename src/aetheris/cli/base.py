@@ -28,8 +28,8 @@ from aetheris.store.sqlite import sqlite_path
 
 T = TypeVar("T")
 
-EXIT_CODES = """Exit codes: 0 done; 1 an error, a failed job, a broken chain or a diverged replay;
-2 bad usage; 3 the job is parked and needs someone (start --wait)."""
+EXIT_CODES = """Exit codes: 0 done; 1 an error, a failed job, a broken chain, a diverged replay or
+runs that differ (diff); 2 bad usage; 3 the job is parked and needs someone (start --wait)."""
 MEMORY_REFUSED = (
     "memory:// lives inside one process and is gone when it exits: the aetheris command cannot "
     "use it; use sqlite:///file.db or postgresql://…"
