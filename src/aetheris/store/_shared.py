@@ -82,7 +82,11 @@ def check_guard(job: Job, guard: Guard) -> None:
 
 def check_commit(job_id: str, commit: Commit) -> None:
     """Refuse a commit that names one ledger row, or one signal, twice: one transaction writes
-    each at most once (stores would otherwise each keep a different one of the two)."""
+    each at most once (stores would otherwise each keep a different one of the two). A fork it
+    creates is checked too, before anything is written."""
+    for new in commit.create:
+        if isinstance(new, ForkedJob):
+            check_commit(new.id, new.journal)
     if len(commit.effects) < 2 and len(commit.consume) < 2:
         return  # the usual commit: nothing can be named twice
     positions = [write.position for write in commit.effects]
