@@ -93,6 +93,8 @@ def test_fork_then_diff_against_the_origin(tmp_path: Path) -> None:
     assert forked == [same, edited]
     verified = _cli(url, "verify", edited)
     assert verified.exit_code == 0, verified.output
+    assert "forked from" in _cli(url, "trace", edited).output
+    assert "forked to" in _cli(url, "trace", origin.id).output
 
 
 def _fork_and_run(url: str, origin: str, *args: str) -> str:

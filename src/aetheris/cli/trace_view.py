@@ -107,9 +107,14 @@ class _Describer:
         if event.type in (EventType.JOB_FAILED, EventType.JOB_COMPENSATED, EventType.JOB_CANCELLED):
             return Row(detail=error_summary(d.get("error"), None if self.wide else 80))
         if event.type is EventType.JOB_CREATED:
+            origin = d.get("forked_from") or {}
+            fork = f"forked from {_clean(str(origin['job']))} at {origin['at']}; " if origin else ""
             return Row(
-                detail=f"agent {_clean(str(d.get('agent')))} input {self.short(d.get('input'), 60)}"
+                detail=f"{fork}agent {_clean(str(d.get('agent')))} "
+                f"input {self.short(d.get('input'), 60)}"
             )
+        if event.type is EventType.JOB_FORKED:
+            return Row(detail=f"forked to {_clean(str(d.get('fork')))} at {d.get('at')}")
         if event.type is EventType.JOB_SUCCEEDED:
             return Row(detail=self.short(d.get("result"), 48))
         return Row(detail=self.short(d, 60))
