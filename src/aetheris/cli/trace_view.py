@@ -107,17 +107,21 @@ class _Describer:
         if event.type in (EventType.JOB_FAILED, EventType.JOB_COMPENSATED, EventType.JOB_CANCELLED):
             return Row(detail=error_summary(d.get("error"), None if self.wide else 80))
         if event.type is EventType.JOB_CREATED:
-            origin = d.get("forked_from") or {}
-            fork = f"forked from {_clean(str(origin['job']))} at {origin['at']}; " if origin else ""
-            return Row(
-                detail=f"{fork}agent {_clean(str(d.get('agent')))} "
-                f"input {self.short(d.get('input'), 60)}"
-            )
+            return self.created(d)
         if event.type is EventType.JOB_FORKED:
             return Row(detail=f"forked to {_clean(str(d.get('fork')))} at {d.get('at')}")
         if event.type is EventType.JOB_SUCCEEDED:
             return Row(detail=self.short(d.get("result"), 48))
         return Row(detail=self.short(d, 60))
+
+    def created(self, d: dict[str, Any]) -> Row:
+        """The job's agent and input; a fork's, which job and position it was forked from."""
+        origin = d.get("forked_from") or {}
+        fork = f"forked from {_clean(str(origin['job']))} at {origin['at']}; " if origin else ""
+        return Row(
+            detail=f"{fork}agent {_clean(str(d.get('agent')))} "
+            f"input {self.short(d.get('input'), 60)}"
+        )
 
     def op(self, d: dict[str, Any], position: int | None) -> Row:
         kind = str(d.get("kind", ""))
