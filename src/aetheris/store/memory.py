@@ -162,6 +162,7 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks):
         park_reason: ParkReason | None = None,
         until: float | None = None,
         after: tuple[float, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> list[Job]:
         with self._lock:
             jobs = [
@@ -174,6 +175,7 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks):
                 and (tenant is None or j.tenant == tenant)
                 and (park_reason is None or j.park_reason == park_reason)
                 and (after is None or (j.created_at, j.id) < after)
+                and (idempotency_key is None or j.idempotency_key == idempotency_key)
             ]
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[:limit]
@@ -189,11 +191,17 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks):
             )
             return sorted(found)[:limit]
 
-    async def summary(self) -> Summary:
+    async def summary(self, *, tenant: str | None = None) -> Summary:
         with self._lock:
-            counts = collections.Counter(j.status for j in self._jobs.values())
-            pending = [j.created_at for j in self._jobs.values() if j.status is JobStatus.PENDING]
-            doubt = sum(1 for e in self._effects.values() if e.state is EffectState.IN_DOUBT)
+            jobs = [j for j in self._jobs.values() if tenant is None or j.tenant == tenant]
+            counts = collections.Counter(j.status for j in jobs)
+            pending = [j.created_at for j in jobs if j.status is JobStatus.PENDING]
+            mine = {j.id for j in jobs}
+            doubt = sum(
+                1
+                for e in self._effects.values()
+                if e.state is EffectState.IN_DOUBT and e.job_id in mine
+            )
         return Summary(dict(counts), min(pending, default=None), doubt)
 
     async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:

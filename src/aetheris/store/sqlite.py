@@ -63,7 +63,6 @@ from aetheris.store.port import (
     NewJob,
     SchemaState,
     Signal,
-    Summary,
     WorkerInfo,
     signal_wake,
 )
@@ -77,7 +76,6 @@ from aetheris.store.sql.rows import (
     notice_params,
     signal_from,
     status_params,
-    summary_from,
     worker_from,
     worker_params,
 )
@@ -244,15 +242,6 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
         params = {"prefix": prefix, "limit": limit, "tenant": tenant}
         rows = self._read(lambda conn: conn.execute(Q["find_jobs"], params).fetchall())
         return [r["id"] for r in rows]
-
-    async def summary(self) -> Summary:
-        def read(conn: sqlite3.Connection) -> Summary:
-            counts = conn.execute(Q["count_jobs"]).fetchall()
-            oldest = conn.execute(Q["oldest_pending"]).fetchone()
-            doubt = conn.execute(Q["count_in_doubt"]).fetchone()
-            return summary_from(counts, oldest, doubt)
-
-        return self._read(read)
 
     # -- ownership --------------------------------------------------------------------------
 

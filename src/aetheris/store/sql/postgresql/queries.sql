@@ -59,6 +59,7 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
   AND (%(park_reason)s::text IS NULL OR park_reason = %(park_reason)s)
   AND (%(after_at)s::float8 IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s::text))
+  AND (%(idempotency_key)s::text IS NULL OR idempotency_key = %(idempotency_key)s)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 
@@ -68,13 +69,18 @@ WHERE starts_with(id, %(prefix)s) AND (%(tenant)s::text IS NULL OR tenant = %(te
 ORDER BY id LIMIT %(limit)s
 
 -- name: count_jobs
-SELECT status, count(*) AS n FROM jobs GROUP BY status
+SELECT status, count(*) AS n FROM jobs
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+GROUP BY status
 
 -- name: oldest_pending
-SELECT min(created_at) AS at FROM jobs WHERE status = 'pending'
+SELECT min(created_at) AS at FROM jobs
+WHERE status = 'pending' AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
 
 -- name: count_in_doubt
-SELECT count(*) AS n FROM effects WHERE state = 'in_doubt'
+SELECT count(*) AS n FROM effects
+WHERE state = 'in_doubt'
+  AND (%(tenant)s::text IS NULL OR job_id IN (SELECT id FROM jobs WHERE tenant = %(tenant)s))
 
 -- name: heartbeat
 UPDATE jobs AS j SET lease_expires_at = aetheris_now() + %(ttl)s

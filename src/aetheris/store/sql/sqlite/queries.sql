@@ -42,6 +42,7 @@ WHERE (:status IS NULL OR status = :status)
   AND (:park_reason IS NULL OR park_reason = :park_reason)
   AND (:after_at IS NULL OR created_at < :after_at
        OR (created_at = :after_at AND id < :after_id))
+  AND (:idempotency_key IS NULL OR idempotency_key = :idempotency_key)
 ORDER BY created_at DESC, id DESC
 LIMIT :limit
 
@@ -51,13 +52,18 @@ WHERE substr(id, 1, length(:prefix)) = :prefix AND (:tenant IS NULL OR tenant = 
 ORDER BY id LIMIT :limit
 
 -- name: count_jobs
-SELECT status, count(*) AS n FROM jobs GROUP BY status
+SELECT status, count(*) AS n FROM jobs
+WHERE (:tenant IS NULL OR tenant = :tenant)
+GROUP BY status
 
 -- name: oldest_pending
-SELECT min(created_at) AS at FROM jobs WHERE status = 'pending'
+SELECT min(created_at) AS at FROM jobs
+WHERE status = 'pending' AND (:tenant IS NULL OR tenant = :tenant)
 
 -- name: count_in_doubt
-SELECT count(*) AS n FROM effects WHERE state = 'in_doubt'
+SELECT count(*) AS n FROM effects
+WHERE state = 'in_doubt'
+  AND (:tenant IS NULL OR job_id IN (SELECT id FROM jobs WHERE tenant = :tenant))
 
 -- name: expired_candidate
 -- The claim candidates, in the order a claim looks: no SKIP LOCKED here, and none needed (one
