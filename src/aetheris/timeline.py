@@ -6,7 +6,9 @@ Two views of one list of events, both in seconds from the job's creation:
 * **steps**, one per journal position: its kind and ``name#ordinal``, when it began (its first
   intent, the start of its wait, or the start of its last dispatch), when it ended (the end of
   that dispatch, or when the wait's answer was recorded), its outcome, tries and errors. A
-  position with no outcome yet is open (``end`` ``None``): running, waiting or in doubt.
+  position with no outcome yet is open (``end`` ``None``): running, waiting or in doubt. A
+  running job with no open position is in an operation not journaled until it returns (a
+  step, a model call): a last step of kind ``next`` stands for it, from the last write on.
 * **phases**, back to back from creation to the end: ``pending``, ``run`` (one claim: its
   fencing epoch), ``parked`` (with the reason), ``recovery`` (a worker's last write to the claim
   that took its job over: the lease running out).
@@ -104,6 +106,8 @@ def timeline(events: Sequence[Event], *, now: float) -> Timeline:
     status = _ENDS[ends[-1].type] if ends else None
     steps = _Steps(events, origin, end).all()
     phases = _phases(events, origin)
+    if phases and phases[-1].kind == "run" and phases[-1].end is None:
+        steps += _in_progress(steps, events[-1], origin)
     present = end if end is not None else max(0.0, now - origin)
     return Timeline(origin, end, present, status, steps, phases)
 
@@ -167,6 +171,17 @@ class _Steps:
         if self.end is not None:
             return Step(**common, end=self.end, state="interrupted", outcome=state)
         return Step(**common, end=None, state=state, outcome=state)
+
+
+def _in_progress(steps: list[Step], last: Event, origin: float) -> list[Step]:
+    """The operation a running job is in now, when none is open in the journal: a step or a
+    model call is journaled only when it returns, so all that is known is that something
+    runs at the next position since the last write."""
+    if any(s.end is None for s in steps):
+        return []
+    position = max((s.position for s in steps), default=-1) + 1
+    start = last.at - origin
+    return [Step(position, last.seq, "next", "(not journaled yet)", start, None, "running", "")]
 
 
 def _settled(d: dict[str, Any], recorded: float, start: float, origin: float) -> dict[str, Any]:

@@ -171,7 +171,8 @@ def test_model_calls_carry_tokens_and_cost() -> None:
         (0.1, EventType.JOB_CLAIMED, None, claimed(1)),
         (0.5, EventType.OP, 0, op("llm", "gpt", usage=usage, cost=0.25, model="gpt-x")),
     )
-    [call] = timeline(events, now=T0 + 1).steps
+    call, going_on = timeline(events, now=T0 + 1).steps
+    assert going_on.kind == "next"
     assert (call.tokens, call.cost, call.model, call.outcome) == (
         (12, 5),
         0.25,
@@ -184,6 +185,23 @@ def test_model_calls_carry_tokens_and_cost() -> None:
         "output_tokens": 5,
         "cost": 0.25,
     }
+
+
+def test_a_running_job_with_nothing_open_is_in_its_next_operation() -> None:
+    events = journal(
+        CREATED,
+        (0.1, EventType.JOB_CLAIMED, None, claimed(1)),
+        (0.4, EventType.OP, 0, op("step", "plan", started_at=T0 + 0.3, duration_ms=100.0)),
+    )
+    *_, going_on = timeline(events, now=T0 + 3).steps
+    assert (going_on.position, going_on.kind, going_on.state) == (1, "next", "running")
+    assert (going_on.start, going_on.end, going_on.seq) == (pytest.approx(0.4), None, 2)
+    parked = journal(
+        *[(e.at - T0, e.type, e.position, e.data) for e in events],
+        (0.5, EventType.JOB_PARKED, None, {"reason": "paused", "detail": {}}),
+    )
+    assert [s.kind for s in timeline(parked, now=T0 + 3).steps] == ["step"]  # nothing runs
+    assert [s.kind for s in timeline(events[:2], now=T0 + 3).steps] == ["next"]
 
 
 def test_an_empty_journal_has_an_empty_timeline() -> None:
