@@ -25,6 +25,9 @@ JOB_ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/jobs/{job}/events", None, READ),
     ("GET", "/v1/jobs/{job}/verify", None, READ),
     ("GET", "/v1/jobs/{job}/export", None, READ),
+    ("GET", "/v1/jobs/{job}/timeline", None, READ),
+    ("GET", "/v1/jobs/{job}/model-calls", None, READ),
+    ("POST", "/v1/jobs/{job}/replay", None, READ),
     ("POST", "/v1/jobs/{job}/pause", None, CONTROL),
     ("POST", "/v1/jobs/{job}/resume", None, CONTROL),
     ("POST", "/v1/jobs/{job}/signals/ping", {"data": 1}, SIGNAL),
@@ -37,6 +40,8 @@ JOB_ENDPOINTS: list[tuple[str, str, Any, str]] = [
 COLLECTION_ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/jobs", None, READ),
     ("GET", "/v1/job-ids?prefix=j", None, READ),
+    ("GET", "/v1/jobs?idempotency_key=k", None, READ),
+    ("GET", "/v1/stats", None, READ),
     ("GET", "/v1/approvals", None, READ),
     ("GET", "/v1/effects?state=in_doubt", None, READ),
     ("GET", "/v1/agents", None, READ),
