@@ -33,7 +33,11 @@ function route() {
     leave = view(main(), { params, query }) || null;
     return;
   }
-  clear(main(), h("p", { class: "error" }, `No page at ${path}.`), h("a", { href: "#/jobs" }, "Jobs"));
+  clear(
+    main(),
+    h("p", { class: "error" }, `No page at ${path}.`),
+    h("a", { href: "#/jobs" }, "Jobs"),
+  );
 }
 
 /** Ask for a key; resolves once the server takes one. */
@@ -54,9 +58,10 @@ function askForKey(reason) {
       } catch (failure) {
         setApiKey(null);
         error.hidden = false;
-        error.textContent = failure.status === 401
-          ? `The server refused this key: ${failure.message}`
-          : failure.explained || failure.message;
+        error.textContent =
+          failure.status === 401
+            ? `The server refused this key: ${failure.message}`
+            : failure.explained || failure.message;
         input.select();
         return;
       }

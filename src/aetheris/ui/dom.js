@@ -90,7 +90,8 @@ export function pretty(value) {
 export function json(value, { label, open = false } = {}) {
   const text = pretty(value);
   if (value === undefined) return h("span", { class: "muted" }, "—");
-  if (!label && text.length <= 60 && !text.includes("\n")) return h("code", { class: "json-inline" }, text);
+  if (!label && text.length <= 60 && !text.includes("\n"))
+    return h("code", { class: "json-inline" }, text);
   const preview = JSON.stringify(value);
   return h(
     "details",
@@ -118,8 +119,12 @@ export function parseJson(text, what) {
 export function notify(message, kind = "ok") {
   const box = document.getElementById("notices");
   const close = h("button", { type: "button", class: "link", "aria-label": "close" }, "×");
-  const note = h("div", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" },
-    h("span", {}, message), close);
+  const note = h(
+    "div",
+    { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" },
+    h("span", {}, message),
+    close,
+  );
   close.addEventListener("click", () => note.remove());
   box.append(note);
   if (kind !== "error") setTimeout(() => note.remove(), 6000);

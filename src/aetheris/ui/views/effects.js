@@ -14,14 +14,44 @@ const CHOICES = [
 /** The form that settles `effect`; onDone() once the server took it. */
 export function resolveForm(effect, onDone) {
   const name = `outcome-${effect.job_id}-${effect.position}`;
-  const result = h("textarea", { name: "result", rows: 3, class: "mono", placeholder: '{"charge_id": "ch_123"}', "aria-label": "result JSON" });
-  const resultBox = h("label", { class: "result" }, "Result (JSON, as the tool would have returned it)", result);
-  const reason = h("input", { name: "reason", type: "text", placeholder: "What you checked (kept in the journal)", "aria-label": "reason" });
+  const result = h("textarea", {
+    name: "result",
+    rows: 3,
+    class: "mono",
+    placeholder: '{"charge_id": "ch_123"}',
+    "aria-label": "result JSON",
+  });
+  const resultBox = h(
+    "label",
+    { class: "result" },
+    "Result (JSON, as the tool would have returned it)",
+    result,
+  );
+  const reason = h("input", {
+    name: "reason",
+    type: "text",
+    placeholder: "What you checked (kept in the journal)",
+    "aria-label": "reason",
+  });
   const errors = h("div");
   const radios = CHOICES.map(([value, label, hint], i) =>
-    h("label", { class: "choice" }, h("input", { type: "radio", name, value, checked: i === 0 }), h("b", {}, label), h("small", { class: "muted" }, hint)));
-  const form = h("form", { class: "resolve" }, h("div", { class: "choices" }, radios), resultBox, reason, errors,
-    h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary" }, "Resolve")));
+    h(
+      "label",
+      { class: "choice" },
+      h("input", { type: "radio", name, value, checked: i === 0 }),
+      h("b", {}, label),
+      h("small", { class: "muted" }, hint),
+    ),
+  );
+  const form = h(
+    "form",
+    { class: "resolve" },
+    h("div", { class: "choices" }, radios),
+    resultBox,
+    reason,
+    errors,
+    h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary" }, "Resolve")),
+  );
   const outcome = () => form.querySelector(`input[name="${name}"]:checked`).value;
   form.addEventListener("change", () => {
     resultBox.hidden = outcome() !== "committed";
@@ -41,7 +71,9 @@ export function resolveForm(effect, onDone) {
     }
     await busy(form.querySelector("button[type=submit]"), errors, async () => {
       await post(jobPath(effect.job_id, `/effects/${effect.position}/resolve`), body);
-      notify(`Resolved ${effect.tool} of job ${shortId(effect.job_id)} as ${chosen.replace("_", " ")}.`);
+      notify(
+        `Resolved ${effect.tool} of job ${shortId(effect.job_id)} as ${chosen.replace("_", " ")}.`,
+      );
       onDone();
     });
   });
@@ -49,18 +81,54 @@ export function resolveForm(effect, onDone) {
 }
 
 function row(effect, reload) {
-  return h("tr", { class: "doubt", dataset: { job: effect.job_id, position: effect.position } },
-    h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(effect.job_id)}`, class: "mono", title: effect.job_id }, shortId(effect.job_id))),
+  return h(
+    "tr",
+    { class: "doubt", dataset: { job: effect.job_id, position: effect.position } },
+    h(
+      "td",
+      {},
+      h(
+        "a",
+        {
+          href: `#/jobs/${encodeURIComponent(effect.job_id)}`,
+          class: "mono",
+          title: effect.job_id,
+        },
+        shortId(effect.job_id),
+      ),
+    ),
     h("td", { class: "num" }, String(effect.position)),
     h("td", {}, h("b", {}, effect.tool), h("div", { class: "muted small" }, effect.effect)),
-    h("td", {}, h("code", { class: "mono small" }, effect.idempotency_key), h("div", { class: "muted small" }, `attempt ${effect.attempt} · since ${ago(effect.updated_at)}`)),
-    h("td", {}, resolveForm(effect, reload)));
+    h(
+      "td",
+      {},
+      h("code", { class: "mono small" }, effect.idempotency_key),
+      h(
+        "div",
+        { class: "muted small" },
+        `attempt ${effect.attempt} · since ${ago(effect.updated_at)}`,
+      ),
+    ),
+    h("td", {}, resolveForm(effect, reload)),
+  );
 }
 
 export function effectsView(main) {
   const list = h("div", { class: "card list" }, h("p", { class: "muted" }, "Loading…"));
-  clear(main, h("div", { class: "page-head" }, h("h1", {}, "Effects in doubt"),
-    h("p", { class: "muted" }, "Each may or may not have happened: check with the outside world (the payment provider, the mailbox), then settle it. Needs the role operator (or admin).")), list);
+  clear(
+    main,
+    h(
+      "div",
+      { class: "page-head" },
+      h("h1", {}, "Effects in doubt"),
+      h(
+        "p",
+        { class: "muted" },
+        "Each may or may not have happened: check with the outside world (the payment provider, the mailbox), then settle it. Needs the role operator (or admin).",
+      ),
+    ),
+    list,
+  );
   let shown = null;
 
   async function load() {
@@ -73,9 +141,29 @@ export function effectsView(main) {
         shown = null;
         load();
       };
-      clear(list, doubts.length ? h("table", { class: "effects" },
-        h("thead", {}, h("tr", {}, ["job", "pos", "tool", "idempotency key", "settle"].map((t) => h("th", {}, t)))),
-        h("tbody", {}, doubts.map((e) => row(e, reload)))) : h("p", { class: "muted empty" }, "No effect is in doubt."));
+      clear(
+        list,
+        doubts.length
+          ? h(
+              "table",
+              { class: "effects" },
+              h(
+                "thead",
+                {},
+                h(
+                  "tr",
+                  {},
+                  ["job", "pos", "tool", "idempotency key", "settle"].map((t) => h("th", {}, t)),
+                ),
+              ),
+              h(
+                "tbody",
+                {},
+                doubts.map((e) => row(e, reload)),
+              ),
+            )
+          : h("p", { class: "muted empty" }, "No effect is in doubt."),
+      );
     } catch (error) {
       shown = null;
       clear(list, h("p", { class: "error", role: "alert" }, error.explained || error.message));

@@ -4,7 +4,15 @@
 import { get, jobPath } from "../api.js";
 import { ago, badge, busy, clear, h, shortId, when } from "../dom.js";
 
-const STATUSES = ["pending", "running", "parked", "succeeded", "failed", "cancelled", "compensated"];
+const STATUSES = [
+  "pending",
+  "running",
+  "parked",
+  "succeeded",
+  "failed",
+  "cancelled",
+  "compensated",
+];
 const REFRESH = 3000;
 
 function link(query) {
@@ -55,8 +63,14 @@ function filters(query, agents) {
     "aria-label": "search",
     size: 36,
   });
-  const form = h("form", { class: "filters", role: "search" }, status, agent, search,
-    h("button", { type: "submit" }, "Search"));
+  const form = h(
+    "form",
+    { class: "filters", role: "search" },
+    status,
+    agent,
+    search,
+    h("button", { type: "submit" }, "Search"),
+  );
   const go = () => {
     location.hash = link({ status: status.value, agent: agent.value, q: search.value.trim() });
   };
@@ -74,8 +88,17 @@ function table(jobs) {
   return h(
     "table",
     { class: "jobs" },
-    h("thead", {}, h("tr", {}, ["job", "agent", "status", "created", "updated", "events", "attempts"]
-      .map((name) => h("th", {}, name)))),
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        ["job", "agent", "status", "created", "updated", "events", "attempts"].map((name) =>
+          h("th", {}, name),
+        ),
+      ),
+    ),
     h("tbody", {}, jobs.map(row)),
   );
 }
@@ -84,8 +107,16 @@ function row(job) {
   return h(
     "tr",
     { dataset: { job: job.id } },
-    h("td", {}, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, title: job.id, class: "mono" },
-      shortId(job.id)), job.idempotency_key ? h("small", { class: "muted key" }, job.idempotency_key) : null),
+    h(
+      "td",
+      {},
+      h(
+        "a",
+        { href: `#/jobs/${encodeURIComponent(job.id)}`, title: job.id, class: "mono" },
+        shortId(job.id),
+      ),
+      job.idempotency_key ? h("small", { class: "muted key" }, job.idempotency_key) : null,
+    ),
     h("td", {}, job.agent),
     h("td", {}, badge(job.status, job.park_reason)),
     h("td", { title: job.created_at }, when(job.created_at)),
@@ -124,25 +155,46 @@ export function jobsView(main, { query }) {
       get("v1/stats"),
       query.q
         ? search(query.q).then((found) => ({ jobs: found, next_cursor: null }))
-        : get("v1/jobs", { status: query.status, agent: query.agent, cursor: append ? cursor : null }),
+        : get("v1/jobs", {
+            status: query.status,
+            agent: query.agent,
+            cursor: append ? cursor : null,
+          }),
     ]);
     clear(stats, statsBar(counts, query));
     jobs = append ? [...jobs, ...page.jobs] : page.jobs;
     cursor = page.next_cursor;
-    const title = query.q ? h("p", { class: "muted" }, `${jobs.length} found for “${query.q}”`) : null;
+    const title = query.q
+      ? h("p", { class: "muted" }, `${jobs.length} found for “${query.q}”`)
+      : null;
     clear(list, title, table(jobs));
-    clear(more, cursor ? h("button", { type: "button", onclick: (e) => {
-      paged = true;
-      busy(e.currentTarget, problem, () => load(true));
-    } }, "Older jobs") : null);
+    clear(
+      more,
+      cursor
+        ? h(
+            "button",
+            {
+              type: "button",
+              onclick: (e) => {
+                paged = true;
+                busy(e.currentTarget, problem, () => load(true));
+              },
+            },
+            "Older jobs",
+          )
+        : null,
+    );
   }
 
   get("v1/agents")
     .then((agents) => head.append(filters(query, agents)))
     .catch(() => head.append(filters(query, [])));
-  const refresh = () => load().then(() => clear(problem)).catch((error) => {
-    clear(problem, h("p", { class: "error", role: "alert" }, error.explained || error.message));
-  });
+  const refresh = () =>
+    load()
+      .then(() => clear(problem))
+      .catch((error) => {
+        clear(problem, h("p", { class: "error", role: "alert" }, error.explained || error.message));
+      });
   refresh();
   timer = setInterval(() => {
     if (!paged && !document.hidden) refresh();
