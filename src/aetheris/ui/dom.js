@@ -101,6 +101,20 @@ export function json(value, { label, open = false } = {}) {
   );
 }
 
+/** A recorded error: its type and message, and its traceback (if any) folded, as written. */
+export function errorView(error) {
+  if (!error || typeof error !== "object") return json(error, { label: "error", open: true });
+  const { type, message, traceback, ...rest } = error;
+  return h(
+    "div",
+    { class: "failure" },
+    h("b", {}, `${type || "Error"}: `),
+    h("span", {}, message ?? ""),
+    traceback ? h("details", {}, h("summary", {}, "traceback"), h("pre", {}, traceback)) : null,
+    Object.keys(rest).length ? json(rest) : null,
+  );
+}
+
 export function clip(text, limit) {
   return text.length > limit ? `${text.slice(0, limit - 1)}…` : text;
 }

@@ -3,7 +3,7 @@
 // (the timeline is the server's, fetched again after each burst of events).
 
 import { get, jobPath } from "../api.js";
-import { ago, badge, clear, cost, h, json, section, shortId, when } from "../dom.js";
+import { ago, badge, clear, cost, errorView, h, json, section, shortId, when } from "../dom.js";
 import { follow } from "../stream.js";
 import { actionsPanel } from "./actions.js";
 import { approvalCard } from "./approvals.js";
@@ -53,7 +53,7 @@ function facts(job) {
 }
 
 function outcome(job) {
-  if (job.error) return json(job.error, { label: "error", open: true });
+  if (job.error) return errorView(job.error);
   return job.status === "succeeded" ? json(job.result, { label: "result", open: true }) : null;
 }
 
@@ -155,10 +155,9 @@ class JobPage {
       h("h1", {}, "Job ", h("span", { class: "mono" }, id)),
       this.live,
     );
-    clear(
-      main,
-      title,
-      this.problem,
+    this.body = h(
+      "div",
+      {},
       this.head,
       this.approval,
       this.actions,
@@ -167,6 +166,7 @@ class JobPage {
       section("Model calls", this.calls),
       section("Effects ledger", this.effects),
     );
+    clear(main, title, this.problem, this.body);
     this.job = null;
     this.timeline = null;
     this.fetchedAt = 0;
@@ -276,7 +276,8 @@ class JobPage {
       clear(this.journal);
       for (const event of events) this.add(event);
     } catch (error) {
-      clear(this.problem, failure(error));
+      clear(this.problem, failure(error), h("a", { href: "#/jobs" }, "All jobs"));
+      this.body.hidden = true;
       return;
     }
     await this.refresh();

@@ -1,7 +1,7 @@
 // The journal of a job, entry by entry (each opens on what went in and what came out), and
 // its model calls with the messages they sent, their tokens and cost.
 
-import { clip, cost, duration, h, json } from "../dom.js";
+import { clip, cost, duration, errorView, h, json } from "../dom.js";
 
 const ENDS = {
   job_succeeded: "succeeded",
@@ -81,6 +81,13 @@ export function describe(event) {
   }
 }
 
+/** What came out: an error as an error (its traceback folded), anything else as JSON. */
+function output(out) {
+  const { error, ...rest } = out;
+  if (!error) return json(out, { label: "output", open: true });
+  return [errorView(error), Object.keys(rest).length ? json(rest, { label: "more" }) : null];
+}
+
 export function journalEntry(event, origin) {
   const seen = describe(event);
   const offset = event.at && origin ? (new Date(event.at) - origin) / 1000 : null;
@@ -119,9 +126,7 @@ export function journalEntry(event, origin) {
       seen.input !== undefined
         ? h("div", {}, h("h4", {}, "in"), json(seen.input, { label: "input", open: true }))
         : null,
-      seen.output !== undefined
-        ? h("div", {}, h("h4", {}, "out"), json(seen.output, { label: "output", open: true }))
-        : null,
+      seen.output !== undefined ? h("div", {}, h("h4", {}, "out"), output(seen.output)) : null,
       h("div", { class: "raw" }, json({ ...event }, { label: "event" })),
     ),
   );
