@@ -1,6 +1,7 @@
 """The web UI in a real browser: Debian's Chromium (never a downloaded one) driven by
 Playwright, against the API served by uvicorn on a free loopback port, with a worker in the
-server's event loop. One browser for the session; a fresh page (and session storage) per test.
+server's event loop. One browser for the session, in a thread of its own; a fresh page (and
+session storage) per test.
 
 Tests skip with the reason when Chromium or Playwright is missing, except under CI=true, where
 ``.ci/run`` installs Chromium and a skip is a failure. Screenshots go to
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -27,7 +29,7 @@ from tests.conftest import IN_CI
 from tests.ui.ui_app import Gates, build_app
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
 T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium"
@@ -54,32 +56,78 @@ def _browser_problem() -> str | None:
     return None
 
 
+class Browser:
+    """Chromium, driven from a thread of its own: Playwright's sync API keeps an event loop
+    running in the thread that uses it, and the async tests that share this process need
+    their thread free of one. Tests hand it what to do with a fresh page: :meth:`on_page`."""
+
+    def __init__(self) -> None:
+        self.work: queue.Queue[tuple[Callable[[Any], Any], Future[Any]] | None] = queue.Queue()
+        self.ready: Future[None] = Future()
+        self.thread = threading.Thread(target=self._drive, name="chromium", daemon=True)
+        self.thread.start()
+        self.ready.result(60)
+
+    def _drive(self) -> None:
+        from playwright.sync_api import sync_playwright
+
+        try:
+            with sync_playwright() as driver:
+                browser = driver.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                self.ready.set_result(None)
+                while (item := self.work.get()) is not None:
+                    task, done = item
+                    try:
+                        done.set_result(task(browser))
+                    except BaseException as exc:  # the test's own failure: raised in the test
+                        done.set_exception(exc)
+                browser.close()
+        except BaseException as exc:
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            raise
+
+    def on_page(self, test: Callable[[Page], None], timeout: float = 100) -> None:
+        """Run ``test`` with a new page (its own storage, 1360×900), then check that the page
+        threw nothing."""
+
+        def run(browser: Any) -> None:
+            context = browser.new_context(viewport={"width": 1360, "height": 900})
+            context.set_default_timeout(10_000)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            try:
+                test(page)
+            finally:
+                context.close()
+            assert not errors, f"the page threw: {errors}"
+
+        done: Future[None] = Future()
+        self.work.put((run, done))
+        done.result(timeout)
+
+    def close(self) -> None:
+        self.work.put(None)
+        self.thread.join(30)
+
+
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def chromium() -> Iterator[Browser]:
     problem = _browser_problem()
     if problem is not None:
         if IN_CI:
             pytest.fail(f"CI=true and {problem}")
         pytest.skip(problem)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield launched
-        launched.close()
+    browser = Browser()
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
-    context.set_default_timeout(10_000)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
+def ui(chromium: Browser, request: pytest.FixtureRequest) -> Browser:
     request.node.user_properties.append(("ui_screenshots", str(ARTIFACTS)))
-    yield opened
-    context.close()
-    assert not errors, f"the page threw: {errors}"
+    return chromium
 
 
 def shoot(page: Page, name: str) -> Path:
