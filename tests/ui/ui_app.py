@@ -46,7 +46,9 @@ async def ask_model(question: str) -> str:
 
 def build_app(gates: Gates) -> App:
     set_price(MODEL, input=0.5, output=1.5)
-    app = App("memory://", lease_ttl=1.0, poll_interval=0.02)
+    # A short lease, so that a crashed worker's job is taken over soon; not so short that a
+    # busy machine (the suite runs two processes on two cores) misses a heartbeat.
+    app = App("memory://", lease_ttl=2.0, poll_interval=0.02)
 
     @app.tool(effect="at_most_once", requires_approval=True)
     async def pay(amount: int, to: str) -> str:
