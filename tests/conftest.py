@@ -130,15 +130,21 @@ def pytest_report_header() -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Seeds per second per store, from what each sweep shard recorded."""
+    """Seeds per second per store, from what each sweep shard recorded; where the browser
+    tests left their screenshots."""
     seeds: dict[str, float] = defaultdict(float)
     seconds: dict[str, float] = defaultdict(float)
+    screenshots: set[str] = set()
     for reports in terminalreporter.stats.values():
         for report in reports:
             props = dict(getattr(report, "user_properties", ()))
             if getattr(report, "when", None) == "call" and "sim_store" in props:
                 seeds[props["sim_store"]] += props["sim_seeds"]
                 seconds[props["sim_store"]] += props["sim_seconds"]
+            if "ui_screenshots" in props:
+                screenshots.add(props["ui_screenshots"])
+    for folder in sorted(screenshots):
+        terminalreporter.write_line(f"web UI screenshots (test artifacts) in {folder}")
     for store in sorted(seeds):
         rate = seeds[store] / max(seconds[store], 1e-9)
         terminalreporter.write_line(

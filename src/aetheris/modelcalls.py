@@ -318,18 +318,33 @@ def _missing(data: Mapping[str, Any], blobs: Mapping[str, bytes]) -> str | None:
     wanted = [v[BLOB] for v in (request.get("params") or {}).values() if _is_ref(v)]
     if _is_ref(data.get("result")):
         wanted.append(data["result"][BLOB])
-    node, count = (request.get("messages") or {}).get("head", ""), 0
-    while node:
-        if node not in blobs:
-            return f"conversation node {node} is missing"
-        link = decode(blobs[node])
-        wanted.append(link["message"])
-        node, count = link["prev"], count + 1
+    messages, problem = conversation_of(data, blobs)
+    if problem is not None:
+        return problem
+    wanted += messages
+    count = len(messages)
     expected = (request.get("messages") or {}).get("count", 0)
     if count != expected:
         return f"the conversation holds {count} messages, the call recorded {expected}"
     absent = [digest for digest in wanted if digest not in blobs]
     return f"blob {absent[0]} is missing" if absent else None
+
+
+def conversation_of(
+    data: Mapping[str, Any], blobs: Mapping[str, bytes]
+) -> tuple[list[str], str | None]:
+    """The hashes of the messages a recorded model call sent (its ``op`` event's ``data``),
+    oldest first, read down its conversation's chain of nodes; and what is wrong, when a node
+    is missing (then the messages after the gap only)."""
+    node = ((data.get("request") or {}).get("messages") or {}).get("head", "")
+    found: list[str] = []
+    while node:
+        if node not in blobs:
+            return found[::-1], f"conversation node {node} is missing"
+        link = decode(blobs[node])
+        found.append(link["message"])
+        node = link["prev"]
+    return found[::-1], None
 
 
 def _is_ref(value: Any) -> bool:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import pytest
 
 import aetheris
@@ -225,6 +226,10 @@ def test_run_serves_a_project_shows_its_jobs_and_stops_on_ctrl_c(
         assert what in banner
     assert "model     scripted (model_script.json" in banner
     assert "aetheris approve JOB_ID" in banner and "agents chat, support" in banner
+    ui = re.search(r"^  web UI    (http://127\.0\.0\.1:\d+/ui/)$", banner, re.M)
+    assert ui is not None, banner
+    page = httpx.get(ui.group(1), timeout=10)
+    assert page.status_code == 200 and "<title>Aetheris</title>" in page.text
 
     question = json.dumps({"question": "Please refund order o1."})
     job_id = ok(folder, "start", "support", "--input", question).strip()

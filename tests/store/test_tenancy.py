@@ -65,6 +65,41 @@ async def test_list_jobs_filters_by_tenant_reason_and_time(store: Store) -> None
     assert len(await store.list_jobs(until=newest + 1)) == 4
 
 
+async def test_list_jobs_finds_a_job_by_its_idempotency_key_in_its_tenant(store: Store) -> None:
+    await store.create_job(new_job("a1", tenant="acme", idempotency_key="order-7"))
+    await store.create_job(new_job("a2", tenant="acme", idempotency_key="order-8"))
+    await store.create_job(new_job("b1", tenant="beta", idempotency_key="order-7"))
+    await store.create_job(new_job("a3", tenant="acme"))
+    found = await store.list_jobs(tenant="acme", idempotency_key="order-7")
+    assert [j.id for j in found] == ["a1"]
+    both = await store.list_jobs(idempotency_key="order-7")
+    assert sorted(j.id for j in both) == ["a1", "b1"]
+    assert await store.list_jobs(tenant="acme", idempotency_key="order-") == []  # no prefixes
+    assert len(await store.list_jobs(tenant="acme")) == 3
+
+
+async def test_summary_counts_one_tenants_jobs_and_effects(store: Store) -> None:
+    from aetheris.store.port import Commit
+
+    for job_id, tenant in (("a1", "acme"), ("a2", "acme"), ("b1", "beta")):
+        await store.create_job(new_job(job_id, tenant=tenant))
+    await store.control("a2", Control.PAUSE)
+    write = EffectWrite(1, "pay", EffectClass.AT_MOST_ONCE, "h", "kb", EffectState.IN_DOUBT)
+    await store.apply("b1", Commit(effects=[write]), Guard(frozenset({JobStatus.PENDING})))
+    acme = await store.summary(tenant="acme")
+    assert dict(acme.jobs) == {JobStatus.PENDING: 1, JobStatus.PARKED: 1}
+    assert acme.oldest_pending_at == (await store.get_job("a1")).created_at  # type: ignore[union-attr]
+    assert acme.in_doubt == 0
+    beta = await store.summary(tenant="beta")
+    assert (dict(beta.jobs), beta.in_doubt) == ({JobStatus.PENDING: 1}, 1)
+    nobody = await store.summary(tenant="nobody")
+    assert (dict(nobody.jobs), nobody.oldest_pending_at, nobody.in_doubt) == ({}, None, 0)
+    everyone = await store.summary()
+    assert (dict(everyone.jobs), everyone.in_doubt) == (
+        {JobStatus.PENDING: 2, JobStatus.PARKED: 1}, 1,
+    )  # fmt: skip
+
+
 async def test_list_jobs_pages_with_a_cursor(store: Store) -> None:
     for i in range(7):
         await store.create_job(new_job(f"j{i}", tenant="acme"))

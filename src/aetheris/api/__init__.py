@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from aetheris.api import errors, hooks, jobs, operations, webhooks
+from aetheris.api import errors, hooks, insight, jobs, operations, ui, webhooks
 from aetheris.api.auth import ALLOWED, Action, Principal
 from aetheris.api.bodies import LimitBody
 from aetheris.api.errors import ApiError
@@ -48,8 +48,10 @@ def create_api(
     errors.install(api)
     api.include_router(jobs.router)
     api.include_router(operations.router)
+    api.include_router(insight.router)
     api.include_router(webhooks.router)
     api.include_router(operations.health)
     api.include_router(hooks.router)
+    api.include_router(ui.router)
     api.add_middleware(LimitBody, limit=body_limit(app))
     return api

@@ -101,8 +101,10 @@ async def list_jobs(
     created_before: dt.datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    idempotency_key: Annotated[str | None, Query(pattern=NAME)] = None,
 ) -> JobPage:
-    """The tenant's jobs, newest first, a page at a time (``next_cursor``)."""
+    """The tenant's jobs, newest first, a page at a time (``next_cursor``); with
+    ``idempotency_key``, the job started with that key, if any."""
     require(caller, Action.READ)
     jobs = await app.list_jobs(
         status=status,
@@ -113,6 +115,7 @@ async def list_jobs(
         since=_stamp(created_after),
         until=_stamp(created_before),
         after=_cursor(cursor),
+        idempotency_key=idempotency_key,
     )
     shown = [JobOut.of(j, owner=caller.sees_workers) for j in jobs]
     return JobPage(jobs=shown, next_cursor=_next_cursor(shown, [j.created_at for j in jobs], limit))

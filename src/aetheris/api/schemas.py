@@ -18,6 +18,7 @@ from aetheris.store.port import (
     WebhookDelivery,
     WebhookEvent,
 )
+from aetheris.timeline import Phase, Step
 
 NAME = r"^[^\x00]{1,200}$"
 
@@ -403,3 +404,107 @@ class SummaryOut(BaseModel):
     jobs: dict[str, int] = Field(description="Jobs by status (every status, zero included).")
     oldest_pending_at: str | None = Field(description="When the oldest pending job was made.")
     in_doubt: int = Field(description="Effects in doubt: an operator must resolve them.")
+
+
+# -- what the web UI shows ---------------------------------------------------------------------
+
+
+class StepOut(BaseModel):
+    position: int
+    seq: int = Field(description="The event that settled it (else its latest).")
+    kind: str
+    name: str = Field(description="name#ordinal")
+    start: float = Field(description="Seconds from the job's creation.")
+    end: float | None = Field(description="Seconds from the job's creation (null: still open).")
+    duration: float | None = Field(description="Seconds from start to end.")
+    busy: float | None = Field(description="Seconds its last dispatch took.")
+    state: str = Field(description="done, failed, running, waiting, in_doubt or interrupted.")
+    outcome: str
+    attempts: int = Field(description="Tries in its last dispatch.")
+    dispatches: int = Field(description="Intents written (more than one after a crash).")
+    retries: list[dict[str, Any]] = Field(description="The errors of failed tries.")
+    error: str | None
+    effect: str | None
+    model: str | None
+    tokens: list[int] | None = Field(description="Input and output tokens (model calls).")
+    cost: float | None
+
+    @classmethod
+    def of(cls, step: Step) -> StepOut:
+        return cls(
+            **{k: getattr(step, k) for k in _STEP_FIELDS},
+            duration=step.duration,
+            retries=list(step.retries),
+            tokens=list(step.tokens) if step.tokens is not None else None,
+        )
+
+
+_STEP_FIELDS = (
+    "position", "seq", "kind", "name", "start", "end", "busy", "state", "outcome", "attempts",
+    "dispatches", "error", "effect", "model", "cost",
+)  # fmt: skip
+
+
+class PhaseOut(BaseModel):
+    kind: str = Field(description="pending, run, parked or recovery.")
+    label: str = Field(description="A run's epoch, a park's reason.")
+    start: float
+    end: float | None
+
+    @classmethod
+    def of(cls, phase: Phase) -> PhaseOut:
+        return cls(kind=phase.kind, label=phase.label, start=phase.start, end=phase.end)
+
+
+class SpendOut(BaseModel):
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None = Field(description="Dollars (null: a model's price is unknown).")
+
+
+class TimelineOut(BaseModel):
+    job_id: str
+    status: str = Field(description="The job's status now.")
+    created_at: str | None
+    events: int = Field(description="Journal events it was computed from.")
+    end: float | None = Field(description="Seconds from creation to the end (null: not ended).")
+    now: float = Field(description="Seconds from creation to now (to the end, once ended).")
+    steps: list[StepOut]
+    phases: list[PhaseOut]
+    model_calls: SpendOut
+
+
+class ModelCallOut(BaseModel):
+    seq: int
+    position: int | None
+    name: str = Field(description="The model asked for.")
+    model: str | None = Field(description="The model that answered.")
+    provider: str | None
+    at: str | None
+    duration_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    params: dict[str, Any] = Field(description="The request's parameters (blobs read).")
+    messages: list[str] = Field(description="Hashes of the messages sent, oldest first.")
+    response: Any = Field(description="The response (its blob read).")
+    error: dict[str, Any] | None
+    problem: str | None = Field(description="A blob it refers to that is missing.")
+
+
+class ModelCallsOut(BaseModel):
+    calls: list[ModelCallOut]
+    messages: dict[str, Any] = Field(description="Every message sent, by hash: once each.")
+    total: SpendOut
+
+
+class ReplayOut(BaseModel):
+    job_id: str
+    outcome: str = Field(description="matched, diverged, incomplete or different_end.")
+    ok: bool
+    operations: int = Field(description="Recorded operations replayed.")
+    position: int | None = Field(description="Where it diverged, or where the journal stops.")
+    diff: str | None
+    recorded_end: dict[str, Any] | None
+    replayed_end: dict[str, Any] | None

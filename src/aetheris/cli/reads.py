@@ -26,6 +26,7 @@ from aetheris.cli.base import (
 from aetheris.journal import Event
 from aetheris.store import safe_url
 from aetheris.store.port import Job, JobStatus
+from aetheris.timeline import model_spend
 
 
 @main.group()
@@ -78,7 +79,7 @@ async def jobs_list(
 async def jobs_show(backend: Backend, job_id: str, as_json: bool) -> None:
     """Show one job."""
     job = await backend.get_job(job_id)
-    spent = trace_view.model_spend(await backend.events(job_id))
+    spent = model_spend(await backend.events(job_id))
     view = {**render.job_json(job), "model_calls": spent}
     if as_json:
         render.print_json(view)

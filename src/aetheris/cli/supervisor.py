@@ -49,9 +49,9 @@ LOG_LINE = re.compile(r"^\S+ (\d\d:\d\d:\d\d)\S* (\w+) (\S+) (.*)$")  # the work
 UVICORN_LINE = re.compile(r"^(INFO|DEBUG):\s")
 
 
-def ui_url(server_url: str) -> str | None:
-    """Where the web UI is served: not yet. The banner shows it once this returns a URL."""
-    return None
+def ui_url(server_url: str) -> str:
+    """Where the server serves the web UI (``/ui/``), shown in the banner."""
+    return f"{server_url.rstrip('/')}/ui/"
 
 
 @dataclass
@@ -289,12 +289,11 @@ class Plan:
         return ["--app", self.app_spec, "--concurrency", str(self.concurrency)]
 
     def banner(self) -> str:
-        ui = ui_url(self.url)
         return "\n".join(
             [
                 "Aetheris is running (Ctrl-C stops it)",
                 f"  server    {self.url}  (no API key on loopback; API docs at {self.url}/docs)",
-                f"  web UI    {ui or 'not built yet'}",
+                f"  web UI    {ui_url(self.url)}",
                 f"  database  {safe_url(self.database_url)}",
                 f"  model     {self.model}",
                 f"  app       {self.app_spec}: agents {', '.join(self.agents) or '(none)'}",

@@ -22,8 +22,7 @@ from aetheris.cli.render import (
 )
 from aetheris.journal import Event, EventType
 from aetheris.store.port import Job
-
-WAIT_KINDS = ("approval", "signal", "child", "sleep", "budget")
+from aetheris.timeline import WAIT_KINDS, model_spend
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,24 +264,6 @@ def _answer(result: Any) -> str:
     calls = message.get("tool_calls") or []
     names = [str((c.get("function") or {}).get("name", "?")) for c in calls if isinstance(c, dict)]
     return f"calls {', '.join(names)}" if names else ""
-
-
-def model_spend(events: Sequence[Event]) -> dict[str, Any]:
-    """What a job's recorded model calls spent: calls, tokens in and out, and cost (``None``
-    when a model's price is unknown)."""
-    calls = tokens_in = tokens_out = 0
-    cost: float | None = 0.0
-    for event in events:
-        d = event.data
-        if event.type is not EventType.OP or d.get("kind") != "llm":
-            continue
-        usage = d.get("usage") or {}
-        calls += 1
-        tokens_in += int(usage.get("input_tokens", 0))
-        tokens_out += int(usage.get("output_tokens", 0))
-        if d.get("error") is None:
-            cost = None if cost is None or d.get("cost") is None else cost + d["cost"]
-    return {"calls": calls, "input_tokens": tokens_in, "output_tokens": tokens_out, "cost": cost}
 
 
 def spend_text(spent: dict[str, Any]) -> str:

@@ -28,7 +28,6 @@ from aetheris.store._shared import (
     effect_not_expected,
     existing_job,
     head_moved,
-    key_range,
     plan_control,
     same_request,
     seal_all,
@@ -37,6 +36,7 @@ from aetheris.store._shared import (
     worker_info,
 )
 from aetheris.store.memory_keyed import KeyedRow, MemoryKeyed, Where
+from aetheris.store.memory_kv import MemoryKeyValue
 from aetheris.store.memory_webhooks import MemoryWebhooks
 from aetheris.store.port import (
     WORKER_ALIVE_WINDOW,
@@ -71,7 +71,7 @@ from aetheris.store.port import (
 LATEST_SCHEMA = len(sql.migrations("sqlite"))
 
 
-class MemoryStore(MemoryKeyed, MemoryWebhooks):
+class MemoryStore(MemoryKeyed, MemoryWebhooks, MemoryKeyValue):
     """A store held in process memory (URL ``memory://``)."""
 
     def __init__(self, url: str = "memory://", *, clock: Callable[[], float] = time.time) -> None:
@@ -167,6 +167,7 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks):
         park_reason: ParkReason | None = None,
         until: float | None = None,
         after: tuple[float, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> list[Job]:
         with self._lock:
             jobs = [
@@ -179,6 +180,7 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks):
                 and (tenant is None or j.tenant == tenant)
                 and (park_reason is None or j.park_reason == park_reason)
                 and (after is None or (j.created_at, j.id) < after)
+                and (idempotency_key is None or j.idempotency_key == idempotency_key)
             ]
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return jobs[:limit]
@@ -459,45 +461,6 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks):
 
     async def agents(self) -> list[str]:
         return sorted(self._agents)
-
-    async def kv_put(self, space: str, items: Mapping[str, bytes], *, replace: bool = True) -> None:
-        with self._lock:
-            entries = self._kv.setdefault(space, {})
-            for key, value in items.items():
-                if replace or key not in entries:
-                    entries[key] = bytes(value)
-
-    async def kv_get(self, space: str, keys: Sequence[str]) -> dict[str, bytes]:
-        with self._lock:
-            entries = self._kv.get(space, {})
-            return {k: entries[k] for k in keys if k in entries}
-
-    async def kv_scan(
-        self,
-        space: str,
-        prefix: str = "",
-        *,
-        below: str | None = None,
-        descending: bool = False,
-        limit: int | None = None,
-    ) -> list[tuple[str, bytes]]:
-        low, high = key_range(prefix, below)
-        with self._lock:
-            found = [(k, v) for k, v in self._kv.get(space, {}).items() if low <= k < high]
-        found.sort(reverse=descending)
-        return found if limit is None else found[:limit]
-
-    async def kv_delete(
-        self, space: str, keys: Sequence[str] = (), *, prefix: str | None = None
-    ) -> None:
-        with self._lock:
-            entries = self._kv.get(space, {})
-            gone = set(keys)
-            if prefix is not None:
-                low, high = key_range(prefix)
-                gone.update(k for k in entries if low <= k < high)
-            for key in gone:
-                entries.pop(key, None)
 
     async def wait_for_work(self, timeout: float) -> None:
         """No cross-process wake-ups here: workers poll (and wake each other in-process)."""

@@ -341,12 +341,13 @@ class Store(Protocol):
         park_reason: ParkReason | None = None,
         until: float | None = None,
         after: tuple[float, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> list[Job]:
         """Up to ``limit`` jobs, newest first (by ``created_at``, then id); only those with
         ``status``, of ``agent``, of ``tenant``, parked for ``park_reason``, created at
-        ``since`` or later and before ``until``, when given. ``after`` is a cursor: the
-        ``(created_at, id)`` of the last job of the previous page; only jobs after it in
-        this order are listed."""
+        ``since`` or later and before ``until``, started with ``idempotency_key``, when given.
+        ``after`` is a cursor: the ``(created_at, id)`` of the last job of the previous page;
+        only jobs after it in this order are listed."""
         ...
 
     async def find_jobs(

@@ -66,7 +66,6 @@ from aetheris.store.port import (
     NewJob,
     SchemaState,
     Signal,
-    Summary,
     signal_wake,
 )
 from aetheris.store.postgres_directory import PostgresDirectory
@@ -93,7 +92,6 @@ from aetheris.store.sql.rows import (
     job_from,
     job_params,
     signal_from,
-    summary_from,
 )
 
 Q = sql.queries("postgresql")
@@ -282,14 +280,6 @@ class PostgresStore(
         params = {"prefix": prefix, "limit": limit, "tenant": tenant}
         rows = await self._all("find_jobs", params)
         return [r["id"] for r in rows]
-
-    async def summary(self, *, tenant: str | None = None) -> Summary:
-        of = {"tenant": tenant}
-        async with self._conn() as conn:
-            counts = await (await conn.execute(Q["count_jobs"], of)).fetchall()
-            oldest = await (await conn.execute(Q["oldest_pending"], of)).fetchone()
-            doubt = await (await conn.execute(Q["count_in_doubt"], of)).fetchone()
-        return summary_from(counts, oldest, doubt)
 
     # -- ownership --------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Tenancy on the PostgreSQL store: job listings by tenant (and cursor), and API keys.
+"""Tenancy on the PostgreSQL store: job listings and counts by tenant (and cursor), and API
+keys.
 
 A mixin of :class:`~aetheris.store.postgres.PostgresStore`, kept apart so that the store's
 module stays about running jobs (see :meth:`aetheris.store.port.Store.list_jobs` and
@@ -11,14 +12,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from aetheris.errors import Conflict
-from aetheris.store.port import ApiKey, Job, JobStatus, ParkReason
-from aetheris.store.sql.rows import POSTGRESQL, job_from, key_from, key_params, list_params
+from aetheris.store.port import ApiKey, Job, JobStatus, ParkReason, Summary
+from aetheris.store.sql.rows import (
+    POSTGRESQL,
+    job_from,
+    key_from,
+    key_params,
+    list_params,
+    summary_from,
+)
 
 Row = dict[str, Any]
 
 
 class PostgresTenancy:
-    """``list_jobs`` and ``*api_key*`` on PostgreSQL; the store provides ``_one``, ``_all``."""
+    """``list_jobs``, ``summary`` and ``*api_key*`` on PostgreSQL; the store provides ``_one``,
+    ``_all``."""
 
     async def _one(self, query: str, params: Mapping[str, Any] | None = None) -> Row | None:
         raise NotImplementedError
@@ -37,12 +46,20 @@ class PostgresTenancy:
         park_reason: ParkReason | None = None,
         until: float | None = None,
         after: tuple[float, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> list[Job]:
         params = list_params(
             status, agent, since, limit, tenant=tenant, park_reason=park_reason, until=until,
-            after=after,
+            after=after, idempotency_key=idempotency_key,
         )  # fmt: skip
         return [job_from(r, POSTGRESQL) for r in await self._all("list_jobs", params)]
+
+    async def summary(self, *, tenant: str | None = None) -> Summary:
+        params = {"tenant": tenant}
+        counts = await self._all("count_jobs", params)
+        oldest = await self._one("oldest_pending", params)
+        doubt = await self._one("count_in_doubt", params)
+        return summary_from(counts, oldest, doubt)
 
     async def create_api_key(self, key: ApiKey) -> None:
         if await self._one("insert_api_key", key_params(key)) is None:

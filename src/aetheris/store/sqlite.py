@@ -64,7 +64,6 @@ from aetheris.store.port import (
     NewJob,
     SchemaState,
     Signal,
-    Summary,
     WorkerInfo,
     signal_wake,
 )
@@ -78,7 +77,6 @@ from aetheris.store.sql.rows import (
     notice_params,
     signal_from,
     status_params,
-    summary_from,
     worker_from,
     worker_params,
 )
@@ -249,17 +247,6 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
         params = {"prefix": prefix, "limit": limit, "tenant": tenant}
         rows = self._read(lambda conn: conn.execute(Q["find_jobs"], params).fetchall())
         return [r["id"] for r in rows]
-
-    async def summary(self, *, tenant: str | None = None) -> Summary:
-        of = {"tenant": tenant}
-
-        def read(conn: sqlite3.Connection) -> Summary:
-            counts = conn.execute(Q["count_jobs"], of).fetchall()
-            oldest = conn.execute(Q["oldest_pending"], of).fetchone()
-            doubt = conn.execute(Q["count_in_doubt"], of).fetchone()
-            return summary_from(counts, oldest, doubt)
-
-        return self._read(read)
 
     # -- ownership --------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tenancy on the SQLite store: job listings by tenant (and cursor), and API keys.
+"""Tenancy on the SQLite store: job listings and counts by tenant (and cursor), and API keys.
 
 A mixin of :class:`~aetheris.store.sqlite.SQLiteStore`, kept apart so that the store's module
 stays about running jobs: reads run inline, writes go through the store's group commit.
@@ -12,15 +12,22 @@ from typing import TypeVar
 
 from aetheris.errors import Conflict
 from aetheris.store import sql
-from aetheris.store.port import ApiKey, Job, JobStatus, ParkReason
-from aetheris.store.sql.rows import SQLITE, job_from, key_from, key_params, list_params
+from aetheris.store.port import ApiKey, Job, JobStatus, ParkReason, Summary
+from aetheris.store.sql.rows import (
+    SQLITE,
+    job_from,
+    key_from,
+    key_params,
+    list_params,
+    summary_from,
+)
 
 T = TypeVar("T")
 Q = sql.queries("sqlite")
 
 
 class SQLiteTenancy:
-    """``list_jobs`` and ``*api_key*`` on a SQLite file; the store provides ``_read``,
+    """``list_jobs``, ``summary`` and ``*api_key*`` on a SQLite file; the store provides ``_read``,
     ``_write`` and ``_clock``."""
 
     _clock: Callable[[], float]
@@ -42,13 +49,25 @@ class SQLiteTenancy:
         park_reason: ParkReason | None = None,
         until: float | None = None,
         after: tuple[float, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> list[Job]:
         params = list_params(
             status, agent, since, limit, tenant=tenant, park_reason=park_reason, until=until,
-            after=after,
+            after=after, idempotency_key=idempotency_key,
         )  # fmt: skip
         rows = self._read(lambda conn: conn.execute(Q["list_jobs"], params).fetchall())
         return [job_from(r, SQLITE) for r in rows]
+
+    async def summary(self, *, tenant: str | None = None) -> Summary:
+        params = {"tenant": tenant}
+
+        def read(conn: sqlite3.Connection) -> Summary:
+            counts = conn.execute(Q["count_jobs"], params).fetchall()
+            oldest = conn.execute(Q["oldest_pending"], params).fetchone()
+            doubt = conn.execute(Q["count_in_doubt"], params).fetchone()
+            return summary_from(counts, oldest, doubt)
+
+        return self._read(read)
 
     async def create_api_key(self, key: ApiKey) -> None:
         params = key_params(key)

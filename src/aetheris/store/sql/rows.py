@@ -190,7 +190,8 @@ def list_params(
     limit: int,
     **more: Any,
 ) -> dict[str, Any]:
-    """A listing's filters (``more``: ``tenant``, ``park_reason``, ``until``, ``after``)."""
+    """A listing's filters (``more``: ``tenant``, ``park_reason``, ``until``, ``after``,
+    ``idempotency_key``)."""
     reason, after = more.get("park_reason"), more.get("after")
     return {
         "status": status.value if status else None,
@@ -202,6 +203,7 @@ def list_params(
         "until": more.get("until"),
         "after_at": after[0] if after else None,
         "after_id": after[1] if after else None,
+        "idempotency_key": more.get("idempotency_key"),
     }
 
 

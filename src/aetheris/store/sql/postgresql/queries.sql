@@ -59,6 +59,7 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
   AND (%(park_reason)s::text IS NULL OR park_reason = %(park_reason)s)
   AND (%(after_at)s::float8 IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s::text))
+  AND (%(idempotency_key)s::text IS NULL OR idempotency_key = %(idempotency_key)s)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s
 

@@ -42,6 +42,7 @@ WHERE (:status IS NULL OR status = :status)
   AND (:park_reason IS NULL OR park_reason = :park_reason)
   AND (:after_at IS NULL OR created_at < :after_at
        OR (created_at = :after_at AND id < :after_id))
+  AND (:idempotency_key IS NULL OR idempotency_key = :idempotency_key)
 ORDER BY created_at DESC, id DESC
 LIMIT :limit
 
