@@ -71,7 +71,7 @@ def _check_created(job: Job, created: Event) -> str | None:
 def _check_end(job: Job, events: Sequence[Event], end: Event) -> tuple[int, str] | None:
     status = ENDS[end.type]
     if job.status is not status:
-        return end.seq, f"the job is shown {job.status}; its journal ended it {status}"
+        return end.seq, f"the job's status is {job.status}; its journal ended it {status}"
     for name in ("result", "error"):
         if not same(getattr(job, name), end.data.get(name)):
             return end.seq, f"the job's {name} is not the one its journal recorded at its end"
