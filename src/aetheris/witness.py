@@ -5,8 +5,8 @@ write to the database can delete a job's last writes (or the whole job) and put 
 as it was, and every signature left still holds. A journal only grows, so a verifier that
 remembers how far each journal reached, and its hash there, catches any such cut the next
 time it looks: ``aetheris verify --all --witness FILE`` checks every job against the file,
-then records what it verified. The file is small (one line of JSON per job) and must be kept
-where the database's writers cannot change it.
+then records what it verified. The file is small (a job id, a count and a hash per job) and
+must be kept where the database's writers cannot change it.
 """
 
 from __future__ import annotations

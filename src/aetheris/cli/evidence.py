@@ -149,8 +149,8 @@ def _echo(v: Verdict, prefix: str = "") -> None:
     elif v.anchored:
         click.echo(f"{prefix}ok: {v.events} events, head {v.head}, anchored by key {v.key_id}")
     else:
-        click.echo(f"{prefix}ok (chain only): {v.events} events, head {v.head}")
-        click.echo(f"{prefix}NOT ANCHORED: {v.note}", err=True)
+        click.echo(f"{prefix}ok: {v.events} events, head {v.head}, NOT ANCHORED (chain only)")
+        click.echo(f"{prefix}not anchored: {v.note}", err=True)
 
 
 def _verify_bundle(path: str, trusted: TrustedKeys, as_json: bool) -> None:
