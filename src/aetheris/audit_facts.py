@@ -25,6 +25,9 @@ ENDS = {
     EventType.JOB_CANCELLED: JobStatus.CANCELLED,
 }
 _RUNS = frozenset({EventType.JOB_CLAIMED, EventType.JOB_RESUMED, EventType.JOB_RELEASED})
+# What may follow a job's end: an operator settling an effect left in doubt. Any other event
+# there would mean a write to a job that had ended.
+AFTER_END = frozenset({EventType.EFFECT_RESOLVED})
 _UNKNOWN: Any = object()  # a value the journal does not record (older journals): not compared
 
 
@@ -76,7 +79,7 @@ def _check_end(job: Job, events: Sequence[Event], end: Event) -> tuple[int, str]
         if not same(getattr(job, name), end.data.get(name)):
             return end.seq, f"the job's {name} is not the one its journal recorded at its end"
     for later in events[end.seq + 1 :]:
-        if later.type is not EventType.EFFECT_RESOLVED:
+        if later.type not in AFTER_END:
             return later.seq, f"a {later.type} event follows the job's end"
     return None
 
@@ -237,4 +240,4 @@ def _row_problem(want: Expected, got: Effect) -> str | None:
     return None
 
 
-__all__ = ["ENDS", "Expected", "check_job", "check_ledger", "expected_ledger", "same"]
+__all__ = ["AFTER_END", "ENDS", "Expected", "check_job", "check_ledger", "expected_ledger", "same"]
