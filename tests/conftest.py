@@ -119,9 +119,12 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 
 @pytest.fixture(autouse=True)
 def _no_ambient_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never touch a developer's AETHERIS_DATABASE_URL or a crash plan by accident."""
+    """Tests never touch a developer's AETHERIS_DATABASE_URL, a crash plan or signing keys by
+    accident."""
     monkeypatch.delenv("AETHERIS_DATABASE_URL", raising=False)
     monkeypatch.delenv("AETHERIS_CRASH_AT", raising=False)
+    monkeypatch.delenv("AETHERIS_SIGNING_KEY", raising=False)
+    monkeypatch.delenv("AETHERIS_TRUSTED_KEYS", raising=False)
 
 
 def pytest_report_header() -> list[str]:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, cast, overload
 
 from aetheris.agents import AgentDef, AgentFn, check_input
+from aetheris.anchor import (
+    PublicKey,
+    SigningKey,
+    TrustedKeys,
+    signing_key_from_env,
+    trusted_from_env,
+)
 from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.errors import (
     ConfigurationError,
@@ -25,7 +31,7 @@ from aetheris.ledger import Tool
 from aetheris.models import Budget
 from aetheris.polling import until_ended
 from aetheris.resolution import Resolution, resolve_effect
-from aetheris.scheduler import Doorbell, Worker
+from aetheris.scheduler import Doorbell, Serving, Worker
 from aetheris.store import create_store, default_url
 from aetheris.store.port import (
     DEFAULT_TENANT,
@@ -63,38 +69,6 @@ class ToolDecorator(Protocol):
     def __call__(self, fn: Callable[P, R], /) -> Tool[P, R]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Serving:
-    """Who serves an agent on this database now: :meth:`App.serving`.
-
-    ``workers``: the live workers that claim its jobs (in the queue asked about);
-    ``registered``: some worker registered the agent on this database, ever; ``defined``: this
-    App defines it. A job of an agent nobody serves is accepted and waits for such a worker.
-    """
-
-    agent: str
-    queue: str | None
-    workers: tuple[WorkerInfo, ...]
-    registered: bool
-    defined: bool
-
-    @property
-    def warning(self) -> str | None:
-        """Why a job of this agent would wait (no live worker serves it), else ``None``."""
-        if self.workers:
-            return None
-        where = f" in queue {self.queue!r}" if self.queue is not None else ""
-        if not self.registered:
-            return (
-                f"no worker has ever served agent {self.agent!r} on this database: its jobs "
-                "wait until a worker that defines it starts (`aetheris worker MODULE:APP`)"
-            )
-        return (
-            f"no live worker serves agent {self.agent!r}{where} now: its jobs wait until "
-            "one starts (`aetheris worker MODULE:APP`)"
-        )
-
-
 class JobHandle:
     """A started job: wait for its result or read its state."""
 
@@ -126,6 +100,10 @@ class App:
     """A set of agents and tools bound to one database.
 
     ``database_url`` defaults to ``AETHERIS_DATABASE_URL``, else ``sqlite:///.aetheris/aetheris.db``.
+    ``signing_key`` (a :class:`~aetheris.anchor.SigningKey`, a key file's path or a base64
+    seed; default ``AETHERIS_SIGNING_KEY``) anchors every write of this App's store;
+    ``trusted_keys`` (default ``AETHERIS_TRUSTED_KEYS``, and the signing key's own public key)
+    are the keys its verifications trust.
     Several Apps on several databases work side by side in one process: there is no global state.
     """
 
@@ -139,6 +117,8 @@ class App:
         max_recoveries: int = 5,
         name: str | None = None,
         clock: Clock | None = None,
+        signing_key: SigningKey | str | None = None,
+        trusted_keys: Iterable[str | PublicKey] | None = None,
     ) -> None:
         if not lease_ttl >= 0.5:
             raise ConfigurationError(f"lease_ttl must be at least 0.5 seconds, got {lease_ttl}")
@@ -155,6 +135,14 @@ class App:
         self._store_lock: asyncio.Lock | None = None
         self.doorbell = Doorbell()  # rung after each write, so that local workers wake
         self.hooks = Hooks()
+        # Anchors: the key this App signs its writes with (never stored in the database) and
+        # the public keys its verifications trust; by default from the environment.
+        if isinstance(signing_key, str):
+            signing_key = SigningKey.from_setting(signing_key)
+        self.signing_key = signing_key if signing_key is not None else signing_key_from_env()
+        trusted = trusted_from_env() if trusted_keys is None else TrustedKeys.parse(trusted_keys)
+        own = [self.signing_key.public] if self.signing_key is not None else []
+        self.trusted_keys = TrustedKeys.of([*trusted.keys.values(), *own])
 
     def __repr__(self) -> str:
         return f"<aetheris.App {self.database_url} agents={sorted(self._agents)}>"
@@ -285,8 +273,11 @@ class App:
             self._store_lock = asyncio.Lock()
         async with self._store_lock:
             if self._store is None:
-                store = create_store(self.database_url, clock=self.clock)
+                key = self.signing_key
+                store = create_store(self.database_url, clock=self.clock, signer=key)
                 await store.open(migrate=migrate)
+                if key is not None and migrate:
+                    await store.record_signing_key(key.key_id, key.public.text)
                 self._store = store
         return self._store
 

@@ -273,8 +273,24 @@ class EventDraft:
 
 
 @dataclass(frozen=True, slots=True)
+class Anchor:
+    """A signature that vouches for a journal up to one event: an Ed25519 signature, by the
+    key ``key_id``, of :func:`anchor_statement` over the event's seq and hash (see
+    :mod:`aetheris.anchor`). The store writes one on the last event of each write."""
+
+    key_id: str
+    signature: str  # base64 of the 64 signature bytes
+
+
+def anchor_statement(job_id: str, seq: int, hash_: str) -> bytes:
+    """What an anchor signs: the job, and the seq and hash of the event it vouches for. The
+    hash chains every event before it, so the signature covers the journal up to there."""
+    return _dumps({"aetheris": "anchor/1", "hash": hash_, "job": job_id, "seq": seq})
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
-    """A stored journal event."""
+    """A stored journal event (``anchor``: the signature stored with it, if any)."""
 
     job_id: str
     seq: int
@@ -285,6 +301,7 @@ class Event:
     prev_hash: str
     hash: str
     body: bytes
+    anchor: Anchor | None = None
 
 
 def seal(job_id: str, seq: int, prev_hash: str, draft: EventDraft, at: float) -> Event:
@@ -317,7 +334,14 @@ def seal(job_id: str, seq: int, prev_hash: str, draft: EventDraft, at: float) ->
     )
 
 
-def open_event(job_id: str, seq: int, body: bytes, prev_hash: str, stored_hash: str) -> Event:
+def open_event(
+    job_id: str,
+    seq: int,
+    body: bytes,
+    prev_hash: str,
+    stored_hash: str,
+    anchor: Anchor | None = None,
+) -> Event:
     """Rebuild an :class:`Event` from stored bytes (the hash is checked by :func:`verify_chain`)."""
     doc = decode(body)
     return Event(
@@ -330,6 +354,7 @@ def open_event(job_id: str, seq: int, body: bytes, prev_hash: str, stored_hash: 
         prev_hash=prev_hash,
         hash=stored_hash,
         body=body,
+        anchor=anchor,
     )
 
 

@@ -247,6 +247,16 @@ class Role(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class SigningKeyInfo:
+    """A public key that signed anchors on this database, as the database records it: for
+    information only (a verifier trusts only the keys it is given from outside)."""
+
+    key_id: str
+    public_key: str  # ``ed25519:<base64>``
+    first_seen: float
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     """An API key as stored: never its secret, only the secret's sha256 (``secret_hash``)."""
 

@@ -120,18 +120,23 @@ def _resolution_events(
     now: float,
 ) -> list[EventDraft]:
     """Who resolved the effect, how and why; for a job that goes on, the outcome it finds."""
-    base = {
+    base: dict[str, Any] = {
         "name": row.tool,
         "by": by,
         "reason": resolution.reason,
         "idempotency_key": row.idempotency_key,
         "resolution": resolution.label,
     }
+    # What the operator says happened is in the journal, as the ledger row will hold it.
+    _, result, error = _resolved_state(resolution)
+    if resolution.committed:
+        base["result"] = result
+    if resolution.fail:
+        base["error"] = error
     events = [EventDraft(EventType.EFFECT_RESOLVED, base, row.position)]
     if resolution.not_executed or job.status.terminal:
         return events
     # The resumed run finds this outcome at the position, as if the tool had returned it.
-    _, result, error = _resolved_state(resolution)
     op = OpRecord(
         kind=recorded.get("kind", "tool"),
         name=row.tool,

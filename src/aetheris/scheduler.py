@@ -44,6 +44,7 @@ from aetheris.store.port import (
     Lease,
     StatusWrite,
     Store,
+    WorkerInfo,
 )
 
 log = logging.getLogger("aetheris.worker")
@@ -566,3 +567,35 @@ def _how_claimed(claim: Claim, events: Sequence[Event], owner: str) -> str:
         if event.type is EventType.JOB_CLAIMED and event.data.get("epoch") != claim.lease.epoch:
             break  # an earlier run that neither parked nor handed the job back
     return "resumed"
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """Who serves an agent on this database now: :meth:`App.serving`.
+
+    ``workers``: the live workers that claim its jobs (in the queue asked about);
+    ``registered``: some worker registered the agent on this database, ever; ``defined``: this
+    App defines it. A job of an agent nobody serves is accepted and waits for such a worker.
+    """
+
+    agent: str
+    queue: str | None
+    workers: tuple[WorkerInfo, ...]
+    registered: bool
+    defined: bool
+
+    @property
+    def warning(self) -> str | None:
+        """Why a job of this agent would wait (no live worker serves it), else ``None``."""
+        if self.workers:
+            return None
+        where = f" in queue {self.queue!r}" if self.queue is not None else ""
+        if not self.registered:
+            return (
+                f"no worker has ever served agent {self.agent!r} on this database: its jobs "
+                "wait until a worker that defines it starts (`aetheris worker MODULE:APP`)"
+            )
+        return (
+            f"no live worker serves agent {self.agent!r}{where} now: its jobs wait until "
+            "one starts (`aetheris worker MODULE:APP`)"
+        )

@@ -222,6 +222,8 @@ async def test_verify_export_agents_tools_and_health(api: Api) -> None:
         await until_status(api, job_id, "succeeded")
     verified = (await api.client.get(f"/v1/jobs/{job_id}/verify", headers=api.auth())).json()
     assert verified["ok"] is True and verified["events"] > 2
+    # This server has no signing key and trusts none: it says so, and claims only the chain.
+    assert verified["anchored"] is False and "no trusted public key" in verified["note"]
     bundle = (await api.client.get(f"/v1/jobs/{job_id}/export", headers=api.auth())).json()
     assert bundle["job"]["id"] == job_id
     agents = (await api.client.get("/v1/agents", headers=api.auth())).json()

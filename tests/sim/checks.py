@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aetheris import App
+from aetheris.audit_facts import check_job, check_ledger
 from aetheris.journal import Event, EventType, verify_chain
 from aetheris.replay import replay_history
 from aetheris.store.port import Effect, EffectState, Job, JobStatus, Signal
@@ -77,11 +78,19 @@ async def read_records(store: Any) -> list[Record]:
 
 
 def check_journal(sim: Sim, rec: Record) -> None:
-    """The chain verifies; one result per position; each signal received once."""
+    """The chain verifies; the job's row and its ledger agree with its journal; one result
+    per position; each signal received once."""
     job_id = rec.job.id
     report = verify_chain(job_id, rec.events)
     if not report.ok:
         sim.violate("journal_broken", f"{report.problem} at seq {report.seq}", job=job_id)
+    # What the job shows and its ledger are what its journal makes them (aetheris verify).
+    shown = check_job(rec.job, rec.events)
+    if shown is not None:
+        sim.violate("job_row_disagrees", f"{shown[1]} (seq {shown[0]})", job=job_id)
+    ledger = check_ledger(rec.events, rec.effects)
+    if ledger is not None:
+        sim.violate("ledger_disagrees", f"{ledger[2]} (seq {ledger[1]})", job=job_id)
     positions = Counter(e.position for e in rec.ops())
     for position, count in sorted(positions.items(), key=lambda kv: str(kv[0])):
         if count > 1:

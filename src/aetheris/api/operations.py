@@ -25,9 +25,8 @@ from aetheris.api.schemas import (
     VerifyOut,
     iso,
 )
+from aetheris.audit import verify_job
 from aetheris.bundle import export_bundle
-from aetheris.journal import verify_chain
-from aetheris.modelcalls import check_blobs
 from aetheris.store.port import EffectState, JobStatus, ParkReason
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -142,30 +141,22 @@ async def resolve(
 
 @router.get("/jobs/{job_id}/verify", response_model=VerifyOut)
 async def verify(job_id: JobId, app: Aetheris, caller: Caller) -> VerifyOut:
-    """Recompute the job's hash chain over the stored bytes (and check its blobs)."""
+    """Verify the job: its hash chain, the signatures that anchor it (with the keys the server
+    trusts: ``AETHERIS_TRUSTED_KEYS`` and its own signing key's), its blobs, and its status,
+    result, error and ledger against its journal. Never repairs anything."""
     require(caller, Action.READ)
-    job = await visible_job(app, caller, job_id)
-    store = await app.open_store()
-    events = await store.events(job_id)
-    report = verify_chain(job_id, events)
-    ok, problem, seq = report.ok, report.problem, report.seq
-    if ok and report.head != job.head_hash:
-        ok, problem = False, "the job's head hash does not match the last event"
-    if ok:
-        broken = check_blobs(events, await store.blobs(job_id))
-        if broken is not None:
-            ok, (seq, problem) = False, broken
-    return VerifyOut(
-        job_id=job_id, ok=ok, events=report.events, head=report.head, problem=problem, seq=seq
-    )
+    await visible_job(app, caller, job_id)
+    verdict = await verify_job(await app.open_store(), job_id, app.trusted_keys)
+    return VerifyOut.of(verdict)
 
 
 @router.get("/jobs/{job_id}/export", response_class=JSONResponse)
 async def export(job_id: JobId, app: Aetheris, caller: Caller) -> dict[str, Any]:
-    """The job's evidence bundle: journal (exact bytes), ledger, blobs and manifest."""
+    """The job's evidence bundle: journal (exact bytes and anchors), ledger, approvals, blobs
+    and a manifest with their hashes, signed when the server has a signing key."""
     require(caller, Action.READ)
     await visible_job(app, caller, job_id)
-    return await export_bundle(await app.open_store(), job_id)
+    return await export_bundle(await app.open_store(), job_id, signer=app.signing_key)
 
 
 @router.get("/summary", response_model=SummaryOut)

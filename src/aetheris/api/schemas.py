@@ -3,11 +3,13 @@ document). Times are ISO-8601 in UTC, as in the CLI's ``--json``."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aetheris.audit import Verdict
 from aetheris.journal import Event
 from aetheris.store.port import (
     DeliveryAttempt,
@@ -361,12 +363,26 @@ class DeliveryOut(BaseModel):
 
 
 class VerifyOut(BaseModel):
+    """A verification's verdict (see ``aetheris.audit``): ``ok`` when every check held;
+    ``anchored`` when a signature by a key the server trusts vouches for the whole journal."""
+
     job_id: str
     ok: bool
     events: int
     head: str
+    anchored: bool = Field(description="A trusted key's signature vouches for the journal.")
+    key_id: str | None = Field(description="The trusted key that signed the head.")
     problem: str | None
-    seq: int | None
+    seq: int | None = Field(description="The first event found bad, or not vouched for.")
+    position: int | None = Field(description="The ledger position at fault, if any.")
+    check: str | None = Field(
+        description="The check that failed: chain, head, anchor, witness, blobs, job, ledger."
+    )
+    note: str | None = Field(description="Why the verdict claims no more (not anchored).")
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> VerifyOut:
+        return cls(**dataclasses.asdict(verdict))
 
 
 class AgentOut(BaseModel):

@@ -2,16 +2,18 @@
 
 Every command reads the database from ``--database-url`` or ``AETHERIS_DATABASE_URL``; every read
 command has ``--json`` with a stable schema (see :mod:`aetheris.cli.render`). The commands live
-in :mod:`.running` (worker, start), :mod:`.reads` (what happened), :mod:`.actions` (what
-operators do), :mod:`.serving` (the HTTP server and its keys), :mod:`.project` (init),
-:mod:`.supervisor` (run: server and worker for development), :mod:`.talk` (chat),
-:mod:`.timetravel` (fork, diff) and :mod:`.webhooks` (outgoing webhooks);
+in :mod:`.running` (worker, start), :mod:`.reads` (what happened), :mod:`.evidence` (verify,
+export, signing keys), :mod:`.actions` (what operators do), :mod:`.serving` (the HTTP server
+and its keys), :mod:`.project` (init), :mod:`.supervisor` (run: server and worker for
+development), :mod:`.talk` (chat), :mod:`.timetravel` (fork, diff) and :mod:`.webhooks`
+(outgoing webhooks);
 importing them registers them on the group in :mod:`.base`. :mod:`.config` reads a
 project's ``aetheris.toml``.
 """
 
 from aetheris.cli import (
     actions,
+    evidence,
     project,
     reads,
     running,
@@ -25,6 +27,7 @@ from aetheris.cli.base import main
 
 __all__ = [
     "actions",
+    "evidence",
     "main",
     "project",
     "reads",

@@ -13,7 +13,10 @@ import functools
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
+from aetheris.anchor import TrustedKeys
 from aetheris.app import App
+from aetheris.audit import Verdict, audit, job_ids, verify_job
+from aetheris.bundle import parse_bundle
 from aetheris.cli.base import (
     Env,
     database_option,
@@ -25,8 +28,7 @@ from aetheris.cli.base import (
 )
 from aetheris.client import Client, PendingApproval
 from aetheris.errors import WebhookNotFound
-from aetheris.journal import ChainReport, Event, verify_chain
-from aetheris.modelcalls import check_blobs
+from aetheris.journal import Event
 from aetheris.models import (
     DEFAULT_TENANT,
     Budget,
@@ -43,6 +45,7 @@ from aetheris.models import (
 from aetheris.store import safe_url
 from aetheris.store.port import Summary
 from aetheris.webhooks import create_webhook
+from aetheris.witness import Witness
 
 
 class Backend(Protocol):
@@ -75,7 +78,10 @@ class Backend(Protocol):
     async def raise_budget(
         self, job_id: str, tokens: int | None, cost: float | None, by: str | None
     ) -> Signal: ...
-    async def verify(self, job_id: str) -> ChainReport: ...
+    async def verify(
+        self, job_id: str, trusted: TrustedKeys, witness: Witness | None
+    ) -> Verdict: ...
+    async def job_ids(self) -> list[str]: ...
     async def export(self, job_id: str) -> dict[str, Any]: ...
     async def create_webhook(
         self, url: str, events: Sequence[str], tenant: str | None
@@ -174,24 +180,18 @@ class Direct:
     ) -> Signal:
         return await self.app.raise_budget(job_id, tokens=tokens, cost=cost, sender=by)
 
-    async def verify(self, job_id: str) -> ChainReport:
-        job = await self.app.get_job(job_id)
-        store = await self.app.open_store()
-        events = await store.events(job_id)
-        report = verify_chain(job_id, events)
-        if report.ok and report.head != job.head_hash:
-            problem = "the job's head hash does not match the last event"
-            return ChainReport(False, report.events, report.head, problem)
-        if report.ok:
-            broken = check_blobs(events, await store.blobs(job_id))
-            if broken is not None:
-                return ChainReport(False, report.events, report.head, broken[1], broken[0])
-        return report
+    async def verify(self, job_id: str, trusted: TrustedKeys, witness: Witness | None) -> Verdict:
+        keys = TrustedKeys.of([*self.app.trusted_keys.keys.values(), *trusted.keys.values()])
+        return await verify_job(await self.app.open_store(), job_id, keys, witness)
+
+    async def job_ids(self) -> list[str]:
+        return await job_ids(await self.app.open_store())
 
     async def export(self, job_id: str) -> dict[str, Any]:
         from aetheris.bundle import export_bundle
 
-        return await export_bundle(await self.app.open_store(), job_id)
+        store = await self.app.open_store()
+        return await export_bundle(store, job_id, signer=self.app.signing_key)
 
     async def create_webhook(self, url: str, events: Sequence[str], tenant: str | None) -> Webhook:
         store = await self.app.open_store()
@@ -307,8 +307,17 @@ class Remote:
     ) -> Signal:
         return await self.client.raise_budget(job_id, tokens=tokens, cost=cost)
 
-    async def verify(self, job_id: str) -> ChainReport:
-        return await self.client.verify(job_id)
+    async def verify(self, job_id: str, trusted: TrustedKeys, witness: Witness | None) -> Verdict:
+        """The server's verdict (with the keys it trusts); with keys or a witness given here,
+        the job's bundle checked here instead, with those."""
+        if not trusted and witness is None:
+            return await self.client.verify(job_id)
+        bundle = parse_bundle(await self.client.export(job_id))
+        job, events, effects, blobs = bundle.job, bundle.events, bundle.effects, bundle.blobs
+        return audit(job, events, effects, blobs, trusted, witness)
+
+    async def job_ids(self) -> list[str]:
+        return [j.id for j in await self.client.list_jobs(limit=10**9)]
 
     async def export(self, job_id: str) -> dict[str, Any]:
         return await self.client.export(job_id)
@@ -340,14 +349,22 @@ def with_backend(*, writes: bool = False) -> Callable[..., Callable[..., None]]:
         @pass_env
         @functools.wraps(fn)
         def command(env: Env, *args: Any, **kwargs: Any) -> None:
-            if env.remote:
-                _remote(env, fn, args, kwargs)
-            else:
-                _direct(env, writes, fn, args, kwargs)
+            run_with_backend(env, fn, *args, writes=writes, **kwargs)
 
         return command
 
     return decorate
+
+
+def run_with_backend(
+    env: Env, fn: Callable[..., Any], *args: Any, writes: bool = False, **kwargs: Any
+) -> None:
+    """Run ``fn(backend, *args, **kwargs)`` on the server or the database ``env`` names (what
+    :func:`with_backend` does, for a command that only sometimes needs a backend)."""
+    if env.remote:
+        _remote(env, fn, args, kwargs)
+    else:
+        _direct(env, writes, fn, args, kwargs)
 
 
 def _remote(env: Env, fn: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> None:
@@ -380,4 +397,4 @@ def _direct(
     run(main(), app.database_url)
 
 
-__all__ = ["Backend", "Direct", "Remote", "with_backend"]
+__all__ = ["Backend", "Direct", "Remote", "run_with_backend", "with_backend"]

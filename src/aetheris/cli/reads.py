@@ -1,13 +1,12 @@
-"""Read what happened: jobs, their journals and inboxes, verification, replay, export, status."""
+"""Read what happened: jobs, their journals and inboxes, replay, status (verification and
+export: :mod:`.evidence`)."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -142,32 +141,6 @@ async def top(backend: Backend, interval: float, once: bool, as_json: bool) -> N
 
 @main.command()
 @click.argument("job_id")
-@json_option
-@with_backend()
-async def verify(backend: Backend, job_id: str, as_json: bool) -> None:
-    """Recompute a job's hash chain over the stored bytes; exit 1 on any mismatch."""
-    report = await backend.verify(job_id)
-    if as_json:
-        render.print_json(
-            {
-                "job_id": job_id,
-                "ok": report.ok,
-                "events": report.events,
-                "head": report.head,
-                "problem": report.problem,
-                "seq": report.seq,
-            }
-        )
-    elif report.ok:
-        click.echo(f"ok: {report.events} events, head {report.head}")
-    else:
-        click.echo(f"BROKEN at seq {report.seq}: {report.problem}", err=True)
-    if not report.ok:
-        sys.exit(1)
-
-
-@main.command()
-@click.argument("job_id")
 @click.option("--app", "app_spec", required=True, metavar="MOD:APP", help="The code to replay.")
 @json_option
 @with_app()
@@ -187,32 +160,6 @@ async def replay(app: App, job_id: str, as_json: bool) -> None:
             click.echo(f"replayed: {json.dumps(report.replayed_end)}")
     if not report.ok:
         sys.exit(1)
-
-
-@main.command()
-@click.argument("job_id")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, allow_dash=True),
-    required=True,
-    help="The file to write, or - for standard output.",
-)
-@with_backend()
-async def export(backend: Backend, job_id: str, output: str) -> None:
-    """Write a job's journal, ledger and manifest as a JSON bundle."""
-    target = None if output == "-" else Path(output)
-    if target is not None and not target.parent.exists():
-        raise click.BadParameter(f"the folder {target.parent} does not exist", param_hint="-o")
-    doc = await backend.export(job_id)
-    text = json.dumps(doc, indent=1, ensure_ascii=False)
-    if target is None:
-        click.echo(text)
-        return
-    await asyncio.to_thread(target.write_text, text, "utf-8")
-    click.echo(
-        f"wrote {output}: {doc['manifest']['events']} events, head {doc['manifest']['head']}"
-    )
 
 
 @jobs.command("inbox")

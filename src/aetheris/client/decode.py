@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from aetheris.audit import Verdict
 from aetheris.errors import (
     AetherisError,
     AuthError,
@@ -28,7 +29,7 @@ from aetheris.errors import (
     UnknownAgent,
     WebhookNotFound,
 )
-from aetheris.journal import ChainReport, Event, EventType
+from aetheris.journal import Event, EventType
 from aetheris.models import (
     DEFAULT_TENANT,
     Control,
@@ -229,8 +230,21 @@ def delivery(doc: dict[str, Any]) -> WebhookDelivery:
     )
 
 
-def chain(doc: dict[str, Any]) -> ChainReport:
-    return ChainReport(doc["ok"], doc["events"], doc["head"], doc.get("problem"), doc.get("seq"))
+def verdict(doc: dict[str, Any]) -> Verdict:
+    """A verification's verdict, as the server gives it (fields it does not send: none)."""
+    return Verdict(
+        job_id=doc["job_id"],
+        ok=doc["ok"],
+        events=doc["events"],
+        head=doc["head"],
+        anchored=doc.get("anchored", False),
+        key_id=doc.get("key_id"),
+        problem=doc.get("problem"),
+        seq=doc.get("seq"),
+        position=doc.get("position"),
+        check=doc.get("check"),
+        note=doc.get("note"),
+    )
 
 
 # -- errors ------------------------------------------------------------------------------------

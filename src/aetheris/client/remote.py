@@ -17,10 +17,11 @@ from typing import Any
 
 import httpx
 
+from aetheris.audit import Verdict
 from aetheris.client import decode
 from aetheris.client.decode import AgentInfo, PendingApproval
 from aetheris.errors import ConfigurationError, InvalidInput, JobFailed, ServerError
-from aetheris.journal import ChainReport, Event
+from aetheris.journal import Event
 from aetheris.models import (
     Budget,
     DeliveryState,
@@ -363,9 +364,11 @@ class Client:
         path = f"/v1/jobs/{job_id}/effects/{position}/resolve"
         return decode.job(await self._call("POST", path, json=body, job_id=job_id))
 
-    async def verify(self, job_id: str) -> ChainReport:
-        """The server recomputes the job's hash chain over the stored bytes."""
-        return decode.chain(await self._call("GET", f"/v1/jobs/{job_id}/verify", job_id=job_id))
+    async def verify(self, job_id: str) -> Verdict:
+        """The server verifies the job (chain, anchors with the keys it trusts, the job's row
+        and ledger against the journal: :func:`aetheris.audit.audit`)."""
+        doc = await self._call("GET", f"/v1/jobs/{job_id}/verify", job_id=job_id)
+        return decode.verdict(doc)
 
     async def export(self, job_id: str) -> dict[str, Any]:
         """The job's evidence bundle (journal as stored, ledger, blobs, manifest)."""

@@ -11,9 +11,10 @@ import asyncio
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from aetheris.audit import Verdict
 from aetheris.client.decode import AgentInfo, PendingApproval
 from aetheris.client.remote import Client, RemoteJobHandle
-from aetheris.journal import ChainReport, Event
+from aetheris.journal import Event
 from aetheris.models import (
     Budget,
     DeliveryState,
@@ -213,7 +214,7 @@ class SyncClient:
         """``committed=True, result=...``, ``not_executed=True`` or ``fail=True``; ``reason``."""
         return self._run(self._client.resolve_effect(job_id, position, **resolution))
 
-    def verify(self, job_id: str) -> ChainReport:
+    def verify(self, job_id: str) -> Verdict:
         return self._run(self._client.verify(job_id))
 
     def export(self, job_id: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from aetheris.anchor import SigningKey
 from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.errors import ConfigurationError
 from aetheris.store.port import Store
@@ -16,21 +17,24 @@ def default_url() -> str:
     return os.environ.get("AETHERIS_DATABASE_URL") or DEFAULT_URL
 
 
-def create_store(url: str, *, clock: Clock = SYSTEM_CLOCK) -> Store:
-    """A store for ``url``, not yet opened."""
+def create_store(
+    url: str, *, clock: Clock = SYSTEM_CLOCK, signer: SigningKey | None = None
+) -> Store:
+    """A store for ``url``, not yet opened; with ``signer``, every write it makes stores an
+    anchor (see :mod:`aetheris.anchor`)."""
     scheme = url.split(":", 1)[0].lower()
     if scheme == "memory":
         from aetheris.store.memory import MemoryStore
 
-        return MemoryStore(url, clock=clock.time)
+        return MemoryStore(url, clock=clock.time, signer=signer)
     if scheme == "sqlite":
         from aetheris.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url, clock=clock.time)
+        return SQLiteStore(url, clock=clock.time, signer=signer)
     if scheme in ("postgres", "postgresql"):
         from aetheris.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, signer=signer)
     raise ConfigurationError(
         f"unsupported database URL {url!r}: use memory://, sqlite:///file.db or postgresql://"
     )

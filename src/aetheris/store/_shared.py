@@ -8,6 +8,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from aetheris.anchor import SigningKey
 from aetheris.errors import Conflict, IdempotencyConflict, LeaseLost, StoreError
 from aetheris.journal import Event, EventDraft, EventType, seal, to_jsonable
 from aetheris.store.port import (
@@ -27,18 +28,30 @@ from aetheris.store.port import (
 
 
 def seal_all(
-    job_id: str, first_seq: int, prev_hash: str, drafts: Sequence[EventDraft], now: float
+    job_id: str,
+    first_seq: int,
+    prev_hash: str,
+    drafts: Sequence[EventDraft],
+    now: float,
+    signer: SigningKey | None = None,
 ) -> list[Event]:
-    """Seal drafts into a contiguous run of chained events starting at ``first_seq``."""
+    """Seal drafts into a contiguous run of chained events starting at ``first_seq``; with a
+    ``signer``, the last one carries the anchor of the job's new head (one signature a write:
+    its hash chains the others)."""
     sealed: list[Event] = []
     for offset, draft in enumerate(drafts):
         event = seal(job_id, first_seq + offset, prev_hash, draft, now)
         sealed.append(event)
         prev_hash = event.hash
+    if signer is not None and sealed:
+        last = sealed[-1]
+        sealed[-1] = dataclasses.replace(last, anchor=signer.anchor(job_id, last.seq, last.hash))
     return sealed
 
 
 def created_draft(new: NewJob) -> EventDraft:
+    """The first event of a job: what it was created as. ``tenant`` (and ``parent_id`` and
+    ``deadline`` when set) are there so that a verifier can hold the job's row to them."""
     return EventDraft(
         EventType.JOB_CREATED,
         {
@@ -47,7 +60,10 @@ def created_draft(new: NewJob) -> EventDraft:
             "idempotency_key": new.idempotency_key,
             "queue": new.queue,
             "priority": new.priority,
+            "tenant": new.tenant,
             **({"budget": new.budget.to_data()} if new.budget is not None else {}),
+            **({"parent_id": new.parent_id} if new.parent_id is not None else {}),
+            **({"deadline": new.deadline} if new.deadline is not None else {}),
             **({"forked_from": dict(new.forked_from)} if isinstance(new, ForkedJob) else {}),
         },
     )

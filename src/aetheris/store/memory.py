@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from aetheris.anchor import SigningKey
 from aetheris.errors import Conflict, IdempotencyConflict, JobNotFound, LeaseLost
 from aetheris.journal import GENESIS_HASH, Event, to_jsonable
 from aetheris.store import sql
@@ -37,11 +38,11 @@ from aetheris.store._shared import (
 )
 from aetheris.store.memory_keyed import KeyedRow, MemoryKeyed, Where
 from aetheris.store.memory_kv import MemoryKeyValue
+from aetheris.store.memory_tenancy import MemoryTenancy
 from aetheris.store.memory_webhooks import MemoryWebhooks
 from aetheris.store.port import (
     WORKER_ALIVE_WINDOW,
     WORKER_FORGET_AFTER,
-    ApiKey,
     Claim,
     ClaimFilter,
     Commit,
@@ -71,18 +72,24 @@ from aetheris.store.port import (
 LATEST_SCHEMA = len(sql.migrations("sqlite"))
 
 
-class MemoryStore(MemoryKeyed, MemoryWebhooks, MemoryKeyValue):
+class MemoryStore(MemoryKeyed, MemoryTenancy, MemoryWebhooks, MemoryKeyValue):
     """A store held in process memory (URL ``memory://``)."""
 
-    def __init__(self, url: str = "memory://", *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        clock: Callable[[], float] = time.time,
+        signer: SigningKey | None = None,
+    ) -> None:
         self.url = url
         self._clock = clock
+        self.signer = signer  # anchors every write's last event (see aetheris.anchor)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._events: dict[str, list[Event]] = {}
         self._effects: dict[tuple[str, int], Effect] = {}
         self._by_key: dict[tuple[str, str], str] = {}  # (tenant, idempotency key): job id
-        self._keys: dict[str, ApiKey] = {}
         self._agents: dict[str, float] = {}
         self._input_schemas: dict[str, dict[str, Any] | None] = {}
         self._blobs: dict[tuple[str, str], bytes] = {}
@@ -93,6 +100,7 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks, MemoryKeyValue):
         self._workers: dict[str, WorkerInfo] = {}
         self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
         self._init_webhooks()
+        self._init_tenancy()
 
     async def open(self, *, migrate: bool = True) -> None:
         return None
@@ -407,7 +415,7 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks, MemoryKeyValue):
         if not drafts:
             return []
         job = self._jobs[job_id]
-        sealed = seal_all(job_id, job.event_count, job.head_hash, drafts, now)
+        sealed = seal_all(job_id, job.event_count, job.head_hash, drafts, now, self.signer)
         self._events[job_id].extend(sealed)
         self._jobs[job_id] = dataclasses.replace(
             job,
@@ -567,25 +575,6 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks, MemoryKeyValue):
     async def reap(self) -> list[str]:
         """In one process a worker cannot die alone: nothing to reap."""
         return []
-
-    async def create_api_key(self, key: ApiKey) -> None:
-        with self._lock:
-            if key.id in self._keys:
-                raise Conflict(f"API key {key.id!r} already exists")
-            self._keys[key.id] = key
-
-    async def api_key(self, key_id: str) -> ApiKey | None:
-        return self._keys.get(key_id)
-
-    async def api_keys(self) -> list[ApiKey]:
-        return sorted(self._keys.values(), key=lambda k: (k.created_at, k.id))
-
-    async def revoke_api_key(self, key_id: str) -> ApiKey | None:
-        with self._lock:
-            key = self._keys.get(key_id)
-            if key is not None and key.revoked_at is None:
-                key = self._keys[key_id] = dataclasses.replace(key, revoked_at=self._clock())
-            return key
 
 
 def _holds(job: Job, lease: Lease) -> bool:

@@ -17,6 +17,10 @@ Writes come in two shapes:
 * :meth:`Store.apply` is a control-plane write (resolve an effect, later: signal, cancel). It
   checks the job's status, bumps the lease epoch (fencing out any zombie) and applies the same
   kind of :class:`Commit`.
+
+A store made with a signing key (``signer``, see :mod:`aetheris.anchor`) anchors every write
+that appends events (creation, claim, commit, apply, control): the last event it appends carries
+a signature of the job's new head, in the same transaction. Events read back carry theirs.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from aetheris.models import (
     ParkReason,
     Role,
     Signal,
+    SigningKeyInfo,
     Webhook,
     WebhookDelivery,
     WebhookEvent,
@@ -67,6 +72,7 @@ __all__ = [
     "ParkReason",
     "Role",
     "Signal",
+    "SigningKeyInfo",
     "Webhook",
     "WebhookDelivery",
     "WebhookEvent",
@@ -463,6 +469,15 @@ class Store(Protocol):
     async def revoke_api_key(self, key_id: str) -> ApiKey | None:
         """Revoke a key now (a key revoked already keeps its first ``revoked_at``); returns
         it, or ``None`` when there is no such key."""
+        ...
+
+    async def record_signing_key(self, key_id: str, public_key: str) -> None:
+        """Record the public key of a signing key in use (the first time it is seen): for
+        operators' information only; verifiers trust only keys given from outside."""
+        ...
+
+    async def signing_keys(self) -> list[SigningKeyInfo]:
+        """The public keys recorded by :meth:`record_signing_key`, oldest first."""
         ...
 
     async def next_wake(self) -> float | None:

@@ -28,6 +28,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from aetheris import crashpoints
+from aetheris.anchor import SigningKey
 from aetheris.errors import (
     ConfigurationError,
     Conflict,
@@ -36,7 +37,7 @@ from aetheris.errors import (
     StoreError,
     StoreUnavailable,
 )
-from aetheris.journal import GENESIS_HASH, Event, EventDraft, open_event
+from aetheris.journal import GENESIS_HASH, Event, EventDraft
 from aetheris.store import sql
 from aetheris.store._shared import (
     check_commit,
@@ -89,6 +90,7 @@ from aetheris.store.sql.rows import (
     commit_params,
     effect_from,
     event_columns,
+    event_from,
     job_from,
     job_params,
     signal_from,
@@ -124,8 +126,10 @@ class PostgresStore(
         max_connections: int = 10,
         connect_timeout: float = 10.0,
         reap_grace: float = 3.0,
+        signer: SigningKey | None = None,
     ) -> None:
         self.url, options = split_options(url)
+        self.signer = signer  # anchors every write's last event (see aetheris.anchor)
         min_connections = int(options.pop("min_connections", min_connections))
         max_connections = int(options.pop("max_connections", max_connections))
         connect_timeout = float(options.pop("connect_timeout", connect_timeout))
@@ -297,7 +301,8 @@ class PostgresStore(
                 return None
             job = job_from(row, POSTGRESQL)
             draft = claimed_draft(owner, job.lease_epoch, job.attempts, row["previous_owner"])
-            sealed = seal_all(job.id, job.event_count, job.head_hash, [draft], time.time())
+            head = (job.event_count, job.head_hash)
+            sealed = seal_all(job.id, *head, [draft], time.time(), self.signer)
             await conn.execute(
                 Q["claim_event"],
                 {
@@ -333,9 +338,8 @@ class PostgresStore(
         if commit.head is None:
             return await self._commit_reading_head(lease, commit)
         # The lease holder knows the head: seal here, then one statement does the rest.
-        sealed = seal_all(
-            lease.job_id, commit.head.count, commit.head.hash, commit.events, time.time()
-        )
+        head = (commit.head.count, commit.head.hash)
+        sealed = seal_all(lease.job_id, *head, commit.events, time.time(), self.signer)
         params = commit_params(lease, commit, sealed)
         if steps.follows(commit) or crashpoints.armed():
             # Crash injection kills inside the transaction, after the statement, before COMMIT.
@@ -459,7 +463,7 @@ class PostgresStore(
     ) -> list[Event]:
         if not drafts:
             return []
-        sealed = seal_all(job_id, count, prev_hash, drafts, time.time())
+        sealed = seal_all(job_id, count, prev_hash, drafts, time.time(), self.signer)
         await conn.execute(Q["insert_events"], {"job_id": job_id, **event_columns(sealed)})
         await conn.execute(
             Q["set_head"], {"id": job_id, "count": count + len(sealed), "hash": sealed[-1].hash}
@@ -475,9 +479,7 @@ class PostgresStore(
         self, job_id: str, *, after: int = -1, limit: int | None = None
     ) -> list[Event]:
         rows = await self._all("events", {"job_id": job_id, "after": after, "limit": limit})
-        return [
-            open_event(job_id, r["seq"], bytes(r["body"]), r["prev_hash"], r["hash"]) for r in rows
-        ]
+        return [event_from(job_id, r) for r in rows]
 
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
         params = {"job_id": job_id, "hashes": None if hashes is None else list(hashes)}

@@ -1,5 +1,5 @@
-"""Tenancy on the PostgreSQL store: job listings and counts by tenant (and cursor), and API
-keys.
+"""Tenancy on the PostgreSQL store: job listings and counts by tenant (and cursor), API keys,
+and the public keys of the signing keys in use.
 
 A mixin of :class:`~aetheris.store.postgres.PostgresStore`, kept apart so that the store's
 module stays about running jobs (see :meth:`aetheris.store.port.Store.list_jobs` and
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aetheris.errors import Conflict
-from aetheris.store.port import ApiKey, Job, JobStatus, ParkReason, Summary
+from aetheris.store.port import ApiKey, Job, JobStatus, ParkReason, SigningKeyInfo, Summary
 from aetheris.store.sql.rows import (
     POSTGRESQL,
     job_from,
@@ -26,13 +26,16 @@ Row = dict[str, Any]
 
 
 class PostgresTenancy:
-    """``list_jobs``, ``summary`` and ``*api_key*`` on PostgreSQL; the store provides ``_one``,
-    ``_all``."""
+    """``list_jobs``, ``summary``, ``*api_key*`` and ``*signing_key*`` on PostgreSQL; the store
+    provides ``_one``, ``_all`` and ``_execute``."""
 
     async def _one(self, query: str, params: Mapping[str, Any] | None = None) -> Row | None:
         raise NotImplementedError
 
     async def _all(self, query: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        raise NotImplementedError
+
+    async def _execute(self, query: str, params: Mapping[str, Any] | None = None) -> None:
         raise NotImplementedError
 
     async def list_jobs(
@@ -75,3 +78,10 @@ class PostgresTenancy:
     async def revoke_api_key(self, key_id: str) -> ApiKey | None:
         row = await self._one("revoke_api_key", {"id": key_id})
         return key_from(row) if row is not None else None
+
+    async def record_signing_key(self, key_id: str, public_key: str) -> None:
+        await self._execute("record_signing_key", {"key_id": key_id, "public_key": public_key})
+
+    async def signing_keys(self) -> list[SigningKeyInfo]:
+        rows = await self._all("signing_keys")
+        return [SigningKeyInfo(r["key_id"], r["public_key"], r["first_seen"]) for r in rows]

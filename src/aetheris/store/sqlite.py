@@ -17,12 +17,12 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 from aetheris import crashpoints
+from aetheris.anchor import SigningKey
 from aetheris.errors import (
     ConfigurationError,
     Conflict,
@@ -31,7 +31,7 @@ from aetheris.errors import (
     StoreError,
     StoreUnavailable,
 )
-from aetheris.journal import GENESIS_HASH, Event, EventDraft, canonical, open_event
+from aetheris.journal import GENESIS_HASH, Event, EventDraft, canonical
 from aetheris.store import sql
 from aetheris.store._shared import (
     check_commit,
@@ -71,6 +71,7 @@ from aetheris.store.sql import steps
 from aetheris.store.sql.rows import (
     SQLITE,
     effect_from,
+    event_from,
     event_row,
     job_from,
     job_params,
@@ -84,38 +85,38 @@ from aetheris.store.sqlite_keyed import SQLiteKeyed
 from aetheris.store.sqlite_kv import SQLiteKeyValue
 from aetheris.store.sqlite_tenancy import SQLiteTenancy
 from aetheris.store.sqlite_webhooks import SQLiteWebhooks
-from aetheris.store.sqlite_writer import PerThread, Writer, connect, translate
+from aetheris.store.sqlite_writer import (
+    SYNC_MODES,
+    PerThread,
+    Writer,
+    connect,
+    split_statements,
+    translate,
+)
+from aetheris.store.sqlite_writer import sqlite_path as sqlite_path
 
 T = TypeVar("T")
 Q = sql.queries("sqlite")
-# "off" is not durable at all: it exists to measure the cost of everything but the disk.
-_SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA", "off": "OFF"}
-
-
-def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
-    """``sqlite:///rel.db`` is relative to the working directory, ``sqlite:////abs.db`` absolute."""
-    parts = urlsplit(url)
-    if parts.scheme != "sqlite" or parts.netloc:
-        raise ConfigurationError(f"not a SQLite URL: {url!r} (use sqlite:///file.db)")
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    if not path:
-        raise ConfigurationError(f"SQLite URL has no file path: {url!r}")
-    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    return Path(path), options
 
 
 class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
     """Store on a SQLite file (URL ``sqlite:///path.db[?synchronous=normal]``)."""
 
     def __init__(
-        self, url: str, *, clock: Callable[[], float] = time.time, busy_timeout: float = 30.0
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 30.0,
+        signer: SigningKey | None = None,
     ) -> None:
         self.url = url
+        self.signer = signer  # anchors every write's last event (see aetheris.anchor)
         self.path, options = sqlite_path(url)
         mode = options.get("synchronous", "full").lower()
-        if mode not in _SYNC_MODES:
-            raise ConfigurationError(f"synchronous must be one of {sorted(_SYNC_MODES)}")
-        self.synchronous = _SYNC_MODES[mode]
+        if mode not in SYNC_MODES:
+            raise ConfigurationError(f"synchronous must be one of {sorted(SYNC_MODES)}")
+        self.synchronous = SYNC_MODES[mode]
         self._clock = clock
         self._busy_timeout = busy_timeout
         self._local = PerThread()
@@ -212,7 +213,7 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
         conn.execute(Q["insert_schema_version"])
         current = conn.execute(Q["schema_version"]).fetchone()[0]
         for script in sql.pending_scripts("sqlite", current, self.url):
-            for statement in _statements(script):
+            for statement in split_statements(script):
                 conn.execute(statement)
         conn.execute(Q["set_schema_version"], {"version": len(sql.migrations("sqlite"))})
         return _schema(conn)
@@ -274,7 +275,8 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
         epoch, attempts = found["lease_epoch"] + 1, found["attempts"] + 1
         previous = found["lease_owner"]
         draft = claimed_draft(owner, epoch, attempts, previous)
-        sealed = seal_all(found["id"], found["event_count"], found["head_hash"], [draft], now)
+        head = (found["event_count"], found["head_hash"])
+        sealed = seal_all(found["id"], *head, [draft], now, self.signer)
         row = conn.execute(
             Q["claim"],
             {
@@ -328,7 +330,8 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
                 conn, steps.write_commit(lease.job_id, head[0], head[1], commit, SQLITE, now)
             )
         # The lease holder knows the head: seal first, then one UPDATE fences and moves it.
-        sealed = seal_all(lease.job_id, commit.head.count, commit.head.hash, commit.events, now)
+        head = (commit.head.count, commit.head.hash)
+        sealed = seal_all(lease.job_id, *head, commit.events, now, self.signer)
         params = {
             "id": lease.job_id,
             "epoch": lease.epoch,
@@ -399,7 +402,7 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
     ) -> list[Event]:
         if not drafts:
             return []
-        sealed = seal_all(job_id, count, prev_hash, drafts, now)
+        sealed = seal_all(job_id, count, prev_hash, drafts, now, self.signer)
         _insert_events(conn, sealed)
         params = {"id": job_id, "count": count + len(sealed), "hash": sealed[-1].hash}
         conn.execute(Q["set_head"], params)
@@ -414,7 +417,7 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
     ) -> list[Event]:
         params = {"job_id": job_id, "after": after, "limit": -1 if limit is None else limit}
         rows = self._read(lambda conn: conn.execute(Q["events"], params).fetchall())
-        return [open_event(job_id, r["seq"], r["body"], r["prev_hash"], r["hash"]) for r in rows]
+        return [event_from(job_id, r) for r in rows]
 
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
         params = {"job_id": job_id, "hashes": None if hashes is None else json.dumps(list(hashes))}
@@ -623,14 +626,3 @@ def _insert_events(conn: sqlite3.Connection, sealed: Sequence[Event]) -> None:
         conn.executemany(Q["insert_events"], [event_row(e) for e in sealed])
     for notice in notices(sealed):
         conn.execute(Q["insert_deliveries"], notice_params(notice, SQLITE))
-
-
-def _statements(script: str) -> Iterator[str]:
-    buffer: list[str] = []
-    for line in script.splitlines():
-        buffer.append(line)
-        candidate = "\n".join(buffer)
-        if sqlite3.complete_statement(candidate):
-            if candidate.strip(" \n;"):
-                yield candidate
-            buffer = []

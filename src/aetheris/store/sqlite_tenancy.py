@@ -1,4 +1,5 @@
-"""Tenancy on the SQLite store: job listings and counts by tenant (and cursor), and API keys.
+"""Tenancy on the SQLite store: job listings and counts by tenant (and cursor), API keys, and
+the public keys of the signing keys in use.
 
 A mixin of :class:`~aetheris.store.sqlite.SQLiteStore`, kept apart so that the store's module
 stays about running jobs: reads run inline, writes go through the store's group commit.
@@ -12,7 +13,7 @@ from typing import TypeVar
 
 from aetheris.errors import Conflict
 from aetheris.store import sql
-from aetheris.store.port import ApiKey, Job, JobStatus, ParkReason, Summary
+from aetheris.store.port import ApiKey, Job, JobStatus, ParkReason, SigningKeyInfo, Summary
 from aetheris.store.sql.rows import (
     SQLITE,
     job_from,
@@ -27,8 +28,8 @@ Q = sql.queries("sqlite")
 
 
 class SQLiteTenancy:
-    """``list_jobs``, ``summary`` and ``*api_key*`` on a SQLite file; the store provides ``_read``,
-    ``_write`` and ``_clock``."""
+    """``list_jobs``, ``summary``, ``*api_key*`` and ``*signing_key*`` on a SQLite file; the store
+    provides ``_read``, ``_write`` and ``_clock``."""
 
     _clock: Callable[[], float]
 
@@ -88,3 +89,11 @@ class SQLiteTenancy:
         params = {"id": key_id, "now": self._clock()}
         row = await self._write(lambda conn: conn.execute(Q["revoke_api_key"], params).fetchone())
         return key_from(row) if row is not None else None
+
+    async def record_signing_key(self, key_id: str, public_key: str) -> None:
+        params = {"key_id": key_id, "public_key": public_key, "now": self._clock()}
+        await self._write(lambda conn: conn.execute(Q["record_signing_key"], params))
+
+    async def signing_keys(self) -> list[SigningKeyInfo]:
+        rows = self._read(lambda conn: conn.execute(Q["signing_keys"]).fetchall())
+        return [SigningKeyInfo(r["key_id"], r["public_key"], r["first_seen"]) for r in rows]

@@ -25,12 +25,13 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
-from aetheris.errors import SimulatedCrash, StoreError, StoreUnavailable
+from aetheris.errors import ConfigurationError, SimulatedCrash, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 # Commits run inline (no event loop turn) at most this many times in a row; see Writer._run_now.
@@ -253,6 +254,33 @@ def _result_of(done: asyncio.Future[list[_Outcome]], size: int) -> list[_Outcome
     if error is not None:
         return [_Outcome(error=error) for _ in range(size)]
     return done.result()
+
+
+# "off" is not durable at all: it exists to measure the cost of everything but the disk.
+SYNC_MODES = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA", "off": "OFF"}
+
+
+def sqlite_path(url: str) -> tuple[Path, dict[str, str]]:
+    """``sqlite:///rel.db`` is relative to the working directory, ``sqlite:////abs.db`` absolute."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc:
+        raise ConfigurationError(f"not a SQLite URL: {url!r} (use sqlite:///file.db)")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise ConfigurationError(f"SQLite URL has no file path: {url!r}")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return Path(path), options
+
+
+def split_statements(script: str) -> Iterator[str]:
+    buffer: list[str] = []
+    for line in script.splitlines():
+        buffer.append(line)
+        candidate = "\n".join(buffer)
+        if sqlite3.complete_statement(candidate):
+            if candidate.strip(" \n;"):
+                yield candidate
+            buffer = []
 
 
 class PerThread(threading.local):

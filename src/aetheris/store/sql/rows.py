@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aetheris.journal import GENESIS_HASH, Event, canonical, decode
+from aetheris.journal import GENESIS_HASH, Anchor, Event, canonical, decode, open_event
 from aetheris.store.outbox import Notice, notices
 from aetheris.store.port import (
     ApiKey,
@@ -167,6 +167,8 @@ def event_columns(sealed: Sequence[Event]) -> dict[str, list[Any]]:
         "bodies": [e.body for e in sealed],
         "prevs": [e.prev_hash for e in sealed],
         "hashes": [e.hash for e in sealed],
+        "a_keys": [e.anchor.key_id if e.anchor else None for e in sealed],
+        "a_sigs": [e.anchor.signature if e.anchor else None for e in sealed],
     }
 
 
@@ -180,7 +182,28 @@ def event_row(event: Event) -> dict[str, Any]:
         "body": event.body,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
+        "anchor_key": event.anchor.key_id if event.anchor else None,
+        "anchor_sig": event.anchor.signature if event.anchor else None,
     }
+
+
+def event_from(job_id: str, row: Row) -> Event:
+    """An event read back: its stored bytes, hashes and anchor."""
+    body = row["body"]
+    return open_event(
+        job_id,
+        row["seq"],
+        body if type(body) is bytes else bytes(body),
+        row["prev_hash"],
+        row["hash"],
+        anchor_from(row),
+    )
+
+
+def anchor_from(row: Row) -> Anchor | None:
+    """The anchor stored with an event row, if it has one."""
+    key, sig = row["anchor_key"], row["anchor_sig"]
+    return Anchor(key, sig) if key is not None and sig is not None else None
 
 
 def list_params(

@@ -101,11 +101,13 @@ WHERE id = %(id)s
 RETURNING event_count, head_hash
 
 -- name: insert_events
-INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
-SELECT %(job_id)s, u.seq, u.type, u.position, u.body, u.prev_hash, u.hash
+INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash, anchor_key, anchor_sig)
+SELECT %(job_id)s, u.seq, u.type, u.position, u.body, u.prev_hash, u.hash, u.anchor_key,
+       u.anchor_sig
 FROM unnest(%(seqs)s::bigint[], %(types)s::text[], %(positions)s::integer[],
-            %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[])
-     AS u(seq, type, position, body, prev_hash, hash)
+            %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[], %(a_keys)s::text[],
+            %(a_sigs)s::text[])
+     AS u(seq, type, position, body, prev_hash, hash, anchor_key, anchor_sig)
 
 -- name: insert_blobs
 INSERT INTO blobs (job_id, hash, body)
@@ -135,7 +137,8 @@ SET status = %(status)s, park_reason = %(park_reason)s, park_detail = %(park_det
 WHERE id = %(id)s
 
 -- name: events
-SELECT seq, body, prev_hash, hash FROM events WHERE job_id = %(job_id)s AND seq > %(after)s
+SELECT seq, body, prev_hash, hash, anchor_key, anchor_sig FROM events
+WHERE job_id = %(job_id)s AND seq > %(after)s
 ORDER BY seq LIMIT %(limit)s
 
 -- name: get_effect
@@ -272,12 +275,15 @@ WITH fence AS (
     SET state = excluded.state, result = excluded.result, error = excluded.error,
         attempt = excluded.attempt, updated_at = excluded.updated_at
 ), written_events AS (
-    INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
-    SELECT fence.id, u.seq, u.type, u.position, u.body, u.prev_hash, u.hash
+    INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash, anchor_key,
+                        anchor_sig)
+    SELECT fence.id, u.seq, u.type, u.position, u.body, u.prev_hash, u.hash, u.anchor_key,
+           u.anchor_sig
     FROM fence,
          unnest(%(seqs)s::bigint[], %(types)s::text[], %(positions)s::integer[],
-                %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[])
-         AS u(seq, type, position, body, prev_hash, hash)
+                %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[],
+                %(a_keys)s::text[], %(a_sigs)s::text[])
+         AS u(seq, type, position, body, prev_hash, hash, anchor_key, anchor_sig)
 ), written_blobs AS (
     INSERT INTO blobs (job_id, hash, body)
     SELECT fence.id, b.hash, b.body
@@ -351,12 +357,14 @@ WITH fence AS (
     WHERE id = %(id)s AND lease_epoch = %(epoch)s AND event_count = %(expect)s
     RETURNING id
 )
-INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
-SELECT fence.id, u.seq, u.type, u.position, u.body, u.prev_hash, u.hash
+INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash, anchor_key, anchor_sig)
+SELECT fence.id, u.seq, u.type, u.position, u.body, u.prev_hash, u.hash, u.anchor_key,
+       u.anchor_sig
 FROM fence,
      unnest(%(seqs)s::bigint[], %(types)s::text[], %(positions)s::integer[],
-            %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[])
-     AS u(seq, type, position, body, prev_hash, hash)
+            %(bodies)s::bytea[], %(prevs)s::text[], %(hashes)s::text[], %(a_keys)s::text[],
+            %(a_sigs)s::text[])
+     AS u(seq, type, position, body, prev_hash, hash, anchor_key, anchor_sig)
 
 -- name: wake
 UPDATE jobs SET status = 'pending', run_at = aetheris_now(), wake_on = NULL, wake_at = NULL,
@@ -599,3 +607,11 @@ WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
   AND (%(state)s::text IS NULL OR state = %(state)s)
 ORDER BY id DESC
 LIMIT %(limit)s
+
+-- name: record_signing_key
+INSERT INTO signing_keys (key_id, public_key, first_seen)
+VALUES (%(key_id)s, %(public_key)s, aetheris_now())
+ON CONFLICT DO NOTHING
+
+-- name: signing_keys
+SELECT key_id, public_key, first_seen FROM signing_keys ORDER BY first_seen, key_id

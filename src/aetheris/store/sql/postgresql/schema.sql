@@ -50,6 +50,8 @@ CREATE TABLE events (
     body      bytea NOT NULL,
     prev_hash text NOT NULL,
     hash      text NOT NULL,
+    anchor_key text,  -- the key that signed this event's anchor (the last event of a write)
+    anchor_sig text,  -- base64 Ed25519 signature of the anchor statement (see aetheris.anchor)
     PRIMARY KEY (job_id, seq)
 );
 
@@ -230,3 +232,11 @@ CREATE TABLE webhook_deliveries (
 CREATE UNIQUE INDEX webhook_deliveries_once ON webhook_deliveries (webhook_id, event_id);
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_by_tenant ON webhook_deliveries (tenant, id);
+
+-- The public keys that signed anchors, for information only: a verifier trusts only the keys
+-- it is given from outside the database.
+CREATE TABLE signing_keys (
+    key_id     text PRIMARY KEY,
+    public_key text NOT NULL,
+    first_seen float8 NOT NULL
+);

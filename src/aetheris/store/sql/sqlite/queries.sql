@@ -129,8 +129,8 @@ RETURNING event_count, head_hash
 
 -- name: insert_events
 -- One row; the store runs it once per event (executemany).
-INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
-VALUES (:job_id, :seq, :type, :position, :body, :prev_hash, :hash)
+INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash, anchor_key, anchor_sig)
+VALUES (:job_id, :seq, :type, :position, :body, :prev_hash, :hash, :anchor_key, :anchor_sig)
 
 -- name: insert_blobs
 -- One row; the store runs it once per blob.
@@ -159,7 +159,8 @@ SET status = :status, park_reason = :park_reason, park_detail = :park_detail,
 WHERE id = :id
 
 -- name: events
-SELECT seq, body, prev_hash, hash FROM events WHERE job_id = :job_id AND seq > :after
+SELECT seq, body, prev_hash, hash, anchor_key, anchor_sig FROM events
+WHERE job_id = :job_id AND seq > :after
 ORDER BY seq LIMIT :limit
 
 -- name: get_effect
@@ -445,3 +446,10 @@ WHERE (:tenant IS NULL OR tenant = :tenant)
   AND (:state IS NULL OR state = :state)
 ORDER BY id DESC
 LIMIT :limit
+
+-- name: record_signing_key
+INSERT INTO signing_keys (key_id, public_key, first_seen) VALUES (:key_id, :public_key, :now)
+ON CONFLICT DO NOTHING
+
+-- name: signing_keys
+SELECT key_id, public_key, first_seen FROM signing_keys ORDER BY first_seen, key_id

@@ -1,0 +1,11 @@
+-- Anchors: the signature (Ed25519, by a key the database never holds) that each write stores
+-- on its last event, and the public keys that signed, recorded for information only (a
+-- verifier trusts only the keys it is given from outside).
+ALTER TABLE events ADD COLUMN anchor_key TEXT;
+ALTER TABLE events ADD COLUMN anchor_sig TEXT;
+
+CREATE TABLE signing_keys (
+    key_id     TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    first_seen REAL NOT NULL
+);
