@@ -34,6 +34,7 @@ from aetheris.store._shared import (
     seal_all,
     signal_refusal,
     signal_taken,
+    summarize,
     worker_info,
 )
 from aetheris.store.memory_keyed import KeyedRow, MemoryKeyed, Where
@@ -191,10 +192,11 @@ class MemoryStore(MemoryKeyed, MemoryWebhooks):
 
     async def summary(self) -> Summary:
         with self._lock:
-            counts = collections.Counter(j.status for j in self._jobs.values())
+            counts = collections.Counter((j.tenant, j.status) for j in self._jobs.values())
             pending = [j.created_at for j in self._jobs.values() if j.status is JobStatus.PENDING]
-            doubt = sum(1 for e in self._effects.values() if e.state is EffectState.IN_DOUBT)
-        return Summary(dict(counts), min(pending, default=None), doubt)
+            effects = collections.Counter(e.state for e in self._effects.values())
+        grouped = [(tenant, status, n) for (tenant, status), n in counts.items()]
+        return summarize(grouped, min(pending, default=None), effects)
 
     async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:
         with self._lock:

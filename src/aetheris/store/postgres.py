@@ -282,8 +282,8 @@ class PostgresStore(
         async with self._conn() as conn:
             counts = await (await conn.execute(Q["count_jobs"])).fetchall()
             oldest = await (await conn.execute(Q["oldest_pending"])).fetchone()
-            doubt = await (await conn.execute(Q["count_in_doubt"])).fetchone()
-        return summary_from(counts, oldest, doubt)
+            effects = await (await conn.execute(Q["count_effects"])).fetchall()
+        return summary_from(counts, oldest, effects)
 
     # -- ownership --------------------------------------------------------------------------
 

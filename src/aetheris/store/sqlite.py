@@ -249,8 +249,8 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
         def read(conn: sqlite3.Connection) -> Summary:
             counts = conn.execute(Q["count_jobs"]).fetchall()
             oldest = conn.execute(Q["oldest_pending"]).fetchone()
-            doubt = conn.execute(Q["count_in_doubt"]).fetchone()
-            return summary_from(counts, oldest, doubt)
+            effects = conn.execute(Q["count_effects"]).fetchall()
+            return summary_from(counts, oldest, effects)
 
         return self._read(read)
 

@@ -68,13 +68,13 @@ WHERE starts_with(id, %(prefix)s) AND (%(tenant)s::text IS NULL OR tenant = %(te
 ORDER BY id LIMIT %(limit)s
 
 -- name: count_jobs
-SELECT status, count(*) AS n FROM jobs GROUP BY status
+SELECT tenant, status, count(*) AS n FROM jobs GROUP BY tenant, status
 
 -- name: oldest_pending
 SELECT min(created_at) AS at FROM jobs WHERE status = 'pending'
 
--- name: count_in_doubt
-SELECT count(*) AS n FROM effects WHERE state = 'in_doubt'
+-- name: count_effects
+SELECT state, count(*) AS n FROM effects GROUP BY state
 
 -- name: heartbeat
 UPDATE jobs AS j SET lease_expires_at = aetheris_now() + %(ttl)s

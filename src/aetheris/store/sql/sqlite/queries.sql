@@ -51,13 +51,13 @@ WHERE substr(id, 1, length(:prefix)) = :prefix AND (:tenant IS NULL OR tenant = 
 ORDER BY id LIMIT :limit
 
 -- name: count_jobs
-SELECT status, count(*) AS n FROM jobs GROUP BY status
+SELECT tenant, status, count(*) AS n FROM jobs GROUP BY tenant, status
 
 -- name: oldest_pending
 SELECT min(created_at) AS at FROM jobs WHERE status = 'pending'
 
--- name: count_in_doubt
-SELECT count(*) AS n FROM effects WHERE state = 'in_doubt'
+-- name: count_effects
+SELECT state, count(*) AS n FROM effects GROUP BY state
 
 -- name: expired_candidate
 -- The claim candidates, in the order a claim looks: no SKIP LOCKED here, and none needed (one
