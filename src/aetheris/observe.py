@@ -278,27 +278,33 @@ class Live:
     reports it ``interrupted``. Both are cheap when nothing observes (``observed`` false).
     """
 
-    __slots__ = ("_ended", "_scope", "_token", "epoch", "job_id", "position", "traceparent")
+    __slots__ = (
+        "_ended",
+        "_scope",
+        "_token",
+        "epoch",
+        "job_id",
+        "observed",
+        "position",
+        "traceparent",
+    )
 
     def __init__(self, job_id: str, epoch: int, position: int | None, scope: Scope) -> None:
         self.job_id = job_id
         self.epoch = epoch
         self.position = position
         self._scope = scope
+        self.observed = scope is not SILENT
         self.traceparent = scope.traceparent
         self._ended: Ended | None = None
         self._token: Token[Live | None] = where.set(self)
-
-    @property
-    def observed(self) -> bool:
-        return self._scope is not SILENT
 
     def done(self, ended: Ended) -> None:
         self._ended = ended
 
     def end(self) -> None:
         where.reset(self._token)
-        if self._scope is not SILENT:
+        if self.observed:
             self._scope.end(self._ended or INTERRUPTED)
 
 

@@ -44,10 +44,12 @@ class Probe:
         self.job_id = job_id
         self.epoch = epoch
         self._clock = clock
-        # When each wait first parked (its ``wait`` event), to tell how long it waited.
-        self._began = (
-            {e.position: e.at for e in events if e.type is EventType.WAIT} if self.on else {}
-        )
+        # When each wait first parked (its first ``wait`` event: an escalation writes another),
+        # to tell how long it waited.
+        self._began: dict[int | None, float] = {}
+        for event in events if self.on else ():
+            if event.type is EventType.WAIT:
+                self._began.setdefault(event.position, event.at)
 
     def start(
         self, position: int, kind: str, name: str, attempt: int = 1, effect: str = "pure"
@@ -73,8 +75,8 @@ class Probe:
             data = draft.data
             if draft.type is not EventType.OP or data.get("kind") not in WAITS:
                 continue
+            waited = max(0.0, now - self._began.get(draft.position, now))
             position = draft.position if draft.position is not None else -1
-            waited = max(0.0, now - self._began.get(position, now))
             outcome = str(data.get("outcome", "pure"))
             kind, name = data["kind"], data["name"]
             done = OperationDone(
