@@ -144,3 +144,16 @@ def test_the_supervisor_reads_json_and_text_lines() -> None:
     assert parse_line(text) == warned
     assert parse_line("INFO:     127.0.0.1 - GET /healthz") is None
     assert parse_line("{not json") is None
+
+
+def test_run_has_its_worker_log_json_and_serve_metrics_when_asked() -> None:
+    from aetheris.cli.supervisor import Plan
+
+    plan = Plan("m:app", ["a"], "sqlite:///x.db", "127.0.0.1", 8080, 2, "none", {})
+    assert plan.worker_args[-2:] == ["--log-format", "json"]
+    assert "--metrics-port" not in plan.worker_args
+    assert "metrics   http://127.0.0.1:8080/metrics (the worker's: --metrics-port)" in plan.banner()
+    plan.metrics_port = 9464
+    args = plan.worker_args
+    assert args[args.index("--metrics-port") + 1] == "9464"
+    assert "the worker's at http://127.0.0.1:9464/metrics" in plan.banner()
