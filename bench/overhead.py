@@ -38,14 +38,15 @@ def _url(backend: str, folder: str) -> str:
 
 async def _one(case: str, backend: str) -> tuple[float, float]:
     """Wall µs/op measured in the agent, CPU µs/op of the process, for one fresh job."""
-    url = _url(backend, tempfile.mkdtemp(prefix="aetheris-overhead-"))
-    began = time.process_time()
-    if case == "w4":
-        wall = await workloads.w4_turns(url, PER_JOB[case])
-    else:
-        agent = "w1_steps" if case == "step" else "w1_tool"
-        wall = (await workloads.w1_job(url, agent, {"n": PER_JOB[case]}))["us_per_step"]
-    return wall, (time.process_time() - began) / PER_JOB[case] * 1e6
+    with tempfile.TemporaryDirectory(prefix="aetheris-overhead-") as folder:
+        url = _url(backend, folder)
+        began = time.process_time()
+        if case == "w4":
+            wall = await workloads.w4_turns(url, PER_JOB[case])
+        else:
+            agent = "w1_steps" if case == "step" else "w1_tool"
+            wall = (await workloads.w1_job(url, agent, {"n": PER_JOB[case]}))["us_per_step"]
+        return wall, (time.process_time() - began) / PER_JOB[case] * 1e6
 
 
 def _observe(kind: str) -> Callable[[], None]:
