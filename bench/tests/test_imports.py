@@ -45,6 +45,7 @@ REQUIRED = [
     "bench.peers.common",
     "bench.peers.dbos",
     "bench.peers.restate",
+    "bench.overhead",
     "bench.profile",
     "bench.suite",
     "bench.suite.markdown",

@@ -28,10 +28,10 @@ from aetheris.forking import UNSET, fork_job
 from aetheris.hooks import Hook, HookOptions, Hooks
 from aetheris.journal import canonical, check_text
 from aetheris.ledger import Tool
-from aetheris.models import Budget
+from aetheris.models import Budget, Serving
 from aetheris.polling import until_ended
 from aetheris.resolution import Resolution, resolve_effect
-from aetheris.scheduler import Doorbell, Serving, Worker
+from aetheris.scheduler import Doorbell, Worker
 from aetheris.store import create_store, default_url
 from aetheris.store.port import (
     DEFAULT_TENANT,

@@ -38,6 +38,7 @@ from aetheris.errors import (
     ToolFailed,
 )
 from aetheris.journal import EventDraft, EventType, OpRecord, args_hash, to_jsonable
+from aetheris.observe import Ended
 from aetheris.run import FOR_THE_AGENT, JobRun, Slot, current_run
 from aetheris.store.port import EffectClass, EffectState, EffectWrite, ParkReason
 from aetheris.tools import (
@@ -201,7 +202,27 @@ def _outcome_label(effect: EffectClass, outcome: Outcome) -> str:
 
 
 async def dispatch(run: JobRun, call: Call, ctx: ToolContext | None) -> Outcome:
-    """Run ``call``'s body (with retries); never raises for the call's own failures."""
+    """Run ``call``'s body (with retries); never raises for the call's own failures.
+
+    It is observed (:mod:`aetheris.probe`) from its first attempt to its outcome: the tool's
+    log lines and ``tool_context().traceparent`` belong to its journal position.
+    """
+    attempt = ctx.attempt if ctx is not None else 1
+    live = run.probe.start(call.slot.position, call.kind, call.name, attempt, call.effect)
+    try:
+        outcome = await _attempts(run, call, ctx)
+        if live.observed:
+            error = outcome.error["type"] if outcome.error is not None else None
+            label = _outcome_label(call.effect, outcome)
+            if call.kind == "compensation" and error is None:
+                label = "compensated"
+            live.done(Ended(label, error, attempts=outcome.attempts))
+        return outcome
+    finally:
+        live.end()
+
+
+async def _attempts(run: JobRun, call: Call, ctx: ToolContext | None) -> Outcome:
     outcome = Outcome(started_at=run.clock.time())
     began = run.clock.monotonic()
     attempt = ctx.attempt if ctx is not None else 1

@@ -33,6 +33,7 @@ from aetheris.journal import (
     sha256_hex,
     to_jsonable,
 )
+from aetheris.observe import Ended
 from aetheris.pricing import cost_of
 from aetheris.run import FOR_THE_AGENT, JobRun, Slot, current_run
 
@@ -128,10 +129,7 @@ async def _dispatch(
         if run.draining:
             raise Draining(f"the worker is stopping; the call of model {model!r} was not made")
         began, started_at = run.clock.monotonic(), run.clock.time()
-        try:
-            reply, error = await call(), None
-        except Exception as exc:
-            reply, error = None, {"type": type(exc).__name__, "message": str(exc)}
+        reply, error = await _call(run, slot.position, model, call)
         crashpoints.reach("after_dispatch", model)
         result = response = None
         if reply is not None:  # the response as the journal holds it, live as on replay
@@ -157,6 +155,38 @@ async def _dispatch(
         assert error is not None
         raise ModelCallFailed(model, error["type"], error["message"], position=slot.position)
     return _spend(run, record, response)
+
+
+async def _call(
+    run: JobRun, position: int, model: str, call: Callable[[], Awaitable[ModelReply]]
+) -> tuple[ModelReply | None, dict[str, str] | None]:
+    """Call the model, observed (:mod:`aetheris.probe`): its reply, or its failure's record."""
+    live = run.probe.start(position, "llm", model)
+    try:
+        try:
+            reply = await call()
+        except Exception as exc:
+            if live.observed:
+                live.done(Ended("permanent_failure", type(exc).__name__))
+            return None, {"type": type(exc).__name__, "message": str(exc)}
+        if live.observed:
+            live.done(_ended(model, reply))
+        return reply, None
+    finally:
+        live.end()
+
+
+def _ended(model: str, reply: ModelReply) -> Ended:
+    usage = reply.usage or Usage()
+    answered_by = reply.model or model
+    cost = reply.cost if reply.cost is not None else cost_of(answered_by, *_tokens(usage))
+    return Ended(
+        "pure",
+        model=answered_by,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost=cost,
+    )
 
 
 def _outcome(

@@ -350,3 +350,35 @@ class WebhookDelivery:
     last_error: str | None = None
     delivered_at: float | None = None
     log: tuple[DeliveryAttempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """Who serves an agent on this database now: :meth:`App.serving`.
+
+    ``workers``: the live workers that claim its jobs (in the queue asked about);
+    ``registered``: some worker registered the agent on this database, ever; ``defined``: this
+    App defines it. A job of an agent nobody serves is accepted and waits for such a worker.
+    """
+
+    agent: str
+    queue: str | None
+    workers: tuple[WorkerInfo, ...]
+    registered: bool
+    defined: bool
+
+    @property
+    def warning(self) -> str | None:
+        """Why a job of this agent would wait (no live worker serves it), else ``None``."""
+        if self.workers:
+            return None
+        where = f" in queue {self.queue!r}" if self.queue is not None else ""
+        if not self.registered:
+            return (
+                f"no worker has ever served agent {self.agent!r} on this database: its jobs "
+                "wait until a worker that defines it starts (`aetheris worker MODULE:APP`)"
+            )
+        return (
+            f"no live worker serves agent {self.agent!r}{where} now: its jobs wait until "
+            "one starts (`aetheris worker MODULE:APP`)"
+        )

@@ -53,6 +53,8 @@ from aetheris.errors import (
 )
 from aetheris.journal import Event, EventDraft, EventType, OpRecord, canonical, to_jsonable
 from aetheris.models import Budget, Spend
+from aetheris.observe import NOOP, Observer
+from aetheris.probe import Probe
 from aetheris.store.port import (
     Commit,
     Control,
@@ -182,9 +184,10 @@ class JobRun:
         outage_budget: float = 300.0,
         replay_only: bool = False,
         clock: Clock = SYSTEM_CLOCK,
+        observer: Observer = NOOP,
     ) -> None:
-        self.job = job
-        self.clock = clock
+        self.job, self.clock = job, clock
+        self.probe = Probe(observer, job.id, lease.epoch, events, clock)  # metrics, traces, logs
         self.lease = lease
         self.agent = agent
         self.agents = agents or {}
@@ -210,8 +213,7 @@ class JobRun:
         self._phase = "new"  # "running" the agent, then "ending" (parking, ending, handing back)
         self._flights: dict[asyncio.Task[Any], int] = {}
         self._landed = asyncio.Event()
-        # Model calls: what they spent so far in this run (replayed ones included, as they are
-        # reached), the limits in force, and the conversation hashing cache.
+        # Model calls: spent so far (replayed ones too), limits, conversation hashing cache.
         self.spent = Spend()
         self.budget: Budget | None = Budget.of(_created(events).get("budget"))
         self._budget_read = bool(events)  # a first run reads no events: read it when needed
@@ -267,6 +269,8 @@ class JobRun:
                 position, record.shown(), {"kind": kind, "name": name, "args_hash": args_digest}
             )
         recorded = self._ops.get(position)
+        if recorded is not None and self.probe.on:
+            self.probe.replayed(position, recorded)
         if recorded is None:
             if self._replay_only:
                 raise ReplayEnded(position)
@@ -539,6 +543,8 @@ class JobRun:
             if sealed:
                 self._head = Head(sealed[-1].seq + 1, sealed[-1].hash)
             self._remember(effects)
+            if self.probe.on:
+                self.probe.committed(drafts)
             return sealed
 
     def _remember(self, writes: Sequence[EffectWrite]) -> None:

@@ -46,6 +46,7 @@ from aetheris.errors import (
 )
 from aetheris.journal import EventDraft, EventType
 from aetheris.ledger import error_doc
+from aetheris.observe import Ended
 from aetheris.run import JobRun, current_run
 from aetheris.store.port import (
     Control,
@@ -70,6 +71,15 @@ class Outcome:
     status: StatusWrite
     traceback: str | None = None
     reason: str | None = None
+
+    def ended(self) -> Ended:
+        """How the run ended, for its observer (:mod:`aetheris.observe`)."""
+        status = self.status
+        if status.status is JobStatus.PENDING:
+            return Ended("handed_back", reason=self.reason)
+        reason = status.park_reason.value if status.park_reason is not None else None
+        error = (status.error or {}).get("type")
+        return Ended(status.status.value, str(error) if error else None, reason)
 
     def describe(self, now: float) -> tuple[int, str, str]:
         """For the worker's log line: its level, what happened (``succeeded``, ``parked

@@ -33,6 +33,20 @@ from aetheris.errors import (
     SimulatedCrash,
 )
 from aetheris.journal import Event, EventDraft, EventType
+from aetheris.observe import (
+    INTERRUPTED,
+    NOOP,
+    SILENT,
+    Ended,
+    Live,
+    Observer,
+    RunStarted,
+    Scope,
+    WorkerEvent,
+    WorkerEventKind,
+    combine,
+    installed,
+)
 from aetheris.run import JobRun
 from aetheris.store.port import (
     PRESENCE_INTERVAL,
@@ -44,7 +58,6 @@ from aetheris.store.port import (
     Lease,
     StatusWrite,
     Store,
-    WorkerInfo,
 )
 
 log = logging.getLogger("aetheris.worker")
@@ -126,8 +139,12 @@ class Worker:
         grace: float = 10.0,
         owner: str | None = None,
         reap_interval: float = 1.0,
+        observer: Observer | None = None,
     ) -> None:
         self.registry = registry
+        # Told what happens (metrics, traces), with the observers installed in the process.
+        self.observer = observer or NOOP
+        self._observer = self.observer
         self.concurrency = concurrency
         self.queues = list(queues) if queues is not None else None
         self.lease_ttl = lease_ttl if lease_ttl is not None else registry.lease_ttl
@@ -176,6 +193,7 @@ class Worker:
         """Claim and run jobs until ``stop`` is set (or :meth:`stop` is called)."""
         self._wake = asyncio.Event()
         self._stop = stop or asyncio.Event()
+        self._observer = combine(self.observer, installed())
         store = await self.registry.open_store()
         await self._announce(store)
         unlisten = self.registry.doorbell.listen(self._requested)
@@ -278,6 +296,9 @@ class Worker:
                 return found
             found = True
             self.claimed += 1
+            self._report("claimed", claim.job.id, claim.lease.epoch)
+            if claim.recovered_from is not None:
+                self._report("takeover", claim.job.id, claim.lease.epoch)
             active = _Active(claim.lease, sent + self.lease_ttl - self._margin)
             stale = self._active.get(claim.job.id)
             if stale is not None:
@@ -295,44 +316,80 @@ class Worker:
 
     async def _run(self, store: Store, claim: Claim, active: _Active) -> None:
         job = claim.job
+        # The run's scope for the observer, and what its log lines carry (job, fencing token).
+        live = Live(job.id, claim.lease.epoch, None, self._scope(claim))
+        ended = INTERRUPTED
         try:
-            run, events = await self._open(store, claim, active)
-            # "run N": the job's Nth claim (its ``attempts``), parks and resumes included.
-            where = f"agent {job.agent}, run {job.attempts}"
-            limit = self.registry.max_recoveries
-            cut = f", recoveries {job.recoveries}/{limit}" if job.recoveries else ""
-            how = _how_claimed(claim, events, self.owner)
-            jobs_log.info("job %s %s: %s, epoch %d%s", job.id, how, where, claim.lease.epoch, cut)
-            if job.recoveries > limit:
-                outcome = await runner.fail_poisoned(run, limit, _last_failure(events))
-            else:
-                if job.deadline is not None:
-                    self._enforce_deadline(active, job.deadline)
-                if self._stop_set():
-                    run.drain()  # the worker began stopping while this job was being claimed
-                outcome = await runner.execute(run)
-            level, what, more = outcome.describe(self.clock.time())
-            jobs_log.log(level, "job %s %s: %s%s", job.id, what, where, more)
+            ended = (await self._execute(store, claim, active)).ended()
         except LeaseLost:
+            ended = Ended("lease_lost")
+            self._report("fenced", job.id, claim.lease.epoch)
             log.info("job %s: lease lost, stopped", job.id)
         except SimulatedCrash:
+            ended = Ended("crashed")
             log.warning("job %s: simulated crash; the worker dies without a word", job.id)
             self._die()
         except asyncio.CancelledError:
             if active.lost:
+                ended = Ended("lease_lost")
                 log.info("job %s: lease lost, interrupted", job.id)
             elif self.crashed:
-                pass
+                ended = Ended("crashed")
             elif active.stopping:
+                ended = Ended("handed_back", reason="worker stopping")
                 await self._release(store, active.lease, "worker stopping")
             else:
                 raise
         except (RuntimeFailure, Exception) as failure:
+            ended = Ended("runtime_failure", type(failure.__cause__ or failure).__name__)
             await self._cut_short(store, active, failure)
         finally:
+            live.done(ended)
+            live.end()
             if self._active.get(job.id) is active:
                 del self._active[job.id]
             self.wake()
+
+    async def _execute(self, store: Store, claim: Claim, active: _Active) -> runner.Outcome:
+        """Open the claimed job's run, run it to an end (logged), and say how it ended."""
+        job = claim.job
+        run, events = await self._open(store, claim, active)
+        # "run N": the job's Nth claim (its ``attempts``), parks and resumes included.
+        where = f"agent {job.agent}, run {job.attempts}"
+        limit = self.registry.max_recoveries
+        cut = f", recoveries {job.recoveries}/{limit}" if job.recoveries else ""
+        how = _how_claimed(claim, events, self.owner)
+        jobs_log.info("job %s %s: %s, epoch %d%s", job.id, how, where, claim.lease.epoch, cut)
+        if job.recoveries > limit:
+            outcome = await runner.fail_poisoned(run, limit, _last_failure(events))
+        else:
+            if job.deadline is not None:
+                self._enforce_deadline(active, job.deadline)
+            if self._stop_set():
+                run.drain()  # the worker began stopping while this job was being claimed
+            outcome = await runner.execute(run)
+        level, what, more = outcome.describe(self.clock.time())
+        jobs_log.log(level, "job %s %s: %s%s", job.id, what, where, more)
+        return outcome
+
+    def _scope(self, claim: Claim) -> Scope:
+        """The observer's scope of a run that begins (:data:`SILENT` when nothing observes)."""
+        if self._observer is NOOP:
+            return SILENT
+        job = claim.job
+        started = RunStarted(
+            job.id, job.agent, job.tenant, job.attempts, claim.lease.epoch, self.owner,
+            job.attempts > 1,
+        )  # fmt: skip
+        return self._observer.run_started(started)
+
+    def _report(
+        self, kind: WorkerEventKind, job_id: str | None = None, epoch: int | None = None, n: int = 0
+    ) -> None:
+        """Tell the observer what a lease did (see :class:`~aetheris.observe.WorkerEvent`)."""
+        if self._observer is not NOOP:
+            event = WorkerEvent(kind, self.owner, self.clock.time(), job_id, epoch, n)
+            self._observer.worker_event(event)
 
     async def _open(
         self, store: Store, claim: Claim, active: _Active
@@ -358,6 +415,7 @@ class Worker:
             max_payload_bytes=self.registry.max_payload_bytes,
             agents=self.registry.agents,
             clock=self.clock,
+            observer=self._observer,
         )
         return run, events
 
@@ -436,6 +494,7 @@ class Worker:
                 touched = last
                 try:
                     await store.touch_worker(self.owner)
+                    self._report("heartbeat")
                 except AetherisError as exc:
                     log.warning("worker %s: presence not refreshed: %s", self.owner, exc)
 
@@ -447,6 +506,7 @@ class Worker:
         except AetherisError as exc:
             log.warning("heartbeat failed: %s", exc)
             return
+        self._report("heartbeat", n=len(actives) - len(beat.lost))
         for active in actives:
             if active.lease.job_id in beat.lost:
                 self._lose(active)
@@ -498,6 +558,7 @@ class Worker:
         log.warning(
             "job %s: lease epoch %s lost to another worker", active.lease.job_id, active.lease.epoch
         )
+        self._report("lost", active.lease.job_id, active.lease.epoch)
         active.lost = True
         active.deadline = 0.0
         if active.task is not None:
@@ -567,35 +628,3 @@ def _how_claimed(claim: Claim, events: Sequence[Event], owner: str) -> str:
         if event.type is EventType.JOB_CLAIMED and event.data.get("epoch") != claim.lease.epoch:
             break  # an earlier run that neither parked nor handed the job back
     return "resumed"
-
-
-@dataclass(frozen=True, slots=True)
-class Serving:
-    """Who serves an agent on this database now: :meth:`App.serving`.
-
-    ``workers``: the live workers that claim its jobs (in the queue asked about);
-    ``registered``: some worker registered the agent on this database, ever; ``defined``: this
-    App defines it. A job of an agent nobody serves is accepted and waits for such a worker.
-    """
-
-    agent: str
-    queue: str | None
-    workers: tuple[WorkerInfo, ...]
-    registered: bool
-    defined: bool
-
-    @property
-    def warning(self) -> str | None:
-        """Why a job of this agent would wait (no live worker serves it), else ``None``."""
-        if self.workers:
-            return None
-        where = f" in queue {self.queue!r}" if self.queue is not None else ""
-        if not self.registered:
-            return (
-                f"no worker has ever served agent {self.agent!r} on this database: its jobs "
-                "wait until a worker that defines it starts (`aetheris worker MODULE:APP`)"
-            )
-        return (
-            f"no live worker serves agent {self.agent!r}{where} now: its jobs wait until "
-            "one starts (`aetheris worker MODULE:APP`)"
-        )

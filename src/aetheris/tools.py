@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic.errors import PydanticSchemaGenerationError
 
+from aetheris import observe
 from aetheris.errors import AetherisError, ConfigurationError, RetryableError
 from aetheris.store.port import EffectClass
 
@@ -182,6 +183,13 @@ class ToolContext:
     idempotency_key: str
     fencing_token: int
     attempt: int
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C trace context of this call when tracing is on (:mod:`aetheris.tracing`):
+        send it downstream as the ``traceparent`` HTTP header, so that the service's spans
+        join the job's trace. ``None`` when the call is not traced."""
+        return observe.traceparent()
 
 
 tool_context_var: ContextVar[ToolContext | None] = ContextVar("aetheris_tool_context", default=None)

@@ -309,7 +309,7 @@ async def test_summary_counts_jobs_by_status_and_effects_in_doubt(store: Store) 
     claim = await store.claim("w", 30.0, ALL)
     assert claim is not None
     head = Head(claim.job.event_count, claim.job.head_hash)
-    await store.commit(claim.lease, Commit(effects=[intent(0)], head=head))
+    await store.commit(claim.lease, Commit(effects=[intent(0), intent(1)], head=head))
     await store.apply(
         claim.job.id,
         Commit(effects=[intent(0, EffectState.IN_DOUBT, expect=EffectState.INTENT)]),
@@ -320,6 +320,28 @@ async def test_summary_counts_jobs_by_status_and_effects_in_doubt(store: Store) 
     pending = await store.get_job("j1")
     assert pending is not None and summary.oldest_pending_at == pending.created_at
     assert summary.in_doubt == 1
+    assert dict(summary.effects) == {EffectState.IN_DOUBT: 1, EffectState.INTENT: 1}
+
+
+async def test_summary_counts_each_tenants_jobs_by_status(store: Store) -> None:
+    await store.create_job(new_job("a1", tenant="acme"))
+    await store.create_job(new_job("a2", tenant="acme"))
+    await store.create_job(new_job("g1", tenant="globex"))
+    claim = await store.claim("w", 30.0, ALL)
+    assert claim is not None
+    summary = await store.summary()
+    by_tenant = {tenant: dict(counts) for tenant, counts in summary.by_tenant.items()}
+    running = claim.job.tenant
+    expected: dict[str, dict[JobStatus, int]] = {
+        "acme": {JobStatus.PENDING: 2},
+        "globex": {JobStatus.PENDING: 1},
+    }
+    expected[running][JobStatus.PENDING] -= 1
+    expected[running][JobStatus.RUNNING] = 1
+    expected = {t: {s: n for s, n in c.items() if n} for t, c in expected.items()}
+    assert by_tenant == expected
+    assert dict(summary.jobs) == {JobStatus.PENDING: 2, JobStatus.RUNNING: 1}
+    assert summary.effects == {}
 
 
 async def test_agent_registry(store: Store) -> None:

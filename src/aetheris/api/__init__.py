@@ -11,11 +11,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from aetheris.api import errors, hooks, insight, jobs, operations, ui, webhooks
+from aetheris.api import metrics as metrics_api
 from aetheris.api.auth import ALLOWED, Action, Principal
 from aetheris.api.bodies import LimitBody
 from aetheris.api.errors import ApiError
 from aetheris.api.schemas import ErrorBody
 from aetheris.app import App
+from aetheris.metrics import Metrics
 
 __all__ = ["ALLOWED", "Action", "ApiError", "Principal", "body_limit", "create_api"]
 
@@ -28,13 +30,21 @@ def body_limit(app: App) -> int:
 
 
 def create_api(
-    app: App, *, auth: bool = True, poll_interval: float = 0.25, deliver_webhooks: bool = True
+    app: App,
+    *,
+    auth: bool = True,
+    poll_interval: float = 0.25,
+    deliver_webhooks: bool = True,
+    metrics_token: str | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``app`` over HTTP. ``auth=False`` accepts every request as a
     local admin of every tenant: for development on loopback only (the server refuses it
     elsewhere). ``poll_interval``: how often an event stream looks for new events.
     ``deliver_webhooks``: while served (from the ASGI lifespan's startup to its shutdown),
-    POST the outbox's webhook deliveries."""
+    POST the outbox's webhook deliveries. ``metrics_token``: the bearer token ``/metrics``
+    wants (without it and with auth on, metrics are off); ``metrics``: counters of workers in
+    this process to serve with the store's gauges (see :mod:`aetheris.api.metrics`)."""
     api = FastAPI(
         title="Aetheris",
         summary="Durable execution for AI agents: jobs, journals, approvals, effects.",
@@ -45,12 +55,15 @@ def create_api(
     api.state.aetheris = app
     api.state.auth = auth
     api.state.poll_interval = poll_interval
+    api.state.metrics_token = metrics_token
+    api.state.metrics = metrics
     errors.install(api)
     api.include_router(jobs.router)
     api.include_router(operations.router)
     api.include_router(insight.router)
     api.include_router(webhooks.router)
     api.include_router(operations.health)
+    api.include_router(metrics_api.router)
     api.include_router(hooks.router)
     api.include_router(ui.router)
     api.add_middleware(LimitBody, limit=body_limit(app))

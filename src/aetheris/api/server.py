@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Any
 
 import uvicorn
 
@@ -34,15 +35,28 @@ def check_binding(host: str, auth: bool) -> None:
         )
 
 
-def serve(app: App, *, host: str = "127.0.0.1", port: int = 8080, auth: bool = True) -> None:
-    """Run the API of ``app`` on ``host:port`` until interrupted (SIGINT or SIGTERM)."""
+def serve(
+    app: App,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    auth: bool = True,
+    metrics_token: str | None = None,
+    log_format: str = "text",
+) -> None:
+    """Run the API of ``app`` on ``host:port`` until interrupted (SIGINT or SIGTERM).
+
+    ``log_format="json"``: uvicorn's lines too go through the root logger (configured by
+    :func:`aetheris.logs.configure`), one JSON object each; ``text`` keeps uvicorn's own."""
     check_binding(host, auth)
+    logging: dict[str, Any] = {} if log_format == "text" else {"log_config": None}
     config = uvicorn.Config(
-        create_api(app, auth=auth),
+        create_api(app, auth=auth, metrics_token=metrics_token),
         host=host,
         port=port,
         log_level="info",
         server_header=False,
         proxy_headers=False,
+        **logging,
     )
     uvicorn.Server(config).run()

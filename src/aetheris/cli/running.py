@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import sys
 import time
 
 import click
 
-from aetheris.cli import render
+from aetheris.cli import observing, render
 from aetheris.cli.backend import Backend, with_backend
 from aetheris.cli.base import (
     EXIT_CODES,
@@ -24,6 +23,7 @@ from aetheris.cli.base import (
     run,
 )
 from aetheris.errors import AetherisError
+from aetheris.metrics import Metrics
 from aetheris.models import Budget
 from aetheris.store.port import Job, JobStatus
 
@@ -55,6 +55,8 @@ from aetheris.store.port import Job, JobStatus
     type=click.FloatRange(min=0),
     help="Seconds to finish what is in flight on SIGTERM or Ctrl-C (a second one: at once).",
 )
+@observing.log_format_option
+@observing.worker_metrics_options
 @database_option
 @pass_env
 def worker(
@@ -65,12 +67,18 @@ def worker(
     queues: tuple[str, ...],
     poll_interval: float | None,
     grace: float,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_token: str | None,
 ) -> None:
-    """Run jobs of an App until SIGTERM or Ctrl-C."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
-    )
+    """Run jobs of an App until SIGTERM or Ctrl-C.
+
+    Traces (OpenTelemetry, the otel extra) with AETHERIS_TRACING=1 (the global tracer
+    provider), console or otlp."""
+    observing.set_up(log_format)
     app = env.app(app_spec)
+    metrics = Metrics() if metrics_port is not None else None
     try:
         w = app.worker(
             concurrency=concurrency,
@@ -78,6 +86,7 @@ def worker(
             lease_ttl=lease_ttl,
             poll_interval=poll_interval,
             grace=grace,
+            observer=metrics,
         )
     except AetherisError as exc:
         raise click.ClickException(str(exc)) from None
@@ -86,9 +95,16 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, w.stop)
+        exporter = None
         try:
+            if metrics is not None and metrics_port is not None:
+                exporter = await observing.serve_metrics(
+                    app, metrics, metrics_host, metrics_port, metrics_token
+                )
             await w.run()
         finally:
+            if exporter is not None:
+                exporter.stop()
             await app.close()
 
     run(serve(), app.database_url)

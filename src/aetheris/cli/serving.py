@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aetheris.app import App
-from aetheris.cli import render
+from aetheris.cli import observing, render
 from aetheris.cli.base import Env, database_option, json_option, main, pass_env, with_app
 from aetheris.errors import AetherisError
 from aetheris.keys import create_key
@@ -24,19 +24,38 @@ from aetheris.store.port import ApiKey, Role
     help="Accept requests without an API key, as an admin of every tenant: for local "
     "development, on a loopback address only.",
 )
+@observing.log_format_option
+@observing.metrics_token_option
 @database_option
 @pass_env
-def server(env: Env, app_spec: str | None, host: str, port: int, no_auth: bool) -> None:
+def server(
+    env: Env,
+    app_spec: str | None,
+    host: str,
+    port: int,
+    no_auth: bool,
+    log_format: str,
+    metrics_token: str | None,
+) -> None:
     """Serve the HTTP API (/v1, OpenAPI at /openapi.json) until SIGTERM or Ctrl-C.
 
-    Requests carry `Authorization: Bearer KEY` (`aetheris keys create`)."""
+    Requests carry `Authorization: Bearer KEY` (`aetheris keys create`). Prometheus metrics
+    are at /metrics for scrapers with the metrics token (with --no-auth: for anyone)."""
     from aetheris.api.server import check_binding, serve
 
     try:
         check_binding(host, not no_auth)
     except AetherisError as exc:
         raise click.UsageError(str(exc)) from None
-    serve(env.app(app_spec), host=host, port=port, auth=not no_auth)
+    observing.set_up(log_format)
+    serve(
+        env.app(app_spec),
+        host=host,
+        port=port,
+        auth=not no_auth,
+        metrics_token=metrics_token,
+        log_format=log_format,
+    )
 
 
 @main.group()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -80,12 +81,32 @@ def echo(line: str, err: bool = False) -> None:
     (sys.stderr if err else sys.stdout).flush()
 
 
+def parse_line(line: str) -> tuple[str, str, str, str] | None:
+    """A log line's time (HH:MM:SS), level, logger and message (with a failure's traceback):
+    the worker logs JSON (``--log-format json``), the server text; None for other output."""
+    if line.startswith("{"):
+        try:
+            doc = json.loads(line)
+            at = str(doc["time"])[11:19]
+            message = str(doc["message"])
+            if doc.get("exc_info"):
+                message += "\n" + str(doc["exc_info"])
+            return at, str(doc["level"]), str(doc["logger"]), message
+        except (ValueError, KeyError, TypeError):
+            return None
+    found = LOG_LINE.match(line)
+    if found is None:
+        return None
+    at, level, logger, message = found.groups()
+    return at, level, logger, message
+
+
 def show(child: Child, line: str) -> None:
     """A child's output line, as the run shows it: job lines as they are (with their time),
     other INFO lines of the worker and the server's access log left out."""
-    found = LOG_LINE.match(line)
+    found = parse_line(line)
     if found:
-        at, level, logger, message = found.groups()
+        at, level, logger, message = found
         if logger == "aetheris.worker.jobs":
             echo(f"{at}  {message}")
         elif level != "INFO" and level != "DEBUG":
@@ -274,6 +295,7 @@ class Plan:
     model: str
     env: dict[str, str]
     demo: bool = False
+    metrics_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -286,7 +308,17 @@ class Plan:
 
     @property
     def worker_args(self) -> list[str]:
-        return ["--app", self.app_spec, "--concurrency", str(self.concurrency)]
+        args = ["--app", self.app_spec, "--concurrency", str(self.concurrency)]
+        if self.metrics_port is not None:
+            args += ["--metrics-port", str(self.metrics_port)]
+        return [*args, "--log-format", "json"]  # read line by line: see parse_line
+
+    @property
+    def _worker_metrics(self) -> str:
+        if self.metrics_port is None:
+            return " (the worker's: --metrics-port)"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f", the worker's at http://{host}:{self.metrics_port}/metrics"
 
     def banner(self) -> str:
         return "\n".join(
@@ -294,6 +326,7 @@ class Plan:
                 "Aetheris is running (Ctrl-C stops it)",
                 f"  server    {self.url}  (no API key on loopback; API docs at {self.url}/docs)",
                 f"  web UI    {ui_url(self.url)}",
+                f"  metrics   {self.url}/metrics{self._worker_metrics}",
                 f"  database  {safe_url(self.database_url)}",
                 f"  model     {self.model}",
                 f"  app       {self.app_spec}: agents {', '.join(self.agents) or '(none)'}",
@@ -338,6 +371,12 @@ def start_model(settings: project_config.ProjectConfig, env: dict[str, str]) -> 
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--concurrency", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Have the worker serve its Prometheus metrics on this port (the server's are at "
+    "/metrics).",
+)
+@click.option(
     "--demo",
     is_flag=True,
     help="Run the project's support agent once (a refund a person approves), show it, stop.",
@@ -352,6 +391,7 @@ def run_command(
     host: str,
     port: int,
     concurrency: int,
+    metrics_port: int | None,
     demo: bool,
 ) -> None:
     """Run the project here: the HTTP API (no key, on loopback) and a worker, on the
@@ -383,9 +423,8 @@ def run_command(
         )
     if demo:
         port = _available(host, port)  # a demo should not fail on a port something else holds
-    plan = Plan(
-        app_spec, app.agent_names, app.database_url, host, port, concurrency, model, child_env, demo
-    )
+    names, url = app.agent_names, app.database_url
+    plan = Plan(app_spec, names, url, host, port, concurrency, model, child_env, demo, metrics_port)
     sys.exit(asyncio.run(supervise(plan)))
 
 
@@ -412,4 +451,12 @@ async def _migrate(app: App) -> None:
         await app.close()
 
 
-__all__ = ["Child", "Plan", "Supervisor", "describe_exit", "run_command", "ui_url"]
+__all__ = [
+    "Child",
+    "Plan",
+    "Supervisor",
+    "describe_exit",
+    "parse_line",
+    "run_command",
+    "ui_url",
+]

@@ -2,7 +2,8 @@
 
 ``OpenAIEndpoint`` POSTs a request body to ``{base_url}/chat/completions`` and returns the
 ``chat.completion`` object, streamed or not. It knows nothing of jobs or journals (the model
-client journals what it returns) and imports nothing of the runtime.
+client journals what it returns) and imports nothing of the runtime; when the call is traced
+(:mod:`aetheris.tracing`), each request carries the W3C ``traceparent`` of its span.
 
 Retries: a retryable status (408, 409, 429, 500, 502, 503, 504), a timeout or a broken
 connection is retried after an exponential backoff with jitter, or after the server's
@@ -26,6 +27,7 @@ from typing import Any
 import httpx
 
 from aetheris.errors import ConfigurationError, InvalidInput, ModelError
+from aetheris.observe import traceparent
 
 __all__ = ["RETRYABLE_STATUSES", "ChunkCallback", "OpenAIEndpoint"]
 
@@ -205,6 +207,9 @@ class OpenAIEndpoint:
 
     def _request(self, content: bytes, accept: str) -> httpx.Request:
         headers = {"Content-Type": "application/json", "Accept": accept}
+        trace = traceparent()  # the model call's span, when traced: the server may join it
+        if trace is not None:
+            headers["traceparent"] = trace
         return self._http().build_request("POST", self.url, content=content, headers=headers)
 
     def _encode(self, payload: Mapping[str, Any]) -> bytes:

@@ -31,7 +31,8 @@ tool calls as a name then argument fragments, a chunk with the finish reason, a 
 when ``stream_options.include_usage`` is set, and ``data: [DONE]``. Other request fields
 (``response_format``, ``tools``, ...) are recorded, not enforced.
 
-``GET /v1/_stub/requests`` lists the chat completion request bodies received, in order, and
+``GET /v1/_stub/requests`` lists the chat completion request bodies received, in order (in
+process, ``StubServer.traceparents`` has their W3C ``traceparent`` headers), and
 ``GET /v1/_stub/stats`` is ``{"calls": N}`` (a request refused before the script, for a wrong
 key or a body without ``messages``, is not among them); ``GET /v1/models`` lists the one model.
 With ``--state FILE`` the cursor (replies and faults used, calls) survives a restart of the
@@ -179,6 +180,7 @@ class Script:
     cursor: int = 0
     calls: int = 0
     requests: list[Any] = field(default_factory=list)
+    traceparents: list[str | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -210,10 +212,11 @@ class Script:
         script._restore()
         return script
 
-    def take(self, body: Any) -> Turn:
-        """Record a request and decide its answer."""
+    def take(self, body: Any, traceparent: str | None = None) -> Turn:
+        """Record a request (and its ``traceparent`` header) and decide its answer."""
         with self.lock:
             self.requests.append(body)
+            self.traceparents.append(traceparent)
             self.calls += 1
             fault = next((f for f in self.faults if f.times > 0), None)
             if fault is not None:
@@ -433,7 +436,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(400, 'the body must be a JSON object with a "messages" list')
         else:
             try:
-                self._answer(self.server.script.take(body), body)
+                turn = self.server.script.take(body, self.headers.get("traceparent"))
+                self._answer(turn, body)
             except ConnectionError:  # the client gave up (a timeout): nobody to answer
                 self.close_connection = True
 
@@ -535,6 +539,12 @@ class StubServer:
         """The chat completion request bodies received so far, in order."""
         with self.script.lock:
             return list(self.script.requests)
+
+    @property
+    def traceparents(self) -> list[str | None]:
+        """The ``traceparent`` header of each request received (``None``: none), in order."""
+        with self.script.lock:
+            return list(self.script.traceparents)
 
     def start(self) -> StubServer:
         """Listen (on a free port unless one was given) and serve in a daemon thread."""

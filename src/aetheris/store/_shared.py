@@ -14,6 +14,7 @@ from aetheris.journal import Event, EventDraft, EventType, seal, to_jsonable
 from aetheris.store.port import (
     Commit,
     Control,
+    EffectState,
     EffectWrite,
     ForkedJob,
     Guard,
@@ -23,6 +24,7 @@ from aetheris.store.port import (
     NewJob,
     ParkReason,
     StatusWrite,
+    Summary,
     WorkerInfo,
 )
 
@@ -267,3 +269,20 @@ def key_range(prefix: str, below: str | None = None) -> tuple[str, str]:
     if below is not None and below < high:
         high = below
     return prefix, high
+
+
+def summarize(
+    counts: Sequence[tuple[str, JobStatus, int]],
+    oldest_pending_at: float | None,
+    effects: Mapping[EffectState, int],
+) -> Summary:
+    """A :class:`Summary` from job counts by (tenant, status) and effect counts by state, as
+    every store reads them: one grouped count each, totalled here."""
+    jobs: dict[JobStatus, int] = {}
+    by_tenant: dict[str, dict[JobStatus, int]] = {}
+    for tenant, status, n in counts:
+        if n:
+            jobs[status] = jobs.get(status, 0) + n
+            by_tenant.setdefault(tenant, {})[status] = n
+    found = {state: n for state, n in effects.items() if n}
+    return Summary(jobs, oldest_pending_at, found.get(EffectState.IN_DOUBT, 0), by_tenant, found)

@@ -34,6 +34,7 @@ from aetheris.store._shared import (
     seal_all,
     signal_refusal,
     signal_taken,
+    summarize,
     worker_info,
 )
 from aetheris.store.memory_keyed import KeyedRow, MemoryKeyed, Where
@@ -207,14 +208,13 @@ class MemoryStore(MemoryKeyed, MemoryTenancy, MemoryWebhooks, MemoryKeyValue):
     async def summary(self, *, tenant: str | None = None) -> Summary:
         with self._lock:
             jobs = {i: j for i, j in self._jobs.items() if tenant is None or j.tenant == tenant}
-            counts = collections.Counter(j.status for j in jobs.values())
+            counts = collections.Counter((j.tenant, j.status) for j in jobs.values())
             pending = [j.created_at for j in jobs.values() if j.status is JobStatus.PENDING]
-            doubt = sum(
-                1
-                for e in self._effects.values()
-                if e.state is EffectState.IN_DOUBT and e.job_id in jobs
+            effects = collections.Counter(
+                e.state for e in self._effects.values() if e.job_id in jobs
             )
-        return Summary(dict(counts), min(pending, default=None), doubt)
+        grouped = [(tenant, status, n) for (tenant, status), n in counts.items()]
+        return summarize(grouped, min(pending, default=None), effects)
 
     async def claim(self, owner: str, lease_ttl: float, where: ClaimFilter) -> Claim | None:
         with self._lock:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aetheris.journal import Event, EventDraft
@@ -246,11 +246,14 @@ class SchemaState:
 @dataclass(frozen=True, slots=True)
 class Summary:
     """What :meth:`Store.summary` tells: jobs by status (only statuses that have jobs), when
-    the oldest pending job was created, how many effects are in doubt."""
+    the oldest pending job was created, how many effects are in doubt; and, for metrics, the
+    jobs of each tenant by status and the effects by state (only those that have any)."""
 
     jobs: Mapping[JobStatus, int]
     oldest_pending_at: float | None
     in_doubt: int
+    by_tenant: Mapping[str, Mapping[JobStatus, int]] = field(default_factory=dict)
+    effects: Mapping[EffectState, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

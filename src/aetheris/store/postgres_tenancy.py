@@ -61,8 +61,8 @@ class PostgresTenancy:
         params = {"tenant": tenant}
         counts = await self._all("count_jobs", params)
         oldest = await self._one("oldest_pending", params)
-        doubt = await self._one("count_in_doubt", params)
-        return summary_from(counts, oldest, doubt)
+        effects = await self._all("count_effects", params)
+        return summary_from(counts, oldest, effects)
 
     async def create_api_key(self, key: ApiKey) -> None:
         if await self._one("insert_api_key", key_params(key)) is None:

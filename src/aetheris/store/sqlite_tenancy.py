@@ -65,8 +65,8 @@ class SQLiteTenancy:
         def read(conn: sqlite3.Connection) -> Summary:
             counts = conn.execute(Q["count_jobs"], params).fetchall()
             oldest = conn.execute(Q["oldest_pending"], params).fetchone()
-            doubt = conn.execute(Q["count_in_doubt"], params).fetchone()
-            return summary_from(counts, oldest, doubt)
+            effects = conn.execute(Q["count_effects"], params).fetchall()
+            return summary_from(counts, oldest, effects)
 
         return self._read(read)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aetheris.journal import GENESIS_HASH, Anchor, Event, canonical, decode, open_event
+from aetheris.store._shared import summarize
 from aetheris.store.outbox import Notice, notices
 from aetheris.store.port import (
     ApiKey,
@@ -339,11 +340,13 @@ def effect_from(row: Row, d: Dialect) -> Effect:
     )
 
 
-def summary_from(counts: Sequence[Row], oldest: Row | None, doubt: Row | None) -> Summary:
-    return Summary(
-        {JobStatus(r["status"]): int(r["n"]) for r in counts},
+def summary_from(counts: Sequence[Row], oldest: Row | None, effects: Sequence[Row]) -> Summary:
+    """The summary of job counts by tenant and status, the oldest pending job's creation and
+    effect counts by state."""
+    return summarize(
+        [(r["tenant"], JobStatus(r["status"]), int(r["n"])) for r in counts],
         oldest["at"] if oldest is not None else None,
-        int(doubt["n"]) if doubt is not None else 0,
+        {EffectState(r["state"]): int(r["n"]) for r in effects},
     )
 
 

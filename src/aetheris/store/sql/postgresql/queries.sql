@@ -70,18 +70,19 @@ ORDER BY id LIMIT %(limit)s
 
 -- name: count_jobs
 -- Of every tenant's jobs, or of one (:tenant), as are the two below.
-SELECT status, count(*) AS n FROM jobs
+SELECT tenant, status, count(*) AS n FROM jobs
 WHERE %(tenant)s::text IS NULL OR tenant = %(tenant)s
-GROUP BY status
+GROUP BY tenant, status
 
 -- name: oldest_pending
 SELECT min(created_at) AS at FROM jobs
 WHERE status = 'pending' AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
 
--- name: count_in_doubt
-SELECT count(*) AS n FROM effects e
-WHERE e.state = 'in_doubt' AND (%(tenant)s::text IS NULL OR EXISTS (
-    SELECT 1 FROM jobs j WHERE j.id = e.job_id AND j.tenant = %(tenant)s))
+-- name: count_effects
+SELECT e.state, count(*) AS n FROM effects e
+WHERE %(tenant)s::text IS NULL OR EXISTS (
+    SELECT 1 FROM jobs j WHERE j.id = e.job_id AND j.tenant = %(tenant)s)
+GROUP BY e.state
 
 -- name: heartbeat
 UPDATE jobs AS j SET lease_expires_at = aetheris_now() + %(ttl)s

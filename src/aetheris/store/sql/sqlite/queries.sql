@@ -53,18 +53,19 @@ ORDER BY id LIMIT :limit
 
 -- name: count_jobs
 -- Of every tenant's jobs, or of one (:tenant), as are the two below.
-SELECT status, count(*) AS n FROM jobs
+SELECT tenant, status, count(*) AS n FROM jobs
 WHERE :tenant IS NULL OR tenant = :tenant
-GROUP BY status
+GROUP BY tenant, status
 
 -- name: oldest_pending
 SELECT min(created_at) AS at FROM jobs
 WHERE status = 'pending' AND (:tenant IS NULL OR tenant = :tenant)
 
--- name: count_in_doubt
-SELECT count(*) AS n FROM effects e
-WHERE e.state = 'in_doubt' AND (:tenant IS NULL OR EXISTS (
-    SELECT 1 FROM jobs j WHERE j.id = e.job_id AND j.tenant = :tenant))
+-- name: count_effects
+SELECT e.state, count(*) AS n FROM effects e
+WHERE :tenant IS NULL OR EXISTS (
+    SELECT 1 FROM jobs j WHERE j.id = e.job_id AND j.tenant = :tenant)
+GROUP BY e.state
 
 -- name: expired_candidate
 -- The claim candidates, in the order a claim looks: no SKIP LOCKED here, and none needed (one
