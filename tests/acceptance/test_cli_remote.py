@@ -119,6 +119,11 @@ def test_the_cli_through_a_server_prints_what_it_prints_on_the_database(both: Bo
     exported = both.processes.tmp_path / "bundle.json"
     both.ok("export", job_id, "-o", str(exported), key="viewer")
     assert json.loads(exported.read_text())["manifest"]["events"] == job["events"]
+    forked = both.json("fork", job_id, "--at", "1", key="operator")["id"]  # through the server
+    wait_until(lambda: both.status(forked) == "succeeded", "the fork to end")
+    created = both.json("trace", forked)["events"][0]["data"]
+    assert created["forked_from"]["job"] == job_id and created["tenant"] == "default"
+    assert both("fork", job_id, "--at", "1", key="viewer").returncode == 1  # a viewer may not
 
 
 def test_approve_signal_cancel_and_refusals_through_a_server(both: Both) -> None:

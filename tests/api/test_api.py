@@ -354,3 +354,26 @@ async def test_who_paused_or_cancelled_a_running_job_is_in_the_entry_that_honour
     assert by_type["job_parked"]["by"] == operator
     assert by_type["job_resumed"]["by"] == admin
     assert by_type["job_cancelled"]["by"] == operator
+
+
+async def test_a_job_is_forked_through_the_api(api: Api) -> None:
+    job_id = await api.start("quick", {"n": 4})
+    async with running_worker(api.app):
+        await until_status(api, job_id, "succeeded")
+        headers = api.auth("operator")
+        again = await api.client.post(f"/v1/jobs/{job_id}/fork", json={"at": 0}, headers=headers)
+        assert again.status_code == 201, again.text
+        edited = await api.client.post(
+            f"/v1/jobs/{job_id}/fork", json={"at": 0, "output": 50}, headers=headers
+        )
+        assert edited.status_code == 201, edited.text
+        done = await until_status(api, edited.json()["id"], "succeeded")
+        assert done["result"] == 50  # the step's edited output is the job's result
+        assert (await until_status(api, again.json()["id"], "succeeded"))["result"] == 8
+    far = await api.client.post(f"/v1/jobs/{job_id}/fork", json={"at": 99}, headers=headers)
+    assert far.status_code in (409, 422) and "range" in far.json()["error"]["message"]
+    store = await api.app.open_store()
+    running = await api.start("waiter")
+    assert await store.claim("w", 30.0, ClaimFilter(["waiter"])) is not None
+    busy = await api.client.post(f"/v1/jobs/{running}/fork", json={"at": 0}, headers=headers)
+    assert busy.status_code == 409, busy.text

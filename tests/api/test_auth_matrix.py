@@ -35,6 +35,7 @@ JOB_ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("POST", "/v1/jobs/{job}/reject", {"comment": "no"}, DECIDE),
     ("POST", "/v1/jobs/{job}/effects/3/resolve", {"outcome": "not_executed"}, RESOLVE),
     ("POST", "/v1/jobs/{job}/budget", {"tokens": 10}, BUDGET),
+    ("POST", "/v1/jobs/{job}/fork", {"at": 0}, START),
     ("POST", "/v1/jobs/{job}/cancel", None, CONTROL),
 ]
 COLLECTION_ENDPOINTS: list[tuple[str, str, Any, str]] = [

@@ -121,6 +121,18 @@ def test_an_approval_shows_what_is_approved_and_its_job_completes(
         expect(entry.locator(".outcome")).to_have_text("approved")
         entry.locator(":scope > summary").click()
         expect(entry).to_contain_text("invoice checked against the contract")
+        # Fork it after the approval: the fork keeps the decision and pays again, live.
+        page.locator('form.fork input[name="at"]').fill("1")
+        page.locator("form.fork textarea").fill("{not json")
+        page.locator("form.fork button").click()
+        expect(page.locator("form.fork .error")).to_be_visible()
+        page.locator('form.fork input[name="at"]').fill("1")
+        page.locator("form.fork textarea").fill("")
+        page.locator("form.fork button").click()
+        expect(page.locator(".notice").last).to_contain_text("Forked at entry 1")
+        expect(page).not_to_have_url(re.compile(f"#/jobs/{job}$"))
+        expect(page.locator(".job-head .badge")).to_have_text("succeeded")
+        shoot(page, "fork")
 
     ui.on_page(look)
 

@@ -20,6 +20,7 @@ from aetheris.api.schemas import (
     NAME,
     EventOut,
     EventPage,
+    ForkJob,
     JobIds,
     JobOut,
     JobPage,
@@ -29,6 +30,7 @@ from aetheris.api.schemas import (
     StartJob,
 )
 from aetheris.app import App, new_job_id
+from aetheris.forking import UNSET
 from aetheris.journal import Event
 from aetheris.store.port import JobStatus, ParkReason
 
@@ -192,6 +194,18 @@ async def send_signal(
         job_id, name, body.data, signal_id=body.signal_id, sender=caller.actor
     )
     return SignalOut.of(signal, created=signal.signal_id not in sent)
+
+
+@router.post("/jobs/{job_id}/fork", status_code=201, response_model=JobOut)
+async def fork_job(job_id: JobId, body: ForkJob, app: Aetheris, caller: Caller) -> JobOut:
+    """A new job of the tenant that replays this job's first ``at`` entries for free, then runs
+    live; with ``output``, entry ``at`` too, its result replaced. The origin must not be
+    running (pause it first)."""
+    require(caller, Action.START)
+    await visible_job(app, caller, job_id)
+    output = body.output if "output" in body.model_fields_set else UNSET
+    handle = await app.fork(job_id, body.at, output=output, by=caller.actor)
+    return JobOut.of(await app.get_job(handle.job_id), owner=caller.sees_workers)
 
 
 @router.post("/jobs/{job_id}/budget", response_model=SignalOut)

@@ -58,6 +58,14 @@ class SendSignal(Strict):
     )
 
 
+class ForkJob(Strict):
+    at: int = Field(ge=0, le=2**31 - 1, description="Keep the first N journal entries.")
+    output: Any = Field(
+        default=None,
+        description="When given (even null), entry N too, its result replaced by this JSON.",
+    )
+
+
 class Decision(Strict):
     position: int | None = Field(default=None, ge=0, description="The request's position.")
     args_hash: str | None = Field(

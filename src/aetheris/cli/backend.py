@@ -59,6 +59,7 @@ class Backend(Protocol):
     ) -> list[Job]: ...
     async def events(self, job_id: str, after: int = -1) -> list[Event]: ...
     async def summary(self) -> Summary: ...
+    async def fork(self, job_id: str, at: int, output: Any, by: str | None) -> str: ...
     async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]: ...
     async def approvals(self, limit: int) -> list[PendingApproval]: ...
     async def start(
@@ -117,6 +118,9 @@ class Direct:
 
     async def summary(self) -> Summary:
         return await (await self.app.open_store()).summary()
+
+    async def fork(self, job_id: str, at: int, output: Any, by: str | None) -> str:
+        return (await self.app.fork(job_id, at, output=output, by=by)).job_id
 
     async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]:
         states = [EffectState.IN_DOUBT] if in_doubt else None
@@ -246,6 +250,9 @@ class Remote:
 
     async def summary(self) -> Summary:
         return await self.client.summary()
+
+    async def fork(self, job_id: str, at: int, output: Any, by: str | None) -> str:
+        return (await self.client.fork(job_id, at, output=output)).job_id  # by: the key
 
     async def effects(self, job_id: str | None, in_doubt: bool) -> list[Effect]:
         state = EffectState.IN_DOUBT if in_doubt else None

@@ -9,10 +9,9 @@ from typing import Any
 import click
 from rich.text import Text
 
-from aetheris.app import App
 from aetheris.cli import render
 from aetheris.cli.backend import Backend, with_backend
-from aetheris.cli.base import json_option, main, parse_json, who, with_app
+from aetheris.cli.base import json_option, main, parse_json, who
 from aetheris.cli.render import Column, View, _clean, _short
 from aetheris.diffing import Entry, RunDiff, diff_runs
 from aetheris.forking import UNSET
@@ -36,23 +35,23 @@ from aetheris.forking import UNSET
 )
 @click.option("--by", default=who, show_default="$USER", help="Recorded in the origin's journal.")
 @json_option
-@with_app(writes=True)
+@with_backend(writes=True)
 async def fork(
-    app: App, job_id: str, at: int, output_json: str | None, by: str | None, as_json: bool
+    backend: Backend, job_id: str, at: int, output_json: str | None, by: str | None, as_json: bool
 ) -> None:
     """Start a new job that replays JOB_ID's first N entries for free, then runs live.
 
     The origin must not be running (pause it first). Prints the new job's id.
     """
     output = UNSET if output_json is None else parse_json(output_json, "--output")
-    handle = await app.fork(job_id, at, output=output, by=by)
+    new_id = await backend.fork(job_id, at, output, by)
     if as_json:
         link: dict[str, Any] = {"job": job_id, "at": at}
         if output_json is not None:
             link["edited"] = at
-        render.print_json({"id": handle.job_id, "forked_from": link})
+        render.print_json({"id": new_id, "forked_from": link})
     else:
-        click.echo(handle.job_id)
+        click.echo(new_id)
 
 
 @main.command()

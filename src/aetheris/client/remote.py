@@ -21,6 +21,7 @@ from aetheris.audit import Verdict
 from aetheris.client import decode
 from aetheris.client.decode import AgentInfo, PendingApproval
 from aetheris.errors import ConfigurationError, InvalidInput, JobFailed, ServerError
+from aetheris.forking import UNSET
 from aetheris.journal import Event
 from aetheris.models import (
     Budget,
@@ -169,6 +170,15 @@ class Client:
         """The signal a parked job waits for now (``approval:<position>`` for an approval),
         else ``None``."""
         return (await self.get_job(job_id)).waiting_for
+
+    async def fork(self, job_id: str, at: int, *, output: Any = UNSET) -> RemoteJobHandle:
+        """A new job that replays ``job_id``'s first ``at`` entries for free, then runs live;
+        with ``output``, entry ``at`` too, its result replaced."""
+        body: dict[str, Any] = {"at": at}
+        if output is not UNSET:
+            body["output"] = output
+        doc = await self._call("POST", f"/v1/jobs/{job_id}/fork", json=body, job_id=job_id)
+        return RemoteJobHandle(self, doc["id"])
 
     async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
         """Ids of the tenant's jobs that start with ``prefix``, in id order, at most ``limit``."""

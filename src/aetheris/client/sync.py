@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from aetheris.audit import Verdict
 from aetheris.client.decode import AgentInfo, PendingApproval
 from aetheris.client.remote import Client, RemoteJobHandle
+from aetheris.forking import UNSET
 from aetheris.journal import Event
 from aetheris.models import (
     Budget,
@@ -116,6 +117,10 @@ class SyncClient:
     def summary(self) -> Summary:
         """The tenant's jobs by status, its oldest pending job and its effects in doubt."""
         return self._run(self._client.summary())
+
+    def fork(self, job_id: str, at: int, *, output: Any = UNSET) -> str:
+        """A new job replaying ``job_id``'s first ``at`` entries, then live: its id."""
+        return self._run(self._client.fork(job_id, at, output=output)).job_id
 
     def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
         """Ids of the tenant's jobs that start with ``prefix``, in id order, at most ``limit``."""

@@ -1,5 +1,6 @@
-// What an operator does to one job: cancel, pause, resume, send a signal, and check that the
-// server's code still replays its journal. Each is the API's verb; a refusal says why.
+// What an operator does to one job: cancel, pause, resume, send a signal, fork it at a step,
+// and check that the server's code still replays its journal. Each is the API's verb; a
+// refusal says why.
 
 import { jobPath, post } from "../api.js";
 import { busy, clear, h, notify, parseJson, pretty } from "../dom.js";
@@ -98,6 +99,60 @@ function signalForm(job, onChange) {
   return form;
 }
 
+function forkForm(job) {
+  const at = h("input", {
+    name: "at",
+    type: "number",
+    min: 0,
+    required: true,
+    size: 5,
+    placeholder: "N",
+    "aria-label": "fork at entry",
+  });
+  const output = h("textarea", {
+    name: "output",
+    rows: 2,
+    class: "mono",
+    placeholder: "entry N's output replaced by this JSON (empty: keep entries 0..N-1 only)",
+    "aria-label": "edited output",
+  });
+  const errors = h("div");
+  const form = h(
+    "form",
+    { class: "fork" },
+    h("b", {}, "Fork at"),
+    at,
+    output,
+    h("button", { type: "submit" }, "Fork"),
+    errors,
+  );
+  form.title = "A new job that replays the first N entries for free, then runs live";
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const n = Number.parseInt(at.value, 10);
+    if (!Number.isInteger(n) || n < 0) {
+      clear(errors, h("p", { class: "error", role: "alert" }, "N is an entry: 0 or more."));
+      return;
+    }
+    const body = { at: n };
+    if (output.value.trim()) {
+      const parsed = parseJson(output.value, "The output");
+      if (parsed.error) {
+        clear(errors, h("p", { class: "error", role: "alert" }, parsed.error));
+        output.focus();
+        return;
+      }
+      body.output = parsed.value;
+    }
+    await busy(form.querySelector("button"), errors, async () => {
+      const made = await post(jobPath(job.id, "/fork"), body);
+      notify(`Forked at entry ${n}: job ${made.id}.`);
+      window.location.hash = `#/jobs/${encodeURIComponent(made.id)}`;
+    });
+  });
+  return form;
+}
+
 function replayButton(job, out) {
   const button = h("button", { type: "button", dataset: { action: "replay" } }, "Replay check");
   button.title = "Replay the journal against the server's code, executing nothing";
@@ -152,6 +207,7 @@ export function actionsPanel(job, onChange) {
     h("div", { class: "buttons" }, buttons),
     errors,
     ended ? null : signalForm(job, onChange),
+    job.status === "running" ? null : forkForm(job),
     replayOut,
   );
 }
