@@ -733,7 +733,26 @@ def test_trace_follow_shows_a_job_live_until_it_ends(cli: Cli, workers: Workers)
         cwd=HERE, env=cli.env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     terminal = pty_command([AETHERIS, "trace", job_id, "--follow"], cli.env)
-    assert feed.stdout is not None
+    try:
+        follow_the_job(cli, job_id, feed, piped, terminal)
+    finally:  # never leave one running, even when the test failed
+        for proc in (feed, piped, terminal.proc):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+        for stream in (feed.stdout, piped.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def follow_the_job(
+    cli: Cli,
+    job_id: str,
+    feed: subprocess.Popen[str],
+    piped: subprocess.Popen[str],
+    terminal: PtyCommand,
+) -> None:
+    assert feed.stdout is not None and piped.stdout is not None
     first = [json.loads(feed.stdout.readline()) for _ in range(2)]
     assert [e["type"] for e in first] == ["job_created", "job_claimed"]
     cli.wait_for(job_id, "parked")
@@ -743,12 +762,14 @@ def test_trace_follow_shows_a_job_live_until_it_ends(cli: Cli, workers: Workers)
     while cli.job(job_id)["park_reason"] != "signal":
         time.sleep(0.1)
     cli.ok("signal", job_id, "shipped", "--data", '"box 8"')
-    rest, _ = feed.communicate(timeout=30)
+    # Read through the file object (communicate() would skip what readline() buffered).
+    rest = feed.stdout.read()
+    assert feed.wait(timeout=30) == 0
     events = first + [json.loads(line) for line in rest.splitlines()]
     assert [e["seq"] for e in events] == list(range(len(events)))
     assert events[-1]["type"] == "job_succeeded"
-    table, _ = piped.communicate(timeout=30)
-    assert piped.returncode == feed.returncode == 0
+    table = piped.stdout.read()
+    assert piped.wait(timeout=30) == 0
     assert table.splitlines()[0].startswith(f"job {job_id}  agent reviewed_order  succeeded")
     assert table.count("\n") >= len(events)  # one row per event (or more, wrapped)
     screen = terminal.finish(timeout=30)
