@@ -32,6 +32,7 @@ from aetheris.store.sql.rows import (
     POSTGRESQL,
     attempt_params,
     claim_from,
+    deliveries_params,
     delivery_from,
     notice_columns,
     webhook_from,
@@ -104,10 +105,5 @@ class PostgresWebhooks:
         state: DeliveryState | None = None,
         limit: int = 100,
     ) -> list[WebhookDelivery]:
-        params = {
-            "tenant": tenant,
-            "webhook_id": webhook_id,
-            "state": state.value if state is not None else None,
-            "limit": limit,
-        }
+        params = deliveries_params(tenant, webhook_id, state, limit)
         return [delivery_from(r, POSTGRESQL) for r in await self._all("list_deliveries", params)]

@@ -28,6 +28,7 @@ from aetheris.store.sql.rows import (
     SQLITE,
     attempt_params,
     claim_from,
+    deliveries_params,
     delivery_from,
     webhook_from,
     webhook_params,
@@ -111,11 +112,6 @@ class SQLiteWebhooks:
         state: DeliveryState | None = None,
         limit: int = 100,
     ) -> list[WebhookDelivery]:
-        params = {
-            "tenant": tenant,
-            "webhook_id": webhook_id,
-            "state": state.value if state is not None else None,
-            "limit": limit,
-        }
+        params = deliveries_params(tenant, webhook_id, state, limit)
         rows = self._read(lambda conn: conn.execute(Q["list_deliveries"], params).fetchall())
         return [delivery_from(r, SQLITE) for r in rows]

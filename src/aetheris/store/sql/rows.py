@@ -400,6 +400,18 @@ def notice_columns(found: Sequence[Notice]) -> dict[str, list[Any]]:
     }
 
 
+def deliveries_params(
+    tenant: str | None, webhook_id: str | None, state: DeliveryState | None, limit: int
+) -> dict[str, Any]:
+    """The filters of a listing of deliveries (``None``: any)."""
+    return {
+        "tenant": tenant,
+        "webhook_id": webhook_id,
+        "state": state.value if state is not None else None,
+        "limit": limit,
+    }
+
+
 def attempt_params(delivery_id: int, token: str, outcome: AttemptOutcome) -> dict[str, Any]:
     """One try's outcome; ``now`` is the SQLite store's to add."""
     retry_in = None if outcome.delivered else outcome.retry_in
