@@ -267,7 +267,7 @@ async def _demo(supervisor: Supervisor, worker: Child, url: str) -> int:
         try:
             steps = tour.Tour(
                 client,
-                kill_worker=lambda: tour.kill(worker.proc),
+                kill_worker=lambda: supervisor._signal(worker, signal.SIGKILL),
                 worker_age=lambda: time.monotonic() - worker.started,
             )
             job_id = await steps.run(STARTUP)

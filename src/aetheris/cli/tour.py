@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 from typing import Any
 
@@ -98,9 +97,4 @@ async def show_trace(client: Client, job_id: str) -> None:
     render.show(trace_view.trace_table(job, await client.events(job_id)))
 
 
-def kill(proc: Any) -> None:
-    if proc is not None and proc.returncode is None:
-        proc.send_signal(signal.SIGKILL)
-
-
-__all__ = ["AGENT", "Tour", "kill", "show_trace"]
+__all__ = ["AGENT", "Tour", "show_trace"]
