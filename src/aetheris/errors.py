@@ -14,6 +14,7 @@ Errors (``Exception``) are things a caller can handle::
     ├── ToolFailed              a tool or step failed for good (live and on replay alike)
     ├── CompensationFailed      a compensation failed for good: the job ends failed with it
     ├── BundleError             an evidence bundle is malformed or does not verify
+    ├── ReplayFailed            saved journals that do not replay against the code (test kit)
     ├── ModelError              a model endpoint did not answer a chat completion
     ├── WaitError               a durable wait ended without what it waited for:
     │   ├── SignalTimeout       ``wait_for_signal(timeout=...)`` ran out
@@ -132,6 +133,17 @@ class CompensationFailed(AetherisError):
 
 class BundleError(AetherisError):
     """An evidence bundle is malformed or its hash chain does not verify."""
+
+
+class ReplayFailed(AetherisError):
+    """Saved journals that do not replay against the code (:class:`aetheris.testing.Replayer`).
+
+    ``reports`` holds every journal's :class:`~aetheris.replay.ReplayReport`, the ones that
+    replayed too."""
+
+    def __init__(self, message: str, reports: list[Any]) -> None:
+        super().__init__(message)
+        self.reports = reports
 
 
 class ModelError(AetherisError):

@@ -26,7 +26,11 @@ class ReplayReport:
 
     ``outcome`` is ``matched`` (the code ends as the journal does), ``diverged`` (``diff`` says
     where), ``incomplete`` (the journal stops at ``position``: the job has not finished) or
-    ``different_end`` (same operations, but the job ends differently now).
+    ``different_end`` (same operations, but the job ends differently now); a saved journal
+    of an agent the code does not define is ``unknown_agent``. A divergence names
+    the ``location`` in the code that asked for the operation the journal does not hold (None
+    when the code ended short of the journal). ``source`` is the file a saved journal was read
+    from, when it was.
     """
 
     job_id: str
@@ -37,6 +41,8 @@ class ReplayReport:
     recorded_end: dict[str, Any] | None = None
     replayed_end: dict[str, Any] | None = None
     executed: list[str] = field(default_factory=list)
+    location: str | None = None
+    source: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -143,6 +149,7 @@ async def replay_history(
             position=detail["position"],
             diff=detail["diff"],
             recorded_end=_end(events),
+            location=detail.get("location"),
         )
     recorded, replayed_end = _end(events), _end(replayed)
     outcome = "matched" if recorded is None or recorded == replayed_end else "different_end"

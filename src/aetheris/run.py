@@ -34,6 +34,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from aetheris import callsite
 from aetheris.agents import AgentDef
 from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.errors import (
@@ -389,12 +390,14 @@ class JobRun:
 
         record = self._records.get(position)
         holds = f" ({record.holds})" if record is not None and record.holds else ""
+        location = callsite.user_frame(2) if got else None
         diff = (
             f"nondeterminism at position {position}: the journal and the code disagree\n"
             f"  journal: {show(expected)}{holds}\n"
-            f"  code:    {show(got)}"
+            f"  code:    {show(got)}" + (f"\n  at:      {location}" if location else "")
         )
         detail = {"position": position, "expected": dict(expected), "got": dict(got), "diff": diff}
+        detail["location"] = location
         self._diverged_at = position
         if not self.compensating:
             # A cancel or a passed deadline still ends the job; no compensation can run through

@@ -3,7 +3,9 @@
 * :func:`running_worker` runs a worker in the background of a test's event loop;
 * :func:`simulate_crash` makes the worker "die" at a write boundary of a step, in-process,
   writing nothing on the way out (use ``AETHERIS_CRASH_AT`` to SIGKILL a real worker process);
-* :func:`replay` replays a job's journal against the current code without executing anything.
+* :func:`replay` replays a job's journal against the current code without executing anything;
+* :class:`Replayer` replays saved journals (``aetheris export ID --journal``) against the code,
+  many at once, so production runs kept as files become tests a deploy must pass.
 
 Use ``App("memory://", lease_ttl=...)`` for an in-memory app, or a SQLite file in a temp dir.
 """
@@ -17,11 +19,20 @@ from typing import Any
 
 from aetheris import crashpoints
 from aetheris.app import App
-from aetheris.errors import SimulatedCrash
+from aetheris.errors import ReplayFailed, SimulatedCrash
+from aetheris.recording import Replayer
 from aetheris.replay import ReplayReport, replay
 from aetheris.scheduler import Worker
 
-__all__ = ["ReplayReport", "SimulatedCrash", "replay", "running_worker", "simulate_crash"]
+__all__ = [
+    "ReplayFailed",
+    "ReplayReport",
+    "Replayer",
+    "SimulatedCrash",
+    "replay",
+    "running_worker",
+    "simulate_crash",
+]
 
 
 @asynccontextmanager

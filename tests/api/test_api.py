@@ -370,6 +370,18 @@ async def test_a_job_is_forked_through_the_api(api: Api) -> None:
         done = await until_status(api, edited.json()["id"], "succeeded")
         assert done["result"] == 50  # the step's edited output is the job's result
         assert (await until_status(api, again.json()["id"], "succeeded"))["result"] == 8
+    # Where the edited fork and its origin differ: the step's output, then the end.
+    diff = await api.client.get(f"/v1/jobs/{job_id}/diff/{edited.json()['id']}", headers=headers)
+    found = diff.json()
+    assert (found["same"], found["first_divergence"]) == (False, None), found
+    assert [(r["position"], r["differs"]) for r in found["rows"]] == [(0, "output")]
+    assert found["rows"][0]["a"]["output"] != found["rows"][0]["b"]["output"]
+    assert (found["end"]["a"]["result"], found["end"]["b"]["result"]) == (8, 50)
+    same = await api.client.get(f"/v1/jobs/{job_id}/diff/{again.json()['id']}", headers=headers)
+    assert same.json()["same"] is True
+    other = await api.start("quick", {"n": 1}, tenant="beta")
+    hidden = await api.client.get(f"/v1/jobs/{job_id}/diff/{other}", headers=headers)
+    assert hidden.status_code == 404 and hidden.json()["error"]["details"] == {"job_id": other}
     far = await api.client.post(f"/v1/jobs/{job_id}/fork", json={"at": 99}, headers=headers)
     assert far.status_code in (409, 422) and "range" in far.json()["error"]["message"]
     store = await api.app.open_store()

@@ -28,6 +28,7 @@ JOB_ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/jobs/{job}/timeline", None, READ),
     ("GET", "/v1/jobs/{job}/model-calls", None, READ),
     ("POST", "/v1/jobs/{job}/replay", None, READ),
+    ("GET", "/v1/jobs/{job}/diff/{job}", None, READ),
     ("POST", "/v1/jobs/{job}/pause", None, CONTROL),
     ("POST", "/v1/jobs/{job}/resume", None, CONTROL),
     ("POST", "/v1/jobs/{job}/signals/ping", {"data": 1}, SIGNAL),

@@ -77,6 +77,9 @@ async def test_start_wait_and_read_as_the_app_does(api: Api, client: Client) -> 
     assert report.ok and report.events == len(stored)
     bundle = await client.export(handle.job_id)
     assert bundle["manifest"]["events"] == len(stored)
+    assert (await client.diff(handle.job_id, handle.job_id))["same"] is True
+    with pytest.raises(aetheris.JobNotFound, match="no-such"):
+        await client.diff(handle.job_id, "no-such")
     agents = {a.name: a for a in await client.agents()}
     assert set(agents) == {"waiter", "guarded", "refund", "busy", "quick"}
 

@@ -133,6 +133,16 @@ def test_an_approval_shows_what_is_approved_and_its_job_completes(
         expect(page).not_to_have_url(re.compile(f"#/jobs/{job}$"))
         expect(page.locator(".job-head .badge")).to_have_text("succeeded")
         shoot(page, "fork")
+        # Compared with its origin: the same approval, the same payment, the same end.
+        page.locator('form.compare input[name="other"]').fill("no-such-job")
+        page.locator("form.compare button").click()
+        expect(page.locator("form.compare")).to_contain_text("not found")
+        page.locator('form.compare input[name="other"]').fill(job)
+        page.locator("form.compare button").click()
+        expect(page.locator("form.compare .replay")).to_have_text(
+            "The runs are the same: every position and the end agree."
+        )
+        shoot(page, "compare")
 
     ui.on_page(look)
 

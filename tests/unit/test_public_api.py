@@ -72,7 +72,9 @@ def test_exported_members() -> None:
 
 def test_testing_kit_members() -> None:
     assert set(aetheris.testing.__all__) == {
+        "ReplayFailed",
         "ReplayReport",
+        "Replayer",
         "SimulatedCrash",
         "replay",
         "running_worker",

@@ -76,7 +76,7 @@ class ApiError(Exception):
 
 def not_found(job_id: str) -> ApiError:
     """The same answer for a job that does not exist and one of another tenant."""
-    return ApiError(404, "not_found", f"job {job_id!r} not found")
+    return ApiError(404, "not_found", f"job {job_id!r} not found", {"job_id": job_id})
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """What the web UI shows besides jobs and their journals, each a read of the tenant's own jobs:
-counts by status, a job's timeline, its model calls with their messages, and a replay check
-of its journal against the server's code."""
+counts by status, a job's timeline, its model calls with their messages, a replay check of its
+journal against the server's code, and where two runs differ."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from aetheris.api.auth import Action, require, visible_job
 from aetheris.api.errors import ApiError
 from aetheris.api.jobs import Aetheris, Caller, JobId
 from aetheris.api.schemas import (
+    DiffOut,
     ModelCallOut,
     ModelCallsOut,
     PhaseOut,
@@ -23,6 +24,7 @@ from aetheris.api.schemas import (
     TimelineOut,
     iso,
 )
+from aetheris.diffing import diff_runs
 from aetheris.journal import Event, EventType, decode
 from aetheris.modelcalls import BLOB, conversation_of
 from aetheris.replay import replay
@@ -132,6 +134,20 @@ async def replay_job(job_id: JobId, app: Aetheris, caller: Caller) -> ReplayOut:
         operations=report.operations,
         position=report.position,
         diff=report.diff,
+        location=report.location,
         recorded_end=report.recorded_end,
         replayed_end=report.replayed_end,
     )
+
+
+@router.get("/jobs/{job_id}/diff/{other_id}", response_model=DiffOut)
+async def diff_jobs(job_id: JobId, other_id: JobId, app: Aetheris, caller: Caller) -> DiffOut:
+    """Where run ``job_id`` (a) and run ``other_id`` (b) differ, position by position: the
+    first divergence, every changed output, and how each ended (see :mod:`aetheris.diffing`).
+    A fork and its origin is the usual pair. Both must be the caller's tenant's (else 404)."""
+    require(caller, Action.READ)
+    await visible_job(app, caller, job_id)
+    await visible_job(app, caller, other_id)
+    store = await app.open_store()
+    found = diff_runs(job_id, await store.events(job_id), other_id, await store.events(other_id))
+    return DiffOut.model_validate(found.to_json())

@@ -523,6 +523,41 @@ class ModelCallsOut(BaseModel):
     total: SpendOut
 
 
+class DiffEntryOut(BaseModel):
+    kind: str
+    name: str
+    args_hash: str
+    output: dict[str, Any] = Field(description="The recorded result or error.")
+    output_hash: str
+
+
+class DiffRowOut(BaseModel):
+    position: int
+    differs: Literal["operation", "output"] = Field(
+        description="operation: the runs did different things here (or one did nothing); "
+        "output: the same operation gave another output."
+    )
+    a: DiffEntryOut | None
+    b: DiffEntryOut | None
+
+
+class DiffEndOut(BaseModel):
+    a: dict[str, Any] | None
+    b: dict[str, Any] | None
+    same: bool
+
+
+class DiffOut(BaseModel):
+    a: str
+    b: str
+    same: bool = Field(description="No position and no end differ.")
+    first_divergence: DiffRowOut | None = Field(
+        description="The first position where the runs did different operations."
+    )
+    rows: list[DiffRowOut] = Field(description="Every position that differs, in order.")
+    end: DiffEndOut
+
+
 class ReplayOut(BaseModel):
     job_id: str
     outcome: str = Field(description="matched, diverged, incomplete or different_end.")
@@ -530,5 +565,8 @@ class ReplayOut(BaseModel):
     operations: int = Field(description="Recorded operations replayed.")
     position: int | None = Field(description="Where it diverged, or where the journal stops.")
     diff: str | None
+    location: str | None = Field(
+        default=None, description="The line of code that asked for the diverging operation."
+    )
     recorded_end: dict[str, Any] | None
     replayed_end: dict[str, Any] | None

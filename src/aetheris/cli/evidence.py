@@ -31,6 +31,7 @@ from aetheris.cli.backend import Backend, run_with_backend, with_backend
 from aetheris.cli.base import Env, database_option, json_option, main, pass_env
 from aetheris.cli.serving import keys
 from aetheris.errors import AetherisError, ConfigurationError
+from aetheris.recording import journal_doc
 from aetheris.witness import Witness
 
 
@@ -192,22 +193,39 @@ def _verify_bundle(path: str, trusted: TrustedKeys, as_json: bool) -> None:
     help="Sign the bundle's manifest with this key file (default: AETHERIS_SIGNING_KEY, or "
     "through a server, the server's key).",
 )
+@click.option(
+    "--journal",
+    "as_journal",
+    is_flag=True,
+    help="Write a saved journal (readable events, for replay tests: aetheris replay --journal, "
+    "aetheris.testing.Replayer) instead of an evidence bundle.",
+)
 @with_backend()
-async def export(backend: Backend, job_id: str, output: str, sign_with: str | None) -> None:
+async def export(
+    backend: Backend, job_id: str, output: str, sign_with: str | None, as_journal: bool
+) -> None:
     """Write a job's evidence bundle: journal (exact bytes, anchors), ledger, approvals with
-    who and when, blobs, a manifest of their hashes, and a signature of the manifest."""
+    who and when, blobs, a manifest of their hashes, and a signature of the manifest. With
+    --journal, a saved journal to replay in tests."""
     target = None if output == "-" else Path(output)
     if target is not None and not target.parent.exists():
         raise click.BadParameter(f"the folder {target.parent} does not exist", param_hint="-o")
+    if as_journal and sign_with is not None:
+        raise click.UsageError("--sign signs an evidence bundle; a saved journal is not signed")
     key = SigningKey.load(sign_with) if sign_with is not None else None
     doc = await backend.export(job_id)
-    if key is not None:
+    if as_journal:
+        doc = journal_doc(doc)
+    elif key is not None:
         doc = sign_bundle(doc, key)
     text = json.dumps(doc, indent=1, ensure_ascii=False)
     if target is None:
         click.echo(text)
         return
     await asyncio.to_thread(target.write_text, text, "utf-8")
+    if as_journal:
+        click.echo(f"wrote {output}: {len(doc['events'])} events, head {doc['head']}")
+        return
     manifest = doc["manifest"]
     signed = doc.get("signature", {}).get("key_id")
     click.echo(

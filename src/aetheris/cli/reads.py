@@ -17,12 +17,22 @@ from aetheris.cli import render, trace_view
 from aetheris.cli import top as top_view
 from aetheris.cli.backend import Backend, with_backend
 from aetheris.cli.base import (
+    Env,
+    database_option,
     json_option,
+    load_app,
     main,
+    open_for_reading,
     parse_since,
+    pass_env,
+    resolve_job_id,
+    run,
     with_app,
 )
 from aetheris.journal import Event
+from aetheris.recording import Replayer
+from aetheris.replay import ReplayReport
+from aetheris.replay import replay as replay_job
 from aetheris.store import safe_url
 from aetheris.store.port import Job, JobStatus
 from aetheris.timeline import model_spend
@@ -140,26 +150,56 @@ async def top(backend: Backend, interval: float, once: bool, as_json: bool) -> N
 
 
 @main.command()
-@click.argument("job_id")
+@click.argument("job_id", required=False)
 @click.option("--app", "app_spec", required=True, metavar="MOD:APP", help="The code to replay.")
+@click.option(
+    "--journal",
+    "journals",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="A saved journal (aetheris export ID --journal), or a folder of them, to replay "
+    "instead of a job in the database. Repeatable.",
+)
 @json_option
-@with_app()
-async def replay(app: App, job_id: str, as_json: bool) -> None:
-    """Replay a job's journal against the code, executing nothing; exit 1 on divergence."""
-    from aetheris.replay import replay as replay_job
+@database_option
+@pass_env
+def replay(
+    env: Env, job_id: str | None, app_spec: str, journals: tuple[str, ...], as_json: bool
+) -> None:
+    """Replay a job's journal (or saved journals) against the code, executing nothing; exit 1
+    on a divergence, naming the position, what the journal holds, what the code asked for and
+    the line that asked."""
+    if (job_id is None) == (not journals):
+        raise click.UsageError("give a JOB_ID or --journal FILE, not both and not neither")
+    app = load_app(app_spec) if journals else env.app(app_spec)  # files need no database
 
-    report = await replay_job(app, job_id)
+    async def main() -> list[ReplayReport]:
+        try:
+            if journals:
+                return await Replayer(app).replay_all(*journals, raise_on_failure=False)
+            store = await open_for_reading(app)
+            return [await replay_job(app, await resolve_job_id(store, str(job_id)))]
+        finally:
+            await app.close()
+
+    reports = run(main(), None if journals else app.database_url)
     if as_json:
-        render.print_json(dataclasses.asdict(report))
-    else:
-        click.echo(f"{report.outcome}: {report.operations} recorded operations")
-        if report.diff:
-            click.echo(report.diff)
-        if report.outcome == "different_end":
-            click.echo(f"recorded: {json.dumps(report.recorded_end)}")
-            click.echo(f"replayed: {json.dumps(report.replayed_end)}")
-    if not report.ok:
+        shown = [dataclasses.asdict(r) for r in reports]
+        render.print_json(shown[0] if job_id is not None else shown)
+    for report in [] if as_json else reports:
+        _echo_replay(report)
+    if not all(r.ok for r in reports):
         sys.exit(1)
+
+
+def _echo_replay(report: ReplayReport) -> None:
+    source = f"{report.source}: " if report.source else ""
+    click.echo(f"{source}{report.outcome}: {report.operations} recorded operations")
+    if report.diff:
+        click.echo(report.diff)
+    if report.outcome == "different_end":
+        click.echo(f"recorded: {json.dumps(report.recorded_end)}")
+        click.echo(f"replayed: {json.dumps(report.replayed_end)}")
 
 
 @jobs.command("inbox")

@@ -299,7 +299,7 @@ def error(
     elif code == "forbidden":
         found = PermissionDenied(message, role=details.get("role"), action=details.get("action"))
     elif code == "not_found" and job_id is not None:
-        found = JobNotFound(job_id)
+        found = JobNotFound(str(details.get("job_id") or job_id))
     elif code == "not_found" and webhook_id is not None:
         found = WebhookNotFound(webhook_id)
     elif code == "unknown_agent" and agent is not None:

@@ -180,6 +180,12 @@ class Client:
         doc = await self._call("POST", f"/v1/jobs/{job_id}/fork", json=body, job_id=job_id)
         return RemoteJobHandle(self, doc["id"])
 
+    async def diff(self, a: str, b: str) -> dict[str, Any]:
+        """Where runs ``a`` and ``b`` differ: ``first_divergence``, ``rows`` (every position
+        that differs) and ``end``, as ``aetheris diff A B --json`` prints it."""
+        doc: dict[str, Any] = await self._call("GET", f"/v1/jobs/{a}/diff/{b}", job_id=a)
+        return doc
+
     async def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
         """Ids of the tenant's jobs that start with ``prefix``, in id order, at most ``limit``."""
         params = {"prefix": prefix, "limit": limit}

@@ -122,6 +122,10 @@ class SyncClient:
         """A new job replaying ``job_id``'s first ``at`` entries, then live: its id."""
         return self._run(self._client.fork(job_id, at, output=output)).job_id
 
+    def diff(self, a: str, b: str) -> dict[str, Any]:
+        """Where runs ``a`` and ``b`` differ (see :meth:`Client.diff`)."""
+        return self._run(self._client.diff(a, b))
+
     def find_jobs(self, prefix: str, *, limit: int = 10) -> list[str]:
         """Ids of the tenant's jobs that start with ``prefix``, in id order, at most ``limit``."""
         return self._run(self._client.find_jobs(prefix, limit=limit))

@@ -1,9 +1,10 @@
 // What an operator does to one job: cancel, pause, resume, send a signal, fork it at a step,
-// and check that the server's code still replays its journal. Each is the API's verb; a
+// compare it with another run, and check that the server's code still replays its journal. Each is the API's verb; a
 // refusal says why.
 
 import { jobPath, post } from "../api.js";
 import { busy, clear, h, notify, parseJson, pretty } from "../dom.js";
+import { compareForm } from "./compare.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled", "compensated"]);
 
@@ -208,6 +209,7 @@ export function actionsPanel(job, onChange) {
     errors,
     ended ? null : signalForm(job, onChange),
     job.status === "running" ? null : forkForm(job),
+    compareForm(job),
     replayOut,
   );
 }
