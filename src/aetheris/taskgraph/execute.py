@@ -51,6 +51,7 @@ from aetheris.taskgraph.plan import (
     Ref,
     TaskGraph,
     ToolNode,
+    check_args,
     dependencies,
     inputs_of,
     is_ref,
@@ -66,6 +67,10 @@ class NodeFailed(AetherisError):
         self.error_type = type(error).__name__
         self.outputs = dict(outputs)
         super().__init__(f"node {node!r} failed: {self.error_type}: {error}")
+
+
+class ArgumentsInvalid(AetherisError):
+    """What a node's references brought does not fit its tool's arguments."""
 
 
 class ReferenceError_(AetherisError):
@@ -233,6 +238,8 @@ class Executor:
 
     async def _tool(self, node: ToolNode, args: dict[str, Any], state: _State) -> Any:
         definition = self.tools[node.tool]
+        if wrong := check_args(definition, args):  # what references brought, checked now
+            raise ArgumentsInvalid("; ".join(wrong))
         if definition.requires_approval and state.phase.get(node.id, 0) == 0:
             # The approval the ledger would ask for (same name, same request), as a phase of
             # its own: the call then takes its position in the next wave, not after an await.

@@ -228,6 +228,17 @@ def refs_in(value: Any, where: str) -> Iterator[Ref]:
             yield from refs_in(item, where)
 
 
+def has_ref(value: Any) -> bool:
+    """Whether ``value`` holds a reference anywhere (well formed or not)."""
+    if is_ref(value):
+        return True
+    if isinstance(value, Mapping):
+        return any(has_ref(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_ref(v) for v in value)
+    return False
+
+
 def inputs_of(node: Node) -> Any:
     """What of a node may hold references (what is resolved before it runs)."""
     if isinstance(node, ToolNode):
@@ -385,7 +396,7 @@ def args_schema(tool: ToolDef) -> dict[str, Any]:
 def check_args(tool: ToolDef, args: Mapping[str, Any]) -> list[str]:
     """What is wrong with ``args`` for ``tool``; arguments given by reference are checked
     for presence only (their values are known when the node runs)."""
-    dynamic = {name for name, value in args.items() if any(refs_in(value, ""))}
+    dynamic = {name for name, value in args.items() if has_ref(value)}
     static = {name: value for name, value in args.items() if name not in dynamic}
     try:
         args_model(tool).model_validate(static)
