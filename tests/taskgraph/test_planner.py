@@ -11,6 +11,7 @@ from aetheris.llm import ChatModel
 from aetheris.llm.stub import StubServer
 from aetheris.planner import enable_goals
 from aetheris.replay import replay
+from aetheris.taskgraph import enable_plans
 from tests.integration.helpers import run_job
 
 CYCLE = {
@@ -127,3 +128,57 @@ async def test_a_failed_node_is_planned_again_when_asked() -> None:
 async def close(app: App) -> None:
     await app.on_close()  # type: ignore[attr-defined]
     await app.close()
+
+
+async def test_llm_nodes_and_a_tool_that_needs_approval_in_one_plan(store_url: str) -> None:
+    plan = {
+        "nodes": [
+            {"id": "tone", "type": "llm", "prompt": "Say a tone.", "system": "Be brief."},
+            {"id": "sum", "type": "llm", "prompt": {"add": [1, 2]}, "json": True},
+            {"id": "order", "type": "tool", "tool": "lookup", "args": {"order_id": "o3"}},
+            {
+                "id": "pay",
+                "type": "tool",
+                "tool": "wire",
+                "args": {"amount": {"$ref": "sum.output.total"}, "note": {"$ref": "tone.output"}},
+            },
+        ],
+        "output": {"$ref": "pay.output"},
+    }
+    script = {
+        "replies": [
+            {"match": "tone", "content": "calm"},
+            {"match": "add", "content": '{"total": 3}'},
+        ]
+    }
+    with StubServer(script) as stub:
+        app, ran = shop(store_url, stub)
+        model = ChatModel("stub", base_url=stub.url, max_retries=1)
+        enable_plans(app, model=model)
+
+        @app.tool(effect="at_most_once", requires_approval=True)
+        async def wire(amount: int, note: str) -> str:
+            ran.append(f"wire {amount} {note}")
+            return f"w-{amount}"
+
+        job = await run_job(app, "aetheris.plan", {"plan": plan}, JobStatus.PARKED)
+        assert job.park_detail is not None and job.park_detail["name"] == "tool:wire"
+        assert job.park_detail["payload"]["kwargs"] == {"amount": 3, "note": "calm"}
+        assert ran == ["lookup o3"]
+        await app.approve(job.id, by="maria", args_hash=job.park_detail["args_hash"])
+        job = await run_job_again(app, job.id)
+        assert job.status is JobStatus.SUCCEEDED, job.error
+        assert job.result["result"] == "w-3"
+        assert ran == ["lookup o3", "wire 3 calm"]
+        assert stub.calls == 2
+        assert (await replay(app, job.id)).outcome == "matched"
+        await model.aclose()
+        await close(app)
+
+
+async def run_job_again(app: App, job_id: str) -> Any:
+    from aetheris.testing import running_worker
+    from tests.integration.helpers import wait_for
+
+    async with running_worker(app, poll_interval=0.01):
+        return await wait_for(app, job_id)
