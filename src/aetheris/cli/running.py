@@ -7,9 +7,11 @@ import json
 import signal
 import sys
 import time
+from typing import Any
 
 import click
 
+from aetheris import taskgraph
 from aetheris.cli import observing, render
 from aetheris.cli.backend import Backend, with_backend
 from aetheris.cli.base import (
@@ -26,6 +28,7 @@ from aetheris.errors import AetherisError
 from aetheris.metrics import Metrics
 from aetheris.models import Budget
 from aetheris.store.port import Job, JobStatus
+from aetheris.taskgraph import PLAN_AGENT
 
 
 @main.command()
@@ -111,7 +114,14 @@ def worker(
 
 
 @main.command(epilog=EXIT_CODES)
-@click.argument("agent")
+@click.argument("agent", required=False)
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help=f"Run this TaskGraph (JSON or YAML), checked first, with AGENT (default {PLAN_AGENT}; "
+    "the App calls aetheris.taskgraph.enable_plans).",
+)
 @click.option(
     "--input",
     "input_json",
@@ -142,7 +152,8 @@ def worker(
 @with_backend(writes=True)
 async def start(
     backend: Backend,
-    agent: str,
+    agent: str | None,
+    plan_file: str | None,
     input_json: str,
     idempotency_key: str | None,
     queue: str,
@@ -153,8 +164,13 @@ async def start(
     budget_cost: float | None,
     as_json: bool,
 ) -> None:
-    """Start a job of AGENT."""
-    data = parse_json(input_json, "--input")
+    """Start a job of AGENT (or run a TaskGraph: --plan FILE)."""
+    if plan_file is not None:
+        agent, data = _plan_input(backend, agent, plan_file, input_json)
+    elif agent is None:
+        raise click.UsageError("say which AGENT to start (or give a TaskGraph with --plan FILE)")
+    else:
+        data = parse_json(input_json, "--input")
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--input")
     limits = None
@@ -175,6 +191,23 @@ async def start(
     _print_outcome(job, as_json)
     if job.status is not JobStatus.SUCCEEDED:
         sys.exit(1 if job.status.terminal else 3)
+
+
+def _plan_input(
+    backend: Backend, agent: str | None, plan_file: str, input_json: str
+) -> tuple[str, dict[str, Any]]:
+    """The job of a TaskGraph file: the plan checked (against the App's tools when the
+    command has it), as the input ``{"plan": ...}`` of the plan agent."""
+    if input_json != "{}":
+        raise click.UsageError("--plan and --input cannot be given together")
+    app = getattr(backend, "app", None)
+    tools = getattr(app, "tools", None)
+    try:
+        graph = taskgraph.load(plan_file)
+        graph = taskgraph.validate(graph, taskgraph.Catalog(tools) if tools else None)
+    except taskgraph.PlanInvalid as exc:
+        raise click.BadParameter(str(exc), param_hint="--plan") from None
+    return agent or PLAN_AGENT, {"plan": graph.document()}
 
 
 async def _wait_outcome(backend: Backend, job_id: str, timeout: float | None) -> Job:
