@@ -31,6 +31,10 @@ def make_app(url: str | None = None, calls: str | None = None, **options: Any) -
 
 
 def _agents(app: App, host: MCPHost) -> None:
+    @app.tool(effect="at_most_once", rate_limit=3, requires_approval=True)
+    async def notify(to: str, times: int = 1) -> str:
+        return f"notified {to} x{times}"
+
     @app.agent
     async def roundtrip(ctx: Context) -> dict[str, Any]:
         total = await host.call("tools.add", {"a": 2, "b": 3})

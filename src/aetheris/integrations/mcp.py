@@ -412,9 +412,11 @@ class MCPHost:
         return server
 
     def configure(self, settings: Mapping[str, Mapping[str, Any]]) -> None:
-        """Declare the servers of ``[mcp.servers.NAME]`` tables (``aetheris.toml``)."""
+        """Declare the servers of ``[mcp.servers.NAME]`` tables (``aetheris.toml``); a server
+        the App declares itself under that name wins."""
         for name, table in settings.items():
-            self.add(server_from_settings(name, table))
+            if name not in self.servers:
+                self.add(server_from_settings(name, table))
 
     async def tools(self) -> list[MCPTool]:
         """Every tool of every server (each server is connected to list them)."""
