@@ -48,6 +48,7 @@ from aetheris.store.port import (
 )
 from aetheris.tools import (
     CompensationRequest,
+    RateLimit,
     Reconciliation,
     RetryPolicy,
     ToolDef,
@@ -188,6 +189,7 @@ class App:
         compensate: Callable[[CompensationRequest], Any] | None = None,
         requires_approval: bool = False,
         approval_timeout: float | None = None,
+        rate_limit: float | RateLimit | None = None,
     ) -> ToolDecorator: ...
 
     def tool(
@@ -202,12 +204,15 @@ class App:
         compensate: Callable[[CompensationRequest], Any] | None = None,
         requires_approval: bool = False,
         approval_timeout: float | None = None,
+        rate_limit: float | RateLimit | None = None,
     ) -> Tool[Any, Any] | ToolDecorator:
         """Register a tool. ``effect`` is ``pure``, ``idempotent`` or ``at_most_once``.
 
         ``requires_approval``: each call waits for a human to approve exactly that call (its
-        arguments, bound by their hash) before it is dispatched.
+        arguments, bound by their hash) before it is dispatched. ``rate_limit``: calls a
+        second (or a :class:`RateLimit`), held across every worker on PostgreSQL.
         """
+        limit = RateLimit.of(rate_limit)
         try:
             effect_class = EffectClass(effect)
         except ValueError:
@@ -222,15 +227,9 @@ class App:
             if reconcile is not None and effect_class is not EffectClass.AT_MOST_ONCE:
                 raise ConfigurationError(f"tool {tool_name!r}: reconcile is for at_most_once tools")
             definition = ToolDef(
-                tool_name,
-                func,
-                effect_class,
-                retry or RetryPolicy(),
-                reconcile,
-                compensate,
-                requires_approval,
-                approval_timeout,
-            )
+                tool_name, func, effect_class, retry or RetryPolicy(), reconcile, compensate,
+                requires_approval, approval_timeout, limit,
+            )  # fmt: skip
             self._tools[tool_name] = definition
             return Tool(definition)
 

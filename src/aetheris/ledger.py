@@ -46,6 +46,7 @@ from aetheris.tools import (
     Committed,
     CompensationRequest,
     NotExecuted,
+    RateLimit,
     Reconciliation,
     RetryPolicy,
     ToolContext,
@@ -142,6 +143,7 @@ class Call:
     effect: EffectClass
     slot: Slot
     proposed_by: int | None = None  # the position of the model answer that asked for it
+    rate_limit: RateLimit | None = None
 
     @classmethod
     def of_tool(
@@ -149,7 +151,8 @@ class Call:
     ) -> Call:
         """The call of ``tool`` with these arguments (``digest``, their hash) at ``slot``."""
         fields = (tool.fn, tool.is_async, args, kwargs, digest, tool.retry, tool.effect, slot)
-        return cls("tool", tool.name, *fields, proposed_by=last_answer.get())
+        answer = last_answer.get()
+        return cls("tool", tool.name, *fields, proposed_by=answer, rate_limit=tool.rate_limit)
 
     def record(self, outcome: Outcome, key: str | None = None, **extra: Any) -> OpRecord:
         """The ``op`` record of this call's outcome."""
@@ -227,6 +230,8 @@ async def _attempts(run: JobRun, call: Call, ctx: ToolContext | None) -> Outcome
     began = run.clock.monotonic()
     attempt = ctx.attempt if ctx is not None else 1
     while True:
+        if attempt > (ctx.attempt if ctx is not None else 1):
+            await pace(run, call)  # a retry waits its turn too
         if call.effect is not EffectClass.PURE:
             run.check_lease()
         attempt_ctx = ctx
@@ -252,6 +257,16 @@ async def _attempts(run: JobRun, call: Call, ctx: ToolContext | None) -> Outcome
     outcome.attempts = attempt - (ctx.attempt - 1 if ctx is not None else 0)
     outcome.duration_ms = (run.clock.monotonic() - began) * 1000
     return outcome
+
+
+async def pace(run: JobRun, call: Call) -> None:
+    """Wait for the tool's rate limit (a token of its bucket in the store), if it has one."""
+    limit = call.rate_limit
+    if limit is not None:
+        wait = await run.read(run.store.take_token, f"tool:{call.name}", limit.per_second,
+                              limit.burst)  # fmt: skip
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 def deliver(call: Call, record: OpRecord, adapter: TypeAdapter[Any] | None) -> Any:
@@ -340,6 +355,8 @@ async def journaled_call(
     retry: RetryPolicy | None = None,
     reconcile: Callable[[str], Any] | None = None,
     requires_approval: bool = False,
+    rate_limit: RateLimit | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> Any:
     """``fn(**kwargs)`` as a journaled tool call named ``name``, for code that holds a callable
     rather than an ``@app.tool`` (a framework's tool, an MCP call): inside a running agent it
@@ -356,6 +373,8 @@ async def journaled_call(
         retry or RetryPolicy(),
         reconcile=reconcile,
         requires_approval=requires_approval,
+        rate_limit=rate_limit,
+        schema=schema,
     )
     arguments = dict(kwargs or {})
     run = current_run.get()
@@ -395,6 +414,7 @@ async def _call_tool(
         value = deliver(call, slot.recorded, tool.adapter)
         remember_compensation(run, tool, call, slot.recorded)
         return value
+    await pace(run, call)  # before the intent: a crash while waiting leaves nothing in doubt
     if tool.effect is EffectClass.PURE:
         return await run_pure(run, call, tool.adapter)
     # next_op compared any intent at this position with this call: the row is this call's.

@@ -79,6 +79,9 @@ class _Capture:
     async def agents(self) -> list[str]:
         return []
 
+    async def take_token(self, name: str, rate: float, burst: float) -> float:
+        return 0.0  # a replay dispatches nothing: no call waits for a rate limit
+
 
 _END_EVENTS = (
     EventType.JOB_SUCCEEDED,

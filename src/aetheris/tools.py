@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import PydanticUserError, TypeAdapter, create_model
 from pydantic.errors import PydanticSchemaGenerationError
 
 from aetheris import observe
@@ -62,6 +62,36 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``per_second`` calls a second of one tool, with bursts of up to ``burst``.
+
+    A token bucket kept by the store (:meth:`~aetheris.store.port.Store.take_token`): on
+    PostgreSQL one row per tool, so the limit holds across every worker of the database; on the
+    memory and SQLite stores, within the process. A call over the limit waits its turn, before
+    its intent is written; it is never refused.
+    """
+
+    per_second: float
+    burst: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.per_second > 0 or not self.burst >= 1:
+            raise ConfigurationError(
+                f"a rate limit needs per_second > 0 and burst >= 1, got {self.per_second}, "
+                f"{self.burst}"
+            )
+
+    @classmethod
+    def of(cls, value: RateLimit | float | None) -> RateLimit | None:
+        """A limit from ``RateLimit``, a number of calls per second, or ``None``."""
+        if value is None or isinstance(value, RateLimit):
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigurationError(f"rate_limit must be calls per second, got {value!r}")
+        return cls(float(value))
+
+
+@dataclass(frozen=True, slots=True)
 class Committed:
     """``reconcile`` answer: the effect happened, with this result."""
 
@@ -101,6 +131,8 @@ class ToolDef:
     compensate: Callable[[CompensationRequest], Any] | None = None
     requires_approval: bool = False
     approval_timeout: float | None = None
+    rate_limit: RateLimit | None = None
+    schema: dict[str, Any] | None = None  # given (an MCP tool's); else derived from ``fn``
     is_async: bool = field(init=False)
     adapter: TypeAdapter[Any] | None = field(init=False)
 
@@ -111,6 +143,54 @@ class ToolDef:
     def revive(self, value: Any) -> Any:
         """Turn a recorded JSON result back into the annotated return type."""
         return revive(self.adapter, value)
+
+    def input_schema(self) -> dict[str, Any] | None:
+        """The JSON schema of the tool's arguments: the one given, else derived from the
+        function's signature (``None`` where a parameter's type has no JSON schema)."""
+        return self.schema if self.schema is not None else signature_schema(self.name, self.fn)
+
+    def describe(self, source: str = "native") -> dict[str, Any]:
+        """The tool's entry in the tool registry (``aetheris tools list``, ``GET /v1/tools``)."""
+        retry = self.retry
+        limit = self.rate_limit
+        return {
+            "name": self.name,
+            "source": source,
+            "effect": self.effect.value,
+            "requires_approval": self.requires_approval,
+            "retry": {
+                "max_attempts": retry.max_attempts,
+                "initial_interval": retry.initial_interval,
+                "backoff": retry.backoff,
+                "max_interval": retry.max_interval,
+            },
+            "rate_limit": None if limit is None else {"per_second": limit.per_second,
+                                                      "burst": limit.burst},
+            "reconcile": self.reconcile is not None,
+            "compensate": self.compensate is not None,
+            "input_schema": self.input_schema(),
+        }  # fmt: skip
+
+
+def signature_schema(name: str, fn: Callable[..., Any]) -> dict[str, Any] | None:
+    """The JSON schema of ``fn``'s parameters, as an object of its named arguments."""
+    try:
+        signature = inspect.signature(fn)
+        hints = type_hints(fn)
+    except (TypeError, ValueError, ConfigurationError):
+        return None
+    fields: dict[str, Any] = {}
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = ... if param.default is param.empty else param.default
+        fields[param.name] = (hints.get(param.name, Any), default)
+    try:
+        model = create_model(f"{name}_arguments", **fields)
+        schema: dict[str, Any] = model.model_json_schema()
+    except (PydanticUserError, PydanticSchemaGenerationError, TypeError, ValueError):
+        return None
+    return schema
 
 
 _adapters: weakref.WeakKeyDictionary[Callable[..., Any], TypeAdapter[Any] | None] = (

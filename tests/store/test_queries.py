@@ -33,6 +33,8 @@ POSTGRESQL_ONLY = {
     # The claim's event goes in a second, pipelined statement; SQLite seals the event before
     # its claim statement moves the head, then inserts it with `insert_events`.
     "claim_event": "claim",
+    # Rate limits across workers: SQLite's buckets are per process (LocalRateLimits).
+    "take_token": "a tool's token bucket, shared by every worker",
 }
 
 

@@ -49,6 +49,7 @@ EXPECTED = {
     "LeaseLost",
     "NotExecuted",
     "ParkReason",
+    "RateLimit",
     "RetryPolicy",
     "RetryableError",
     "SchemaMismatch",

@@ -5,8 +5,8 @@ command has ``--json`` with a stable schema (see :mod:`aetheris.cli.render`). Th
 in :mod:`.running` (worker, start), :mod:`.reads` (what happened), :mod:`.evidence` (verify,
 export, signing keys), :mod:`.actions` (what operators do), :mod:`.serving` (the HTTP server
 and its keys), :mod:`.project` (init), :mod:`.supervisor` (run: server and worker for
-development), :mod:`.talk` (chat), :mod:`.timetravel` (fork, diff) and :mod:`.webhooks`
-(outgoing webhooks);
+development), :mod:`.talk` (chat), :mod:`.timetravel` (fork, diff), :mod:`.tooling` (the tool
+registry) and :mod:`.webhooks` (outgoing webhooks);
 importing them registers them on the group in :mod:`.base`. :mod:`.config` reads a
 project's ``aetheris.toml``.
 """
@@ -21,6 +21,7 @@ from aetheris.cli import (
     supervisor,
     talk,
     timetravel,
+    tooling,
     webhooks,
 )
 from aetheris.cli.base import main
@@ -36,5 +37,6 @@ __all__ = [
     "supervisor",
     "talk",
     "timetravel",
+    "tooling",
     "webhooks",
 ]

@@ -21,7 +21,7 @@ import click
 
 from aetheris.app import App
 from aetheris.cli import config as project_config
-from aetheris.errors import AetherisError, JobNotFound
+from aetheris.errors import AetherisError, ConfigurationError, JobNotFound
 from aetheris.store import default_url, safe_url
 from aetheris.store.port import Store
 from aetheris.store.sqlite import sqlite_path
@@ -83,7 +83,27 @@ def load_app(spec: str) -> App:
         raise click.BadParameter(
             f"{spec!r} is a {type(app).__name__}, not an aetheris.App", param_hint="--app"
         )
+    _add_mcp_servers(app)
     return app
+
+
+def _add_mcp_servers(app: App) -> None:
+    """The MCP servers of the folder's ``aetheris.toml`` join the App's own."""
+    ctx = click.get_current_context(silent=True)
+    settings = ctx.find_root().meta.get(project_config.FILENAME) if ctx else None
+    if settings is None or not settings.mcp_servers:
+        return
+    try:
+        from aetheris.integrations.mcp import mcp_host
+    except ImportError as exc:
+        raise click.ClickException(
+            f"aetheris.toml declares MCP servers; install the mcp extra "
+            f"(pip install 'aetheris[mcp]'): {exc}"
+        ) from None
+    try:
+        mcp_host(app).configure(settings.mcp_servers)
+    except ConfigurationError as exc:
+        raise click.ClickException(f"{settings.path}: {exc}") from None
 
 
 def read_text(value: str, what: str) -> str:

@@ -14,6 +14,9 @@ worker              ``--concurrency``                   ``[worker] concurrency``
 model               ``AETHERIS_LLM_URL``,               ``[model] url``, ``model``; ``script``: the
                     ``AETHERIS_LLM_MODEL``              scripted model ``aetheris run`` serves when
                                                         no url is set
+MCP servers         (the App's own, in Python)          ``[mcp.servers.NAME]``: ``command`` or
+                                                        ``url``, ``env``, ``effects``, ``approval``,
+                                                        ``rate_limits``, ... (added to the App)
 ==================  ==================================  ===========================================
 
 Options reach the commands as click's ``default_map`` (so an option given, or its own
@@ -27,7 +30,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ class ProjectConfig:
     model_url: str | None = None
     model: str | None = None
     model_script: Path | None = None
+    mcp_servers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def default_map(self) -> dict[str, dict[str, Any]]:
         """Option defaults per command, for click."""
@@ -103,7 +107,17 @@ def parse(raw: dict[str, Any], path: Path) -> ProjectConfig:
         model_url=_get(model, "url", str, path, "model."),
         model=_get(model, "model", str, path, "model."),
         model_script=(path.parent / script) if script else None,
+        mcp_servers=_mcp_servers(raw, path),
     )
+
+
+def _mcp_servers(raw: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    """The ``[mcp.servers.NAME]`` tables, checked in depth where the App gets them."""
+    servers = _table(_table(raw, "mcp", path), "servers", path)
+    for name, table in servers.items():
+        if not isinstance(table, dict):
+            raise click.ClickException(f"{path}: [mcp.servers.{name}] must be a table")
+    return servers
 
 
 def _table(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aetheris.anchor import SigningKey
@@ -286,3 +287,20 @@ def summarize(
             by_tenant.setdefault(tenant, {})[status] = n
     found = {state: n for state, n in effects.items() if n}
     return Summary(jobs, oldest_pending_at, found.get(EffectState.IN_DOUBT, 0), by_tenant, found)
+
+
+class LocalRateLimits:
+    """:meth:`~aetheris.store.port.Store.take_token` within one process (the memory and SQLite
+    stores): a token bucket per name, with the reservation semantics of the PostgreSQL one."""
+
+    _clock: Callable[[], float]
+
+    async def take_token(self, name: str, rate: float, burst: float) -> float:
+        state = self.__dict__.setdefault("_token_buckets", ({}, threading.Lock()))
+        buckets: dict[str, tuple[float, float]] = state[0]
+        with state[1]:
+            now = self._clock()
+            tokens, at = buckets.get(name, (burst, now))
+            tokens = min(burst, tokens + max(0.0, now - at) * rate) - 1
+            buckets[name] = (tokens, max(now, at))
+        return max(0.0, -tokens / rate)

@@ -21,6 +21,7 @@ from aetheris.errors import Conflict, IdempotencyConflict, JobNotFound, LeaseLos
 from aetheris.journal import GENESIS_HASH, Event, to_jsonable
 from aetheris.store import sql
 from aetheris.store._shared import (
+    LocalRateLimits,
     check_commit,
     check_guard,
     claimed_draft,
@@ -73,7 +74,7 @@ from aetheris.store.port import (
 LATEST_SCHEMA = len(sql.migrations("sqlite"))
 
 
-class MemoryStore(MemoryKeyed, MemoryTenancy, MemoryWebhooks, MemoryKeyValue):
+class MemoryStore(MemoryKeyed, MemoryTenancy, MemoryWebhooks, MemoryKeyValue, LocalRateLimits):
     """A store held in process memory (URL ``memory://``)."""
 
     def __init__(

@@ -536,6 +536,14 @@ class Store(Protocol):
         """Remove ``keys`` from ``space``, and with ``prefix`` every key that starts with it."""
         ...
 
+    async def take_token(self, name: str, rate: float, burst: float) -> float:
+        """Take a call's token from the bucket ``name`` (refilled at ``rate`` a second, holding
+        at most ``burst``): the seconds the caller waits before its call, 0 to go now. A taken
+        token is a reservation: callers queue up behind it. PostgreSQL keeps the bucket in one
+        row, updated in one statement on the database's clock (every worker shares it); the
+        memory and SQLite stores keep it in the process."""
+        ...
+
     async def wait_for_work(self, timeout: float) -> None:
         """Return when work may have arrived (a notification, where the store has them) or
         after ``timeout`` seconds, whichever is first."""

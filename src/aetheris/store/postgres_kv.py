@@ -63,3 +63,11 @@ class PostgresKeyValue:
                 low, high = key_range(prefix)
                 params = {"space": space, "low": low, "high": high}
                 await conn.execute(Q["kv_delete_range"], params)
+
+    async def take_token(self, name: str, rate: float, burst: float) -> float:
+        # One statement: the row lock orders the workers, the database's clock is everyone's.
+        params = {"key": name, "rate": float(rate), "burst": float(burst)}
+        async with self._conn() as conn:
+            cur = await conn.execute(Q["take_token"], params)
+            row = await cur.fetchone()
+            return float(row["wait"]) if row else 0.0

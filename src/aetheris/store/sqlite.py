@@ -34,6 +34,7 @@ from aetheris.errors import (
 from aetheris.journal import GENESIS_HASH, Event, EventDraft, canonical
 from aetheris.store import sql
 from aetheris.store._shared import (
+    LocalRateLimits,
     check_commit,
     check_guard,
     claimed_draft,
@@ -99,7 +100,7 @@ T = TypeVar("T")
 Q = sql.queries("sqlite")
 
 
-class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks):
+class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks, LocalRateLimits):
     """Store on a SQLite file (URL ``sqlite:///path.db[?synchronous=normal]``)."""
 
     def __init__(

@@ -440,6 +440,24 @@ ORDER BY key LIMIT %(limit)s
 SELECT key, value FROM kv WHERE space = %(space)s AND key >= %(low)s AND key < %(high)s
 ORDER BY key DESC LIMIT %(limit)s
 
+-- name: take_token
+-- A token bucket in the kv space 'aetheris:rate': the value is "tokens updated_at" (epoch
+-- seconds, the database's clock). Refill, take one, and answer how long the taker waits (its
+-- token may be a reservation: the count goes below zero and later takers queue behind it).
+WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now)
+INSERT INTO kv AS b (space, key, value)
+SELECT 'aetheris:rate', %(key)s,
+       convert_to((%(burst)s::float8 - 1)::text || ' ' || now::text, 'UTF8') FROM clock
+ON CONFLICT (space, key) DO UPDATE SET value = (
+    SELECT convert_to(
+        (least(%(burst)s::float8, split_part(old, ' ', 1)::float8
+               + greatest(0, now - split_part(old, ' ', 2)::float8) * %(rate)s::float8) - 1)::text
+        || ' ' || greatest(now, split_part(old, ' ', 2)::float8)::text, 'UTF8')
+    FROM clock, convert_from(b.value, 'UTF8') AS old
+)
+RETURNING greatest(0, -split_part(convert_from(value, 'UTF8'), ' ', 1)::float8 / %(rate)s::float8)
+    AS wait
+
 -- name: kv_delete
 DELETE FROM kv WHERE space = %(space)s AND key = ANY(%(keys)s::text[])
 
