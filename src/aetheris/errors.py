@@ -14,6 +14,8 @@ Errors (``Exception``) are things a caller can handle::
     ├── ToolFailed              a tool or step failed for good (live and on replay alike)
     ├── CompensationFailed      a compensation failed for good: the job ends failed with it
     ├── BundleError             an evidence bundle is malformed or does not verify
+    ├── PayloadUnreadable       a stored payload does not decode here (altered, wrong key)
+    │   └── PayloadShredded     its key was destroyed: the payload is gone for good
     ├── ModelError              a model endpoint did not answer a chat completion
     ├── WaitError               a durable wait ended without what it waited for:
     │   ├── SignalTimeout       ``wait_for_signal(timeout=...)`` ran out
@@ -132,6 +134,14 @@ class CompensationFailed(AetherisError):
 
 class BundleError(AetherisError):
     """An evidence bundle is malformed or its hash chain does not verify."""
+
+
+class PayloadUnreadable(AetherisError):
+    """A stored payload cannot be decoded: altered bytes, or a key that is not its own."""
+
+
+class PayloadShredded(PayloadUnreadable):
+    """The payload's key was destroyed (crypto-shredding): it can never be read again."""
 
 
 class ModelError(AetherisError):

@@ -101,6 +101,7 @@ class ToolDef:
     compensate: Callable[[CompensationRequest], Any] | None = None
     requires_approval: bool = False
     approval_timeout: float | None = None
+    secret: tuple[str, ...] = ()  # fields of its result and arguments never shown to people
     is_async: bool = field(init=False)
     adapter: TypeAdapter[Any] | None = field(init=False)
 
