@@ -17,7 +17,7 @@ from aetheris import App, JobStatus
 from aetheris.api import create_api
 from aetheris.audit import verify_job
 from aetheris.codec import KEY_DIR_ENV, EncryptionCodec, FileKeyStore, PayloadScope
-from aetheris.errors import ConfigurationError, Conflict, PayloadUnreadable
+from aetheris.errors import ConfigurationError, Conflict, IdempotencyConflict, PayloadUnreadable
 from aetheris.keys import create_key
 from aetheris.store.sqlite import sqlite_path
 from aetheris.testing import running_worker
@@ -246,3 +246,30 @@ def test_keys_rotate_and_altered_ciphertext_is_refused(tmp_path: Path) -> None:
     tenant_keys = FileKeyStore(tmp_path / "t", per="tenant")
     with pytest.raises(ConfigurationError, match="per tenant"):
         tenant_keys.shred(scope)
+
+
+async def test_idempotent_starts_and_forks_of_encrypted_jobs(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Keys per job: a second start with the same key finds the first job (its input compared
+    in clear); a fork is encrypted under its own key and keeps the origin's secret fields."""
+    app = keyed(build(sqlite_url), tmp_path / "keys")
+    first = await app.start("checkout", INPUT, idempotency_key="k1")
+    again = await app.start("checkout", INPUT, idempotency_key="k1")
+    assert again.job_id == first.job_id
+    with pytest.raises(IdempotencyConflict, match="different agent or input"):
+        await app.start("checkout", {**INPUT, "ssn": "other"}, idempotency_key="k1")
+    async with running_worker(app):
+        await wait_for(app, first.job_id, JobStatus.PARKED)
+        fork = await app.fork(first.job_id, 1)
+        await wait_for(app, fork.job_id, JobStatus.PARKED)
+        await app.signal(fork.job_id, "note", {"text": "NOTE-TEXT"})
+        ended = await wait_for(app, fork.job_id)
+    assert ended.status is JobStatus.SUCCEEDED, ended.error
+    assert ended.result["card"] == "[redacted]"
+    revealed = await (await app.open_store(view="reveal")).get_job(fork.job_id)
+    assert revealed is not None and revealed.result["card"] == "4242-4242-CARD"
+    assert len(list((tmp_path / "keys").rglob("*.key"))) >= 2  # the fork has its own key
+    for text in PLAIN:
+        assert text not in stored_text(sqlite_url)
+    await app.close()
