@@ -125,6 +125,7 @@ def _no_ambient_database(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AETHERIS_CRASH_AT", raising=False)
     monkeypatch.delenv("AETHERIS_SIGNING_KEY", raising=False)
     monkeypatch.delenv("AETHERIS_TRUSTED_KEYS", raising=False)
+    monkeypatch.delenv("AETHERIS_PAYLOAD_KEY_DIR", raising=False)
 
 
 def pytest_report_header() -> list[str]:

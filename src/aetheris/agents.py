@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,7 +17,9 @@ from pydantic import (
     create_model,
 )
 
+from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.errors import ConfigurationError, InvalidInput
+from aetheris.journal import check_text
 from aetheris.tools import return_adapter, type_hints
 
 AgentFn = Callable[..., Awaitable[Any]]
@@ -30,13 +33,14 @@ class AgentDef:
     fn: AgentFn
     model: type[BaseModel] | None
     adapter: TypeAdapter[Any] | None
+    secret: tuple[str, ...] = ()  # fields of its input and result never shown to people
 
     @classmethod
-    def of(cls, name: str, fn: AgentFn) -> AgentDef:
+    def of(cls, name: str, fn: AgentFn, secret: tuple[str, ...] = ()) -> AgentDef:
         """Check ``fn`` can be an agent and build its validators (or raise ConfigurationError)."""
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(f"agent {name!r} must be an async function")
-        return cls(name, fn, _input_model(name, fn), return_adapter(fn))
+        return cls(name, fn, _input_model(name, fn), return_adapter(fn), secret)
 
     def input_schema(self) -> dict[str, Any] | None:
         """The JSON schema of the input, for clients without this code (``None``: any object,
@@ -132,3 +136,25 @@ def _sure_problems(
             yield from _sure_problems(fields[key], item, root, f"{prefix}{key}")
         elif schema.get("additionalProperties") is False:
             yield f"{prefix}{key}: unknown field (expected {', '.join(sorted(fields)) or 'none'})"
+
+
+def check_texts(**texts: str | None) -> None:
+    for what, text in texts.items():
+        if text is not None:
+            check_text(text, what.replace("_", " "))
+
+
+def agent_name(agent: str | AgentFn) -> str:
+    name = agent if isinstance(agent, str) else getattr(agent, "__aetheris_agent__", None)
+    if name is None:
+        raise ConfigurationError(f"{agent!r} is not a registered agent")
+    return str(name)
+
+
+def new_job_id(clock: Clock = SYSTEM_CLOCK) -> str:
+    """A UUIDv7-style id: time-ordered, so listings and indexes follow creation order."""
+    millis = int(clock.time() * 1000)
+    rand = clock.getrandbits(80)
+    value = (millis & ((1 << 48) - 1)) << 80 | (0x7 << 76) | (rand & ((1 << 76) - 1))
+    value = (value & ~(0xC << 60)) | (0x8 << 60)
+    return str(uuid.UUID(int=value))

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, cast, overload
 
-from aetheris.agents import AgentDef, AgentFn, check_input
+from aetheris.agents import (
+    AgentDef,
+    AgentFn,
+    agent_name,
+    check_input,
+    check_texts,
+    new_job_id,
+)
 from aetheris.anchor import (
     PublicKey,
     SigningKey,
@@ -16,6 +22,7 @@ from aetheris.anchor import (
     trusted_from_env,
 )
 from aetheris.clock import SYSTEM_CLOCK, Clock
+from aetheris.codec import PayloadCodec, codec_from_env
 from aetheris.errors import (
     ConfigurationError,
     Conflict,
@@ -29,6 +36,7 @@ from aetheris.hooks import Hook, HookOptions, Hooks
 from aetheris.journal import canonical, check_text
 from aetheris.ledger import Tool
 from aetheris.models import Budget, Serving
+from aetheris.payloads import PayloadViews, Shredded, StoreView, shred_job
 from aetheris.polling import until_ended
 from aetheris.resolution import Resolution, resolve_effect
 from aetheris.scheduler import Doorbell, Worker
@@ -104,7 +112,9 @@ class App:
     ``signing_key`` (a :class:`~aetheris.anchor.SigningKey`, a key file's path or a base64
     seed; default ``AETHERIS_SIGNING_KEY``) anchors every write of this App's store;
     ``trusted_keys`` (default ``AETHERIS_TRUSTED_KEYS``, and the signing key's own public key)
-    are the keys its verifications trust.
+    are the keys its verifications trust. ``codec`` (default: an
+    :class:`~aetheris.codec.EncryptionCodec` on ``AETHERIS_PAYLOAD_KEY_DIR``, if set) encodes
+    every payload before it reaches the database (see :mod:`aetheris.payloads`).
     Several Apps on several databases work side by side in one process: there is no global state.
     """
 
@@ -120,6 +130,7 @@ class App:
         clock: Clock | None = None,
         signing_key: SigningKey | str | None = None,
         trusted_keys: Iterable[str | PublicKey] | None = None,
+        codec: PayloadCodec | None = None,
     ) -> None:
         if not lease_ttl >= 0.5:
             raise ConfigurationError(f"lease_ttl must be at least 0.5 seconds, got {lease_ttl}")
@@ -136,6 +147,8 @@ class App:
         self._store_lock: asyncio.Lock | None = None
         self.doorbell = Doorbell()  # rung after each write, so that local workers wake
         self.hooks = Hooks()
+        self.codec = codec if codec is not None else codec_from_env()
+        self.payloads = PayloadViews(self.codec, self._tools, self._agents)
         # Anchors: the key this App signs its writes with (never stored in the database) and
         # the public keys its verifications trust; by default from the environment.
         if isinstance(signing_key, str):
@@ -154,19 +167,21 @@ class App:
     def agent(self, fn: AgentFn, /) -> AgentFn: ...
     @overload
     def agent(
-        self, fn: None = None, /, *, name: str | None = None
+        self, fn: None = None, /, *, name: str | None = None, secret: Sequence[str] = ()
     ) -> Callable[[AgentFn], AgentFn]: ...
 
     def agent(
-        self, fn: AgentFn | None = None, /, *, name: str | None = None
+        self, fn: AgentFn | None = None, /, *, name: str | None = None, secret: Sequence[str] = ()
     ) -> AgentFn | Callable[[AgentFn], AgentFn]:
-        """Register ``async def f(ctx, **input)`` as an agent (``name`` defaults to f's name)."""
+        """Register ``async def f(ctx, **input)`` as an agent (``name`` defaults to f's name);
+        ``secret``: fields of its input and result shown ``[redacted]`` (see
+        :mod:`aetheris.redaction`)."""
 
         def register(func: AgentFn) -> AgentFn:
             agent_name = name or func.__name__
             if agent_name in self._agents:
                 raise ConfigurationError(f"agent {agent_name!r} is already registered")
-            self._agents[agent_name] = AgentDef.of(agent_name, func)
+            self._agents[agent_name] = AgentDef.of(agent_name, func, tuple(secret))
             func.__aetheris_agent__ = agent_name  # type: ignore[attr-defined]
             return func
 
@@ -190,6 +205,7 @@ class App:
         requires_approval: bool = False,
         approval_timeout: float | None = None,
         rate_limit: float | RateLimit | None = None,
+        secret: Sequence[str] = (),
     ) -> ToolDecorator: ...
 
     def tool(
@@ -205,12 +221,15 @@ class App:
         requires_approval: bool = False,
         approval_timeout: float | None = None,
         rate_limit: float | RateLimit | None = None,
+        secret: Sequence[str] = (),
     ) -> Tool[Any, Any] | ToolDecorator:
         """Register a tool. ``effect`` is ``pure``, ``idempotent`` or ``at_most_once``.
 
         ``requires_approval``: each call waits for a human to approve exactly that call (its
         arguments, bound by their hash) before it is dispatched. ``rate_limit``: calls a
-        second (or a :class:`RateLimit`), held across every worker on PostgreSQL.
+        second (or a :class:`RateLimit`), held across every worker on PostgreSQL. ``secret``:
+        fields of its result and arguments shown ``[redacted]`` to people (see
+        :mod:`aetheris.redaction`).
         """
         limit = RateLimit.of(rate_limit)
         try:
@@ -228,7 +247,7 @@ class App:
                 raise ConfigurationError(f"tool {tool_name!r}: reconcile is for at_most_once tools")
             definition = ToolDef(
                 tool_name, func, effect_class, retry or RetryPolicy(), reconcile, compensate,
-                requires_approval, approval_timeout, limit,
+                requires_approval, approval_timeout, limit, secret=tuple(secret),
             )  # fmt: skip
             self._tools[tool_name] = definition
             return Tool(definition)
@@ -263,9 +282,13 @@ class App:
 
     # -- the store --------------------------------------------------------------------------
 
-    async def open_store(self, *, migrate: bool = True) -> Store:
+    async def open_store(self, *, migrate: bool = True, view: StoreView = "redact") -> Store:
         """The opened store of this app, migrated unless ``migrate=False`` (then nothing is
-        created or changed: a reader checks :meth:`Store.schema` itself)."""
+        created or changed: a reader checks :meth:`Store.schema` itself), read as ``view``
+        (``redact``, ``reveal``, ``keep`` or ``raw``: see :mod:`aetheris.payloads`)."""
+        return self.payloads.of(await self._open(migrate), view)
+
+    async def _open(self, migrate: bool) -> Store:
         if self._store is not None:
             return self._store
         if self._store_lock is None:
@@ -316,14 +339,14 @@ class App:
         spent, the job parks with reason ``budget`` until :meth:`raise_budget`. ``tenant``:
         whose job it is (API keys see their tenant's jobs only; idempotency keys are per tenant).
         """
-        name = _agent_name(agent)
+        name = agent_name(agent)
         try:
             limits = Budget.of(budget)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"budget: {exc}") from None
         data = {} if input is None else input
         self._check_input(data)
-        _check_texts(
+        check_texts(
             agent_name=name, job_id=job_id, queue=queue, idempotency_key=idempotency_key,
             tenant=tenant,
         )  # fmt: skip
@@ -350,9 +373,10 @@ class App:
     ) -> JobHandle:  # fmt: skip
         """A new job that replays ``job_id``'s first ``at`` journal entries and goes live after;
         with ``output``, entry ``at`` too, its result replaced (see :mod:`aetheris.forking`)."""
-        _check_texts(job_id=new_id)
+        check_texts(job_id=new_id)
         fork_id = new_id or new_job_id(self.clock)
-        await fork_job(await self.open_store(), job_id, at, fork_id, output=output, by=by)
+        store = await self.open_store(view="keep")
+        await fork_job(store, job_id, at, fork_id, output=output, by=by)
         self._wake_workers()
         return JobHandle(self, fork_id)
 
@@ -574,12 +598,17 @@ class App:
     ) -> Job:
         """Resolve an in-doubt effect: it happened (with ``result``), did not, or failed."""
         resolution = Resolution(committed, result, not_executed, fail, reason, by)
-        store = await self.open_store()
+        store = await self.open_store(view="keep")
         job: Job = await resolve_effect(store, job_id, position, resolution, self.clock.time())
         self._wake_workers()
         return job
 
     # -- workers ----------------------------------------------------------------------------
+
+    async def shred(self, job_id: str) -> Shredded:
+        """Destroy an ended job's payload keys: its content is unreadable for good, its journal
+        still verifies (see :mod:`aetheris.payloads`)."""
+        return await shred_job(await self.open_store(view="raw"), self.codec, job_id)
 
     async def workers(self) -> list[WorkerInfo]:
         """The workers registered on this database, oldest first (see ``WorkerInfo.alive``)."""
@@ -589,7 +618,7 @@ class App:
         """Who serves ``agent`` now: the live workers claiming its jobs (in ``queue``, if
         given), and whether any worker ever registered it; ``.warning`` says why its jobs
         would wait."""
-        name = _agent_name(agent)
+        name = agent_name(agent)
         store = await self.open_store()
         live = [w for w in await store.workers() if w.alive and w.serves(name, queue)]
         registered = name in await store.agents()
@@ -614,25 +643,3 @@ class App:
 
     def run_worker_sync(self, concurrency: int = 10, **options: Any) -> None:
         asyncio.run(self.run_worker(concurrency, **options))
-
-
-def _check_texts(**texts: str | None) -> None:
-    for what, text in texts.items():
-        if text is not None:
-            check_text(text, what.replace("_", " "))
-
-
-def _agent_name(agent: str | AgentFn) -> str:
-    name = agent if isinstance(agent, str) else getattr(agent, "__aetheris_agent__", None)
-    if name is None:
-        raise ConfigurationError(f"{agent!r} is not a registered agent")
-    return str(name)
-
-
-def new_job_id(clock: Clock = SYSTEM_CLOCK) -> str:
-    """A UUIDv7-style id: time-ordered, so listings and indexes follow creation order."""
-    millis = int(clock.time() * 1000)
-    rand = clock.getrandbits(80)
-    value = (millis & ((1 << 48) - 1)) << 80 | (0x7 << 76) | (rand & ((1 << 76) - 1))
-    value = (value & ~(0xC << 60)) | (0x8 << 60)
-    return str(uuid.UUID(int=value))

@@ -15,6 +15,8 @@ Errors (``Exception``) are things a caller can handle::
     ├── CompensationFailed      a compensation failed for good: the job ends failed with it
     ├── BundleError             an evidence bundle is malformed or does not verify
     ├── ReplayFailed            saved journals that do not replay against the code (test kit)
+    ├── PayloadUnreadable       a stored payload does not decode here (altered, wrong key)
+    │   └── PayloadShredded     its key was destroyed: the payload is gone for good
     ├── ModelError              a model endpoint did not answer a chat completion
     ├── WaitError               a durable wait ended without what it waited for:
     │   ├── SignalTimeout       ``wait_for_signal(timeout=...)`` ran out
@@ -144,6 +146,14 @@ class ReplayFailed(AetherisError):
     def __init__(self, message: str, reports: list[Any]) -> None:
         super().__init__(message)
         self.reports = reports
+
+
+class PayloadUnreadable(AetherisError):
+    """A stored payload cannot be decoded: altered bytes, or a key that is not its own."""
+
+
+class PayloadShredded(PayloadUnreadable):
+    """The payload's key was destroyed (crypto-shredding): it can never be read again."""
 
 
 class ModelError(AetherisError):

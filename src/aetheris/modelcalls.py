@@ -36,6 +36,7 @@ from aetheris.journal import (
 from aetheris.observe import Ended
 from aetheris.pricing import cost_of
 from aetheris.run import FOR_THE_AGENT, JobRun, Slot, current_run
+from aetheris.store.encoded import CODEC
 
 INLINE_LIMIT = 1024  # a request parameter or response over this many bytes goes to a blob
 BLOB = "$blob"
@@ -332,7 +333,7 @@ def check_blobs(events: Sequence[Event], blobs: Mapping[str, bytes]) -> tuple[in
     """The first model call (its event's seq and the problem) whose blobs are missing or do not
     match their hash: a message, a node of its conversation, a parameter, the response."""
     for digest, body in blobs.items():
-        if sha256_hex(body) != digest:
+        if sha256_hex(body) != digest and not sealed(body):
             return -1, f"blob {digest} does not match its bytes"
     for event in events:
         if event.type is not EventType.OP or event.data.get("kind") != "llm":
@@ -354,7 +355,8 @@ def _missing(data: Mapping[str, Any], blobs: Mapping[str, bytes]) -> str | None:
     wanted += messages
     count = len(messages)
     expected = (request.get("messages") or {}).get("count", 0)
-    if count != expected:
+    head = blobs.get((request.get("messages") or {}).get("head", ""))
+    if count != expected and not (head is not None and sealed(head)):
         return f"the conversation holds {count} messages, the call recorded {expected}"
     absent = [digest for digest in wanted if digest not in blobs]
     return f"blob {absent[0]} is missing" if absent else None
@@ -371,10 +373,18 @@ def conversation_of(
     while node:
         if node not in blobs:
             return found[::-1], f"conversation node {node} is missing"
+        if sealed(blobs[node]):  # encrypted: its links are read with its key only
+            return found[::-1], None
         link = decode(blobs[node])
         found.append(link["message"])
         node = link["prev"]
     return found[::-1], None
+
+
+def sealed(body: bytes) -> bool:
+    """Whether a stored blob is encoded by a payload codec (see :mod:`aetheris.store.encoded`):
+    its hash is of the plaintext, which only a reader with the key can check."""
+    return body.startswith(b'{"' + CODEC.encode() + b'":')
 
 
 def _is_ref(value: Any) -> bool:

@@ -105,7 +105,7 @@ def _end(entries: Sequence[Event | EventDraft]) -> dict[str, Any] | None:
 
 async def replay(app: App, job_id: str) -> ReplayReport:
     """Replay ``job_id``'s journal against ``app``'s code (read-only)."""
-    store = await app.open_store()
+    store = await app.open_store(view="reveal")  # the code sees what the live run saw
     job = await store.get_job(job_id)
     if job is None:
         raise JobNotFound(job_id)

@@ -19,7 +19,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from aetheris import runner
 from aetheris.agents import AgentDef
@@ -107,7 +107,7 @@ class Registry(Protocol):
     @property
     def agents(self) -> Mapping[str, AgentDef]: ...
     def agent_def(self, name: str) -> AgentDef: ...
-    async def open_store(self) -> Store: ...
+    async def open_store(self, *, view: Literal["reveal"]) -> Store: ...
 
 
 def worker_id(clock: Clock = SYSTEM_CLOCK) -> str:
@@ -194,7 +194,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stop = stop or asyncio.Event()
         self._observer = combine(self.observer, installed())
-        store = await self.registry.open_store()
+        store = await self.registry.open_store(view="reveal")  # secret fields as written
         await self._announce(store)
         unlisten = self.registry.doorbell.listen(self._requested)
         where = ClaimFilter(self.registry.agent_names, self.queues)

@@ -133,6 +133,7 @@ class ToolDef:
     approval_timeout: float | None = None
     rate_limit: RateLimit | None = None
     schema: dict[str, Any] | None = None  # given (an MCP tool's); else derived from ``fn``
+    secret: tuple[str, ...] = ()  # fields of its result and arguments never shown to people
     is_async: bool = field(init=False)
     adapter: TypeAdapter[Any] | None = field(init=False)
 

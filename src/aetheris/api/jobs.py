@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from aetheris.agents import new_job_id
 from aetheris.api.auth import Action, Principal, identify, require, visible_job
 from aetheris.api.errors import ApiError
 from aetheris.api.schemas import (
@@ -29,7 +30,7 @@ from aetheris.api.schemas import (
     SignalOut,
     StartJob,
 )
-from aetheris.app import App, new_job_id
+from aetheris.app import App
 from aetheris.forking import UNSET
 from aetheris.journal import Event
 from aetheris.store.port import JobStatus, ParkReason

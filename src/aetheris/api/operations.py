@@ -146,7 +146,7 @@ async def verify(job_id: JobId, app: Aetheris, caller: Caller) -> VerifyOut:
     result, error and ledger against its journal. Never repairs anything."""
     require(caller, Action.READ)
     await visible_job(app, caller, job_id)
-    verdict = await verify_job(await app.open_store(), job_id, app.trusted_keys)
+    verdict = await verify_job(await app.open_store(view="raw"), job_id, app.trusted_keys)
     return VerifyOut.of(verdict)
 
 
@@ -156,7 +156,7 @@ async def export(job_id: JobId, app: Aetheris, caller: Caller) -> dict[str, Any]
     and a manifest with their hashes, signed when the server has a signing key."""
     require(caller, Action.READ)
     await visible_job(app, caller, job_id)
-    return await export_bundle(await app.open_store(), job_id, signer=app.signing_key)
+    return await export_bundle(await app.open_store(view="raw"), job_id, signer=app.signing_key)
 
 
 @router.get("/summary", response_model=SummaryOut)

@@ -186,7 +186,7 @@ class Direct:
 
     async def verify(self, job_id: str, trusted: TrustedKeys, witness: Witness | None) -> Verdict:
         keys = TrustedKeys.of([*self.app.trusted_keys.keys.values(), *trusted.keys.values()])
-        return await verify_job(await self.app.open_store(), job_id, keys, witness)
+        return await verify_job(await self.app.open_store(view="raw"), job_id, keys, witness)
 
     async def job_ids(self) -> list[str]:
         return await job_ids(await self.app.open_store())
@@ -194,7 +194,7 @@ class Direct:
     async def export(self, job_id: str) -> dict[str, Any]:
         from aetheris.bundle import export_bundle
 
-        store = await self.app.open_store()
+        store = await self.app.open_store(view="raw")  # the stored bytes, as they verify
         return await export_bundle(store, job_id, signer=self.app.signing_key)
 
     async def create_webhook(self, url: str, events: Sequence[str], tenant: str | None) -> Webhook:

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -28,11 +29,14 @@ from aetheris.audit import Verdict
 from aetheris.bundle import sign_bundle, verify_bundle
 from aetheris.cli import render
 from aetheris.cli.backend import Backend, run_with_backend, with_backend
-from aetheris.cli.base import Env, database_option, json_option, main, pass_env
+from aetheris.cli.base import Env, database_option, json_option, main, pass_env, with_app
 from aetheris.cli.serving import keys
 from aetheris.errors import AetherisError, ConfigurationError
 from aetheris.recording import journal_doc
 from aetheris.witness import Witness
+
+if TYPE_CHECKING:
+    from aetheris.app import App
 
 
 def _trusted(given: tuple[str, ...]) -> TrustedKeys:
@@ -286,3 +290,24 @@ def _show_public(public: PublicKey, as_json: bool, note: str | None) -> None:
 
 
 __all__ = ["export", "signing", "verify"]
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (it cannot be undone).")
+@json_option
+@with_app()
+async def shred(app: App, job_id: str, yes: bool, as_json: bool) -> None:
+    """Destroy an ended job's payload keys (crypto-shredding): its input, results, errors,
+    signals and model calls become unreadable for good ("[shredded]"), while its journal
+    still verifies. The keys are in AETHERIS_PAYLOAD_KEY_DIR, never in the database."""
+    if not yes and not click.confirm(
+        f"Destroy the payload keys of job {job_id}? Its content cannot be recovered", err=True
+    ):
+        raise click.ClickException("nothing was shredded")
+    done = await app.shred(job_id)
+    if as_json:
+        render.print_json({"job_id": done.job_id, "shredded": True, "keys": list(done.keys)})
+        return
+    keys = ", ".join(done.keys) or "none left (shredded before)"
+    click.echo(f"job {job_id} is shredded: its payloads are unreadable; keys destroyed: {keys}")
