@@ -187,13 +187,24 @@ async def test_conditions_approvals_and_child_agents() -> None:
             {"id": "tell", "type": "agent", "agent": "notify", "input": {"text": "small"}},
             {**tool("pay", "refund", order_id="o7", amount=1.5), "depends_on": ["ask"]},
             {**tool("pay_small", "refund", order_id="o7", amount=0.5), "depends_on": ["tell"]},
+            # where the branches meet: it runs whichever branch ran
+            {
+                "id": "done",
+                "type": "agent",
+                "agent": "notify",
+                "input": {"text": ref("pay_small.output")},
+                "depends_on": ["pay"],
+                "join": "any",
+            },
+            {**tool("never", "lookup", order_id="o8"), "depends_on": ["pay", "pay_small"]},
         ],
         "output": ref("tell.output"),
     }
     job = await run_job(app, "aetheris.plan", {"plan": plan})
     assert job.status is JobStatus.SUCCEEDED, job.error
-    assert job.result["skipped"] == ["ask", "pay"]
+    assert job.result["skipped"] == ["ask", "pay", "never"]
     assert job.result["outputs"]["big"] is False
+    assert job.result["outputs"]["done"] == "r-o7"
     assert job.result["result"] == "small"
     assert ran == ["lookup o7", "refund o7"]
     await app.close()

@@ -127,7 +127,10 @@ class _State:
         for node in self.graph.nodes:
             if self.settled(node.id) or not all(self.settled(d) for d in self.deps[node.id]):
                 continue
-            if any(d in self.skipped for d in self.deps[node.id]) or self._gated_off(node.id):
+            deps = self.deps[node.id]
+            skip = [d in self.skipped for d in deps]
+            cut = (all(skip) and bool(deps)) if node.join == "any" else any(skip)
+            if cut or self._gated_off(node.id):
                 self.skipped.append(node.id)
                 return True
         return False
@@ -145,6 +148,8 @@ def resolve(value: Any, outputs: Mapping[str, Any], where: str) -> Any:
     """``value`` with each ``{"$ref": ...}`` replaced by what it names."""
     if is_ref(value):
         ref = Ref.parse(value["$ref"], where)
+        if ref.node not in outputs:
+            return None  # a skipped node, met by a ``join: any`` node
         found = outputs[ref.node]
         for i, key in enumerate(ref.path):
             found = _index(found, key, ref, i, where)

@@ -53,6 +53,12 @@ class _Node(BaseModel):
     id: str = Field(pattern=NODE_ID)
     depends_on: tuple[str, ...] = ()
     description: str | None = None
+    join: Literal["all", "any"] = Field(
+        default="all",
+        description="all: skipped when any node it depends on was skipped; any: runs once its "
+        "dependencies are settled if at least one ran (where the branches of a condition "
+        "meet); a reference to a skipped node's output is then null.",
+    )
 
 
 class ToolNode(_Node):
@@ -102,7 +108,9 @@ class Check(BaseModel):
 class ConditionNode(_Node):
     """Evaluate ``check``; the nodes of ``then`` run if it holds, those of ``else`` if not.
 
-    A node that is not run is *skipped*, and so is every node that depends on a skipped one.
+    A node that is not run is *skipped*, and so is every node that depends on a skipped one,
+    unless it says ``join: any`` (then it runs if any node it depends on ran: where the two
+    branches meet).
     """
 
     type: Literal["condition"]
