@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, Unpack, cast, overload
 
@@ -95,8 +96,10 @@ class JobHandle:
         return (await self.job()).status
 
     async def result(self, timeout: float | None = None) -> Any:
-        """Wait until the job ends; return its result or raise :class:`JobFailed`."""
-        job = await until_ended(self.job, timeout, self.app.clock.monotonic, first=0.005, most=0.25)
+        """Wait until the job ends; return its result (secret fields too: it is for the program
+        that started it, not for people) or raise :class:`JobFailed`."""
+        read = functools.partial(self.app.get_job, self.job_id, view="reveal")
+        job = await until_ended(read, timeout, self.app.clock.monotonic, first=0.005, most=0.25)
         if job.status is JobStatus.SUCCEEDED:
             return self.app.revive_result(job)
         raise JobFailed(job.id, job.status, job.error)
@@ -414,8 +417,8 @@ class App:
     def handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
 
-    async def get_job(self, job_id: str) -> Job:
-        job = await (await self.open_store()).get_job(job_id)
+    async def get_job(self, job_id: str, *, view: StoreView = "redact") -> Job:
+        job = await (await self.open_store(view=view)).get_job(job_id)
         if job is None:
             raise JobNotFound(job_id)
         return job

@@ -227,6 +227,9 @@ async def test_secret_fields_are_absent_from_every_read_for_people(
                 assert secret not in answer.text, f"{secret} in GET {path}"
     revealed = await (await app.open_store(view="reveal")).get_job(handle.job_id)
     assert revealed is not None and revealed.result["ssn"] == "SSN-123-45"
+    # The program that started the job gets its result whole; a read for people does not.
+    assert (await handle.result(timeout=5))["ssn"] == "SSN-123-45"
+    assert (await app.get_job(handle.job_id)).result["ssn"] == "[redacted]"
     await app.close()
 
 
