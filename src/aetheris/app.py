@@ -153,19 +153,22 @@ class App:
     def agent(self, fn: AgentFn, /) -> AgentFn: ...
     @overload
     def agent(
-        self, fn: None = None, /, *, name: str | None = None
+        self, fn: None = None, /, *, name: str | None = None, version: str | None = None
     ) -> Callable[[AgentFn], AgentFn]: ...
 
     def agent(
-        self, fn: AgentFn | None = None, /, *, name: str | None = None
+        self, fn: AgentFn | None = None, /, *, name: str | None = None, version: str | None = None
     ) -> AgentFn | Callable[[AgentFn], AgentFn]:
-        """Register ``async def f(ctx, **input)`` as an agent (``name`` defaults to f's name)."""
+        """Register ``async def f(ctx, **input)`` as an agent (``name`` defaults to f's name).
+
+        ``version``: the agent's code version, recorded with every journal entry its runs
+        write; by default a fingerprint of its code (see :mod:`aetheris.fingerprint`)."""
 
         def register(func: AgentFn) -> AgentFn:
             agent_name = name or func.__name__
             if agent_name in self._agents:
                 raise ConfigurationError(f"agent {agent_name!r} is already registered")
-            self._agents[agent_name] = AgentDef.of(agent_name, func)
+            self._agents[agent_name] = AgentDef.of(agent_name, func, version)
             func.__aetheris_agent__ = agent_name  # type: ignore[attr-defined]
             return func
 

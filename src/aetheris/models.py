@@ -107,6 +107,7 @@ class Job:
     deadline: float | None = None
     recoveries: int = 0
     tenant: str = DEFAULT_TENANT
+    code_version: str | None = None  # the agent's version that last wrote journal entries
 
     @property
     def waiting_for(self) -> str | None:

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aetheris.journal import Event, EventDraft
+from aetheris.journal import Event, EventDraft, stamp_code
 from aetheris.models import (
     DEFAULT_TENANT,
     TERMINAL_STATUSES,
@@ -205,6 +205,13 @@ class Commit:
     cancel_children: bool = False  # the job ends: cancel its children that have not ended
     blobs: Sequence[tuple[str, bytes]] = ()  # (sha256 hex, bytes) the events refer to
     correlate: Sequence[tuple[str, str]] = ()  # (signal name, key) the job holds from now on
+    code_version: str | None = None  # the job's entries are now those of this agent version
+
+    def by_code(self, code: str) -> Commit:
+        """Written by agent version ``code``: its entries that hold a position record it (and
+        if there is any, the job's ``code_version`` becomes ``code``)."""
+        events, coded = stamp_code(self.events, code)
+        return dataclasses.replace(self, events=events, code_version=code) if coded else self
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +236,15 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class ClaimFilter:
+    """Jobs of ``agents`` (in ``queues``), none of ``skip``. ``versions``: each agent's code
+    version the claimer runs (its ``job_claimed`` event records it); ``matching_only``: pass
+    over a job whose ``code_version`` is another one (``None``, no code wrote yet: taken)."""
+
     agents: Sequence[str]
     queues: Sequence[str] | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)
+    matching_only: bool = False
+    skip: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +392,8 @@ class Store(Protocol):
         ``wake_at`` passed, then pending jobs that are due (higher ``priority`` first). The claim
         bumps the lease epoch (fencing out the previous holder), counts an attempt, appends a
         ``job_claimed`` event and holds the lease for ``lease_ttl`` seconds. Concurrent claimers
-        never get the same job. ``Claim.recovered_from`` names the owner of an expired lease."""
+        never get the same job. ``Claim.recovered_from`` names the owner of an expired lease.
+        See :class:`ClaimFilter` for code versions."""
         ...
 
     async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat:
@@ -393,7 +408,8 @@ class Store(Protocol):
         ``lease.epoch``; :class:`~aetheris.errors.Conflict` when ``commit.head`` is not where
         the journal ends, a ledger row to insert exists, a row to update is not in its
         ``expect`` state, or a signal to receive was received already. See :class:`Commit`
-        for wake-ups, children and lock order."""
+        for wake-ups, children and lock order. With ``commit.code_version``, the job's
+        ``code_version`` becomes it."""
         ...
 
     async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:
