@@ -60,6 +60,8 @@ from aetheris.store.port import Job, JobStatus
     type=click.Choice(["check", "refuse", "proceed"]),
     default="check",
     show_default=True,
+    envvar="AETHERIS_ON_NEW_CODE",
+    show_envvar=True,
     help="Jobs another version of their agent wrote: replay-check them first and hand back "
     "those that diverge (check), leave them to a worker running that version (refuse), "
     "or run them, parking on divergence (proceed).",
