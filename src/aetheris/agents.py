@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -19,6 +20,7 @@ from pydantic import (
 
 from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.errors import ConfigurationError, InvalidInput
+from aetheris.fingerprint import fingerprint
 from aetheris.journal import check_text
 from aetheris.tools import return_adapter, type_hints
 
@@ -27,20 +29,33 @@ AgentFn = Callable[..., Awaitable[Any]]
 
 @dataclass(frozen=True)
 class AgentDef:
-    """A registered agent: its function, the validator of its input, its result's type."""
+    """A registered agent: its function, the validator of its input, its result's type, and
+    the version its author gave (``pinned``; else :attr:`version` is its code's fingerprint)."""
 
     name: str
     fn: AgentFn
     model: type[BaseModel] | None
     adapter: TypeAdapter[Any] | None
     secret: tuple[str, ...] = ()  # fields of its input and result never shown to people
+    pinned: str | None = None
 
     @classmethod
-    def of(cls, name: str, fn: AgentFn, secret: tuple[str, ...] = ()) -> AgentDef:
+    def of(
+        cls, name: str, fn: AgentFn, secret: tuple[str, ...] = (), version: str | None = None
+    ) -> AgentDef:
         """Check ``fn`` can be an agent and build its validators (or raise ConfigurationError)."""
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(f"agent {name!r} must be an async function")
-        return cls(name, fn, _input_model(name, fn), return_adapter(fn), secret)
+        if version is not None:
+            check_version(name, version)
+        return cls(name, fn, _input_model(name, fn), return_adapter(fn), secret, version)
+
+    @functools.cached_property
+    def version(self) -> str:
+        """The code version every entry a run of this agent writes records: the one given at
+        registration, else a fingerprint of the code (see :mod:`aetheris.fingerprint`).
+        Computed at first use, once the agent's module has defined every helper it names."""
+        return self.pinned if self.pinned is not None else fingerprint(self.fn)
 
     def input_schema(self) -> dict[str, Any] | None:
         """The JSON schema of the input, for clients without this code (``None``: any object,
@@ -67,6 +82,19 @@ class AgentDef:
         values = {name: getattr(parsed, name) for name in type(parsed).model_fields}
         values.update(parsed.model_extra or {})
         return values
+
+
+def check_version(name: str, version: str) -> None:
+    """Refuse a version no journal should carry: empty, over 64 characters, or with spaces or
+    control characters (it is shown in traces and compared by workers as it is)."""
+    if not isinstance(version, str) or not 0 < len(version) <= 64:
+        raise ConfigurationError(
+            f"agent {name!r}: version must be a string of 1 to 64 characters, got {version!r}"
+        )
+    if any(ch.isspace() or not ch.isprintable() for ch in version):
+        raise ConfigurationError(
+            f"agent {name!r}: version {version!r} has spaces or control characters"
+        )
 
 
 def _input_model(name: str, fn: AgentFn) -> type[BaseModel] | None:

@@ -50,7 +50,6 @@ from aetheris.store.port import (
     Job,
     JobStatus,
     NewJob,
-    ParkReason,
     Signal,
     Store,
     WorkerInfo,
@@ -63,7 +62,7 @@ from aetheris.tools import (
     ToolDef,
     revive,
 )
-from aetheris.waits import APPROVAL_PREFIX, BUDGET_SIGNAL, approval_signal
+from aetheris.waits import APPROVAL_PREFIX, BUDGET_SIGNAL, approval_decision
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -170,21 +169,36 @@ class App:
     def agent(self, fn: AgentFn, /) -> AgentFn: ...
     @overload
     def agent(
-        self, fn: None = None, /, *, name: str | None = None, secret: Sequence[str] = ()
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        secret: Sequence[str] = (),
+        version: str | None = None,
     ) -> Callable[[AgentFn], AgentFn]: ...
 
     def agent(
-        self, fn: AgentFn | None = None, /, *, name: str | None = None, secret: Sequence[str] = ()
+        self,
+        fn: AgentFn | None = None,
+        /,
+        *,
+        name: str | None = None,
+        secret: Sequence[str] = (),
+        version: str | None = None,
     ) -> AgentFn | Callable[[AgentFn], AgentFn]:
-        """Register ``async def f(ctx, **input)`` as an agent (``name`` defaults to f's name);
+        """Register ``async def f(ctx, **input)`` as an agent (``name`` defaults to f's name).
+
         ``secret``: fields of its input and result shown ``[redacted]`` (see
-        :mod:`aetheris.redaction`)."""
+        :mod:`aetheris.redaction`). ``version``: the agent's code version, recorded with every
+        journal entry its runs write; by default a fingerprint of its code (see
+        :mod:`aetheris.fingerprint`)."""
 
         def register(func: AgentFn) -> AgentFn:
             agent_name = name or func.__name__
             if agent_name in self._agents:
                 raise ConfigurationError(f"agent {agent_name!r} is already registered")
-            self._agents[agent_name] = AgentDef.of(agent_name, func, tuple(secret))
+            self._agents[agent_name] = AgentDef.of(agent_name, func, tuple(secret), version)
             func.__aetheris_agent__ = agent_name  # type: ignore[attr-defined]
             return func
 
@@ -531,37 +545,11 @@ class App:
         args_hash: str | None,
     ) -> Signal:
         job = await self.get_job(job_id)
-        request = job.park_detail if job.park_reason is ParkReason.APPROVAL else None
-        if request is None:
-            raise Conflict(f"job {job_id} has no pending approval request (it is {job.status})")
-        if position is not None and position != request["position"]:
-            raise Conflict(
-                f"job {job_id} has no pending approval request at position {position} "
-                f"(the pending one is at {request['position']})"
-            )
-        position = int(request["position"])
-        expected = str(request["args_hash"])
-        if args_hash is not None and args_hash != expected:
-            raise Conflict(
-                f"the args hash given ({args_hash[:12]}…) is not that of the pending approval "
-                f"request {job_id}:{position} ({expected}): check what you typed, or, if its "
-                "arguments changed since you saw them, review it again"
-            )
-        for value, what in ((by, "by"), (text, "comment" if approved else "reason")):
-            if value is not None:
-                check_text(value, what)
-        name = approval_signal(position)
-        # The decision names the request's args hash: the run accepts it for that request only.
-        payload = {
-            "decision": "approved" if approved else "rejected",
-            "by": by,
-            "args_hash": expected,
-            ("comment" if approved else "reason"): text,
-        }
+        name, payload = approval_decision(job, approved, position, by, text, args_hash)
         store = await self.open_store()
         signal, created = await store.send_signal(job_id, name, payload, name, by)
         if not created:
-            raise Conflict(f"approval request {job_id}:{position} was already decided")
+            raise Conflict(f"approval request {job_id}:{name.split(':')[-1]} was already decided")
         self._wake_workers()
         return signal
 

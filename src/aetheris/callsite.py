@@ -1,9 +1,9 @@
 """Where in the user's code an operation was asked for: the first frame outside Aetheris.
 
-Used when the code and the journal disagree, so the report points at the line that asked for the
-operation the journal does not hold. A frame in the standard library or an installed package
-(a framework calling a tool on the agent's behalf) is kept only if no frame of the user's own
-code is found further out; the standard library's frames (asyncio's) never are.
+Used when the code and the journal disagree (:func:`divergence`), so the report points at the
+line that asked for the operation the journal does not hold. A frame in an installed package (a
+framework calling a tool on the agent's behalf) is kept only if no frame of the user's own code
+is found further out; the standard library's frames (asyncio's) never are.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 _OURS = str(Path(__file__).resolve().parent) + os.sep
 
@@ -46,3 +48,25 @@ def _shown(path: str) -> str:
         return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return path
+
+
+def divergence(
+    position: int, expected: Mapping[str, Any], got: Mapping[str, Any], holds: str
+) -> tuple[str, str | None]:
+    """The readable report of a divergence at ``position``, and the line of code that asked
+    for ``got`` (None when the code asked for nothing: it ended short of the journal).
+    Called by the run's cursor, itself called from the agent's code."""
+
+    def show(entry: Mapping[str, Any]) -> str:
+        if not entry:
+            return "(nothing)"
+        digest = entry.get("args_hash") or ""
+        return f"{entry.get('kind')} {entry.get('name')} (args {digest[:12]})"
+
+    location = user_frame(3) if got else None
+    diff = (
+        f"nondeterminism at position {position}: the journal and the code disagree\n"
+        f"  journal: {show(expected)}{holds}\n"
+        f"  code:    {show(got)}" + (f"\n  at:      {location}" if location else "")
+    )
+    return diff, location

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
 from aetheris import ledger, waits
+from aetheris.errors import InvalidInput
 from aetheris.run import JobRun
 
 T = TypeVar("T")
@@ -64,6 +65,35 @@ class Context:
         """A random float in [0, 1), recorded on first execution and replayed after."""
         value: float = self._run.record_value("random", self._run.clock.random)
         return value
+
+    def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new branch of a change made for jobs already running.
+
+        ``if ctx.patched("fee-check"): <new code> else: <old code>``. Past the journal's
+        recorded prefix (a new job, or a running one beyond where it was), it returns True and
+        records a ``patch`` marker at its position. Replaying, it returns True if the journal
+        holds that marker there, and False, taking no position, if it holds anything else: a
+        job recorded by the old code replays on the old branch. The marker is compared with
+        the code like any other entry.
+        """
+        run = self._run
+        if not isinstance(patch_id, str) or not patch_id or "\x00" in patch_id:
+            raise InvalidInput(f"a patch id must be a non-empty string, got {patch_id!r}")
+        held = run.held(run.next_position)
+        if held is not None and held != ("patch", patch_id):
+            return False  # the journal was written by code without this patch
+        run.record_value("patch", _true, patch_id)
+        return True
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """The old branch of ``patch_id`` is gone: no job that took it runs any more.
+
+        Replace ``if ctx.patched(id): new else: old`` by ``ctx.deprecate_patch(id)`` and
+        ``new``: journals recorded with the marker replay (it is taken), new jobs record it
+        (so code still calling ``patched(id)`` replays them), and a journal without it goes on
+        to be compared with ``new``. Remove the call once no job recorded before it runs.
+        """
+        self.patched(patch_id)
 
     def _new_uuid(self) -> str:
         return str(self._run.clock.uuid4())
@@ -141,3 +171,7 @@ class Context:
         that does not succeed raises :class:`~aetheris.ChildFailed`.
         """
         return await self._run.guarded(waits.run_agent(self._run, agent, input or {}, job_id))
+
+
+def _true() -> bool:
+    return True

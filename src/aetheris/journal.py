@@ -186,6 +186,7 @@ _OP_CORE = frozenset(
         "duration_ms",
         "idempotency_key",
         "retries",
+        "code",
     }
 )
 
@@ -270,6 +271,28 @@ class EventDraft:
     type: EventType
     data: Mapping[str, Any]
     position: int | None = None
+
+
+# The entries that hold a journal position for the code: they record the code version too.
+CODED = frozenset({EventType.OP, EventType.INTENT, EventType.WAIT})
+
+
+def stamp_code(drafts: Iterable[EventDraft], code: str) -> tuple[list[EventDraft], bool]:
+    """``drafts`` with ``"code": code`` (the agent version writing them) in the data of each
+    entry that holds a position (an operation, an intent, a wait) and names none yet; and
+    whether any holds a position.
+
+    Journals written before entries named their code have no such field: they load, replay
+    and verify as they are (the chain covers the stored bytes, whatever fields they hold).
+    """
+    out, coded = [], False
+    for draft in drafts:
+        if draft.type in CODED:
+            coded = True
+            if "code" not in draft.data:
+                draft = EventDraft(draft.type, {**draft.data, "code": code}, draft.position)
+        out.append(draft)
+    return out, coded
 
 
 @dataclass(frozen=True, slots=True)

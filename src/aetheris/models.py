@@ -107,6 +107,7 @@ class Job:
     deadline: float | None = None
     recoveries: int = 0
     tenant: str = DEFAULT_TENANT
+    code_version: str | None = None  # the agent's version that last wrote journal entries
 
     @property
     def waiting_for(self) -> str | None:
@@ -382,3 +383,27 @@ class Serving:
             f"no live worker serves agent {self.agent!r}{where} now: its jobs wait until "
             "one starts (`aetheris worker MODULE:APP`)"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryClaim:
+    """A delivery taken by one deliverer until ``lease`` runs out: where to send it, the
+    secret to sign it with, and the ``token`` that proves the claim when its try is recorded."""
+
+    delivery: WebhookDelivery
+    url: str
+    secret: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What one try of a delivery came to: the receiver's HTTP ``status`` (``None``: no
+    answer), the ``error`` (``None``: delivered), how long it took, and what follows:
+    ``delivered``, else a retry in ``retry_in`` seconds, else (``retry_in`` ``None``) dead."""
+
+    status: int | None
+    error: str | None
+    duration: float
+    delivered: bool = False
+    retry_in: float | None = None

@@ -191,7 +191,7 @@ class JobRun:
         self.job, self.clock = job, clock
         self.probe = Probe(observer, job.id, lease.epoch, events, clock)  # metrics, traces, logs
         self.lease = lease
-        self.agent = agent
+        self.agent, self.code = agent, agent.version  # the code version its entries record
         self.agents = agents or {}
         self.store = store
         self._index(events, effects)
@@ -360,6 +360,14 @@ class JobRun:
         """What the journal recorded when the wait at ``position`` first parked, if it did."""
         return self.waits.get(position)
 
+    def held(self, position: int) -> tuple[str | None, str | None] | None:
+        """(kind, name) the journal holds at ``position``; (None, None) for no record there
+        but one after (a replayed position); ``None`` past the recorded prefix (live)."""
+        record = self._records.get(position)
+        if record is None:
+            return None if position > self._replayed_to else (None, None)
+        return record.kind, record.name
+
     def leftover(self) -> tuple[int, dict[str, Any]] | None:
         """The first record past the position reached, if the code stopped short of it."""
         later = sorted(p for p in self._records if p >= self._position)
@@ -383,22 +391,11 @@ class JobRun:
     def diverged(self, position: int, expected: Mapping[str, Any], got: Mapping[str, Any]) -> None:
         """The code no longer matches the journal: park, never continue on a wrong prefix."""
 
-        def show(entry: Mapping[str, Any]) -> str:
-            if not entry:
-                return "(nothing)"
-            digest = entry.get("args_hash") or ""
-            return f"{entry.get('kind')} {entry.get('name')} (args {digest[:12]})"
-
         record = self._records.get(position)
         holds = f" ({record.holds})" if record is not None and record.holds else ""
-        location = callsite.user_frame(2) if got else None
-        diff = (
-            f"nondeterminism at position {position}: the journal and the code disagree\n"
-            f"  journal: {show(expected)}{holds}\n"
-            f"  code:    {show(got)}" + (f"\n  at:      {location}" if location else "")
-        )
+        diff, location = callsite.divergence(position, expected, got, holds)
         detail = {"position": position, "expected": dict(expected), "got": dict(got), "diff": diff}
-        detail["location"] = location
+        detail |= {"location": location}
         self._diverged_at = position
         if not self.compensating:
             # A cancel or a passed deadline still ends the job; no compensation can run through
@@ -539,7 +536,7 @@ class JobRun:
                 cancel_children=ends and self._has_children,
                 blobs=blobs,
                 correlate=correlate,
-            )
+            ).by_code(self.code)
             try:
                 sealed = await self._commit_surviving_outages(commit)
             except Exception as exc:
@@ -629,16 +626,15 @@ class JobRun:
             f"{type(exc).__name__}: {exc}"
         )
 
-    def record_value(self, kind: str, produce: Callable[[], Any]) -> Any:
-        """``ctx.now()``, ``ctx.uuid()``, ``ctx.random()``: recorded once, replayed after.
-
-        The value is buffered and written with the next commit, which always precedes
-        anything the value can influence outside the process.
+    def record_value(self, kind: str, produce: Callable[[], Any], name: str = "") -> Any:
+        """``ctx.now()``, ``ctx.uuid()``, ``ctx.random()``, a patch marker (``name``: its id):
+        recorded once, replayed after. The value is buffered and written with the next commit,
+        which always precedes anything the value can influence outside the process.
         """
-        slot = self.next_op(kind, kind, "")
+        slot = self.next_op(kind, name or kind, "")
         if slot.recorded is not None:
             return slot.recorded.result
         value = produce()
-        record = OpRecord(kind=kind, name=kind, ordinal=slot.ordinal, args_hash="", result=value)
+        record = OpRecord(kind, name or kind, slot.ordinal, "", result=value)
         self._pending.append(record.draft(slot.position))
         return value

@@ -59,6 +59,7 @@ from aetheris.store.port import (
     StatusWrite,
     Store,
 )
+from aetheris.versions import CodeGate, OnNewCode
 
 log = logging.getLogger("aetheris.worker")
 # One line per job's start or resume, park and end (a failure at ERROR, with the agent's
@@ -126,7 +127,9 @@ class _Active:
 
 class Worker:
     """Runs jobs of one :class:`~aetheris.App` (its :class:`Registry`); several may share a
-    database."""
+    database. ``on_new_code``: what it does with jobs another version of their agent wrote,
+    ``refuse``, ``check`` (then pass over for ``recheck_after`` s) or ``proceed``
+    (see :mod:`aetheris.versions`)."""
 
     def __init__(
         self,
@@ -140,6 +143,8 @@ class Worker:
         owner: str | None = None,
         reap_interval: float = 1.0,
         observer: Observer | None = None,
+        on_new_code: str | OnNewCode = OnNewCode.CHECK,
+        recheck_after: float = 60.0,
     ) -> None:
         self.registry = registry
         # Told what happens (metrics, traces), with the observers installed in the process.
@@ -153,6 +158,11 @@ class Worker:
         self.reap_interval = reap_interval
         _check_options(concurrency, self.lease_ttl, self.poll_interval, grace)
         self.clock = registry.clock
+        # Jobs another version of their agent wrote: refused, checked first, or run.
+        self.gate = CodeGate(
+            on_new_code, registry.agents, clock=self.clock,
+            max_payload_bytes=registry.max_payload_bytes, recheck_after=recheck_after,
+        )  # fmt: skip
         self.owner = owner or worker_id(self.clock)
         self._active: dict[str, _Active] = {}
         self._wake: asyncio.Event | None = None
@@ -288,7 +298,7 @@ class Worker:
         while len(self._active) < self.concurrency and not self._stop_set():
             sent = self.clock.monotonic()
             try:
-                claim = await store.claim(self.owner, self.lease_ttl, where)
+                claim = await store.claim(self.owner, self.lease_ttl, self.gate.where(where))
             except AetherisError as exc:
                 log.warning("claim failed: %s", exc)
                 return False
@@ -362,6 +372,8 @@ class Worker:
         jobs_log.info("job %s %s: %s, epoch %d%s", job.id, how, where, claim.lease.epoch, cut)
         if job.recoveries > limit:
             outcome = await runner.fail_poisoned(run, limit, _last_failure(events))
+        elif (handed_back := await self.gate.admit(store, run, events)) is not None:
+            outcome = handed_back
         else:
             if job.deadline is not None:
                 self._enforce_deadline(active, job.deadline)

@@ -25,6 +25,7 @@ from aetheris.errors import (
     ApprovalRejected,
     ApprovalTimeout,
     ChildFailed,
+    Conflict,
     InvalidInput,
     SignalKeyTaken,
     SignalTimeout,
@@ -481,3 +482,43 @@ def _raised(run: JobRun, payload: Mapping[str, Any]) -> Budget:
     now = run.budget or Budget()
     run.budget = Budget(payload.get("tokens", now.tokens), payload.get("cost", now.cost))
     return run.budget
+
+
+def approval_decision(
+    job: Job,
+    approved: bool,
+    position: int | None,
+    by: str | None,
+    text: str | None,
+    args_hash: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """The signal (name, payload) that decides ``job``'s pending approval request, checked
+    against the request (its position, what was reviewed: ``args_hash``); Conflict if not."""
+    request = job.park_detail if job.park_reason is ParkReason.APPROVAL else None
+    if request is None:
+        raise Conflict(f"job {job.id} has no pending approval request (it is {job.status})")
+    if position is not None and position != request["position"]:
+        raise Conflict(
+            f"job {job.id} has no pending approval request at position {position} "
+            f"(the pending one is at {request['position']})"
+        )
+    position = int(request["position"])
+    expected = str(request["args_hash"])
+    if args_hash is not None and args_hash != expected:
+        raise Conflict(
+            f"the args hash given ({args_hash[:12]}…) is not that of the pending approval "
+            f"request {job.id}:{position} ({expected}): check what you typed, or, if its "
+            "arguments changed since you saw them, review it again"
+        )
+    for value, what in ((by, "by"), (text, "comment" if approved else "reason")):
+        if value is not None:
+            check_text(value, what)
+    name = approval_signal(position)
+    # The decision names the request's args hash: the run accepts it for that request only.
+    payload = {
+        "decision": "approved" if approved else "rejected",
+        "by": by,
+        "args_hash": expected,
+        ("comment" if approved else "reason"): text,
+    }
+    return name, payload

@@ -39,7 +39,7 @@ JOB_KEYS = {
     "id", "agent", "status", "park_reason", "park_detail", "input", "result", "error",
     "idempotency_key", "queue", "priority", "wake_on", "wake_at", "parent_id", "control",
     "control_by", "deadline", "lease_epoch", "lease_owner", "lease_expires_at", "attempts",
-    "events", "created_at", "updated_at",
+    "events", "created_at", "updated_at", "code_version",
 }  # fmt: skip
 EVENT_KEYS = {"seq", "type", "position", "at", "data", "hash", "prev_hash"}
 EFFECT_KEYS = {

@@ -12,7 +12,7 @@ import asyncio
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -21,6 +21,7 @@ import pytest
 from aetheris import App, EffectState, JobStatus, ParkReason
 from aetheris.errors import EncodingError
 from aetheris.journal import EventType, verify_chain
+from aetheris.store.port import Store
 from aetheris.store.sqlite import sqlite_path
 
 from .harness import Cluster, until, wait_exit, wait_job, wait_stopped, with_fast_reaping
@@ -110,7 +111,19 @@ async def test_a_step_inserted_before_an_unfinished_effect_parks_instead_of_char
     app = App(cluster.url)
     handle = await app.start("versioned", {"n": 7})
     assert wait_exit(cluster.start_worker(crash_at="after_dispatch:charge")) == -9
-    cluster.start_worker(env={"CHAOS_VERSION": "2"})
+    # The new code's worker checks the journal first (the default): it diverges at the
+    # charge's intent, so the job is handed back as it was, for a worker of the old code.
+    checking = cluster.start_worker(env={"CHAOS_VERSION": "2"})
+    store = await app.open_store()
+    await until_async(
+        lambda: _released(store, handle.job_id), what="the job handed back by the check"
+    )
+    job = await app.get_job(handle.job_id)
+    assert job.status is JobStatus.PENDING and job.park_reason is None
+    assert len(cluster.lines("charges.log")) == 1
+    cluster.kill(checking)
+    # One that proceeds replays it live: it parks at the divergence, and charges nothing.
+    cluster.start_worker(env={"CHAOS_VERSION": "2", "AETHERIS_ON_NEW_CODE": "proceed"})
     job = await wait_job(app, handle.job_id, JobStatus.PARKED)
     assert job.park_reason is ParkReason.NONDETERMINISM
     assert job.park_detail is not None
@@ -343,3 +356,17 @@ async def test_a_second_ctrl_c_hands_the_job_back_at_once(cluster: Cluster) -> N
     assert [line.split()[0] for line in cluster.lines("slow.log")] == ["begin"]
     assert cluster.lines("after_slow.log") == []
     await app.close()
+
+
+async def _released(store: Store, job_id: str) -> bool:
+    events = await store.events(job_id)
+    return any(e.type is EventType.JOB_RELEASED and "divergence" in e.data for e in events)
+
+
+async def until_async(
+    predicate: Callable[[], Awaitable[bool]], *, what: str, timeout: float = 30.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
+        await asyncio.sleep(0.05)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -169,8 +170,10 @@ async def test_crash_after_outcome_resumes_without_repeating(store_url: str, wor
     await app.close()
 
 
-async def run_job_existing(app: App, job_id: str, *statuses: JobStatus) -> aetheris.Job:
-    async with running_worker(app, poll_interval=0.01):
+async def run_job_existing(
+    app: App, job_id: str, *statuses: JobStatus, **options: Any
+) -> aetheris.Job:
+    async with running_worker(app, poll_interval=0.01, **options):
         return await wait_for(app, job_id, *statuses)
 
 
@@ -320,7 +323,9 @@ async def test_nondeterminism_parks_with_a_readable_diff(sqlite_url: str) -> Non
     async def changed(ctx: Context) -> int:
         return await b()
 
-    job = await run_job_existing(second, handle.job_id, JobStatus.PARKED)
+    # A worker that runs jobs of other code as they are (a worker that checks them first
+    # hands this one back: tests/integration/test_versions.py).
+    job = await run_job_existing(second, handle.job_id, JobStatus.PARKED, on_new_code="proceed")
     assert job.park_reason is ParkReason.NONDETERMINISM
     assert job.park_detail is not None
     assert job.park_detail["position"] == 0

@@ -74,6 +74,9 @@ class SimProcess:
             grace=GRACE,
             owner=self.owner,
             reap_interval=2.0,
+            # A deploy here retires the old code's workers for good: a job the new code cannot
+            # replay would have no worker to be handed back to. Run it and park it instead.
+            on_new_code="proceed",
         )
         self.task: asyncio.Task[None] | None = None
 

@@ -122,6 +122,9 @@ class JobOut(BaseModel):
     recoveries: int = Field(description="Runs cut short by a dead worker or a runtime failure.")
     events: int
     head_hash: str = Field(description="The hash of its last journal event.")
+    code_version: str | None = Field(
+        default=None, description="The agent code version that last wrote its journal."
+    )
     wake_on: str | None = Field(description="What a parked job waits for.")
     wake_at: str | None = Field(description="When a parked job is due anyway.")
     deadline: str | None
@@ -157,6 +160,7 @@ class JobOut(BaseModel):
             recoveries=job.recoveries,
             events=job.event_count,
             head_hash=job.head_hash,
+            code_version=job.code_version,
             wake_on=job.wake_on,
             wake_at=iso(job.wake_at),
             deadline=iso(job.deadline),

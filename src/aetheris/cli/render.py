@@ -61,6 +61,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "lease_expires_at": iso(job.lease_expires_at),
         "attempts": job.attempts,
         "events": job.event_count,
+        "code_version": job.code_version,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
     }

@@ -58,6 +58,17 @@ from aetheris.taskgraph import PLAN_AGENT
     type=click.FloatRange(min=0),
     help="Seconds to finish what is in flight on SIGTERM or Ctrl-C (a second one: at once).",
 )
+@click.option(
+    "--on-new-code",
+    type=click.Choice(["check", "refuse", "proceed"]),
+    default="check",
+    show_default=True,
+    envvar="AETHERIS_ON_NEW_CODE",
+    show_envvar=True,
+    help="Jobs another version of their agent wrote: replay-check them first and hand back "
+    "those that diverge (check), leave them to a worker running that version (refuse), "
+    "or run them, parking on divergence (proceed).",
+)
 @observing.log_format_option
 @observing.worker_metrics_options
 @database_option
@@ -70,6 +81,7 @@ def worker(
     queues: tuple[str, ...],
     poll_interval: float | None,
     grace: float,
+    on_new_code: str,
     log_format: str,
     metrics_port: int | None,
     metrics_host: str,
@@ -84,13 +96,9 @@ def worker(
     metrics = Metrics() if metrics_port is not None else None
     try:
         w = app.worker(
-            concurrency=concurrency,
-            queues=queues or None,
-            lease_ttl=lease_ttl,
-            poll_interval=poll_interval,
-            grace=grace,
-            observer=metrics,
-        )
+            concurrency=concurrency, queues=queues or None, lease_ttl=lease_ttl,
+            poll_interval=poll_interval, grace=grace, observer=metrics, on_new_code=on_new_code,
+        )  # fmt: skip
     except AetherisError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -83,7 +83,8 @@ class _Describer:
             recovered = (
                 f" (recovered from {d['recovered_from']})" if d.get("recovered_from") else ""
             )
-            return Row(detail=f"{d.get('owner')} epoch {d.get('epoch')}{recovered}")
+            who = f"{d.get('owner')} epoch {d.get('epoch')}{recovered}"
+            return Row(detail=who + _code(d))
         if event.type is EventType.EFFECT_IN_DOUBT:
             return Row(
                 "tool", str(d.get("name", "")), "in_doubt", detail=str(d.get("idempotency_key"))
@@ -124,6 +125,8 @@ class _Describer:
 
     def op(self, d: dict[str, Any], position: int | None) -> Row:
         kind = str(d.get("kind", ""))
+        if kind == "patch":  # ctx.patched(): this run took the new branch
+            return Row(kind, self.ordinal_name(d, position), "marker", detail="new branch")
         duration = f"{d['duration_ms']:.1f} ms" if "duration_ms" in d else ""
         result = d.get("result")
         if d.get("error"):
@@ -195,6 +198,11 @@ class _Describer:
         return Row(kind, name, outcome, detail=self.short(result, 56) + sender)
 
 
+def _code(d: dict[str, Any]) -> str:
+    """The agent version that wrote an entry or runs a claim, if it says."""
+    return f"; code {_clean(str(d['code']))}" if d.get("code") else ""
+
+
 def describe(event: Event) -> tuple[str, str, str, str, str]:
     """(kind, name, outcome, duration, detail) of one event seen alone (as a live feed sees it)."""
     row = _Describer([event], wide=False)(event)
@@ -234,6 +242,8 @@ def trace_table(job: Job, events: Sequence[Event], *, wide: bool = False) -> Vie
     title = Text.assemble(
         "job ", job.id, "  agent ", _clean(job.agent), "  ", status_text(job.status.value)
     )
+    if job.code_version:
+        title.append(f"  code {_clean(job.code_version)}")
     spent = model_spend(events)
     if spent["calls"]:
         title.append(f"  model calls {spent['calls']}: {spend_text(spent)}")

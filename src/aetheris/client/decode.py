@@ -121,6 +121,7 @@ def job(doc: dict[str, Any]) -> Job:
         deadline=stamp(doc.get("deadline")),
         recoveries=doc.get("recoveries", 0),
         tenant=doc.get("tenant", DEFAULT_TENANT),
+        code_version=doc.get("code_version"),
     )
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aetheris.anchor import SigningKey
 from aetheris.errors import Conflict, IdempotencyConflict, LeaseLost, StoreError
 from aetheris.journal import Event, EventDraft, EventType, seal, to_jsonable
 from aetheris.store.port import (
+    ClaimFilter,
     Commit,
     Control,
     EffectState,
@@ -72,11 +75,32 @@ def created_draft(new: NewJob) -> EventDraft:
     )
 
 
-def claimed_draft(owner: str, epoch: int, attempt: int, recovered_from: str | None) -> EventDraft:
-    return EventDraft(
-        EventType.JOB_CLAIMED,
-        {"owner": owner, "epoch": epoch, "attempt": attempt, "recovered_from": recovered_from},
-    )
+def claimed_draft(
+    owner: str, epoch: int, attempt: int, recovered_from: str | None, code: str | None = None
+) -> EventDraft:
+    """The ``job_claimed`` event: who runs the job now, and (``code``) which agent version."""
+    data: dict[str, Any] = {
+        "owner": owner,
+        "epoch": epoch,
+        "attempt": attempt,
+        "recovered_from": recovered_from,
+    }
+    if code is not None:
+        data["code"] = code
+    return EventDraft(EventType.JOB_CLAIMED, data)
+
+
+def claim_versions(where: ClaimFilter) -> str | None:
+    """The versions a claim must match, as JSON for the SQL stores (``None``: any)."""
+    return json.dumps(dict(where.versions), sort_keys=True) if where.matching_only else None
+
+
+def claimable_version(job: Job, where: ClaimFilter) -> bool:
+    """Whether ``where`` may take ``job`` as far as code versions go (the memory store's
+    form of the SQL stores' filter)."""
+    if not where.matching_only or job.code_version is None:
+        return True
+    return where.versions.get(job.agent) == job.code_version
 
 
 def worker_info(

@@ -24,6 +24,7 @@ from aetheris.store._shared import (
     LocalRateLimits,
     check_commit,
     check_guard,
+    claimable_version,
     claimed_draft,
     created_draft,
     effect_exists,
@@ -241,15 +242,21 @@ class MemoryStore(MemoryKeyed, MemoryTenancy, MemoryWebhooks, MemoryKeyValue, Lo
                 wake_at=None,
                 updated_at=now,
             )
-            self._append(job.id, [claimed_draft(owner, epoch, job.attempts + 1, recovered)], now)
+            code = where.versions.get(job.agent)
+            draft = claimed_draft(owner, epoch, job.attempts + 1, recovered, code)
+            self._append(job.id, [draft], now)
             return Claim(self._jobs[job.id], Lease(job.id, epoch, owner), recovered)
 
     def _pick(self, now: float, where: ClaimFilter) -> Job | None:
         agents = set(where.agents)
         queues = set(where.queues) if where.queues is not None else None
 
+        skip = set(where.skip)
+
         def eligible(job: Job) -> bool:
-            return job.agent in agents and (queues is None or job.queue in queues)
+            if job.agent not in agents or (queues is not None and job.queue not in queues):
+                return False
+            return job.id not in skip and claimable_version(job, where)
 
         expired = [
             j
@@ -342,6 +349,10 @@ class MemoryStore(MemoryKeyed, MemoryTenancy, MemoryWebhooks, MemoryKeyValue, Lo
             self._signals[(job.id, seq)] = dataclasses.replace(signal, consumed_position=position)
         if commit.status is not None:
             self._jobs[job.id] = _with_status(job, commit.status, now)
+        if commit.code_version is not None:
+            self._jobs[job.id] = dataclasses.replace(
+                self._jobs[job.id], code_version=commit.code_version
+            )
         for other, wake_on in commit.wake:
             self._wake(other, wake_on, now)
         for new in commit.create:

@@ -31,13 +31,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aetheris.journal import Event, EventDraft
+from aetheris.journal import Event, EventDraft, stamp_code
 from aetheris.models import (
     DEFAULT_TENANT,
     TERMINAL_STATUSES,
     ApiKey,
+    AttemptOutcome,
     Control,
     DeliveryAttempt,
+    DeliveryClaim,
     DeliveryState,
     Effect,
     EffectClass,
@@ -60,8 +62,10 @@ __all__ = [
     "DEFAULT_TENANT",
     "TERMINAL_STATUSES",
     "ApiKey",
+    "AttemptOutcome",
     "Control",
     "DeliveryAttempt",
+    "DeliveryClaim",
     "DeliveryState",
     "Effect",
     "EffectClass",
@@ -205,6 +209,13 @@ class Commit:
     cancel_children: bool = False  # the job ends: cancel its children that have not ended
     blobs: Sequence[tuple[str, bytes]] = ()  # (sha256 hex, bytes) the events refer to
     correlate: Sequence[tuple[str, str]] = ()  # (signal name, key) the job holds from now on
+    code_version: str | None = None  # the job's entries are now those of this agent version
+
+    def by_code(self, code: str) -> Commit:
+        """Written by agent version ``code``: its entries that hold a position record it (and
+        if there is any, the job's ``code_version`` becomes ``code``)."""
+        events, coded = stamp_code(self.events, code)
+        return dataclasses.replace(self, events=events, code_version=code) if coded else self
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +240,15 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class ClaimFilter:
+    """Jobs of ``agents`` (in ``queues``), none of ``skip``. ``versions``: each agent's code
+    version the claimer runs (its ``job_claimed`` event records it); ``matching_only``: pass
+    over a job whose ``code_version`` is another one (``None``, no code wrote yet: taken)."""
+
     agents: Sequence[str]
     queues: Sequence[str] | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)
+    matching_only: bool = False
+    skip: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,30 +272,6 @@ class Summary:
     in_doubt: int
     by_tenant: Mapping[str, Mapping[JobStatus, int]] = field(default_factory=dict)
     effects: Mapping[EffectState, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryClaim:
-    """A delivery taken by one deliverer until ``lease`` runs out: where to send it, the
-    secret to sign it with, and the ``token`` that proves the claim when its try is recorded."""
-
-    delivery: WebhookDelivery
-    url: str
-    secret: str
-    token: str
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptOutcome:
-    """What one try of a delivery came to: the receiver's HTTP ``status`` (``None``: no
-    answer), the ``error`` (``None``: delivered), how long it took, and what follows:
-    ``delivered``, else a retry in ``retry_in`` seconds, else (``retry_in`` ``None``) dead."""
-
-    status: int | None
-    error: str | None
-    duration: float
-    delivered: bool = False
-    retry_in: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +372,8 @@ class Store(Protocol):
         ``wake_at`` passed, then pending jobs that are due (higher ``priority`` first). The claim
         bumps the lease epoch (fencing out the previous holder), counts an attempt, appends a
         ``job_claimed`` event and holds the lease for ``lease_ttl`` seconds. Concurrent claimers
-        never get the same job. ``Claim.recovered_from`` names the owner of an expired lease."""
+        never get the same job. ``Claim.recovered_from`` names the owner of an expired lease.
+        See :class:`ClaimFilter` for code versions."""
         ...
 
     async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat:
@@ -393,7 +388,8 @@ class Store(Protocol):
         ``lease.epoch``; :class:`~aetheris.errors.Conflict` when ``commit.head`` is not where
         the journal ends, a ledger row to insert exists, a row to update is not in its
         ``expect`` state, or a signal to receive was received already. See :class:`Commit`
-        for wake-ups, children and lock order."""
+        for wake-ups, children and lock order. With ``commit.code_version``, the job's
+        ``code_version`` becomes it."""
         ...
 
     async def apply(self, job_id: str, commit: Commit, guard: Guard) -> Job:

@@ -42,6 +42,7 @@ from aetheris.store import sql
 from aetheris.store._shared import (
     check_commit,
     check_guard,
+    claim_versions,
     claimed_draft,
     created_draft,
     existing_job,
@@ -291,6 +292,8 @@ class PostgresStore(
         params = {
             "agents": list(where.agents),
             "queues": list(where.queues) if where.queues is not None else None,
+            "versions": claim_versions(where),
+            "skip": list(where.skip) if where.skip else None,
             "owner": owner,
             "ttl": lease_ttl,
         }
@@ -300,7 +303,8 @@ class PostgresStore(
             if row is None:
                 return None
             job = job_from(row, POSTGRESQL)
-            draft = claimed_draft(owner, job.lease_epoch, job.attempts, row["previous_owner"])
+            code = where.versions.get(job.agent)
+            draft = claimed_draft(owner, job.lease_epoch, job.attempts, row["previous_owner"], code)
             head = (job.event_count, job.head_hash)
             sealed = seal_all(job.id, *head, [draft], time.time(), self.signer)
             await conn.execute(

@@ -37,6 +37,7 @@ from aetheris.store._shared import (
     LocalRateLimits,
     check_commit,
     check_guard,
+    claim_versions,
     claimed_draft,
     created_draft,
     existing_job,
@@ -257,17 +258,26 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks, Lo
             "now": self._clock(),
             "agents": json.dumps(list(where.agents)),
             "queues": json.dumps(list(where.queues)) if where.queues is not None else None,
+            "versions": claim_versions(where),
+            "skip": json.dumps(list(where.skip)) if where.skip else None,
         }
         # When the last claim found nothing, look outside any transaction first: idle workers
         # must not take the write lock on every poll. A busy worker skips the extra read.
         if self._idle and self._read(lambda conn: _candidate(conn, params)) is None:
             return None
-        claim = await self._write(lambda conn: self._claim(conn, owner, lease_ttl, params))
+        claim = await self._write(
+            lambda conn: self._claim(conn, owner, lease_ttl, params, where.versions)
+        )
         self._idle = claim is None
         return claim
 
     def _claim(
-        self, conn: sqlite3.Connection, owner: str, lease_ttl: float, params: dict[str, Any]
+        self,
+        conn: sqlite3.Connection,
+        owner: str,
+        lease_ttl: float,
+        params: dict[str, Any],
+        versions: Mapping[str, str],
     ) -> Claim | None:
         now = params["now"] = self._clock()
         found = _candidate(conn, params)
@@ -275,7 +285,7 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks, Lo
             return None
         epoch, attempts = found["lease_epoch"] + 1, found["attempts"] + 1
         previous = found["lease_owner"]
-        draft = claimed_draft(owner, epoch, attempts, previous)
+        draft = claimed_draft(owner, epoch, attempts, previous, versions.get(found["agent"]))
         head = (found["event_count"], found["head_hash"])
         sealed = seal_all(found["id"], *head, [draft], now, self.signer)
         row = conn.execute(
@@ -340,6 +350,7 @@ class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks, Lo
             "count": commit.head.count + len(sealed),
             "hash": sealed[-1].hash if sealed else commit.head.hash,
             "now": now,
+            "code": commit.code_version,
         }
         if conn.execute(Q["commit"], params).rowcount == 0:
             # Ledger rows are checked by their own statements below: not the reason here.

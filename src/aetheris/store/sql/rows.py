@@ -262,6 +262,7 @@ def commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict
     params["expect"] = commit.head.count
     params["count"] = commit.head.count + len(sealed)
     params["hash"] = sealed[-1].hash if sealed else commit.head.hash
+    params["code"] = commit.code_version
     params.update(effect_columns(commit.effects, POSTGRESQL))
     params.update(event_columns(sealed))
     params.update(blob_columns(commit.blobs))
@@ -307,6 +308,7 @@ def job_from(row: Row, d: Dialect) -> Job:
         deadline=row["deadline"],
         recoveries=row["recoveries"],
         tenant=row["tenant"],
+        code_version=row["code_version"],
     )
 
 

@@ -176,6 +176,8 @@ def write_commit(
     steps.extend(blob_writes(job_id, commit.blobs, d))
     if commit.status is not None:
         steps.append(Run("set_status", status_params(job_id, commit.status, d, now)))
+    if commit.code_version is not None:
+        steps.append(Run("set_code_version", {"id": job_id, "code": commit.code_version}))
     steps.extend(follow_up(job_id, commit, now))
     if commit.events:
         steps.append(Append(job_id, count, prev_hash, commit.events, now))

@@ -36,6 +36,7 @@ function facts(job) {
     ["updated", `${when(job.updated_at)} (${ago(job.updated_at)})`],
     ["attempts", `${job.attempts} (recovered ${job.recoveries}×)`],
     ["events", String(job.events)],
+    job.code_version ? ["code version", h("code", {}, job.code_version)] : null,
     ["queue", `${job.queue}, priority ${job.priority}`],
     job.idempotency_key ? ["idempotency key", h("code", {}, job.idempotency_key)] : null,
     job.parent_id ? ["parent", link(job.parent_id)] : null,

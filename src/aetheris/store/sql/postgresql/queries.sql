@@ -122,6 +122,10 @@ WHERE job_id = %(job_id)s AND (%(hashes)s::text[] IS NULL OR hash = ANY(%(hashes
 -- name: set_head
 UPDATE jobs SET event_count = %(count)s, head_hash = %(hash)s WHERE id = %(id)s
 
+-- name: set_code_version
+-- The agent version that wrote the entries of a commit (a commit that read the head first).
+UPDATE jobs SET code_version = %(code)s WHERE id = %(id)s
+
 -- name: set_status
 UPDATE jobs
 SET status = %(status)s, park_reason = %(park_reason)s, park_detail = %(park_detail)s::jsonb,
@@ -246,7 +250,8 @@ WITH fence AS (
         lease_owner = CASE WHEN coalesce(%(status)s, 'running') = 'running' THEN lease_owner END,
         lease_expires_at = CASE WHEN coalesce(%(status)s, 'running') = 'running'
                                 THEN lease_expires_at END,
-        recoveries = recoveries + %(recovery)s
+        recoveries = recoveries + %(recovery)s,
+        code_version = coalesce(%(code)s, code_version)
     WHERE id = %(id)s AND lease_epoch = %(epoch)s AND status = 'running'
       AND event_count = %(expect)s
       AND NOT EXISTS (
@@ -308,12 +313,17 @@ SELECT count(*) AS fenced FROM fence
 -- name: claim
 -- Expired leases first (their jobs were already running), then parked jobs that are due,
 -- then pending jobs; SKIP LOCKED so claimers never wait on each other. A later branch is
--- skipped outright when an earlier one found a job, so it locks nothing.
+-- skipped outright when an earlier one found a job, so it locks nothing. With %(versions)s
+-- (agent -> version), a job another version of its agent wrote is passed over; %(skip)s lists
+-- job ids this worker passes over. Plain columns of the row only.
 WITH expired AS (
     SELECT id, lease_owner FROM jobs
     WHERE status = 'running' AND lease_expires_at < aetheris_now()
       AND agent = ANY(%(agents)s)
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+      AND (%(versions)s::jsonb IS NULL OR code_version IS NULL
+           OR code_version = %(versions)s::jsonb ->> agent)
+      AND (%(skip)s::text[] IS NULL OR id <> ALL(%(skip)s))
     ORDER BY lease_expires_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -322,6 +332,9 @@ WITH expired AS (
     WHERE status = 'parked' AND wake_at <= aetheris_now()
       AND agent = ANY(%(agents)s)
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+      AND (%(versions)s::jsonb IS NULL OR code_version IS NULL
+           OR code_version = %(versions)s::jsonb ->> agent)
+      AND (%(skip)s::text[] IS NULL OR id <> ALL(%(skip)s))
       AND NOT EXISTS (SELECT 1 FROM expired)
     ORDER BY wake_at
     LIMIT 1
@@ -331,6 +344,9 @@ WITH expired AS (
     WHERE status = 'pending' AND run_at <= aetheris_now()
       AND agent = ANY(%(agents)s)
       AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+      AND (%(versions)s::jsonb IS NULL OR code_version IS NULL
+           OR code_version = %(versions)s::jsonb ->> agent)
+      AND (%(skip)s::text[] IS NULL OR id <> ALL(%(skip)s))
       AND NOT EXISTS (SELECT 1 FROM expired) AND NOT EXISTS (SELECT 1 FROM due)
     ORDER BY priority DESC, run_at, id
     LIMIT 1

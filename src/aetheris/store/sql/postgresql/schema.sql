@@ -34,7 +34,8 @@ CREATE TABLE jobs (
     deadline         float8,
     recoveries       integer NOT NULL DEFAULT 0,
     tenant           text NOT NULL DEFAULT 'default',
-    control_by       text
+    control_by       text,
+    code_version     text  -- the agent version that last wrote entries (NULL: none yet)
 );
 
 CREATE INDEX jobs_pending ON jobs (priority DESC, run_at, id) WHERE status = 'pending';

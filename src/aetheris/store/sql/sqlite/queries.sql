@@ -69,27 +69,38 @@ GROUP BY e.state
 
 -- name: expired_candidate
 -- The claim candidates, in the order a claim looks: no SKIP LOCKED here, and none needed (one
--- writer at a time); a claim reads a candidate, then takes it with `claim`.
-SELECT id, lease_owner, lease_epoch, attempts, event_count, head_hash FROM jobs
+-- writer at a time); a claim reads a candidate, then takes it with `claim`. With :versions
+-- (agent -> version, JSON), a job another version of its agent wrote is passed over; :skip
+-- lists job ids this worker passes over (both NULL: none). Plain columns of the row only.
+SELECT id, agent, lease_owner, lease_epoch, attempts, event_count, head_hash FROM jobs
 WHERE status = 'running' AND lease_expires_at < :now
   AND agent IN (SELECT value FROM json_each(:agents))
   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+  AND (:versions IS NULL OR code_version IS NULL
+       OR code_version = (SELECT value FROM json_each(:versions) WHERE key = jobs.agent))
+  AND (:skip IS NULL OR id NOT IN (SELECT value FROM json_each(:skip)))
 ORDER BY lease_expires_at
 LIMIT 1
 
 -- name: pending_candidate
-SELECT id, NULL AS lease_owner, lease_epoch, attempts, event_count, head_hash FROM jobs
+SELECT id, agent, NULL AS lease_owner, lease_epoch, attempts, event_count, head_hash FROM jobs
 WHERE status = 'pending' AND run_at <= :now
   AND agent IN (SELECT value FROM json_each(:agents))
   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+  AND (:versions IS NULL OR code_version IS NULL
+       OR code_version = (SELECT value FROM json_each(:versions) WHERE key = jobs.agent))
+  AND (:skip IS NULL OR id NOT IN (SELECT value FROM json_each(:skip)))
 ORDER BY priority DESC, run_at, id
 LIMIT 1
 
 -- name: due_candidate
-SELECT id, NULL AS lease_owner, lease_epoch, attempts, event_count, head_hash FROM jobs
+SELECT id, agent, NULL AS lease_owner, lease_epoch, attempts, event_count, head_hash FROM jobs
 WHERE status = 'parked' AND wake_at <= :now
   AND agent IN (SELECT value FROM json_each(:agents))
   AND (:queues IS NULL OR queue IN (SELECT value FROM json_each(:queues)))
+  AND (:versions IS NULL OR code_version IS NULL
+       OR code_version = (SELECT value FROM json_each(:versions) WHERE key = jobs.agent))
+  AND (:skip IS NULL OR id NOT IN (SELECT value FROM json_each(:skip)))
 ORDER BY wake_at
 LIMIT 1
 
@@ -120,8 +131,13 @@ RETURNING event_count, head_hash
 -- that also sets the status, as PostgreSQL's does, rewrites the indexed status columns on
 -- every step here: three times the cost of this one.) The store reads the rows changed: on
 -- the hot path that is cheaper than a RETURNING row.
-UPDATE jobs SET event_count = :count, head_hash = :hash, updated_at = :now
+UPDATE jobs SET event_count = :count, head_hash = :hash, updated_at = :now,
+    code_version = coalesce(:code, code_version)
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND event_count = :expect
+
+-- name: set_code_version
+-- The agent version that wrote the entries of a commit (a commit that read the head first).
+UPDATE jobs SET code_version = :code WHERE id = :id
 
 -- name: bump_epoch
 UPDATE jobs SET lease_epoch = lease_epoch + 1, lease_owner = NULL, updated_at = :now

@@ -27,7 +27,8 @@ CREATE TABLE jobs (
     deadline         REAL,
     recoveries       INTEGER NOT NULL DEFAULT 0,
     tenant           TEXT NOT NULL DEFAULT 'default',
-    control_by       TEXT
+    control_by       TEXT,
+    code_version     TEXT  -- the agent version that last wrote entries (NULL: none yet)
 );
 
 CREATE INDEX jobs_pending ON jobs (priority DESC, run_at) WHERE status = 'pending';
