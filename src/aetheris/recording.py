@@ -32,6 +32,7 @@ from aetheris.bundle import Bundle, parse_bundle, read_bundle
 from aetheris.errors import BundleError, ReplayFailed, UnknownAgent
 from aetheris.journal import GENESIS_HASH, EventDraft, EventType, seal, sha256_hex
 from aetheris.replay import ReplayReport, replay_history
+from aetheris.store.encoded import Payloads
 
 FORMAT = "aetheris-journal/1"
 
@@ -127,7 +128,7 @@ class Replayer:
 
     async def replay(self, journal: str | Path) -> ReplayReport:
         """Replay one saved journal; a file that is not one raises :class:`BundleError`."""
-        saved = await asyncio.to_thread(load_journal, journal)
+        saved = _revealed(self.app, await asyncio.to_thread(load_journal, journal))
         try:
             report = await replay_history(
                 self.app, saved.job, saved.events, saved.effects, saved.blobs
@@ -151,6 +152,21 @@ class Replayer:
     def check(self, *journals: str | Path) -> list[ReplayReport]:
         """:meth:`replay_all` from synchronous code (a plain pytest test)."""
         return asyncio.run(self.replay_all(*journals))
+
+
+def _revealed(app: App, saved: Bundle) -> Bundle:
+    """A saved journal as the worker read it: payloads decoded with ``app``'s codec (a
+    journal of an encrypted job holds its ciphertext), secret fields whole."""
+    p = Payloads(app.codec, "reveal", app.payloads.secret)
+    return Bundle(
+        p.job(saved.job),
+        [p.event(e) for e in saved.events],
+        [
+            dataclasses.replace(e, result=p.read(e.result), error=p.read(e.error))
+            for e in saved.effects
+        ],
+        {digest: p.read_blob(body) for digest, body in saved.blobs.items()},
+    )
 
 
 def _files(journals: Iterable[str | Path]) -> list[Path]:

@@ -22,7 +22,7 @@ __all__ = ["ReplayReport", "replay", "replay_history"]
 
 async def replay(app: App, job_id: str) -> ReplayReport:
     """Replay ``job_id``'s journal against ``app``'s code (read-only)."""
-    store = await app.open_store()
+    store = await app.open_store(view="reveal")  # as the worker read it: secrets whole
     job = await store.get_job(job_id)
     if job is None:
         raise JobNotFound(job_id)

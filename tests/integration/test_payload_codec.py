@@ -16,11 +16,14 @@ import pytest
 from aetheris import App, JobStatus
 from aetheris.api import create_api
 from aetheris.audit import verify_job
+from aetheris.bundle import export_bundle
 from aetheris.codec import KEY_DIR_ENV, EncryptionCodec, FileKeyStore, PayloadScope
 from aetheris.errors import ConfigurationError, Conflict, IdempotencyConflict, PayloadUnreadable
 from aetheris.keys import create_key
+from aetheris.recording import journal_doc
+from aetheris.replay import replay
 from aetheris.store.sqlite import sqlite_path
-from aetheris.testing import running_worker
+from aetheris.testing import Replayer, running_worker
 from tests.processes import aetheris_cli, lines, start_worker, stop
 
 from .codec_app import build
@@ -69,6 +72,16 @@ async def test_payloads_are_ciphertext_in_the_database_and_verify_without_the_ke
     assert handle.job_id in stored and '"$codec"' in stored
     for text in PLAIN:
         assert text not in stored, f"{text!r} is in the database in clear"
+    # The code replays it, from the database and from a saved journal of the stored bytes
+    # (secrets whole, as the worker read them); without the key, the saved journal is refused.
+    assert (await replay(app, handle.job_id)).outcome == "matched"
+    saved = tmp_path / "journal.json"
+    bundle = await export_bundle(await app.open_store(view="raw"), handle.job_id)
+    saved.write_text(json.dumps(journal_doc(bundle)))
+    assert "SSN-123-45" not in saved.read_text()
+    assert (await Replayer(app).replay(saved)).outcome == "matched"
+    with pytest.raises(ConfigurationError, match=KEY_DIR_ENV):
+        await Replayer(build(durable_url)).replay(saved)
     # Another App, with no key at all, verifies the chain and the rows against it.
     bare = App(durable_url)
     verdict = await verify_job(await bare.open_store(view="raw"), handle.job_id, bare.trusted_keys)
