@@ -38,6 +38,7 @@ REQUIRED = [
     "bench.agent_workloads",
     "bench.anchor",
     "bench.app",
+    "bench.codec",
     "bench.core",
     "bench.harness",
     "bench.overhead",

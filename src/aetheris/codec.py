@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,9 @@ class ShreddingCodec(PayloadCodec, Protocol):
     def shredded(self, scope: PayloadScope) -> bool: ...
 
 
+CURRENT_FOR = 5.0  # seconds a scope's current key is remembered by the process writing
+
+
 class FileKeyStore:
     """Random 256-bit keys in files under ``directory``, one set per job (``per="job"``) or
     per tenant (``per="tenant"``); the database never holds them.
@@ -93,6 +97,7 @@ class FileKeyStore:
             raise ConfigurationError(f"payload keys are per 'job' or per 'tenant', not {per!r}")
         self.directory = Path(directory)
         self.per: Literal["job", "tenant"] = "job" if per == "job" else "tenant"
+        self._current: dict[PayloadScope, tuple[float, tuple[str, bytes]]] = {}
 
     def __repr__(self) -> str:
         return f"<FileKeyStore {self.directory} per={self.per}>"
@@ -105,7 +110,20 @@ class FileKeyStore:
         return f"{kind}/{hashlib.sha256(name.encode('utf-8')).hexdigest()[:32]}"
 
     def current(self, scope: PayloadScope) -> tuple[str, bytes]:
-        """The key that encrypts ``scope``'s payloads now (made on first use)."""
+        """The key that encrypts ``scope``'s payloads now (made on first use). Remembered for
+        ``CURRENT_FOR`` seconds: a running job writes many payloads, and only an ended job can
+        be shredded (a key rotated by another process is taken up within that time)."""
+        now = time.monotonic()
+        found = self._current.get(scope)
+        if found is not None and found[0] > now:
+            return found[1]
+        key = self._current_now(scope)
+        if len(self._current) > 4096:
+            self._current.clear()
+        self._current[scope] = (now + CURRENT_FOR, key)
+        return key
+
+    def _current_now(self, scope: PayloadScope) -> tuple[str, bytes]:
         folder = self._folder(scope)
         path = self.directory / folder
         if (path / "shredded").exists():
@@ -118,7 +136,8 @@ class FileKeyStore:
 
     def rotate(self, scope: PayloadScope) -> str:
         """Add a new key for ``scope``: later writes use it, earlier ones keep theirs."""
-        self.current(scope)
+        self._current.pop(scope, None)
+        self._current_now(scope)
         folder = self._folder(scope)
         return self._create(folder, _versions(self.directory / folder)[-1] + 1)[0]
 
@@ -164,6 +183,7 @@ class FileKeyStore:
                 f"payload keys are per tenant here: shredding job {scope.job_id} would destroy "
                 f"every payload of tenant {scope.tenant!r}; keys per job can be shredded alone"
             )
+        self._current.pop(scope, None)
         folder = self._folder(scope)
         path = self.directory / folder
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
