@@ -1,7 +1,7 @@
 """``aetheris mcp serve`` as a process, driven by the ``mcp`` SDK's client: over stdio on the
 database, over streamable HTTP through a real ``aetheris server`` and on the database. A real
-worker process runs the jobs (``served_app.py``); every call acts with an API key made by
-``aetheris keys create``, and a viewer's key may read but neither start nor approve."""
+worker process runs the jobs (``served_app.py``); every call acts with an API key of the
+database, and a viewer's key may read but neither start nor approve."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from aetheris import App
+from aetheris.keys import create_key
 from tests.processes import ROOT
 
 HERE = Path(__file__).resolve().parent
@@ -59,24 +61,20 @@ class World:
             PYTHONUNBUFFERED="1",
         )
         self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
-        self.keys = {role: self.key(role) for role in ("operator", "approver", "viewer")}
+        self.keys = self.make_keys()
         self.server_url: str | None = None
         self.mcp_url: str | None = None
 
-    def aetheris(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "aetheris", *args],
-            cwd=HERE, env=self.env, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
+    def make_keys(self) -> dict[str, str]:
+        """A key of each role in the default tenant (made here: a command per key is slow)."""
 
-    def key(self, role: str) -> str:
-        made = json.loads(
-            self.aetheris("keys", "create", "--role", role, "--tenant", "default", "--json")
-        )
-        key: str = made["key"]
-        return key
+        async def make() -> dict[str, str]:
+            async with App(self.env["AETHERIS_DATABASE_URL"]) as app:
+                store = await app.open_store()
+                roles = ("operator", "approver", "viewer")
+                return {role: (await create_key(store, role, "default"))[1] for role in roles}
+
+        return asyncio.run(make())
 
     def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = self.tmp_path / f"{name}.log"
@@ -91,6 +89,7 @@ class World:
         return open(self.tmp_path / f"{name}.log", "a")  # the caller closes it
 
     def answers(self, url: str, name: str) -> Callable[[], bool]:
+        """Whether the process just started answers at ``url`` (it must not have exited)."""
         proc, log = self.started[-1]
 
         def check() -> bool:
@@ -102,18 +101,18 @@ class World:
 
         return check
 
-    def serve_api(self) -> None:
+    def serve_api(self) -> Callable[[], bool]:
         port = free_port()
         self.server_url = f"http://127.0.0.1:{port}"
         self.spawn("server", "server", "--app", APP, "--port", str(port))
-        wait_until(self.answers(f"{self.server_url}/readyz", "the server"), "the server")
+        return self.answers(f"{self.server_url}/readyz", "the server")
 
-    def serve_mcp_http(self, *through: str) -> None:
+    def serve_mcp_http(self, *through: str) -> Callable[[], bool]:
         port = free_port()
         self.mcp_url = f"http://127.0.0.1:{port}/mcp"
         args = ["mcp", "serve", "--transport", "http", "--port", str(port), *through]
         self.spawn("mcp", *args)
-        wait_until(self.answers(self.mcp_url, "aetheris mcp serve"), "aetheris mcp serve")
+        return self.answers(self.mcp_url, "aetheris mcp serve")
 
     def close(self) -> None:
         for proc, _ in self.started:
@@ -127,19 +126,23 @@ class World:
                 proc.wait(timeout=10)
 
 
-SETUPS = ["stdio-database", "http-server", "http-database"]
+EVERY = ["stdio-database", "stdio-server", "http-server", "http-database"]
 
 
-@pytest.fixture(params=SETUPS)
+@pytest.fixture
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     made = World(tmp_path)
     try:
         made.spawn("worker", "worker", "--app", APP)
+        up = []  # the processes start together, then each is waited for
+        if request.param.endswith("-server"):
+            up.append(made.serve_api())
         if request.param == "http-server":
-            made.serve_api()
-            made.serve_mcp_http("--url", made.server_url or "")
+            up.append(made.serve_mcp_http("--url", made.server_url or ""))
         elif request.param == "http-database":
-            made.serve_mcp_http("--app", APP)
+            up.append(made.serve_mcp_http("--app", APP))
+        for check in up:
+            wait_until(check, "a server")
         yield made
     finally:
         made.close()
@@ -150,10 +153,11 @@ async def connected(world: World, role: str) -> AsyncIterator[Client]:
     """The SDK's client on ``aetheris mcp serve`` with the key of ``role``: a process it
     starts itself (stdio), or the HTTP server with the key as a bearer token."""
     key = world.keys[role]
-    if world.mcp_url is None:
+    if world.mcp_url is None:  # through the server when there is one, else on the database
+        where = ["--url", world.server_url] if world.server_url else ["--app", APP]
         params = StdioServerParameters(
             command=sys.executable,
-            args=["-m", "aetheris", "mcp", "serve", "--app", APP],
+            args=["-m", "aetheris", "mcp", "serve", *where],
             env={**world.env, "AETHERIS_API_KEY": key},
             cwd=HERE,
         )
@@ -192,6 +196,7 @@ async def until(client: Client, job_id: str, status: str, timeout: float = 30) -
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.parametrize("world", EVERY, indirect=True)
 async def test_an_assistant_starts_a_job_answers_its_approval_and_reads_its_trace(
     world: World,
 ) -> None:
@@ -243,6 +248,7 @@ async def test_an_assistant_starts_a_job_answers_its_approval_and_reads_its_trac
         assert [j["id"] for j in listed] == [job_id]
 
 
+@pytest.mark.parametrize("world", EVERY, indirect=True)
 async def test_a_viewer_key_reads_but_cannot_start_or_answer(world: World) -> None:
     async with connected(world, "operator") as operator:
         job_id = (await call(operator, "start_job", agent="refund",
@@ -265,6 +271,7 @@ async def test_a_viewer_key_reads_but_cannot_start_or_answer(world: World) -> No
         assert "not this one" in done["result"]["reason"]
 
 
+@pytest.mark.parametrize("world", ["stdio-database", "http-server"], indirect=True)
 async def test_unknown_agents_jobs_and_bad_input_are_tool_errors_naming_the_problem(
     world: World,
 ) -> None:

@@ -51,8 +51,6 @@ _CODES: list[tuple[type[AetherisError], str]] = [
     (ServerError, "server_error"),
 ]
 TRACE_PAGE = 200  # events in one get_trace answer, at most
-_READS = ToolAnnotations(read_only_hint=True)
-_STARTS = ToolAnnotations(read_only_hint=False, destructive_hint=False)
 
 
 class Started(Protocol):
@@ -188,73 +186,68 @@ def _describe(name: str) -> str:
     return (_DOCS[name].strip()).replace("\n    ", "\n")
 
 
-def create_mcp_server(connect: Connect, *, name: str = "aetheris") -> MCPServer[Any]:
-    """An MCP server whose tools drive Aetheris through ``connect(key)``; serve it with the
-    SDK (``run_stdio_async()``, ``run_streamable_http_async(host=, port=)``, or mount
-    ``streamable_http_app()``)."""
-    server: MCPServer[Any] = MCPServer(
-        name,
-        instructions=INSTRUCTIONS,
-        log_level="WARNING",
-        subscriptions=False,
-    )
+class Tools:
+    """The tools, each asking the backend of the caller's key (see the module's docstring)."""
 
-    def backend(ctx: Context) -> Backend:
-        return connect(bearer(ctx.headers))
+    def __init__(self, connect: Connect) -> None:
+        self.connect = connect
+
+    def backend(self, ctx: Context) -> Backend:
+        return self.connect(bearer(ctx.headers))
 
     async def start_job(
+        self,
         agent: str,
         ctx: Context,
         input: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         with _refusals():
-            client = backend(ctx)
+            client = self.backend(ctx)
             started = await client.start(agent, input or {}, idempotency_key=idempotency_key)
             return job_json(await client.get_job(started.job_id))
 
-    async def get_job(job_id: str, ctx: Context) -> dict[str, Any]:
+    async def get_job(self, job_id: str, ctx: Context) -> dict[str, Any]:
         with _refusals():
-            return job_json(await backend(ctx).get_job(job_id))
+            return job_json(await self.backend(ctx).get_job(job_id))
 
     async def get_trace(
-        job_id: str, ctx: Context, after: int = -1, limit: int = TRACE_PAGE
+        self, job_id: str, ctx: Context, after: int = -1, limit: int = TRACE_PAGE
     ) -> dict[str, Any]:
         with _refusals():
-            if not 1 <= limit <= TRACE_PAGE:
-                raise InvalidInput(f"limit must be between 1 and {TRACE_PAGE}, got {limit}")
-            client = backend(ctx)
+            _check_limit(limit, TRACE_PAGE)
+            client = self.backend(ctx)
             job = await client.get_job(job_id)
             events = await client.events(job_id, after=after)
             shown = events[:limit]
-            more = len(events) > limit
             return {
                 "job": job_json(job),
                 "events": [EventOut.of(e).model_dump(mode="json") for e in shown],
-                "next_after": shown[-1].seq if more and shown else None,
+                "next_after": shown[-1].seq if len(events) > limit and shown else None,
             }
 
     async def list_jobs(
-        ctx: Context, status: str | None = None, agent: str | None = None, limit: int = 20
+        self, ctx: Context, status: str | None = None, agent: str | None = None, limit: int = 20
     ) -> dict[str, Any]:
         with _refusals():
-            if not 1 <= limit <= 500:
-                raise InvalidInput(f"limit must be between 1 and 500, got {limit}")
-            found = await backend(ctx).list_jobs(status=_status(status), agent=agent, limit=limit)
+            _check_limit(limit, 500)
+            found = await self.backend(ctx).list_jobs(
+                status=_status(status), agent=agent, limit=limit
+            )
             return {"jobs": [job_json(j) for j in found]}
 
-    async def list_agents(ctx: Context) -> dict[str, Any]:
+    async def list_agents(self, ctx: Context) -> dict[str, Any]:
         with _refusals():
-            return {"agents": [agent_json(a) for a in await backend(ctx).agents()]}
+            return {"agents": [agent_json(a) for a in await self.backend(ctx).agents()]}
 
-    async def list_approvals(ctx: Context, limit: int = 50) -> dict[str, Any]:
+    async def list_approvals(self, ctx: Context, limit: int = 50) -> dict[str, Any]:
         with _refusals():
-            if not 1 <= limit <= 500:
-                raise InvalidInput(f"limit must be between 1 and 500, got {limit}")
-            found = await backend(ctx).approvals(limit=limit)
+            _check_limit(limit, 500)
+            found = await self.backend(ctx).approvals(limit=limit)
             return {"approvals": [approval_json(a) for a in found]}
 
     async def answer_approval(
+        self,
         job_id: str,
         decision: Literal["approve", "reject"],
         ctx: Context,
@@ -263,7 +256,7 @@ def create_mcp_server(connect: Connect, *, name: str = "aetheris") -> MCPServer[
         args_hash: str | None = None,
     ) -> dict[str, Any]:
         with _refusals():
-            client = backend(ctx)
+            client = self.backend(ctx)
             if decision == "approve":
                 signal = await client.approve(
                     job_id, position=position, comment=comment, args_hash=args_hash
@@ -277,13 +270,23 @@ def create_mcp_server(connect: Connect, *, name: str = "aetheris") -> MCPServer[
                 "job": job_json(await client.get_job(job_id)),
             }
 
-    reads: list[Callable[..., Any]] = [get_job, get_trace, list_jobs, list_agents, list_approvals]
-    for fn in reads:
-        server.add_tool(fn, description=_describe(fn.__name__), annotations=_READS)
-    # Starting adds a job and deletes nothing; with an idempotency key, again is the same job.
-    server.add_tool(start_job, description=_describe("start_job"), annotations=_STARTS)
-    server.add_tool(answer_approval, description=_describe("answer_approval"))
+
+def create_mcp_server(connect: Connect, *, name: str = "aetheris") -> MCPServer[Any]:
+    """An MCP server whose tools drive Aetheris through ``connect(key)``; serve it with the
+    SDK (``run_stdio_async()``, ``run_streamable_http_async(host=, port=)``, or mount
+    ``streamable_http_app()``)."""
+    server: MCPServer[Any] = MCPServer(
+        name, instructions=INSTRUCTIONS, log_level="WARNING", subscriptions=False
+    )
+    tools = Tools(connect)
+    for tool, hints in _ANNOTATIONS.items():
+        server.add_tool(getattr(tools, tool), description=_describe(tool), annotations=hints)
     return server
+
+
+def _check_limit(limit: int, most: int) -> None:
+    if not 1 <= limit <= most:
+        raise InvalidInput(f"limit must be between 1 and {most}, got {limit}")
 
 
 INSTRUCTIONS = """Aetheris runs AI agents durably: each run is a job with a journal (its trace).
@@ -309,4 +312,16 @@ _DOCS = {
     "answer_approval": """Approve or reject (`decision`) what job `job_id` waits for, with an
     optional `comment`. `position` and `args_hash` (from list_approvals) make sure the
     decision is for exactly that request. Answers the signal sent and the job.""",
+}
+
+_READS = ToolAnnotations(read_only_hint=True)
+_ANNOTATIONS: dict[str, ToolAnnotations | None] = {
+    # Starting adds a job and deletes nothing; with an idempotency key, again is the same job.
+    "start_job": ToolAnnotations(read_only_hint=False, destructive_hint=False),
+    "get_job": _READS,
+    "get_trace": _READS,
+    "list_jobs": _READS,
+    "list_agents": _READS,
+    "list_approvals": _READS,
+    "answer_approval": None,
 }
