@@ -1,5 +1,6 @@
 """``aetheris mcp serve`` as a process, driven by the ``mcp`` SDK's client: over stdio on the
-database, over streamable HTTP through a real ``aetheris server`` and on the database. A real
+database and through a real ``aetheris server``, over streamable HTTP through the server and on
+the database, and at ``/mcp`` of ``aetheris server --mcp``. A real
 worker process runs the jobs (``served_app.py``); every call acts with an API key of the
 database, and a viewer's key may read but neither start nor approve."""
 
@@ -41,7 +42,7 @@ def free_port() -> int:
         return port
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -101,10 +102,10 @@ class World:
 
         return check
 
-    def serve_api(self) -> Callable[[], bool]:
+    def serve_api(self, *options: str) -> Callable[[], bool]:
         port = free_port()
         self.server_url = f"http://127.0.0.1:{port}"
-        self.spawn("server", "server", "--app", APP, "--port", str(port))
+        self.spawn("server", "server", "--app", APP, "--port", str(port), *options)
         return self.answers(f"{self.server_url}/readyz", "the server")
 
     def serve_mcp_http(self, *through: str) -> Callable[[], bool]:
@@ -126,7 +127,8 @@ class World:
                 proc.wait(timeout=10)
 
 
-EVERY = ["stdio-database", "stdio-server", "http-server", "http-database"]
+EVERY = ["stdio-database", "stdio-server", "http-server", "http-database", "server-mcp"]
+KEYED = ["stdio-database", "stdio-server", "http-server", "server-mcp"]
 
 
 @pytest.fixture
@@ -137,6 +139,9 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
         up = []  # the processes start together, then each is waited for
         if request.param.endswith("-server"):
             up.append(made.serve_api())
+        if request.param == "server-mcp":  # aetheris server --mcp: the tools at its /mcp
+            up.append(made.serve_api("--mcp"))
+            made.mcp_url = f"{made.server_url}/mcp"
         if request.param == "http-server":
             up.append(made.serve_mcp_http("--url", made.server_url or ""))
         elif request.param == "http-database":
@@ -248,7 +253,7 @@ async def test_an_assistant_starts_a_job_answers_its_approval_and_reads_its_trac
         assert [j["id"] for j in listed] == [job_id]
 
 
-@pytest.mark.parametrize("world", EVERY, indirect=True)
+@pytest.mark.parametrize("world", KEYED, indirect=True)
 async def test_a_viewer_key_reads_but_cannot_start_or_answer(world: World) -> None:
     async with connected(world, "operator") as operator:
         job_id = (await call(operator, "start_job", agent="refund",
@@ -294,3 +299,16 @@ async def test_unknown_agents_jobs_and_bad_input_are_tool_errors_naming_the_prob
         assert "not_found" in text and "job-that-is-not-there" in text, text
         text = await refused(approver, "answer_approval", job_id=job["id"], decision="approve")
         assert "conflict" in text and "succeeded" in text, text
+
+
+@pytest.mark.parametrize("world", ["server-mcp"], indirect=True)
+def test_the_servers_mcp_endpoint_wants_a_valid_key(world: World) -> None:
+    url = world.mcp_url or ""
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    headers = {"Accept": "application/json, text/event-stream"}
+    answer = httpx.post(url, json=ping, headers=headers, timeout=10)
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"]["code"] == "unauthorized"
+    wrong = {**headers, "Authorization": "Bearer ak_not_a_key"}
+    answer = httpx.post(url, json=ping, headers=wrong, timeout=10)
+    assert answer.status_code == 401 and "not valid" in answer.json()["error"]["message"]

@@ -17,13 +17,20 @@ problem (the agents that exist, the role that may not, the input field at fault)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Literal, Protocol
 
+from fastapi import FastAPI
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.types import ToolAnnotations
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
+from aetheris.api.auth import identify
+from aetheris.api.errors import ApiError, respond
 from aetheris.api.schemas import EventOut, JobOut, SignalOut, iso
 from aetheris.errors import (
     AetherisError,
@@ -282,6 +289,38 @@ def create_mcp_server(connect: Connect, *, name: str = "aetheris") -> MCPServer[
     for tool, hints in _ANNOTATIONS.items():
         server.add_tool(getattr(tools, tool), description=_describe(tool), annotations=hints)
     return server
+
+
+class _Gate:
+    """``/mcp`` of the API: the request's key is checked as on ``/v1`` (401 without a valid
+    one, unless auth is off), then the MCP session manager answers."""
+
+    def __init__(self, manager: StreamableHTTPSessionManager) -> None:
+        self.manager = manager
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await identify(Request(scope, receive))
+        except ApiError as exc:
+            await respond(exc.status, exc.code, exc.message, exc.details)(scope, receive, send)
+            return
+        await self.manager.handle_request(scope, receive, send)
+
+
+def mount(api: FastAPI, server: MCPServer[Any], *, host: str = "127.0.0.1") -> None:
+    """Serve ``server`` over streamable HTTP at ``/mcp`` of ``api``, behind the API's keys
+    (``host``: the address served, for the SDK's DNS-rebinding protection on loopback)."""
+    server.streamable_http_app(host=host)  # makes the session manager
+    manager = server.session_manager
+    api.router.routes.append(Route("/mcp", _Gate(manager), methods=["GET", "POST", "DELETE"]))
+    inner = api.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with manager.run(), inner(app) as state:
+            yield state
+
+    api.router.lifespan_context = lifespan
 
 
 def _check_limit(limit: int, most: int) -> None:

@@ -8,6 +8,7 @@ in this process over the database (as other commands use it when no server is se
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -62,12 +63,7 @@ def serve(
     --api-key (AETHERIS_API_KEY); over HTTP each request's `Authorization: Bearer KEY`. With
     no server set, calls go to the database; over stdio without a key they act as its
     owner, as other commands do."""
-    try:
-        from aetheris.api.mcp_server import create_mcp_server
-    except ImportError as exc:
-        raise click.ClickException(
-            f"aetheris mcp serve needs the mcp extra (pip install 'aetheris[mcp]'): {exc}"
-        ) from None
+    create_mcp_server = _sdk().create_mcp_server
     app, url, wire = _wire(env, transport, host, app_spec, no_auth)
     default = (env.api_key or "") if transport == "stdio" else ""
 
@@ -89,6 +85,33 @@ def serve(
                 await app.close()
 
     run(serving(), app.database_url if app else None, server=None if app else url)
+
+
+def _sdk() -> Any:
+    """:mod:`aetheris.api.mcp_server`, or a clear error without the mcp extra."""
+    try:
+        from aetheris.api import mcp_server
+    except ImportError as exc:
+        raise click.ClickException(
+            f"Aetheris as an MCP server needs the mcp extra (pip install 'aetheris[mcp]'): {exc}"
+        ) from None
+    return mcp_server
+
+
+def mounter(host: str) -> Callable[[Any], None]:
+    """What mounts the MCP tools at ``/mcp`` of the API ``aetheris server`` serves: each call
+    goes back into that API, with the request's key."""
+    sdk = _sdk()
+
+    def extend(api: Any) -> None:
+        wire = httpx.ASGITransport(api)
+
+        def connect(key: str | None) -> Client:
+            return Client(IN_PROCESS, key or "", transport=wire)
+
+        sdk.mount(api, sdk.create_mcp_server(connect), host=host)
+
+    return extend
 
 
 def _wire(
