@@ -157,20 +157,22 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
 async def connected(world: World, role: str) -> AsyncIterator[Client]:
     """The SDK's client on ``aetheris mcp serve`` with the key of ``role``: a process it
     starts itself (stdio), or the HTTP server with the key as a bearer token."""
-    key = world.keys[role]
+    key = world.keys.get(role)  # "nobody": no key at all
+    keyed = {"AETHERIS_API_KEY": key} if key else {}
     if world.mcp_url is None:  # through the server when there is one, else on the database
         where = ["--url", world.server_url] if world.server_url else ["--app", APP]
         params = StdioServerParameters(
             command=sys.executable,
             args=["-m", "aetheris", "mcp", "serve", *where],
-            env={**world.env, "AETHERIS_API_KEY": key},
+            env={**world.env, **keyed},
             cwd=HERE,
         )
         with world.log(f"mcp-stdio-{role}") as errlog:
             async with Client(stdio_client(params, errlog=errlog)) as client:
                 yield client
         return
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    http = httpx2.AsyncClient(headers=headers, timeout=30)
     async with http, Client(streamable_http_client(world.mcp_url, http_client=http)) as client:
         yield client
 
@@ -299,6 +301,15 @@ async def test_unknown_agents_jobs_and_bad_input_are_tool_errors_naming_the_prob
         assert "not_found" in text and "job-that-is-not-there" in text, text
         text = await refused(approver, "answer_approval", job_id=job["id"], decision="approve")
         assert "conflict" in text and "succeeded" in text, text
+    async with connected(world, "nobody") as nobody:
+        if world.server_url is None:  # stdio on the database: its owner, as other commands
+            job = await call(nobody, "start_job", agent="greet", input={"name": "bob"})
+            assert job["status"] in {"pending", "running", "succeeded"}
+        else:  # through a server, every call needs a key
+            text = await refused(nobody, "start_job", agent="greet", input={"name": "bob"})
+            assert "unauthorized" in text and "missing API key" in text, text
+            text = await refused(nobody, "list_jobs")
+            assert "unauthorized" in text, text
 
 
 @pytest.mark.parametrize("world", ["server-mcp"], indirect=True)
