@@ -1,5 +1,5 @@
 """Aetheris as an MCP server (``aetheris mcp serve``): an assistant or an IDE that speaks MCP
-starts agents, watches their jobs and answers their approvals with the tools of :data:`TOOLS`.
+starts agents, watches their jobs and answers their approvals with the tools of :class:`Tools`.
 
 The tools ask a :class:`Backend` obtained for one API key (``connect(key)``). The shell gives
 an :class:`aetheris.Client`, on a server or on the API served in-process over a database, so a
@@ -17,7 +17,7 @@ problem (the agents that exist, the role that may not, the input field at fault)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI
@@ -112,8 +112,8 @@ class Backend(Protocol):
         self, *, status: JobStatus | str | None = None, limit: int = 100, agent: str | None = None
     ) -> list[Job]: ...
     async def events(self, job_id: str, *, after: int = -1) -> list[Event]: ...
-    async def agents(self) -> list[Any]: ...
-    async def approvals(self, *, limit: int = 100) -> list[Any]: ...
+    async def agents(self) -> Sequence[AgentInfo]: ...
+    async def approvals(self, *, limit: int = 100) -> Sequence[PendingApproval]: ...
     async def approve(
         self,
         job_id: str,

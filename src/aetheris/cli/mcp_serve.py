@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
@@ -18,6 +18,9 @@ from aetheris.app import App
 from aetheris.cli.base import Env, database_option, main, pass_env, run
 from aetheris.client import Client
 from aetheris.errors import AetherisError
+
+if TYPE_CHECKING:
+    from aetheris.api.mcp_server import Backend
 
 IN_PROCESS = "http://aetheris.local"  # the API served in this process: no socket, no host
 
@@ -67,7 +70,7 @@ def serve(
     app, url, wire = _wire(env, transport, host, app_spec, no_auth)
     default = (env.api_key or "") if transport == "stdio" else ""
 
-    def connect(key: str | None) -> Client:
+    def connect(key: str | None) -> Backend:  # mypy: a Client is what the tools need
         return Client(url, key or default, transport=wire)
 
     server = create_mcp_server(connect)
@@ -106,7 +109,7 @@ def mounter(host: str) -> Callable[[Any], None]:
     def extend(api: Any) -> None:
         wire = httpx.ASGITransport(api)
 
-        def connect(key: str | None) -> Client:
+        def connect(key: str | None) -> Backend:
             return Client(IN_PROCESS, key or "", transport=wire)
 
         sdk.mount(api, sdk.create_mcp_server(connect), host=host)
