@@ -323,3 +323,25 @@ def test_the_servers_mcp_endpoint_wants_a_valid_key(world: World) -> None:
     wrong = {**headers, "Authorization": "Bearer ak_not_a_key"}
     answer = httpx.post(url, json=ping, headers=wrong, timeout=10)
     assert answer.status_code == 401 and "not valid" in answer.json()["error"]["message"]
+
+
+def test_options_that_do_not_fit_are_usage_errors(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AETHERIS_")}
+    env.update(
+        AETHERIS_DATABASE_URL=f"sqlite:///{tmp_path / 'aetheris.db'}",
+        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT), str(HERE)]),
+    )
+
+    def serve(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "aetheris", "mcp", "serve", *args],
+            cwd=HERE, env={**env, **extra}, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+
+    done = serve("--transport", "http", "--host", "0.0.0.0", "--no-auth")
+    assert done.returncode == 2 and "refusing to listen on 0.0.0.0" in done.stderr
+    done = serve("--app", APP, AETHERIS_URL="http://127.0.0.1:9")
+    assert done.returncode == 2, done.stderr
+    assert "--app and --no-auth are for the database" in done.stderr
+    assert "http://127.0.0.1:9" in done.stderr and "--database-url" in done.stderr

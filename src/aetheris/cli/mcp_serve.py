@@ -128,8 +128,9 @@ def _wire(
     if env.remote:
         if app_spec or no_auth:
             raise click.UsageError(
-                "--app and --no-auth are for the database; through a server (--url or "
-                "AETHERIS_URL) the server's App and keys apply"
+                f"--app and --no-auth are for the database, but a server is set "
+                f"({env.server_url}, by --url or AETHERIS_URL), whose App and keys apply: "
+                "unset it, or pass --database-url"
             )
         return None, env.server_url or "", httpx.AsyncHTTPTransport()
     if transport == "stdio":
