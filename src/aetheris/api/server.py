@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from aetheris.api import create_api
 from aetheris.app import App
@@ -43,15 +45,21 @@ def serve(
     auth: bool = True,
     metrics_token: str | None = None,
     log_format: str = "text",
+    extend: Callable[[FastAPI], None] | None = None,
 ) -> None:
     """Run the API of ``app`` on ``host:port`` until interrupted (SIGINT or SIGTERM).
 
     ``log_format="json"``: uvicorn's lines too go through the root logger (configured by
-    :func:`aetheris.logs.configure`), one JSON object each; ``text`` keeps uvicorn's own."""
+    :func:`aetheris.logs.configure`), one JSON object each; ``text`` keeps uvicorn's own.
+    ``extend``: called with the API before it is served (``aetheris server --mcp`` mounts
+    the MCP endpoint with it)."""
     check_binding(host, auth)
     logging: dict[str, Any] = {} if log_format == "text" else {"log_config": None}
+    api = create_api(app, auth=auth, metrics_token=metrics_token)
+    if extend is not None:
+        extend(api)
     config = uvicorn.Config(
-        create_api(app, auth=auth, metrics_token=metrics_token),
+        api,
         host=host,
         port=port,
         log_level="info",

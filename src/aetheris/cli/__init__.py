@@ -6,7 +6,8 @@ in :mod:`.running` (worker, start), :mod:`.reads` (what happened), :mod:`.eviden
 export, signing keys), :mod:`.actions` (what operators do), :mod:`.serving` (the HTTP server
 and its keys), :mod:`.project` (init), :mod:`.supervisor` (run: server and worker for
 development), :mod:`.talk` (chat), :mod:`.timetravel` (fork, diff), :mod:`.tooling` (the tool
-registry) and :mod:`.webhooks` (outgoing webhooks);
+registry), :mod:`.webhooks` (outgoing webhooks) and :mod:`.mcp_serve` (Aetheris as an MCP
+server);
 importing them registers them on the group in :mod:`.base`. :mod:`.config` reads a
 project's ``aetheris.toml``.
 """
@@ -14,6 +15,7 @@ project's ``aetheris.toml``.
 from aetheris.cli import (
     actions,
     evidence,
+    mcp_serve,
     project,
     reads,
     running,
@@ -30,6 +32,7 @@ __all__ = [
     "actions",
     "evidence",
     "main",
+    "mcp_serve",
     "project",
     "reads",
     "running",

@@ -24,6 +24,13 @@ from aetheris.store.port import ApiKey, Role
     help="Accept requests without an API key, as an admin of every tenant: for local "
     "development, on a loopback address only.",
 )
+@click.option(
+    "--mcp",
+    "with_mcp",
+    is_flag=True,
+    help="Also serve the tools of `aetheris mcp serve` over streamable HTTP at /mcp, behind "
+    "the same keys (needs the mcp extra).",
+)
 @observing.log_format_option
 @observing.metrics_token_option
 @database_option
@@ -34,6 +41,7 @@ def server(
     host: str,
     port: int,
     no_auth: bool,
+    with_mcp: bool,
     log_format: str,
     metrics_token: str | None,
 ) -> None:
@@ -47,6 +55,9 @@ def server(
         check_binding(host, not no_auth)
     except AetherisError as exc:
         raise click.UsageError(str(exc)) from None
+    from aetheris.cli.mcp_serve import mounter
+
+    extend = mounter(host) if with_mcp else None
     observing.set_up(log_format)
     serve(
         env.app(app_spec),
@@ -55,6 +66,7 @@ def server(
         auth=not no_auth,
         metrics_token=metrics_token,
         log_format=log_format,
+        extend=extend,
     )
 
 
