@@ -272,7 +272,7 @@ def commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict
     # NULL without walking a list to find its element type (a pure step leaves 16 of its 24
     # arrays empty or NULL: the ledger's, the blobs', the webhooks' and the anchors').
     for name, value in params.items():
-        if isinstance(value, list) and all(item is None for item in value):
+        if type(value) is list and value.count(None) == len(value):
             params[name] = None
     return params
 
