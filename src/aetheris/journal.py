@@ -153,9 +153,13 @@ def check_text(value: str, what: str) -> str:
     return value
 
 
+_DECODER = json.JSONDecoder()
+
+
 def decode(data: bytes | str) -> Any:
-    """Decode bytes written by :func:`canonical`."""
-    return json.loads(data)
+    """Decode bytes written by :func:`canonical` (always UTF-8: no encoding to detect, which
+    ``json.loads`` of bytes does first; a resume decodes every event of the journal)."""
+    return _DECODER.decode(data if isinstance(data, str) else str(data, "utf-8"))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -164,7 +168,12 @@ def sha256_hex(data: bytes) -> str:
 
 def args_hash(args: Iterable[Any], kwargs: Mapping[str, Any]) -> str:
     """Hash of a call's arguments, recorded with every operation and bound into approvals."""
-    return sha256_hex(canonical({"args": list(args), "kwargs": dict(kwargs)}))
+    values = list(args)
+    if not kwargs and all(type(v) in _PLAIN for v in values):
+        # Already plain JSON, keys in order: the same bytes as canonical() without its walk
+        # (every step and every replayed step hashes its arguments).
+        return sha256_hex(_dumps({"args": values, "kwargs": {}}))
+    return sha256_hex(canonical({"args": values, "kwargs": dict(kwargs)}))
 
 
 def chain_hash(prev_hash: str, body: bytes) -> str:
@@ -257,7 +266,9 @@ class OpRecord:
             duration_ms=data.get("duration_ms"),
             idempotency_key=data.get("idempotency_key"),
             retries=tuple(data.get("retries") or ()),
-            extra={k: v for k, v in data.items() if k not in _OP_CORE},
+            extra={}
+            if data.keys() <= _OP_CORE
+            else {k: v for k, v in data.items() if k not in _OP_CORE},
         )
 
     def draft(self, position: int) -> EventDraft:

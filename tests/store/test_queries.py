@@ -81,3 +81,17 @@ def test_the_dialects_have_as_many_migrations_as_the_memory_store_reports() -> N
     from aetheris.store.memory import LATEST_SCHEMA
 
     assert len(sql.migrations("sqlite")) == len(sql.migrations("postgresql")) == LATEST_SCHEMA
+
+
+def test_every_postgresql_query_fits_psycopgs_statement_cache() -> None:
+    """psycopg converts a statement's ``%(name)s`` placeholders once and caches the result,
+    but only for statements of at most ``MAX_CACHED_STATEMENT_LENGTH`` bytes and
+    ``MAX_CACHED_STATEMENT_PARAMS`` parameters; a longer one (the commit statement was) is
+    parsed again by regular expressions on every execution, on every step."""
+    from psycopg import _queries
+
+    for name, text in sql.queries("postgresql").items():
+        size = len(text.encode())
+        params = set(re.findall(r"%\((\w+)\)s", text))
+        assert size <= _queries.MAX_CACHED_STATEMENT_LENGTH, (name, size)
+        assert len(params) <= _queries.MAX_CACHED_STATEMENT_PARAMS, (name, len(params))

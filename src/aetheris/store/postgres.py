@@ -78,6 +78,7 @@ from aetheris.store.postgres_session import (
     Listener,
     Presence,
     lock_key,
+    prepare_commit,
     probe,
     safe_url,
     schema_mismatch,
@@ -374,8 +375,9 @@ class PostgresStore(
             return 1
 
     async def _commit_one(self, params: dict[str, Any]) -> int:
-        row = await self._one("commit", params)
-        return int(row["fenced"]) if row else 0
+        async with self._conn() as conn:
+            cur = await conn.execute(Q["commit"], params, prepare=prepare_commit(conn))
+            return int(row["fenced"]) if (row := await cur.fetchone()) else 0
 
     async def _commit_many(self, batch: list[dict[str, Any]]) -> list[int | BaseException]:
         """Several jobs' commits in one transaction: one round trip, one WAL flush."""
@@ -482,7 +484,9 @@ class PostgresStore(
     async def events(
         self, job_id: str, *, after: int = -1, limit: int | None = None
     ) -> list[Event]:
-        rows = await self._all("events", {"job_id": job_id, "after": after, "limit": limit})
+        params = {"job_id": job_id, "after": after, "limit": limit}
+        async with self._conn() as conn:  # binary: bodies as bytes, not hex text to decode
+            rows = await (await conn.execute(Q["events"], params, binary=True)).fetchall()
         return [event_from(job_id, r) for r in rows]
 
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:

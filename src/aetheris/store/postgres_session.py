@@ -99,6 +99,15 @@ def lock_key(owner: str) -> int:
     return int.from_bytes(hashlib.sha256(owner.encode()).digest()[:8], "big", signed=True)
 
 
+def prepare_commit(conn: psycopg.AsyncConnection[Any]) -> bool | None:
+    """The commit statement is prepared on a connection's first commit, not its sixth
+    (psycopg's threshold): until then the server parsed and planned it on every step, and a
+    W4 run of 20 turns makes 40 commits over a few parameter types and pooled connections.
+    ``None`` where prepared statements are off (``prepare_threshold=None``, as behind a
+    transaction-pooling PgBouncer): psycopg's own rule, which then prepares nothing."""
+    return True if conn.prepare_threshold is not None else None
+
+
 class GroupedStore(Protocol):
     async def _commit_one(self, params: dict[str, Any]) -> int: ...
     async def _commit_many(self, batch: list[dict[str, Any]]) -> list[int | BaseException]: ...

@@ -23,13 +23,19 @@ class Migration:
 
 @cache
 def queries(dialect: str) -> dict[str, str]:
-    """The named queries of one dialect, parsed from ``<dialect>/queries.sql``."""
+    """The named queries of one dialect, parsed from ``<dialect>/queries.sql``.
+
+    Comment lines and indentation are dropped (no statement has a string literal spanning
+    lines): psycopg caches the conversion of a statement to the server's placeholders only up
+    to 4,096 bytes (``MAX_CACHED_STATEMENT_LENGTH``), and converting the commit statement again
+    on every step cost as much client CPU as the rest of the store's work for it.
+    """
     text = resources.files(__package__).joinpath(dialect, "queries.sql").read_text("utf-8")
     parts = _NAME.split(text)
     named: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
-        named[name] = "\n".join(lines).strip()
+        lines = [ln.strip() for ln in body.strip().splitlines()]
+        named[name] = "\n".join(ln for ln in lines if ln and not ln.startswith("--"))
     return named
 
 
