@@ -42,14 +42,17 @@ def server(
     Requests carry `Authorization: Bearer KEY` (`aetheris keys create`). Prometheus metrics
     are at /metrics for scrapers with the metrics token (with --no-auth: for anyone)."""
     from aetheris.api.server import check_binding, serve
+    from aetheris.store.postgres_pooling import for_process
 
     try:
         check_binding(host, not no_auth)
     except AetherisError as exc:
         raise click.UsageError(str(exc)) from None
     observing.set_up(log_format)
+    app = env.app(app_spec)
+    app.database_url = for_process(app.database_url, "aetheris-server")
     serve(
-        env.app(app_spec),
+        app,
         host=host,
         port=port,
         auth=not no_auth,

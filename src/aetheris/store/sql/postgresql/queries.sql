@@ -28,6 +28,10 @@ SELECT pg_advisory_lock(%(key)s)
 -- name: listen
 LISTEN aetheris_work
 
+-- name: backend_pid
+-- The server process a statement ran in: behind a pooler, not the one named at connection.
+SELECT pg_backend_pid() AS pid
+
 -- name: insert_job
 INSERT INTO jobs (id, agent, input, status, idempotency_key, queue, priority, run_at,
                   head_hash, created_at, updated_at, parent_id, deadline, tenant)
