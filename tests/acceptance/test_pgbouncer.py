@@ -11,11 +11,7 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,54 +21,12 @@ from aetheris.errors import ConfigurationError
 from aetheris.store import create_store
 from aetheris.store.port import JobStatus
 from aetheris.store.postgres_pooling import detect
-from tests.conftest import PG_URL, _admin_execute, _with_db, require_postgres
+from tests.acceptance.pg_workers import database, start_worker, stop_all
+from tests.conftest import PG_URL, _with_db
 from tests.pgbouncer import pgbouncer
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+__all__ = ["database"]  # a fixture
 TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.COMPENSATED}
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """An empty database of the test server: its name."""
-    require_postgres()
-    name = f"aetheris_pgb_{uuid.uuid4().hex[:10]}"
-    _admin_execute(f"CREATE DATABASE {name}")
-    yield name
-    _admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def start_worker(url: str, world: Path, tag: str, *options: str) -> subprocess.Popen[bytes]:
-    """``aetheris worker`` on the acceptance App, this checkout's code; log in ``world``."""
-    env = {k: v for k, v in os.environ.items() if k != "AETHERIS_CRASH_AT"}
-    env.update(
-        AETHERIS_DATABASE_URL=url,
-        ACCEPTANCE_WORLD=str(world),
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT / "src"), str(ROOT)]),
-        PYTHONUNBUFFERED="1",
-    )
-    command = [sys.executable, "-m", "aetheris", "worker", "--app", "acceptance_app:app"]
-    with (world / f"worker-{tag}.log").open("wb") as log:
-        return subprocess.Popen(
-            [*command, "--concurrency", "4", *options],
-            cwd=HERE,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop_all(workers: list[subprocess.Popen[bytes]]) -> None:
-    for proc in workers:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in workers:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 async def wait_until(check: object, timeout: float, what: str) -> None:
