@@ -111,7 +111,7 @@ def _size(
     environ: Mapping[str, str],
 ) -> int:
     found = [(f"?aetheris_{n}=", options.pop(n)) for n in names if n in options]
-    source, text = found[0] if found else (env, environ.get(env, ""))
+    source, text = found[0] if found else (f"{env}=", environ.get(env, ""))
     if not text.strip():
         return default
     try:
