@@ -145,7 +145,7 @@ async def drain(
     stop = asyncio.Event()
     sampler = Sampler(url)
     sampling = asyncio.create_task(sampler.run(stop))
-    counters, cpu = database_counters(url), CpuClock.read([p.pid for p in procs])
+    counters, cpu = database_counters(url), CpuClock.read([p.pid for p in procs], url)
     released = time.time()
     if args.rate is None:
         total = args.jobs
@@ -156,7 +156,7 @@ async def drain(
     ended_at = await watch(url, total, released)
     if args.rate is not None:
         await feeding
-    used = CpuClock.read([p.pid for p in procs]).since(cpu)
+    used = CpuClock.read([p.pid for p in procs], url).since(cpu)
     stop.set()
     await sampling
     return {
@@ -235,12 +235,14 @@ def line(run: dict[str, Any]) -> str:
         f"{run['workers']} workers: {run['jobs']:,} jobs in {run['seconds']:.1f} s = "
         f"{run['jobs_per_s']:,.0f} jobs/s; pending->claimed p50 {waits['p50']:,.0f} ms, "
         f"p99 {waits['p99']:,.0f} ms; claimed twice {run['claimed_twice']}; "
+        f"commits/job {run['transactions']['xact_commit'] / run['jobs']:.1f}, "
         f"rollbacks {run['transactions']['xact_rollback']}, "
         f"deadlocks {run['transactions']['deadlocks']}; lock-wait samples "
         f"{server['lock_wait_samples']}/{server['samples']}; active sessions "
         f"{server['mean_active_sessions']}; waits: {top}; cores: machine "
-        f"{cpu['machine_cores_busy']}, postgres {cpu['postgres_cores']}, workers "
-        f"{cpu['worker_cores']}; load {run['load_average']}"
+        f"{cpu['machine_cores_busy']}, all postgres {cpu['postgres_cores']}, the workers' "
+        f"sessions {cpu['worker_sessions_cores']}, workers {cpu['worker_cores']}; "
+        f"load {run['load_average']}"
     )
 
 

@@ -87,8 +87,10 @@ class CpuClock:
     postgres: float
     workers: float
 
+    backends: dict[int, float]  # CPU seconds of each of the workers' server sessions
+
     @staticmethod
-    def read(worker_pids: list[int]) -> CpuClock:
+    def read(worker_pids: list[int], url: str) -> CpuClock:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
         ticks = [int(v) for v in fields]
         idle = ticks[3] + ticks[4]
@@ -98,6 +100,7 @@ class CpuClock:
             sum(ticks) / TICKS,
             sum(_cpu(pid) for pid in _pids_named("postgres")),
             sum(_cpu(pid) for pid in worker_pids),
+            {pid: _cpu(pid) for pid in worker_backends(url)},
         )
 
     def since(self, start: CpuClock) -> dict[str, float]:
@@ -105,13 +108,26 @@ class CpuClock:
         wall = self.at - start.at or 1.0
         total = self.total - start.total or 1.0
         cores = os.cpu_count() or 1
+        # A session opened during the run counts whole; one closed during it is missed.
+        backends = sum(cpu - start.backends.get(pid, 0.0) for pid, cpu in self.backends.items())
         return {
             "machine_busy": round((self.busy - start.busy) / total, 3),
             "machine_cores_busy": round((self.busy - start.busy) / total * cores, 2),
-            # A backend that ended during the run is missed; the workers' sessions are not.
+            # Every PostgreSQL process of the machine, other databases' sessions included.
             "postgres_cores": round((self.postgres - start.postgres) / wall, 2),
+            "worker_sessions_cores": round(backends / wall, 2),
             "worker_cores": round((self.workers - start.workers) / wall, 2),
         }
+
+
+def worker_backends(url: str) -> list[int]:
+    """The server processes of the workers' sessions on the run's database."""
+    query = (
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = 'aetheris-worker'"
+    )
+    with psycopg.connect(url) as conn:
+        return [int(row[0]) for row in conn.execute(query).fetchall()]
 
 
 def _pids_named(name: str) -> list[int]:
