@@ -55,6 +55,8 @@ REQUIRED = [
     "bench.suite.report",
     "bench.suite.runner",
     "bench.suite.venvs",
+    "bench.workers",
+    "bench.workers_probe",
     "bench.workloads",
 ]
 

@@ -30,6 +30,7 @@ POSTGRESQL_ONLY = {
     "try_lock": "is a worker's liveness lock free",
     "unlock": "release a liveness lock taken to test it",
     "listen": "idle workers wake on a notification",
+    "backend_pid": "tell PgBouncer's pooling modes apart (SQLite has no pooler)",
     # The claim's event goes in a second, pipelined statement; SQLite seals the event before
     # its claim statement moves the head, then inserts it with `insert_events`.
     "claim_event": "claim",

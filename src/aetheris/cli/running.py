@@ -69,6 +69,12 @@ from aetheris.taskgraph import PLAN_AGENT
     "those that diverge (check), leave them to a worker running that version (refuse), "
     "or run them, parking on divergence (proceed).",
 )
+@click.option(
+    "--pool-max",
+    type=click.IntRange(min=1),
+    help="PostgreSQL: connections the worker's pool may open (it also holds one listening "
+    "session); default ?aetheris_pool_max=, else AETHERIS_PG_POOL_MAX, else 10.",
+)
 @observing.log_format_option
 @observing.worker_metrics_options
 @database_option
@@ -82,6 +88,7 @@ def worker(
     poll_interval: float | None,
     grace: float,
     on_new_code: str,
+    pool_max: int | None,
     log_format: str,
     metrics_port: int | None,
     metrics_host: str,
@@ -93,6 +100,9 @@ def worker(
     provider), console or otlp."""
     observing.set_up(log_format)
     app = env.app(app_spec)
+    from aetheris.store.postgres_pooling import for_process  # psycopg: only when it serves
+
+    app.database_url = for_process(app.database_url, "aetheris-worker", pool_max)
     metrics = Metrics() if metrics_port is not None else None
     try:
         w = app.worker(

@@ -50,6 +50,7 @@ def server(
     Requests carry `Authorization: Bearer KEY` (`aetheris keys create`). Prometheus metrics
     are at /metrics for scrapers with the metrics token (with --no-auth: for anyone)."""
     from aetheris.api.server import check_binding, serve
+    from aetheris.store.postgres_pooling import for_process
 
     try:
         check_binding(host, not no_auth)
@@ -59,8 +60,10 @@ def server(
 
     extend = mounter(host) if with_mcp else None
     observing.set_up(log_format)
+    app = env.app(app_spec)
+    app.database_url = for_process(app.database_url, "aetheris-server")
     serve(
-        env.app(app_spec),
+        app,
         host=host,
         port=port,
         auth=not no_auth,

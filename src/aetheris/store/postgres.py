@@ -73,10 +73,12 @@ from aetheris.store.port import (
 from aetheris.store.postgres_directory import PostgresDirectory
 from aetheris.store.postgres_keyed import PostgresKeyed
 from aetheris.store.postgres_kv import PostgresKeyValue
+from aetheris.store.postgres_pooling import pooling_from, settle, with_application_name
 from aetheris.store.postgres_session import (
     CommitGroup,
     Listener,
     Presence,
+    lock_is_free,
     lock_key,
     prepare_commit,
     probe,
@@ -116,8 +118,9 @@ class PostgresStore(
 ):
     """Store on PostgreSQL (URL ``postgresql://user@host:port/db``).
 
-    Options may also come as URL parameters: ``?aetheris_max_connections=20&aetheris_reap_grace=2``
-    (``min_connections``, ``max_connections``, ``connect_timeout``, ``reap_grace``).
+    Options may also come as URL parameters: ``?aetheris_pool_max=20&aetheris_reap_grace=2``
+    (``pool_min``, ``pool_max``, ``connect_timeout``, ``reap_grace``, ``pgbouncer``): see
+    :mod:`aetheris.store.postgres_pooling` for the connection budget and PgBouncer.
     """
 
     def __init__(
@@ -130,16 +133,15 @@ class PostgresStore(
         reap_grace: float = 3.0,
         signer: SigningKey | None = None,
     ) -> None:
-        self.url, options = split_options(url)
+        url, options = split_options(url)
+        self.url = with_application_name(url)
         self.signer = signer  # anchors every write's last event (see aetheris.anchor)
-        min_connections = int(options.pop("min_connections", min_connections))
-        max_connections = int(options.pop("max_connections", max_connections))
+        self.pooling = pooling_from(options, min_connections, max_connections)
         connect_timeout = float(options.pop("connect_timeout", connect_timeout))
         reap_grace = float(options.pop("reap_grace", reap_grace))
         if options:
             raise ConfigurationError(f"unknown aetheris_ options in the URL: {sorted(options)}")
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] | None = None
-        self._sizes = (min_connections, max_connections)
         self._connect_timeout = connect_timeout
         self.reap_grace = reap_grace
         self._listener: Listener | None = None
@@ -153,13 +155,14 @@ class PostgresStore(
         if self._pool is not None:
             return
         await probe(self.url, self._connect_timeout)
+        self.pooling = await settle(self.url, self.pooling, self._connect_timeout)
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
             self.url,
-            min_size=self._sizes[0],
-            max_size=self._sizes[1],
+            min_size=self.pooling.min_size,
+            max_size=self.pooling.max_size,
             open=False,
             timeout=self._connect_timeout,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={"autocommit": True, "row_factory": dict_row, **self.pooling.connect_kwargs()},
             name="aetheris",
         )
         try:
@@ -572,9 +575,9 @@ class PostgresStore(
     async def register_worker(
         self, owner: str, *, agents: Sequence[str] = (), queues: Sequence[str] | None = None
     ) -> None:
-        if self._listener is None:
-            self._listener = Listener(self.url, self._connect_timeout)
-        await self._listener.start(lock_key(owner))
+        if not self.pooling.transaction_pooled:  # no LISTEN nor session lock: see settle()
+            self._listener = self._listener or Listener(self.url, self._connect_timeout)
+            await self._listener.start(lock_key(owner))
         async with self._conn() as conn:
             await self._presence.register(conn, worker_info(owner, agents, queues, 0.0))
 
@@ -599,6 +602,8 @@ class PostgresStore(
 
     async def reap(self) -> list[str]:
         """Expire leases of workers whose session has been gone for ``reap_grace`` seconds."""
+        if self.pooling.transaction_pooled:  # no liveness locks: leases expire instead
+            return []
         mine = self._listener.key if self._listener is not None else None
         now = time.monotonic()
         dead: list[str] = []
@@ -606,7 +611,7 @@ class PostgresStore(
             owners = [r["lease_owner"] for r in await _all(conn, "running_owners")]
             for owner in owners:
                 key = lock_key(owner)
-                if key == mine or not await _lock_is_free(conn, key):
+                if key == mine or not await lock_is_free(conn, key):
                     self._free_since.pop(owner, None)
                     continue
                 first = self._free_since.setdefault(owner, now)
@@ -621,13 +626,6 @@ class PostgresStore(
 
 async def _all(conn: psycopg.AsyncConnection[Row], query: str) -> list[Row]:
     return await (await conn.execute(Q[query])).fetchall()
-
-
-async def _lock_is_free(conn: psycopg.AsyncConnection[Row], key: int) -> bool:
-    row = await _fetch(await conn.execute(Q["try_lock"], {"key": key}))
-    if row["free"]:
-        await conn.execute(Q["unlock"], {"key": key})
-    return bool(row["free"])
 
 
 async def _fetch(cur: psycopg.AsyncCursor[Row]) -> Row:

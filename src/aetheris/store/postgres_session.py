@@ -108,6 +108,16 @@ def prepare_commit(conn: psycopg.AsyncConnection[Any]) -> bool | None:
     return True if conn.prepare_threshold is not None else None
 
 
+async def lock_is_free(conn: psycopg.AsyncConnection[Any], key: int) -> bool:
+    """Is a worker's liveness lock free? (Taking it to know, then giving it back.)"""
+    row = await (await conn.execute(Q["try_lock"], {"key": key})).fetchone()
+    if row is None:
+        raise StoreError("PostgreSQL returned no row for pg_try_advisory_lock")
+    if row["free"]:
+        await conn.execute(Q["unlock"], {"key": key})
+    return bool(row["free"])
+
+
 class GroupedStore(Protocol):
     async def _commit_one(self, params: dict[str, Any]) -> int: ...
     async def _commit_many(self, batch: list[dict[str, Any]]) -> list[int | BaseException]: ...

@@ -28,6 +28,10 @@ SELECT pg_advisory_lock(%(key)s)
 -- name: listen
 LISTEN aetheris_work
 
+-- name: backend_pid
+-- The server process a statement ran in: behind a pooler, not the one named at connection.
+SELECT pg_backend_pid() AS pid
+
 -- name: insert_job
 INSERT INTO jobs (id, agent, input, status, idempotency_key, queue, priority, run_at,
                   head_hash, created_at, updated_at, parent_id, deadline, tenant)
@@ -85,9 +89,19 @@ WHERE %(tenant)s::text IS NULL OR EXISTS (
 GROUP BY e.state
 
 -- name: heartbeat
+-- The rows are locked in id order first (byte order, as the store sorts a group commit's jobs),
+-- then updated: an UPDATE ... FROM locks rows in whatever order its join happens to run, and a
+-- heartbeat and a group commit that lock two jobs in opposite orders deadlock.
+WITH mine AS (
+    SELECT j.id FROM jobs AS j
+    JOIN unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS l(id, epoch)
+      ON j.id = l.id AND j.lease_epoch = l.epoch
+    WHERE j.status = 'running'
+    ORDER BY j.id COLLATE "C"
+    FOR UPDATE OF j
+)
 UPDATE jobs AS j SET lease_expires_at = aetheris_now() + %(ttl)s
-FROM unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS l(id, epoch)
-WHERE j.id = l.id AND j.lease_epoch = l.epoch AND j.status = 'running'
+FROM mine WHERE j.id = mine.id
 RETURNING j.id, j.control
 
 -- name: fence
