@@ -27,6 +27,7 @@ from aetheris.cli.base import (
 from aetheris.errors import AetherisError
 from aetheris.metrics import Metrics
 from aetheris.models import Budget
+from aetheris.retention import Retention
 from aetheris.store.port import Job, JobStatus
 from aetheris.taskgraph import PLAN_AGENT
 
@@ -69,6 +70,14 @@ from aetheris.taskgraph import PLAN_AGENT
     "those that diverge (check), leave them to a worker running that version (refuse), "
     "or run them, parking on divergence (proceed).",
 )
+@click.option(
+    "--retention",
+    metavar="AGE",
+    envvar="AETHERIS_RETENTION",
+    show_envvar=True,
+    help="Delete jobs that ended longer ago than AGE (30d, 12h, 90m...), a batch at a time; "
+    "default: the App's retention, or [retention] older_than in aetheris.toml.",
+)
 @observing.log_format_option
 @observing.worker_metrics_options
 @database_option
@@ -82,6 +91,7 @@ def worker(
     poll_interval: float | None,
     grace: float,
     on_new_code: str,
+    retention: str | None,
     log_format: str,
     metrics_port: int | None,
     metrics_host: str,
@@ -95,6 +105,8 @@ def worker(
     app = env.app(app_spec)
     metrics = Metrics() if metrics_port is not None else None
     try:
+        if retention is not None:
+            app.retention = Retention.of(retention)
         w = app.worker(
             concurrency=concurrency, queues=queues or None, lease_ttl=lease_ttl,
             poll_interval=poll_interval, grace=grace, observer=metrics, on_new_code=on_new_code,
