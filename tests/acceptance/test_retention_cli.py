@@ -12,13 +12,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psycopg
 
 import aetheris
 from aetheris.anchor import SigningKey
-from aetheris.store.port import JobStatus, NewJob
+from aetheris.store.port import JobStatus, NewJob, Store
 from tests.processes import ROOT, start_worker, stop
 
 APP = """
@@ -26,7 +27,7 @@ import asyncio
 import aetheris
 from aetheris.retention import Retention
 
-app = aetheris.App(retention=Retention(older_than=1.0, interval=0.3, batch=5, pause=0.05))
+app = aetheris.App(retention=RETENTION)
 
 async def _slow(n: int) -> int:
     with open("ran.log", "a") as log:
@@ -145,7 +146,8 @@ def test_db_prune_then_verify_all_with_a_witness(durable_url: str, tmp_path: Pat
 
 
 def test_a_worker_process_prunes_while_it_runs_jobs(durable_url: str, tmp_path: Path) -> None:
-    (tmp_path / "prune_app.py").write_text(textwrap.dedent(APP))
+    retention = "Retention(older_than=1.0, interval=0.3, batch=5, pause=0.05)"
+    (tmp_path / "prune_app.py").write_text(textwrap.dedent(APP).replace("RETENTION", retention))
     worker = start_worker("prune_app:app", durable_url, tmp_path, cwd=tmp_path)
     try:
         ids, parked, pending, started_last = asyncio.run(_feed(durable_url, 40))
@@ -170,6 +172,8 @@ def test_a_worker_process_prunes_while_it_runs_jobs(durable_url: str, tmp_path: 
         assert all(s.status == "succeeded" for s in stones.values())  # type: ignore[attr-defined]
         first_pruned = min(s.pruned_at for s in stones.values())  # type: ignore[attr-defined]
         assert first_pruned < started_last, "it pruned while jobs still came and ran"
+        last_ran = max(s.ended_at for s in stones.values())  # type: ignore[attr-defined]
+        assert first_pruned < last_ran, "jobs ran after the first prune"
     finally:
         stop(worker)
     log = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
@@ -177,23 +181,72 @@ def test_a_worker_process_prunes_while_it_runs_jobs(durable_url: str, tmp_path: 
 
 
 async def _feed(url: str, count: int) -> tuple[list[str], str, str, float]:
-    """Start ``count`` jobs over a few seconds, waiting for each to end; a parked job and one
+    """Start ``count`` jobs in two halves, the second once the worker has pruned some of the
+    first (so it prunes while jobs come and run), and wait for all to end; a parked job and one
     of an agent no worker serves (pending for good). Their ids, and when the last started."""
     app = aetheris.App(url)
     parked = await app.start("waiting", {})
     store = await app.open_store()
     pending, _ = await store.create_job(NewJob(id="pending-1", agent="nobody", input={}))
-    ids = []
+    ids: list[str] = []
     for i in range(count):
         ids.append((await app.start("work", {"n": i})).job_id)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
+        if i == count // 2:
+            await _until(lambda: _any_pruned(store, ids), "no job pruned while jobs ran")
     started_last = time.time()
-    deadline = time.monotonic() + 30
-    while True:
+
+    async def all_ended() -> bool:
         jobs = {j.id: j.status for j in await store.list_jobs(limit=200)}
-        if all(jobs.get(i, JobStatus.SUCCEEDED) is JobStatus.SUCCEEDED for i in ids):
-            break
-        assert time.monotonic() < deadline, jobs
-        await asyncio.sleep(0.1)
+        return all(jobs.get(i, JobStatus.SUCCEEDED) is JobStatus.SUCCEEDED for i in ids)
+
+    await _until(all_ended, "the jobs did not all end")
     await app.close()
     return ids, parked.job_id, pending.id, started_last
+
+
+async def _any_pruned(store: Store, ids: list[str]) -> bool:
+    return bool(await store.tombstones(ids))
+
+
+async def _until(check: Callable[[], Awaitable[bool]], problem: str) -> None:
+    deadline = time.monotonic() + 60
+    while not await check():
+        assert time.monotonic() < deadline, problem
+        await asyncio.sleep(0.1)
+
+
+def test_a_worker_started_with_retention_prunes_and_db_prune_reads_the_toml(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    parked = asyncio.run(run_jobs(sqlite_url, SigningKey.generate(), 3))
+    time.sleep(1.1)
+    (tmp_path / "aetheris.toml").write_text('[retention]\nolder_than = "1s"\n')
+    environment = {
+        **os.environ, "AETHERIS_DATABASE_URL": sqlite_url, "NO_COLOR": "1",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "src"), str(ROOT)]),
+    }  # fmt: skip
+    command = [sys.executable, "-m", "aetheris", "db", "prune", "--dry-run", "--json"]
+    dry = subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["older_than"] == "1s" and json.loads(dry.stdout)["jobs"] == 3
+    (tmp_path / "aetheris.toml").unlink()
+    (tmp_path / "prune_app.py").write_text(textwrap.dedent(APP).replace("RETENTION", "None"))
+    worker = start_worker(
+        "prune_app:app", sqlite_url, tmp_path, cwd=tmp_path, env={"AETHERIS_RETENTION": "1s"}
+    )
+    try:
+
+        async def left() -> set[str]:
+            app = aetheris.App(sqlite_url)
+            store = await app.open_store()
+            deadline = time.monotonic() + 30
+            while len(ids := {j.id for j in await store.list_jobs(limit=10)}) > 1:
+                assert time.monotonic() < deadline, "the worker did not prune"
+                await asyncio.sleep(0.2)
+            await app.close()
+            return ids
+
+        assert asyncio.run(left()) == {parked}, "the ended jobs went, the parked one stayed"
+    finally:
+        stop(worker)
