@@ -3,10 +3,12 @@
 A fresh database is seeded with ``--ended`` jobs that ended 40 days ago (each with
 ``--events`` journal events of ~200 bytes and one ledger row, written with set-based SQL),
 then a worker (in this process, ``--concurrency``) runs jobs of three durable steps from a
-backlog kept topped up, flat out. Its throughput (jobs ended per second) is measured three
-times: before, while ``aetheris db prune --older-than 30d`` (a separate process, ``--batch``
-jobs per transaction, ``--pause`` seconds between batches) deletes every seeded job, and
-after. The figure is the throughput during the prune over the mean of before and after.
+backlog kept topped up, flat out. Its throughput (jobs ended per second) is measured in
+windows of ``--seconds``, alternately without and with a prune running beside it in the same
+process, as a worker's own pruning runs (``prune_ended`` on a store of its own, ``--batch``
+jobs per transaction, ``--pause`` seconds between batches, deleting jobs that ended more than
+30 days ago), until every seeded job is pruned. The figure is the mean throughput of the
+windows with the prune over that of the windows without.
 ``--json`` prints the record; it is also written to ``bench/results/``.
 """
 
@@ -16,8 +18,7 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import psycopg
 
 from aetheris import App, Context
+from aetheris.store.pruning import Pruned
 from aetheris.testing import running_worker
 from bench import harness
 
@@ -69,47 +71,75 @@ async def feed(app: App, done: list[int], stop: asyncio.Event, backlog: int) -> 
         await asyncio.sleep(0.01)
 
 
-async def rate(done: list[int], seconds: float) -> float:
+async def window(done: list[int], seconds: float) -> float:
+    """Jobs ended per second over the next ``seconds``."""
     first, began = done[0], time.perf_counter()
     await asyncio.sleep(seconds)
     return (done[0] - first) / (time.perf_counter() - began)
 
 
-async def rate_while(done: list[int], proc: asyncio.subprocess.Process) -> tuple[float, float]:
-    first, began = done[0], time.perf_counter()
-    await proc.wait()
-    took = time.perf_counter() - began
-    return (done[0] - first) / took, took
+class Pruning:
+    """``aetheris db prune``'s loop in this process (as a worker prunes itself), on a store of
+    its own, that runs only while :attr:`gate` is set: batch, pause, batch..."""
+
+    def __init__(self, url: str, batch: int, pause: float) -> None:
+        self.app, self.batch, self.pause = App(url), batch, pause
+        self.gate, self.total, self.busy = asyncio.Event(), Pruned(), 0.0
+
+    async def run(self) -> None:
+        store = await self.app.open_store()
+        cutoff = time.time() - 30 * 86400
+        while True:
+            await self.gate.wait()
+            began = time.perf_counter()
+            done = await store.prune_ended(cutoff, limit=self.batch)
+            self.busy += time.perf_counter() - began
+            self.total += done
+            if done.jobs < self.batch:
+                return
+            await asyncio.sleep(self.pause)
 
 
 async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Windows of ``--seconds`` without and with the prune, alternately (ABBA...), until the
+    prune is done or ``--rounds`` rounds ran: drift in the machine's load falls on both."""
     app, done = build(url)
     stop = asyncio.Event()
-    env = {**os.environ, "AETHERIS_DATABASE_URL": url, "NO_COLOR": "1"}
-    command = [
-        sys.executable, "-m", "aetheris", "db", "prune", "--older-than", "30d",
-        "--batch", str(args.batch), "--pause", str(args.pause), "--json",
-    ]  # fmt: skip
+    pruning = Pruning(url, args.batch, args.pause)
+    without: list[float] = []
+    during: list[float] = []
     async with running_worker(app, concurrency=args.concurrency):
         feeder = asyncio.create_task(feed(app, done, stop, args.concurrency * 4))
-        await rate(done, args.warmup)
-        before = await rate(done, args.seconds)
-        proc = await asyncio.create_subprocess_exec(
-            *command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        during, took = await rate_while(done, proc)
-        out = json.loads((await proc.stdout.read()).decode()) if proc.stdout else {}
-        after = await rate(done, args.seconds)
+        pruner = asyncio.create_task(pruning.run())
+        await window(done, args.warmup)
+        began = time.perf_counter()
+        for round_ in range(args.rounds):
+            for prune_now in (False, True) if round_ % 2 == 0 else (True, False):
+                if prune_now and pruner.done():
+                    continue
+                (pruning.gate.set if prune_now else pruning.gate.clear)()
+                (during if prune_now else without).append(await window(done, args.seconds))
+            if pruner.done() and len(without) >= 2:
+                break
+        pruning.gate.clear()
+        took = time.perf_counter() - began
         stop.set()
         await feeder
+        pruner.cancel()
+        await asyncio.gather(pruner, return_exceptions=True)
     await app.close()
-    baseline = (before + after) / 2
+    await pruning.app.close()
+    base, busy = statistics.mean(without), statistics.mean(during)
     return {
-        "jobs_per_s": {"before": round(before, 1), "during": round(during, 1),
-                       "after": round(after, 1)},
-        "ratio": round(during / baseline, 3),
-        "prune": {"seconds": round(took, 1), "jobs": out.get("jobs"),
-                  "jobs_per_s": round((out.get("jobs") or 0) / took, 1), "rows": out.get("rows")},
+        "jobs_per_s": {"without": round(base, 1), "during": round(busy, 1),
+                       "windows_without": [round(x, 1) for x in without],
+                       "windows_during": [round(x, 1) for x in during]},
+        "ratio": round(busy / base, 3),
+        "prune": {"jobs": pruning.total.jobs, "rows": dict(pruning.total.rows),
+                  "seconds_in_batches": round(pruning.busy, 1), "finished": pruner.done(),
+                  "jobs_per_s_of_prune_time": round(
+                      pruning.total.jobs / max(1e-9, len(during) * args.seconds), 1)},
+        "seconds": round(took, 1),
     }  # fmt: skip
 
 
@@ -118,7 +148,7 @@ def seed(url: str, n: int, events: int) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in SEED.split(";"):
             if statement.strip():
-                conn.execute(statement, {"n": n, "events": events})  # type: ignore[arg-type]
+                conn.execute(statement, {"n": n, "events": events})
         conn.execute("VACUUM ANALYZE")
     return time.perf_counter() - began
 
@@ -130,7 +160,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10, help="the worker's")
     parser.add_argument("--batch", type=int, default=500, help="jobs per prune transaction")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between batches")
-    parser.add_argument("--seconds", type=float, default=20.0, help="each baseline's length")
+    parser.add_argument("--seconds", type=float, default=10.0, help="each window's length")
+    parser.add_argument("--rounds", type=int, default=20, help="at most, each two windows")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--pg", default="", help="admin URL of the PostgreSQL server")
     parser.add_argument("--json", action="store_true")
@@ -159,11 +190,13 @@ def main() -> None:
         f"{args.concurrency}; prune batch {args.batch}, pause {args.pause} s"
     )
     print(
-        f"throughput (jobs/s): before {r['before']}, during prune {r['during']}, "
-        f"after {r['after']}: during / baseline = {result['ratio']}"
+        f"throughput (jobs/s, mean of {len(r['windows_without'])} and "
+        f"{len(r['windows_during'])} windows of {args.seconds} s): without prune {r['without']}, "
+        f"during prune {r['during']}: ratio {result['ratio']}"
     )
-    print(f"prune: {result['prune']['jobs']} jobs in {result['prune']['seconds']} s "
-          f"({result['prune']['jobs_per_s']} jobs/s); results in {path}")  # fmt: skip
+    p = result["prune"]
+    print(f"prune: {p['jobs']} jobs ({p['jobs_per_s_of_prune_time']} jobs/s of prune windows), "
+          f"finished: {p['finished']}; load {os.getloadavg()}; results in {path}")  # fmt: skip
 
 
 async def _migrate(url: str) -> None:

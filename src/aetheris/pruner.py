@@ -104,8 +104,8 @@ class Pruner:
         """Prune at its turns until cancelled; a failed prune is logged and tried next turn."""
         rate = 1.0 / self.retention.interval
         while True:
-            await asyncio.sleep(await self.store.take_token(TOKEN, rate, 1.0))
             try:
+                await asyncio.sleep(await self.store.take_token(TOKEN, rate, 1.0))
                 await self.once()
             except AetherisError as exc:
                 log.warning("pruning ended jobs failed (tried again later): %s", exc)
