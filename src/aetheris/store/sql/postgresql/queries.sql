@@ -653,7 +653,8 @@ SELECT key_id, public_key, first_seen FROM signing_keys ORDER BY first_seen, key
 
 -- name: prune_candidates
 -- Ended jobs whose last update is before :before (of :agent when given, of no agent in
--- :skip), oldest first, except children whose parent has not ended; a NULL :limit: all.
+-- :skip), oldest first, except children whose parent has not ended (a scalar subquery: one
+-- lookup of the parent by its key per candidate, never a scan of jobs); a NULL :limit: all.
 SELECT id, tenant, agent, status, event_count AS events, head_hash AS head,
        updated_at AS ended_at
 FROM jobs j
@@ -661,9 +662,9 @@ WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
   AND updated_at < %(before)s
   AND (%(agent)s::text IS NULL OR agent = %(agent)s::text)
   AND agent <> ALL(%(skip)s::text[])
-  AND (parent_id IS NULL OR NOT EXISTS (
-      SELECT 1 FROM jobs p WHERE p.id = j.parent_id
-      AND p.status NOT IN ('succeeded', 'failed', 'cancelled', 'compensated')))
+  AND (parent_id IS NULL OR coalesce((
+      SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+      FROM jobs p WHERE p.id = j.parent_id), true))
 ORDER BY updated_at, id
 LIMIT %(limit)s
 
@@ -677,9 +678,9 @@ WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
   AND updated_at < %(before)s
   AND (%(agent)s::text IS NULL OR agent = %(agent)s::text)
   AND agent <> ALL(%(skip)s::text[])
-  AND (parent_id IS NULL OR NOT EXISTS (
-      SELECT 1 FROM jobs p WHERE p.id = j.parent_id
-      AND p.status NOT IN ('succeeded', 'failed', 'cancelled', 'compensated')))
+  AND (parent_id IS NULL OR coalesce((
+      SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+      FROM jobs p WHERE p.id = j.parent_id), true))
 ORDER BY updated_at, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED

@@ -473,7 +473,8 @@ SELECT key_id, public_key, first_seen FROM signing_keys ORDER BY first_seen, key
 
 -- name: prune_candidates
 -- Ended jobs whose last update is before :before (of :agent when given, of no agent in
--- :skip), oldest first, except children whose parent has not ended; a :limit of -1: all.
+-- :skip), oldest first, except children whose parent has not ended (a scalar subquery: one
+-- lookup of the parent by its key per candidate, never a scan of jobs); a :limit of -1: all.
 SELECT id, tenant, agent, status, event_count AS events, head_hash AS head,
        updated_at AS ended_at
 FROM jobs j
@@ -481,9 +482,9 @@ WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
   AND updated_at < :before
   AND (:agent IS NULL OR agent = :agent)
   AND agent NOT IN (SELECT value FROM json_each(:skip))
-  AND (parent_id IS NULL OR NOT EXISTS (
-      SELECT 1 FROM jobs p WHERE p.id = j.parent_id
-      AND p.status NOT IN ('succeeded', 'failed', 'cancelled', 'compensated')))
+  AND (parent_id IS NULL OR coalesce((
+      SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+      FROM jobs p WHERE p.id = j.parent_id), true))
 ORDER BY updated_at, id
 LIMIT :limit
 
@@ -496,9 +497,9 @@ WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
   AND updated_at < :before
   AND (:agent IS NULL OR agent = :agent)
   AND agent NOT IN (SELECT value FROM json_each(:skip))
-  AND (parent_id IS NULL OR NOT EXISTS (
-      SELECT 1 FROM jobs p WHERE p.id = j.parent_id
-      AND p.status NOT IN ('succeeded', 'failed', 'cancelled', 'compensated')))
+  AND (parent_id IS NULL OR coalesce((
+      SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+      FROM jobs p WHERE p.id = j.parent_id), true))
 ORDER BY updated_at, id
 LIMIT :limit
 

@@ -223,7 +223,7 @@ CREATE TABLE signing_keys (
 );
 
 -- Retention: ended jobs by end time; a tombstone per job pruned (see migration 0013).
-CREATE INDEX jobs_ended ON jobs (updated_at)
+CREATE INDEX jobs_ended ON jobs (updated_at, id)
 WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated');
 
 CREATE TABLE pruned_jobs (

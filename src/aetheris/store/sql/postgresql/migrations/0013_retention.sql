@@ -2,7 +2,7 @@
 -- each job deleted leaves a tombstone, so that a verifier who saw the job can tell a prune
 -- from a deletion (the tombstone carries the journal's length and head when it was pruned,
 -- signed by the pruning process's key when it holds one).
-CREATE INDEX jobs_ended ON jobs (updated_at)
+CREATE INDEX jobs_ended ON jobs (updated_at, id)
 WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated');
 
 CREATE TABLE pruned_jobs (
