@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ async def feed(app: App, done: list[int], stop: asyncio.Event, backlog: int) -> 
     """Keep about ``backlog`` jobs waiting, so the worker never idles."""
     started = 0
     while not stop.is_set():
-        while started - done[0] < backlog:
+        while started - done[0] < backlog and not stop.is_set():
             await app.start("bench_prune_load", {"n": started})
             started += 1
         await asyncio.sleep(0.01)
@@ -119,6 +120,13 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 (pruning.gate.set if prune_now else pruning.gate.clear)()
                 (during if prune_now else without).append(await window(done, args.seconds))
+                print(
+                    f"{time.perf_counter() - began:6.1f} s: {'with' if prune_now else 'without'}"
+                    f" prune {(during if prune_now else without)[-1]:.1f} jobs/s, pruned "
+                    f"{pruning.total.jobs}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if pruner.done() and len(without) >= 2:
                 break
         pruning.gate.clear()
