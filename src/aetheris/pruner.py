@@ -99,6 +99,7 @@ class Pruner:
         self.passes = plan(retention, agents)
         self.clock = clock
         self.pruned = Pruned()  # everything this worker deleted so far
+        self.turns = 0  # prunes run (one per turn)
 
     async def run(self) -> None:
         """Prune at its turns until cancelled; a failed prune is logged and tried next turn."""
@@ -112,6 +113,7 @@ class Pruner:
             await asyncio.sleep(self.retention.interval)
 
     async def once(self) -> Pruned:
+        self.turns += 1
         total = Pruned()
         for step in self.passes:
             done = await prune(

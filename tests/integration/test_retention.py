@@ -12,8 +12,11 @@ import pytest
 
 import aetheris
 from aetheris.errors import ConfigurationError
+from aetheris.pruner import Pruner
 from aetheris.retention import Retention, parse_age, show_age
+from aetheris.store import create_store
 from aetheris.store.port import JobStatus, Store
+from aetheris.testing import running_worker
 
 FAST = Retention(older_than=0.3, interval=0.1, batch=2, pause=0.0)
 
@@ -156,3 +159,37 @@ def test_ages_are_read_and_bad_ones_named() -> None:
 
 async def _noop(ctx: aetheris.Context) -> None:
     return None
+
+
+async def test_workers_on_postgresql_take_turns_to_prune(pg_url: str) -> None:
+    """Two workers' pruners on one PostgreSQL database: one prunes now, the other's turn comes
+    an interval later (the store's token bucket), so they never prune side by side."""
+    app = aetheris.App(pg_url, poll_interval=0.05)  # its worker prunes nothing
+
+    @app.agent
+    async def quick(ctx: aetheris.Context, n: int) -> int:
+        return n
+
+    handles = [await app.start("quick", {"n": i}) for i in range(6)]
+    async with running_worker(app):
+        for h in handles:
+            await h.result(timeout=10)
+    await asyncio.sleep(0.4)
+    stores = [create_store(pg_url) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    policy = Retention(older_than=0.3, interval=30.0, batch=2, pause=0.0)
+    pruners = [Pruner(s, policy, {}, time.time) for s in stores]
+    tasks = [asyncio.create_task(p.run()) for p in pruners]
+    try:
+        await until(lambda: _none_of(stores[0], {h.job_id for h in handles}))
+        await asyncio.sleep(0.5)
+        assert sorted(p.turns for p in pruners) == [0, 1], "one pruned, one waits its turn"
+        assert sorted(p.pruned.jobs for p in pruners) == [0, 6]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for store in stores:
+            await store.close()
+        await app.close()
