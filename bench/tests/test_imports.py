@@ -50,6 +50,7 @@ REQUIRED = [
     "bench.peers.restate",
     "bench.overhead",
     "bench.profile",
+    "bench.prune",
     "bench.suite",
     "bench.suite.markdown",
     "bench.suite.report",

@@ -22,6 +22,7 @@ from aetheris.clock import SYSTEM_CLOCK, Clock
 from aetheris.errors import ConfigurationError, InvalidInput
 from aetheris.fingerprint import fingerprint
 from aetheris.journal import check_text
+from aetheris.retention import Age, parse_age
 from aetheris.tools import return_adapter, type_hints
 
 AgentFn = Callable[..., Awaitable[Any]]
@@ -38,17 +39,25 @@ class AgentDef:
     adapter: TypeAdapter[Any] | None
     secret: tuple[str, ...] = ()  # fields of its input and result never shown to people
     pinned: str | None = None
+    retention: float | None = None  # seconds its ended jobs are kept (None: the App's)
 
     @classmethod
     def of(
-        cls, name: str, fn: AgentFn, secret: tuple[str, ...] = (), version: str | None = None
+        cls,
+        name: str,
+        fn: AgentFn,
+        secret: tuple[str, ...] = (),
+        version: str | None = None,
+        retention: Age | None = None,
     ) -> AgentDef:
         """Check ``fn`` can be an agent and build its validators (or raise ConfigurationError)."""
         if not inspect.iscoroutinefunction(fn):
             raise ConfigurationError(f"agent {name!r} must be an async function")
         if version is not None:
             check_version(name, version)
-        return cls(name, fn, _input_model(name, fn), return_adapter(fn), secret, version)
+        kept = None if retention is None else parse_age(retention, f"agent {name!r}'s retention")
+        model, adapter = _input_model(name, fn), return_adapter(fn)
+        return cls(name, fn, model, adapter, secret, version, kept)
 
     @functools.cached_property
     def version(self) -> str:

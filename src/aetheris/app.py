@@ -40,6 +40,7 @@ from aetheris.models import Budget, Serving
 from aetheris.payloads import PayloadViews, Shredded, StoreView, shred_job
 from aetheris.polling import until_ended
 from aetheris.resolution import Resolution, resolve_effect
+from aetheris.retention import Age, Retention
 from aetheris.scheduler import Doorbell, Worker
 from aetheris.store import create_store, default_url
 from aetheris.store.port import (
@@ -117,6 +118,8 @@ class App:
     are the keys its verifications trust. ``codec`` (default: an
     :class:`~aetheris.codec.EncryptionCodec` on ``AETHERIS_PAYLOAD_KEY_DIR``, if set) encodes
     every payload before it reaches the database (see :mod:`aetheris.payloads`).
+    ``retention`` (``"30d"``, a timedelta, a :class:`~aetheris.retention.Retention`): its
+    workers delete jobs that ended longer ago than that (see :mod:`aetheris.retention`).
     Several Apps on several databases work side by side in one process: there is no global state.
     """
 
@@ -133,6 +136,7 @@ class App:
         signing_key: SigningKey | str | None = None,
         trusted_keys: Iterable[str | PublicKey] | None = None,
         codec: PayloadCodec | None = None,
+        retention: Retention | Age | None = None,
     ) -> None:
         if not lease_ttl >= 0.5:
             raise ConfigurationError(f"lease_ttl must be at least 0.5 seconds, got {lease_ttl}")
@@ -150,6 +154,7 @@ class App:
         self.doorbell = Doorbell()  # rung after each write, so that local workers wake
         self.hooks = Hooks()
         self.codec = codec if codec is not None else codec_from_env()
+        self.retention = Retention.of(retention)  # what its workers prune (None: nothing)
         self.payloads = PayloadViews(self.codec, self._tools, self._agents)
         # Anchors: the key this App signs its writes with (never stored in the database) and
         # the public keys its verifications trust; by default from the environment.
@@ -176,6 +181,7 @@ class App:
         name: str | None = None,
         secret: Sequence[str] = (),
         version: str | None = None,
+        retention: Age | None = None,
     ) -> Callable[[AgentFn], AgentFn]: ...
 
     def agent(
@@ -186,19 +192,23 @@ class App:
         name: str | None = None,
         secret: Sequence[str] = (),
         version: str | None = None,
+        retention: Age | None = None,
     ) -> AgentFn | Callable[[AgentFn], AgentFn]:
         """Register ``async def f(ctx, **input)`` as an agent (``name`` defaults to f's name).
 
         ``secret``: fields of its input and result shown ``[redacted]`` (see
         :mod:`aetheris.redaction`). ``version``: the agent's code version, recorded with every
         journal entry its runs write; by default a fingerprint of its code (see
-        :mod:`aetheris.fingerprint`)."""
+        :mod:`aetheris.fingerprint`). ``retention``: how long its ended jobs are kept, when
+        not the App's (``"7d"``, ``"forever"``)."""
 
         def register(func: AgentFn) -> AgentFn:
             agent_name = name or func.__name__
             if agent_name in self._agents:
                 raise ConfigurationError(f"agent {agent_name!r} is already registered")
-            self._agents[agent_name] = AgentDef.of(agent_name, func, tuple(secret), version)
+            self._agents[agent_name] = AgentDef.of(
+                agent_name, func, tuple(secret), version, retention
+            )
             func.__aetheris_agent__ = agent_name  # type: ignore[attr-defined]
             return func
 

@@ -29,6 +29,7 @@ It never repairs anything. What it cannot see is written in ``docs/contract.md``
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,8 @@ from aetheris.journal import GENESIS_HASH, Event, anchor_statement, verify_chain
 from aetheris.modelcalls import check_blobs
 from aetheris.models import Effect, Job
 from aetheris.store.port import Store
-from aetheris.witness import Witness
+from aetheris.store.pruning import Tombstone, tombstone_statement
+from aetheris.witness import Seen, Witness
 
 NOT_ANCHORED = (
     "no trusted public key was given (--public-key, AETHERIS_TRUSTED_KEYS), so "
@@ -221,3 +223,48 @@ async def job_ids(store: Store, *, tenant: str | None = None, page: int = 500) -
 
 
 __all__ = ["NOT_ANCHORED", "Verdict", "audit", "check_anchors", "job_ids", "verify_job"]
+
+
+_GONE = "a verification witnessed this job with {} events; it is gone"
+
+
+def gone(
+    witness: Witness,
+    present: set[str],
+    tombstones: Mapping[str, Tombstone],
+    trusted: TrustedKeys,
+) -> list[Verdict]:
+    """Verdicts on the jobs a verification witnessed that are no longer there: a job pruned
+    (its tombstone holds the journal as witnessed, or longer, and, when keys are trusted, a
+    trusted key signed it) is ok, with a note; any other is a deletion."""
+    verdicts = []
+    for job_id, seen in sorted(witness.jobs.items()):
+        if job_id in present:
+            continue
+        stone = tombstones.get(job_id)
+        problem = _GONE.format(seen.events) if stone is None else _pruned(stone, seen, trusted)
+        if problem is not None:
+            verdicts.append(Verdict(job_id, False, 0, "", check="witness", seq=0, problem=problem))
+            continue
+        assert stone is not None
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(stone.pruned_at))
+        anchored = stone.anchor is not None and bool(trusted)
+        note = f"pruned {when} (ended {stone.status}, {stone.events} events)"
+        key = stone.anchor.key_id if anchored and stone.anchor else None
+        verdicts.append(Verdict(job_id, True, stone.events, stone.head, anchored, key, note=note))
+    return verdicts
+
+
+def _pruned(stone: Tombstone, seen: Seen, trusted: TrustedKeys) -> str | None:
+    """Why ``stone`` does not account for the journal a verification saw (``None``: it does)."""
+    if stone.events < seen.events or (stone.events == seen.events and stone.head != seen.head):
+        return (
+            f"the job is gone; its tombstone says {stone.events} events, head {stone.head}, "
+            f"but a verification witnessed {seen.events} events, head {seen.head}"
+        )
+    if not trusted:
+        return None
+    if stone.anchor is None:
+        return "the job is gone, and its tombstone is signed by no key (keys are trusted)"
+    why = trusted.check(stone.anchor, tombstone_statement(stone.job_id, stone.events, stone.head))
+    return None if why is None else f"the job is gone, and its tombstone is {why}"

@@ -47,6 +47,8 @@ from aetheris.observe import (
     combine,
     installed,
 )
+from aetheris.pruner import start_pruning
+from aetheris.retention import Retention
 from aetheris.run import JobRun
 from aetheris.store.port import (
     PRESENCE_INTERVAL,
@@ -102,6 +104,7 @@ class Registry(Protocol):
     max_payload_bytes: int
     max_recoveries: int
     doorbell: Doorbell
+    retention: Retention | None
 
     @property
     def agent_names(self) -> list[str]: ...
@@ -209,6 +212,8 @@ class Worker:
         unlisten = self.registry.doorbell.listen(self._requested)
         where = ClaimFilter(self.registry.agent_names, self.queues)
         beat = asyncio.create_task(self._heartbeats(store), name="aetheris-heartbeat")
+        ages, retention = self.registry.agents, self.registry.retention
+        pruning = start_pruning(store, retention, ages, self.clock.time)  # ended jobs: retention
         stop_waiter = asyncio.create_task(self._stop.wait())
         try:
             reaped_at = 0.0
@@ -233,8 +238,10 @@ class Worker:
             unlisten()
             stop_waiter.cancel()
             await self._drain(store)
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+            for task in (beat, pruning):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(beat, *[t for t in (pruning,) if t], return_exceptions=True)
             try:
                 await store.unregister_worker(self.owner, graceful=not self.crashed)
             except AetherisError as exc:

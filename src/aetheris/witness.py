@@ -46,6 +46,10 @@ class Witness:
         if known is None or events >= known.events:
             self.jobs[job_id] = Seen(events, head)
 
+    def forget(self, job_id: str) -> None:
+        """Stop watching a job that is gone for a reason a verifier accepted (a prune)."""
+        self.jobs.pop(job_id, None)
+
     @classmethod
     def load(cls, path: str | Path) -> Witness:
         """The witness in ``path``; a file that does not exist yet is an empty witness."""

@@ -93,3 +93,15 @@ def test_option_defaults_come_from_the_file(
     monkeypatch.chdir(tmp_path)
     done = CliRunner().invoke(main, ["server", "--help"], terminal_width=200)
     assert "[default: 9999;" in done.output
+
+
+def test_retention_from_the_file_reaches_the_worker_and_db_prune(tmp_path: Path) -> None:
+    (tmp_path / "aetheris.toml").write_text('[retention]\nolder_than = "30d"\n')
+    defaults = project_config.load(tmp_path).default_map()
+    assert defaults["worker"] == {"retention": "30d"}
+    assert defaults["db"] == {"prune": {"older_than": "30d"}}
+    (tmp_path / "aetheris.toml").write_text('[retention]\nolder_than = "a month"\n')
+    with pytest.raises(
+        click.ClickException, match=r"aetheris.toml: retention.older_than: 'a month'"
+    ):
+        project_config.load(tmp_path)

@@ -3,11 +3,11 @@
 Every command reads the database from ``--database-url`` or ``AETHERIS_DATABASE_URL``; every read
 command has ``--json`` with a stable schema (see :mod:`aetheris.cli.render`). The commands live
 in :mod:`.running` (worker, start), :mod:`.reads` (what happened), :mod:`.evidence` (verify,
-export, signing keys), :mod:`.actions` (what operators do), :mod:`.serving` (the HTTP server
-and its keys), :mod:`.project` (init), :mod:`.supervisor` (run: server and worker for
-development), :mod:`.talk` (chat), :mod:`.timetravel` (fork, diff), :mod:`.tooling` (the tool
-registry), :mod:`.webhooks` (outgoing webhooks) and :mod:`.mcp_serve` (Aetheris as an MCP
-server);
+export, signing keys), :mod:`.actions` (what operators do), :mod:`.retention` (db prune),
+:mod:`.serving` (the HTTP server and its keys), :mod:`.project` (init), :mod:`.supervisor`
+(run: server and worker for development), :mod:`.talk` (chat), :mod:`.timetravel` (fork,
+diff), :mod:`.tooling` (the tool registry), :mod:`.webhooks` (outgoing webhooks) and
+:mod:`.mcp_serve` (Aetheris as an MCP server);
 importing them registers them on the group in :mod:`.base`. :mod:`.config` reads a
 project's ``aetheris.toml``.
 """
@@ -18,6 +18,7 @@ from aetheris.cli import (
     mcp_serve,
     project,
     reads,
+    retention,
     running,
     serving,
     supervisor,
@@ -35,6 +36,7 @@ __all__ = [
     "mcp_serve",
     "project",
     "reads",
+    "retention",
     "running",
     "serving",
     "supervisor",

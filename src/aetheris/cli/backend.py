@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from aetheris.anchor import TrustedKeys
 from aetheris.app import App
-from aetheris.audit import Verdict, audit, job_ids, verify_job
+from aetheris.audit import Verdict, audit, gone, job_ids, verify_job
 from aetheris.bundle import parse_bundle
 from aetheris.cli.base import (
     Env,
@@ -83,6 +83,9 @@ class Backend(Protocol):
         self, job_id: str, trusted: TrustedKeys, witness: Witness | None
     ) -> Verdict: ...
     async def job_ids(self) -> list[str]: ...
+    async def gone(
+        self, witness: Witness, present: set[str], trusted: TrustedKeys
+    ) -> list[Verdict]: ...
     async def export(self, job_id: str) -> dict[str, Any]: ...
     async def create_webhook(
         self, url: str, events: Sequence[str], tenant: str | None
@@ -190,6 +193,15 @@ class Direct:
 
     async def job_ids(self) -> list[str]:
         return await job_ids(await self.app.open_store())
+
+    async def gone(
+        self, witness: Witness, present: set[str], trusted: TrustedKeys
+    ) -> list[Verdict]:
+        """Witnessed jobs no longer here: pruned ones (by their tombstones) are ok."""
+        keys = TrustedKeys.of([*self.app.trusted_keys.keys.values(), *trusted.keys.values()])
+        missing = [i for i in witness.jobs if i not in present]
+        stones = await (await self.app.open_store()).tombstones(missing) if missing else {}
+        return gone(witness, present, stones, keys)
 
     async def export(self, job_id: str) -> dict[str, Any]:
         from aetheris.bundle import export_bundle
@@ -325,6 +337,13 @@ class Remote:
 
     async def job_ids(self) -> list[str]:
         return [j.id for j in await self.client.list_jobs(limit=10**9)]
+
+    async def gone(
+        self, witness: Witness, present: set[str], trusted: TrustedKeys
+    ) -> list[Verdict]:
+        """Witnessed jobs no longer here; the HTTP API does not serve tombstones yet, so a
+        pruned job counts as gone too (verify against the database to tell them apart)."""
+        return gone(witness, present, {}, trusted)
 
     async def export(self, job_id: str) -> dict[str, Any]:
         return await self.client.export(job_id)

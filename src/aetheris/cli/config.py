@@ -11,6 +11,9 @@ the App             ``--app``                           ``app`` (``run``, ``work
                                                         ``replay``)
 server address      ``--host``, ``--port``              ``[server] host``, ``port``
 worker              ``--concurrency``                   ``[worker] concurrency``
+retention           ``--retention`` (worker),           ``[retention] older_than`` (``"30d"``)
+                    ``--older-than`` (db prune),
+                    ``AETHERIS_RETENTION``
 model               ``AETHERIS_LLM_URL``,               ``[model] url``, ``model``; ``script``: the
                     ``AETHERIS_LLM_MODEL``              scripted model ``aetheris run`` serves when
                                                         no url is set
@@ -36,6 +39,9 @@ from typing import Any
 
 import click
 
+from aetheris.errors import ConfigurationError
+from aetheris.retention import parse_age
+
 FILENAME = "aetheris.toml"
 
 
@@ -49,6 +55,7 @@ class ProjectConfig:
     host: str | None = None
     port: int | None = None
     concurrency: int | None = None
+    retention: str | None = None
     model_url: str | None = None
     model: str | None = None
     model_script: Path | None = None
@@ -68,10 +75,14 @@ class ProjectConfig:
             "server": ("app_spec", "host", "port"),
             "replay": ("app_spec",),
         }
-        return {
+        defaults: dict[str, dict[str, Any]] = {
             command: {k: given[k] for k in keys if given[k] is not None}
             for command, keys in wanted.items()
         }
+        if self.retention is not None:
+            defaults["worker"]["retention"] = self.retention
+            defaults["db"] = {"prune": {"older_than": self.retention}}
+        return defaults
 
     def apply_model_env(self, environ: MutableMapping[str, str] = os.environ) -> None:
         """``AETHERIS_LLM_URL`` and ``AETHERIS_LLM_MODEL`` from the file, unless set."""
@@ -95,7 +106,9 @@ def load(folder: Path | None = None) -> ProjectConfig:
 
 def parse(raw: dict[str, Any], path: Path) -> ProjectConfig:
     """Check the file's values: a wrong type is an error naming the file and the key."""
-    server, worker, model = (_table(raw, name, path) for name in ("server", "worker", "model"))
+    server, worker, model, retention = (
+        _table(raw, name, path) for name in ("server", "worker", "model", "retention")
+    )
     script = _get(model, "script", str, path, "model.")
     return ProjectConfig(
         path=path,
@@ -104,11 +117,22 @@ def parse(raw: dict[str, Any], path: Path) -> ProjectConfig:
         host=_get(server, "host", str, path, "server."),
         port=_get(server, "port", int, path, "server."),
         concurrency=_get(worker, "concurrency", int, path, "worker."),
+        retention=_age(_get(retention, "older_than", str, path, "retention."), path),
         model_url=_get(model, "url", str, path, "model."),
         model=_get(model, "model", str, path, "model."),
         model_script=(path.parent / script) if script else None,
         mcp_servers=_mcp_servers(raw, path),
     )
+
+
+def _age(value: str | None, path: Path) -> str | None:
+    """``[retention] older_than``, checked now: a bad one names the file."""
+    if value is not None:
+        try:
+            parse_age(value, "retention.older_than")
+        except ConfigurationError as exc:
+            raise click.ClickException(f"{path}: {exc}") from None
+    return value
 
 
 def _mcp_servers(raw: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:

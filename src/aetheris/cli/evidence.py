@@ -115,11 +115,13 @@ async def _verify_jobs(
     ids = [job_id] if job_id is not None else await backend.job_ids()
     verdicts = [await backend.verify(i, trusted, witness) for i in ids]
     if job_id is None and witness is not None:
-        verdicts += _gone(witness, set(ids))
+        verdicts += await backend.gone(witness, set(ids), trusted)
     if witness is not None:
         for v in verdicts:
-            if v.ok:
+            if v.ok and v.job_id in ids:
                 witness.record(v.job_id, v.events, v.head)
+            elif v.ok:  # pruned: nothing left to witness
+                witness.forget(v.job_id)
         await asyncio.to_thread(witness.save)
     if as_json:
         shown = [dataclasses.asdict(v) for v in verdicts]
@@ -134,23 +136,16 @@ async def _verify_jobs(
         sys.exit(1)
 
 
-_GONE = "a verification witnessed this job with {} events; it is gone"
-
-
-def _gone(witness: Witness, present: set[str]) -> list[Verdict]:
-    """Jobs a verification saw that are no longer there (deleted, rows and all)."""
-    return [
-        Verdict(job_id, False, 0, "", check="witness", seq=0, problem=_GONE.format(seen.events))
-        for job_id, seen in sorted(witness.jobs.items())
-        if job_id not in present
-    ]
-
-
 def _echo(v: Verdict, prefix: str = "") -> None:
     if not v.ok:
         where = f" at seq {v.seq}" if v.seq is not None else ""
         where += f", ledger position {v.position}" if v.position is not None else ""
         click.echo(f"{prefix}BROKEN ({v.check}){where}: {v.problem}", err=True)
+    elif v.note and v.note.startswith("pruned"):
+        click.echo(
+            f"{prefix}ok: {v.note}"
+            + (f", tombstone signed by key {v.key_id}" if v.anchored else "")
+        )
     elif v.anchored:
         click.echo(f"{prefix}ok: {v.events} events, head {v.head}, anchored by key {v.key_id}")
     else:

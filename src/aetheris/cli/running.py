@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from aetheris import taskgraph
+from aetheris.app import App
 from aetheris.cli import observing, render
 from aetheris.cli.backend import Backend, with_backend
 from aetheris.cli.base import (
@@ -27,6 +28,7 @@ from aetheris.cli.base import (
 from aetheris.errors import AetherisError
 from aetheris.metrics import Metrics
 from aetheris.models import Budget
+from aetheris.retention import Retention
 from aetheris.store.port import Job, JobStatus
 from aetheris.taskgraph import PLAN_AGENT
 
@@ -75,6 +77,14 @@ from aetheris.taskgraph import PLAN_AGENT
     help="PostgreSQL: connections the worker's pool may open (it also holds one listening "
     "session); default ?aetheris_pool_max=, else AETHERIS_PG_POOL_MAX, else 10.",
 )
+@click.option(
+    "--retention",
+    metavar="AGE",
+    envvar="AETHERIS_RETENTION",
+    show_envvar=True,
+    help="Delete jobs that ended longer ago than AGE (30d, 12h, 90m...), a batch at a time; "
+    "default: the App's retention, or [retention] older_than in aetheris.toml.",
+)
 @observing.log_format_option
 @observing.worker_metrics_options
 @database_option
@@ -89,6 +99,7 @@ def worker(
     grace: float,
     on_new_code: str,
     pool_max: int | None,
+    retention: str | None,
     log_format: str,
     metrics_port: int | None,
     metrics_host: str,
@@ -99,10 +110,7 @@ def worker(
     Traces (OpenTelemetry, the otel extra) with AETHERIS_TRACING=1 (the global tracer
     provider), console or otlp."""
     observing.set_up(log_format)
-    app = env.app(app_spec)
-    from aetheris.store.postgres_pooling import for_process  # psycopg: only when it serves
-
-    app.database_url = for_process(app.database_url, "aetheris-worker", pool_max)
+    app = worker_app(env, app_spec, pool_max, retention)
     metrics = Metrics() if metrics_port is not None else None
     try:
         w = app.worker(
@@ -129,6 +137,20 @@ def worker(
             await app.close()
 
     run(serve(), app.database_url)
+
+
+def worker_app(env: Env, app_spec: str, pool_max: int | None, retention: str | None) -> App:
+    """The worker's App: its PostgreSQL pool named and sized for a worker, its retention set."""
+    app = env.app(app_spec)
+    from aetheris.store.postgres_pooling import for_process  # psycopg: only when it serves
+
+    app.database_url = for_process(app.database_url, "aetheris-worker", pool_max)
+    if retention is not None:
+        try:
+            app.retention = Retention.of(retention)
+        except AetherisError as exc:
+            raise click.ClickException(str(exc)) from None
+    return app
 
 
 @main.command(epilog=EXIT_CODES)

@@ -41,6 +41,7 @@ from aetheris.store._shared import (
 )
 from aetheris.store.memory_keyed import KeyedRow, MemoryKeyed, Where
 from aetheris.store.memory_kv import MemoryKeyValue
+from aetheris.store.memory_pruning import MemoryPruning
 from aetheris.store.memory_tenancy import MemoryTenancy
 from aetheris.store.memory_webhooks import MemoryWebhooks
 from aetheris.store.port import (
@@ -70,12 +71,15 @@ from aetheris.store.port import (
     job_wake,
     signal_wake,
 )
+from aetheris.store.pruning import Tombstone
 
 # The in-memory store keeps no schema: it is always at the SQL stores' latest version.
 LATEST_SCHEMA = len(sql.migrations("sqlite"))
 
 
-class MemoryStore(MemoryKeyed, MemoryTenancy, MemoryWebhooks, MemoryKeyValue, LocalRateLimits):
+class MemoryStore(
+    MemoryKeyed, MemoryTenancy, MemoryWebhooks, MemoryKeyValue, MemoryPruning, LocalRateLimits
+):
     """A store held in process memory (URL ``memory://``)."""
 
     def __init__(
@@ -102,6 +106,7 @@ class MemoryStore(MemoryKeyed, MemoryTenancy, MemoryWebhooks, MemoryKeyValue, Lo
         self._keyed: dict[Where, list[KeyedRow]] = {}
         self._workers: dict[str, WorkerInfo] = {}
         self._registered: dict[str, WorkerInfo] = {}  # by this store: what a touch writes back
+        self._tombstones: dict[str, Tombstone] = {}  # pruned jobs (see store.pruning)
         self._init_webhooks()
         self._init_tenancy()
 

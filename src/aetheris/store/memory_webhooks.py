@@ -42,6 +42,7 @@ class MemoryWebhooks:
         self._deliveries: dict[int, WebhookDelivery] = {}
         self._by_event: set[tuple[str, str]] = set()  # (webhook id, event id): one delivery
         self._claims: dict[int, str] = {}  # delivery id: the token of its current claim
+        self._delivery_ids = 0  # the last delivery's id: never reused, even once pruned
 
     def _outbox(self, sealed: Sequence[Event]) -> None:
         """One delivery per active subscription of the job's tenant to each notable event
@@ -55,7 +56,8 @@ class MemoryWebhooks:
                 if key in self._by_event:
                     continue
                 self._by_event.add(key)
-                number = len(self._deliveries) + 1
+                self._delivery_ids += 1
+                number = self._delivery_ids
                 self._deliveries[number] = WebhookDelivery(
                     id=number,
                     webhook_id=hook.id,

@@ -56,6 +56,7 @@ from aetheris.models import (
     WebhookEvent,
     WorkerInfo,
 )
+from aetheris.store.pruning import Pruning
 
 # The base models, re-exported: the port speaks of them and most of the package imports them here.
 __all__ = [
@@ -282,7 +283,7 @@ class Guard:
     park_reasons: frozenset[ParkReason] | None = None
 
 
-class Store(Protocol):
+class Store(Pruning, Protocol):
     """The store port. All methods are coroutines; all timestamps are Unix seconds.
 
     ``open(migrate=True)`` applies pending migrations (serialized across processes); with

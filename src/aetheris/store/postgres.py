@@ -74,6 +74,7 @@ from aetheris.store.postgres_directory import PostgresDirectory
 from aetheris.store.postgres_keyed import PostgresKeyed
 from aetheris.store.postgres_kv import PostgresKeyValue
 from aetheris.store.postgres_pooling import pooling_from, settle, with_application_name
+from aetheris.store.postgres_pruning import PostgresPruning
 from aetheris.store.postgres_session import (
     CommitGroup,
     Listener,
@@ -84,6 +85,7 @@ from aetheris.store.postgres_session import (
     probe,
     safe_url,
     schema_mismatch,
+    schema_state,
     split_options,
 )
 from aetheris.store.postgres_tenancy import PostgresTenancy
@@ -114,7 +116,12 @@ _SCHEMA_CHANGED = (
 
 
 class PostgresStore(
-    PostgresKeyValue, PostgresTenancy, PostgresDirectory, PostgresKeyed, PostgresWebhooks
+    PostgresKeyValue,
+    PostgresTenancy,
+    PostgresDirectory,
+    PostgresKeyed,
+    PostgresWebhooks,
+    PostgresPruning,
 ):
     """Store on PostgreSQL (URL ``postgresql://user@host:port/db``).
 
@@ -209,7 +216,7 @@ class PostgresStore(
         try:
             assert self._pool is not None
             async with self._pool.connection() as conn:
-                state = await _schema_state(conn)
+                state = await schema_state(conn)
         except psycopg.Error:
             return StoreError(f"PostgreSQL: {exc}")
         return schema_mismatch(self.url, state, exc)
@@ -237,7 +244,7 @@ class PostgresStore(
 
     async def schema(self) -> SchemaState:
         async with self._conn() as conn:
-            return await _schema_state(conn)
+            return await schema_state(conn)
 
     async def migrate(self) -> SchemaState:
         async with self._tx() as conn:
@@ -249,7 +256,7 @@ class PostgresStore(
                 await conn.execute(script.encode())
             latest = len(sql.migrations("postgresql"))
             await conn.execute(Q["set_schema_version"], {"version": latest})
-            return await _schema_state(conn)
+            return await schema_state(conn)
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -633,14 +640,6 @@ async def _fetch(cur: psycopg.AsyncCursor[Row]) -> Row:
     if row is None:
         raise StoreError("PostgreSQL returned no row where one was expected")
     return row
-
-
-async def _schema_state(conn: psycopg.AsyncConnection[Row]) -> SchemaState:
-    latest = len(sql.migrations("postgresql"))
-    if await (await conn.execute(Q["schema_table"])).fetchone() is None:
-        return SchemaState(0, latest)
-    row = await (await conn.execute(Q["schema_version"])).fetchone()
-    return SchemaState(row["version"] if row else 0, latest)
 
 
 def _write_commit(job_id: str, head: Row, commit: Commit) -> list[steps.Step]:

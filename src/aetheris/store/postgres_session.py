@@ -77,6 +77,14 @@ def first_line(exc: BaseException) -> str:
     return text.rsplit(": ", 1)[-1] if text.startswith("connection failed") else text
 
 
+async def schema_state(conn: psycopg.AsyncConnection[Any]) -> SchemaState:
+    latest = len(sql.migrations("postgresql"))
+    if await (await conn.execute(Q["schema_table"])).fetchone() is None:
+        return SchemaState(0, latest)
+    row = await (await conn.execute(Q["schema_version"])).fetchone()
+    return SchemaState(row["version"] if row else 0, latest)
+
+
 def schema_mismatch(url: str, state: SchemaState, exc: psycopg.Error) -> StoreError:
     """A statement failed on tables this code does not know: name the versions and the fix."""
     if state.current == state.latest:

@@ -85,6 +85,7 @@ from aetheris.store.sql.rows import (
 )
 from aetheris.store.sqlite_keyed import SQLiteKeyed
 from aetheris.store.sqlite_kv import SQLiteKeyValue
+from aetheris.store.sqlite_pruning import SQLitePruning
 from aetheris.store.sqlite_tenancy import SQLiteTenancy
 from aetheris.store.sqlite_webhooks import SQLiteWebhooks
 from aetheris.store.sqlite_writer import (
@@ -101,7 +102,9 @@ T = TypeVar("T")
 Q = sql.queries("sqlite")
 
 
-class SQLiteStore(SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks, LocalRateLimits):
+class SQLiteStore(
+    SQLiteKeyValue, SQLiteTenancy, SQLiteKeyed, SQLiteWebhooks, SQLitePruning, LocalRateLimits
+):
     """Store on a SQLite file (URL ``sqlite:///path.db[?synchronous=normal]``)."""
 
     def __init__(

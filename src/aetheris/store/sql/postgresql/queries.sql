@@ -664,3 +664,94 @@ ON CONFLICT DO NOTHING
 
 -- name: signing_keys
 SELECT key_id, public_key, first_seen FROM signing_keys ORDER BY first_seen, key_id
+
+-- name: prune_candidates
+-- Ended jobs whose last update is before :before (of :agent when given, of no agent in
+-- :skip), oldest first, except children whose parent has not ended (a scalar subquery: one
+-- lookup of the parent by its key per candidate, never a scan of jobs); a NULL :limit: all.
+SELECT id, tenant, agent, status, event_count AS events, head_hash AS head,
+       updated_at AS ended_at
+FROM jobs j
+WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+  AND updated_at < %(before)s
+  AND (%(agent)s::text IS NULL OR agent = %(agent)s::text)
+  AND agent <> ALL(%(skip)s::text[])
+  AND (parent_id IS NULL OR coalesce((
+      SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+      FROM jobs p WHERE p.id = j.parent_id), true))
+ORDER BY updated_at, id
+LIMIT %(limit)s
+
+-- name: prune_pick
+-- prune_candidates, locked for the batch's transaction; rows another transaction holds are
+-- passed over (a prune never waits on a job, nor makes one wait long).
+SELECT id, tenant, agent, status, event_count AS events, head_hash AS head,
+       updated_at AS ended_at
+FROM jobs j
+WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+  AND updated_at < %(before)s
+  AND (%(agent)s::text IS NULL OR agent = %(agent)s::text)
+  AND agent <> ALL(%(skip)s::text[])
+  AND (parent_id IS NULL OR coalesce((
+      SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+      FROM jobs p WHERE p.id = j.parent_id), true))
+ORDER BY updated_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: prune_count
+-- What deleting jobs :ids would remove from each table (a dry run).
+SELECT
+    (SELECT count(*) FROM events WHERE job_id = ANY(%(ids)s::text[])) AS events,
+    (SELECT count(*) FROM effects WHERE job_id = ANY(%(ids)s::text[])) AS effects,
+    (SELECT count(*) FROM signals WHERE job_id = ANY(%(ids)s::text[])) AS signals,
+    (SELECT count(*) FROM blobs WHERE job_id = ANY(%(ids)s::text[])) AS blobs,
+    (SELECT count(*) FROM keyed_signals WHERE job_id = ANY(%(ids)s::text[])) AS keyed_signals,
+    (SELECT count(*) FROM correlations WHERE job_id = ANY(%(ids)s::text[])) AS correlations,
+    (SELECT count(*) FROM webhook_deliveries WHERE job_id = ANY(%(ids)s::text[])) AS deliveries
+
+-- name: prune_count_kv
+-- Key ranges :lows[i] <= key < :highs[i] of :space: a range scan of the key's index each.
+SELECT count(*) AS n
+FROM unnest(%(lows)s::text[], %(highs)s::text[]) AS r(lo, hi)
+JOIN kv ON kv.space = %(space)s AND kv.key >= r.lo AND kv.key < r.hi
+
+-- name: prune_events
+DELETE FROM events WHERE job_id = ANY(%(ids)s::text[])
+
+-- name: prune_effects
+DELETE FROM effects WHERE job_id = ANY(%(ids)s::text[])
+
+-- name: prune_signals
+DELETE FROM signals WHERE job_id = ANY(%(ids)s::text[])
+
+-- name: prune_blobs
+DELETE FROM blobs WHERE job_id = ANY(%(ids)s::text[])
+
+-- name: prune_keyed_signals
+DELETE FROM keyed_signals WHERE job_id = ANY(%(ids)s::text[])
+
+-- name: prune_correlations
+-- The keys an ended job held are free already; their rows go with it.
+DELETE FROM correlations WHERE job_id = ANY(%(ids)s::text[])
+
+-- name: prune_deliveries
+DELETE FROM webhook_deliveries WHERE job_id = ANY(%(ids)s::text[])
+
+-- name: prune_kv
+DELETE FROM kv USING unnest(%(lows)s::text[], %(highs)s::text[]) AS r(lo, hi)
+WHERE kv.space = %(space)s AND kv.key >= r.lo AND kv.key < r.hi
+
+-- name: prune_jobs
+DELETE FROM jobs WHERE id = ANY(%(ids)s::text[])
+
+-- name: prune_tombstone
+INSERT INTO pruned_jobs (job_id, tenant, agent, status, events, head, ended_at, pruned_at,
+                         anchor_key, anchor_sig)
+VALUES (%(job_id)s, %(tenant)s, %(agent)s, %(status)s, %(events)s, %(head)s, %(ended_at)s,
+        aetheris_now(), %(anchor_key)s, %(anchor_sig)s)
+ON CONFLICT (job_id) DO NOTHING
+
+-- name: tombstones
+SELECT job_id, tenant, agent, status, events, head, ended_at, pruned_at, anchor_key, anchor_sig
+FROM pruned_jobs WHERE job_id = ANY(%(ids)s::text[])

@@ -241,3 +241,24 @@ CREATE TABLE signing_keys (
     public_key text NOT NULL,
     first_seen float8 NOT NULL
 );
+
+-- Retention: ended jobs by end time; a tombstone per job pruned (see migration 0013).
+CREATE INDEX jobs_ended ON jobs (updated_at, id)
+WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated');
+
+CREATE TABLE pruned_jobs (
+    job_id     text PRIMARY KEY,
+    tenant     text NOT NULL,
+    agent      text NOT NULL,
+    status     text NOT NULL,
+    events     bigint NOT NULL,
+    head       text NOT NULL,
+    ended_at   float8 NOT NULL,
+    pruned_at  float8 NOT NULL,
+    anchor_key text,
+    anchor_sig text
+);
+
+CREATE INDEX keyed_signals_by_job ON keyed_signals (job_id) WHERE job_id IS NOT NULL;
+CREATE INDEX correlations_by_job ON correlations (job_id) WHERE job_id IS NOT NULL;
+CREATE INDEX webhook_deliveries_by_job ON webhook_deliveries (job_id);

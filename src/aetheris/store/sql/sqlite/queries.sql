@@ -470,3 +470,88 @@ ON CONFLICT DO NOTHING
 
 -- name: signing_keys
 SELECT key_id, public_key, first_seen FROM signing_keys ORDER BY first_seen, key_id
+
+-- name: prune_candidates
+-- Ended jobs whose last update is before :before (of :agent when given, of no agent in
+-- :skip), oldest first, except children whose parent has not ended (a scalar subquery: one
+-- lookup of the parent by its key per candidate, never a scan of jobs); a :limit of -1: all.
+SELECT id, tenant, agent, status, event_count AS events, head_hash AS head,
+       updated_at AS ended_at
+FROM jobs j
+WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+  AND updated_at < :before
+  AND (:agent IS NULL OR agent = :agent)
+  AND agent NOT IN (SELECT value FROM json_each(:skip))
+  AND (parent_id IS NULL OR coalesce((
+      SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+      FROM jobs p WHERE p.id = j.parent_id), true))
+ORDER BY updated_at, id
+LIMIT :limit
+
+-- name: prune_pick
+-- prune_candidates, in the batch's write transaction (SQLite has one writer at a time).
+SELECT id, tenant, agent, status, event_count AS events, head_hash AS head,
+       updated_at AS ended_at
+FROM jobs j
+WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+  AND updated_at < :before
+  AND (:agent IS NULL OR agent = :agent)
+  AND agent NOT IN (SELECT value FROM json_each(:skip))
+  AND (parent_id IS NULL OR coalesce((
+      SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
+      FROM jobs p WHERE p.id = j.parent_id), true))
+ORDER BY updated_at, id
+LIMIT :limit
+
+-- name: prune_count
+-- What deleting jobs :ids would remove from each table (a dry run).
+SELECT
+    (SELECT count(*) FROM events WHERE job_id IN (SELECT value FROM json_each(:ids))) AS events,
+    (SELECT count(*) FROM effects WHERE job_id IN (SELECT value FROM json_each(:ids))) AS effects,
+    (SELECT count(*) FROM signals WHERE job_id IN (SELECT value FROM json_each(:ids))) AS signals,
+    (SELECT count(*) FROM blobs WHERE job_id IN (SELECT value FROM json_each(:ids))) AS blobs,
+    (SELECT count(*) FROM keyed_signals WHERE job_id IN (SELECT value FROM json_each(:ids))) AS keyed_signals,
+    (SELECT count(*) FROM correlations WHERE job_id IN (SELECT value FROM json_each(:ids))) AS correlations,
+    (SELECT count(*) FROM webhook_deliveries WHERE job_id IN (SELECT value FROM json_each(:ids))) AS deliveries
+
+-- name: prune_count_kv
+SELECT count(*) AS n FROM kv WHERE space = :space AND key >= :low AND key < :high
+
+-- name: prune_events
+DELETE FROM events WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: prune_effects
+DELETE FROM effects WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: prune_signals
+DELETE FROM signals WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: prune_blobs
+DELETE FROM blobs WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: prune_keyed_signals
+DELETE FROM keyed_signals WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: prune_correlations
+-- The keys an ended job held are free already; their rows go with it.
+DELETE FROM correlations WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: prune_deliveries
+DELETE FROM webhook_deliveries WHERE job_id IN (SELECT value FROM json_each(:ids))
+
+-- name: prune_kv
+DELETE FROM kv WHERE space = :space AND key >= :low AND key < :high
+
+-- name: prune_jobs
+DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: prune_tombstone
+INSERT INTO pruned_jobs (job_id, tenant, agent, status, events, head, ended_at, pruned_at,
+                         anchor_key, anchor_sig)
+VALUES (:job_id, :tenant, :agent, :status, :events, :head, :ended_at,
+        :now, :anchor_key, :anchor_sig)
+ON CONFLICT (job_id) DO NOTHING
+
+-- name: tombstones
+SELECT job_id, tenant, agent, status, events, head, ended_at, pruned_at, anchor_key, anchor_sig
+FROM pruned_jobs WHERE job_id IN (SELECT value FROM json_each(:ids))

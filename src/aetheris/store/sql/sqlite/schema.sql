@@ -221,3 +221,24 @@ CREATE TABLE signing_keys (
     public_key TEXT NOT NULL,
     first_seen REAL NOT NULL
 );
+
+-- Retention: ended jobs by end time; a tombstone per job pruned (see migration 0013).
+CREATE INDEX jobs_ended ON jobs (updated_at, id)
+WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated');
+
+CREATE TABLE pruned_jobs (
+    job_id     TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    agent      TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    events     INTEGER NOT NULL,
+    head       TEXT NOT NULL,
+    ended_at   REAL NOT NULL,
+    pruned_at  REAL NOT NULL,
+    anchor_key TEXT,
+    anchor_sig TEXT
+);
+
+CREATE INDEX keyed_signals_by_job ON keyed_signals (job_id) WHERE job_id IS NOT NULL;
+CREATE INDEX correlations_by_job ON correlations (job_id) WHERE job_id IS NOT NULL;
+CREATE INDEX webhook_deliveries_by_job ON webhook_deliveries (job_id);
