@@ -13,6 +13,8 @@ ANALYZEd. Then, through the store's own API (``aetheris.store.create_store``), i
 * **claim**: ``claim`` right after each start, which takes that fresh pending job (the claim
   serves the agents of the history too, so it also looks for expired leases and due timers);
 * **heartbeat**: ``heartbeat`` of a worker holding ``--leases`` of those claimed jobs;
+* **park**: ``commit`` of each other claimed job parking to wait for a signal (which also
+  checks that what it waits for is not already there);
 * **list first** / **list later**: ``list_jobs(limit=50)``, the first page of ``jobs list``,
   and the page after a cursor halfway down the whole listing (keyset paging);
 * **list parked**: the first page of ``list_jobs(status="parked", limit=50)``;
@@ -42,11 +44,12 @@ from typing import Any
 import psycopg
 
 from aetheris.agents import new_job_id
-from aetheris.models import JobStatus, NewJob
+from aetheris.journal import EventDraft, EventType
+from aetheris.models import Job, JobStatus, NewJob, ParkReason
 from aetheris.store import create_store
-from aetheris.store.port import ClaimFilter, Lease, Store
+from aetheris.store.port import ClaimFilter, Commit, Head, Lease, StatusWrite, Store
 from bench.harness import Record, fresh_database, machine, percentile, version, write_results
-from bench.history_fill import AGENTS, fill
+from bench.history_fill import AGENTS, PARKED_WAIT, fill
 from bench.peers import common
 
 AGENT = "bench_history"
@@ -54,7 +57,7 @@ WHERE = ClaimFilter(agents=[AGENT, *(f"history_a{i}" for i in range(AGENTS))])
 OWNER = "bench-history-worker"
 WARMUP = 10
 PAGE = 50
-OPS = ("start", "claim", "heartbeat", "list first", "list later", "list parked", "signal")
+OPS = ("start", "claim", "heartbeat", "park", "list first", "list later", "list parked", "signal")
 TARGET = 1.5
 
 
@@ -76,6 +79,7 @@ async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> list[flo
 async def measure(store: Store, url: str, samples: int, leases: int) -> dict[str, list[float]]:
     found: dict[str, list[float]] = {}
     held: list[Lease] = []
+    claimed: list[Job] = []
     claim_s: list[float] = []
 
     async def start(i: int) -> None:
@@ -87,9 +91,11 @@ async def measure(store: Store, url: str, samples: int, leases: int) -> dict[str
         if claim is None or claim.job.agent != AGENT:
             raise SystemExit(f"claim {i} took {claim and claim.job.id}, not the fresh job")
         held.append(claim.lease)
+        claimed.append(claim.job)
 
     say("phase: start + claim")
-    found["start"] = [s - c for s, c in zip(await timed(samples, start), claim_s, strict=True)]
+    total = await timed(samples + leases, start)
+    found["start"] = [s - c for s, c in zip(total, claim_s, strict=True)]
     found["claim"] = claim_s
     say("phase: heartbeat")
     mine = held[:leases]
@@ -100,6 +106,17 @@ async def measure(store: Store, url: str, samples: int, leases: int) -> dict[str
             raise SystemExit(f"heartbeat lost leases {sorted(lost)}")
 
     found["heartbeat"] = await timed(samples, beat)
+    say("phase: park")
+    parking = held[leases:]
+
+    async def park(i: int) -> None:
+        job = claimed[leases + i]
+        wait = StatusWrite(JobStatus.PARKED, park_reason=ParkReason.SIGNAL, wake_on=PARKED_WAIT)
+        event = EventDraft(EventType.JOB_PARKED, {"reason": "signal"})
+        head = Head(job.event_count, job.head_hash)
+        await store.commit(parking[i], Commit([event], status=wait, head=head))
+
+    found["park"] = await timed(len(parking) - WARMUP, park)
     say("phase: jobs list")
     cursor = middle_cursor(url)
     found["list first"] = await timed(samples, lambda _: store.list_jobs(limit=PAGE))

@@ -392,12 +392,16 @@ WHERE id = %(id)s AND status = 'parked' AND wake_on = %(wake_on)s
 -- Right after a job parks: if what it waits for is already there, or a cancel was requested
 -- while it ran, it must not sleep on it. A separate statement after the parking one: it sees
 -- what committed before it started (those who wake a job lock it first, so nothing is missed).
+-- What it waits for is looked up by key (the signal's name, the child's id, cut out of
+-- wake_on), never by an expression of every row's columns: index probes, however many jobs
+-- and signals the tables hold.
 UPDATE jobs SET status = 'pending', run_at = aetheris_now(), wake_on = NULL, wake_at = NULL
 WHERE id = %(id)s AND status = 'parked' AND (
     control = 'cancel'
     OR EXISTS (SELECT 1 FROM signals s WHERE s.job_id = jobs.id AND s.consumed_position IS NULL
-               AND 'signal:' || s.name = jobs.wake_on)
-    OR EXISTS (SELECT 1 FROM jobs c WHERE 'job:' || c.id = jobs.wake_on
+               AND starts_with(jobs.wake_on, 'signal:') AND s.name = substr(jobs.wake_on, 8))
+    OR EXISTS (SELECT 1 FROM jobs c WHERE starts_with(jobs.wake_on, 'job:')
+               AND c.id = substr(jobs.wake_on, 5)
                AND c.status IN ('succeeded', 'failed', 'cancelled', 'compensated')))
 
 -- name: consume_signal

@@ -253,13 +253,16 @@ WHERE id = :id AND status = 'parked' AND wake_on = :wake_on
 
 -- name: wake_if_ready
 -- Right after a job parks: if what it waits for is already there, or a cancel was requested
--- while it ran, it must not sleep on it.
+-- while it ran, it must not sleep on it. What it waits for is looked up by key (the signal's
+-- name, the child's id, cut out of wake_on), never by an expression of every row's columns:
+-- index probes, however many jobs and signals the tables hold.
 UPDATE jobs SET status = 'pending', run_at = :now, wake_on = NULL, wake_at = NULL
 WHERE id = :id AND status = 'parked' AND (
     control = 'cancel'
     OR EXISTS (SELECT 1 FROM signals s WHERE s.job_id = jobs.id AND s.consumed_position IS NULL
-               AND 'signal:' || s.name = jobs.wake_on)
-    OR EXISTS (SELECT 1 FROM jobs c WHERE 'job:' || c.id = jobs.wake_on
+               AND substr(jobs.wake_on, 1, 7) = 'signal:' AND s.name = substr(jobs.wake_on, 8))
+    OR EXISTS (SELECT 1 FROM jobs c WHERE substr(jobs.wake_on, 1, 4) = 'job:'
+               AND c.id = substr(jobs.wake_on, 5)
                AND c.status IN ('succeeded', 'failed', 'cancelled', 'compensated')))
 
 -- name: consume_signal
