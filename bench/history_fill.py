@@ -10,7 +10,8 @@ days (the parked ones among the ended ones) and their ids are time-ordered like
 Each job has five events shaped like the runtime's (``job_created``, ``job_claimed``, two
 ``op`` results, then ``job_succeeded``/``job_failed``/``job_cancelled``, or ``wait`` and
 ``job_parked``), with bodies of about 200 bytes. The hashes are random hex, not a real chain:
-no measured operation reads or verifies these journals.
+no measured operation reads or verifies these journals. One ended job in eight also has an
+approval signal in its inbox, received.
 """
 
 from __future__ import annotations
@@ -74,6 +75,16 @@ WHERE j.created_at >= %(lo_at)s AND j.created_at < %(hi_at)s AND j.agent LIKE 'h
   AND (j.status = 'parked') = (%(kind)s = 1)
 """
 
+# One ended job in eight received an approval signal, consumed by its fourth event.
+_PG_SIGNALS = """
+INSERT INTO signals (job_id, seq, name, signal_id, payload, sender, created_at, consumed_position)
+SELECT j.id, 1, 'approve', md5(j.id), jsonb_build_object('ok', true), 'ops@example.com',
+       j.created_at + 20, 1
+FROM jobs j
+WHERE j.created_at >= %(lo_at)s AND j.created_at < %(hi_at)s AND j.agent LIKE 'history_a%%'
+  AND j.status <> 'parked' AND %(kind)s = 0 AND right(j.id, 1) IN ('0', '8')
+"""
+
 _LITE_JOBS = """
 WITH RECURSIVE series(g) AS (SELECT :lo UNION ALL SELECT g + 1 FROM series WHERE g < :hi),
 t AS (SELECT g, :t0 - :span + (g + :kind * 0.5) * (:span / :n) AS at FROM series),
@@ -115,6 +126,15 @@ SELECT j.id, e.seq,
 FROM jobs j CROSS JOIN e
 WHERE j.created_at >= :lo_at AND j.created_at < :hi_at AND j.agent LIKE 'history_a%'
   AND (j.status = 'parked') = (:kind = 1)
+"""
+
+_LITE_SIGNALS = """
+INSERT INTO signals (job_id, seq, name, signal_id, payload, sender, created_at, consumed_position)
+SELECT j.id, 1, 'approve', lower(hex(randomblob(16))), CAST('{"ok":true}' AS BLOB),
+       'ops@example.com', j.created_at + 20, 1
+FROM jobs j
+WHERE j.created_at >= :lo_at AND j.created_at < :hi_at AND j.agent LIKE 'history_a%'
+  AND j.status <> 'parked' AND :kind = 0 AND substr(j.id, -1) IN ('0', '8')
 """
 
 
@@ -161,6 +181,7 @@ def _fill_postgres(url: str, chunks: list[dict[str, float | int]], progress: Pro
             with conn.transaction():
                 conn.execute(_PG_JOBS, params)
                 conn.execute(_PG_EVENTS, params)
+                conn.execute(_PG_SIGNALS, params)
             done += int(params["hi"]) - int(params["lo"]) + 1
             progress(f"fill: {done:,} of {_total(chunks):,} jobs")
         progress("fill: VACUUM ANALYZE")
@@ -176,6 +197,7 @@ def _fill_sqlite(path: Path, chunks: list[dict[str, float | int]], progress: Pro
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(_LITE_JOBS, params)
             conn.execute(_LITE_EVENTS, params)
+            conn.execute(_LITE_SIGNALS, params)
             conn.execute("COMMIT")
             done += int(params["hi"]) - int(params["lo"]) + 1
             progress(f"fill: {done:,} of {_total(chunks):,} jobs")
