@@ -51,6 +51,8 @@ SELECT id FROM jobs WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
 SELECT * FROM jobs WHERE tenant = %(tenant)s AND idempotency_key = %(key)s
 
 -- name: list_jobs
+-- A later page starts at its cursor: the bound on created_at alone is what the index can seek
+-- to in a generic plan too (the OR below it cannot), so a page costs the same at any depth.
 SELECT * FROM jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(agent)s::text IS NULL OR agent = %(agent)s)
@@ -58,6 +60,7 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(until)s::float8 IS NULL OR created_at < %(until)s)
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
   AND (%(park_reason)s::text IS NULL OR park_reason = %(park_reason)s)
+  AND created_at <= coalesce(%(after_at)s::float8, 'infinity')
   AND (%(after_at)s::float8 IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s::text))
   AND (%(idempotency_key)s::text IS NULL OR idempotency_key = %(idempotency_key)s)
 ORDER BY created_at DESC, id DESC

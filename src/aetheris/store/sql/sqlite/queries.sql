@@ -33,6 +33,8 @@ SELECT * FROM jobs WHERE id = :id
 SELECT * FROM jobs WHERE tenant = :tenant AND idempotency_key = :key
 
 -- name: list_jobs
+-- A later page starts at its cursor: the bound on created_at alone is what the index can seek
+-- to (the OR below it cannot), so a page costs the same however deep it is.
 SELECT * FROM jobs
 WHERE (:status IS NULL OR status = :status)
   AND (:agent IS NULL OR agent = :agent)
@@ -40,6 +42,7 @@ WHERE (:status IS NULL OR status = :status)
   AND (:until IS NULL OR created_at < :until)
   AND (:tenant IS NULL OR tenant = :tenant)
   AND (:park_reason IS NULL OR park_reason = :park_reason)
+  AND created_at <= coalesce(:after_at, 1e999)
   AND (:after_at IS NULL OR created_at < :after_at
        OR (created_at = :after_at AND id < :after_id))
   AND (:idempotency_key IS NULL OR idempotency_key = :idempotency_key)
