@@ -122,7 +122,9 @@ async def measure(store: Store, url: str, samples: int, leases: int) -> dict[str
     found["list first"] = await timed(samples, lambda _: store.list_jobs(limit=PAGE))
     found["list later"] = await timed(samples, lambda _: store.list_jobs(limit=PAGE, after=cursor))
     parked = JobStatus.PARKED
-    found["list parked"] = await timed(samples, lambda _: store.list_jobs(status=parked, limit=PAGE))
+    found["list parked"] = await timed(
+        samples, lambda _: store.list_jobs(status=parked, limit=PAGE)
+    )
     say("phase: signal")
     targets = parked_jobs(url, WARMUP + samples)
 

@@ -49,12 +49,13 @@ SELECT s.id, 'history_a' || (s.g %% 5), jsonb_build_object('ticket', s.g, 'text'
        'default', 'v1'
 FROM (
     SELECT g, at,
-           lpad(to_hex((at * 1000)::bigint), 12, '0') || substr(md5(g::text || %(kind)s::text), 1, 20)
-               AS id,
+           lpad(to_hex((at * 1000)::bigint), 12, '0')
+               || substr(md5(g::text || %(kind)s::text), 1, 20) AS id,
            CASE WHEN %(kind)s = 1 THEN 'parked'
                 WHEN g %% 100 < 90 THEN 'succeeded'
                 WHEN g %% 100 < 97 THEN 'failed' ELSE 'cancelled' END AS status
-    FROM (SELECT g, %(t0)s::float8 - %(span)s::float8 + (g + %(kind)s::int * 0.5) * (%(span)s::float8 / %(n)s::int) AS at
+    FROM (SELECT g, %(t0)s::float8 - %(span)s::float8
+                    + (g + %(kind)s::int * 0.5) * (%(span)s::float8 / %(n)s::int) AS at
           FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS g) AS t
 ) AS s
 """
@@ -101,7 +102,8 @@ SELECT s.id, 'history_a' || (s.g % 5),
        s.status,
        CASE WHEN s.status = 'parked' THEN 'signal' END,
        CASE WHEN s.status = 'parked' THEN CAST('{"wait":"approve"}' AS BLOB) END,
-       CASE WHEN s.status = 'succeeded' THEN CAST('{"answer":"done","n":' || s.g || '}' AS BLOB) END,
+       CASE WHEN s.status = 'succeeded'
+            THEN CAST('{"answer":"done","n":' || s.g || '}' AS BLOB) END,
        CASE WHEN s.status = 'failed'
             THEN CAST('{"message":"upstream returned 502","type":"ToolError"}' AS BLOB) END,
        'default', 0, 1, s.at, 1, 5, lower(hex(randomblob(32))), s.at, s.at + 40,
