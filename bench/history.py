@@ -1,8 +1,8 @@
 """Do the store's hot operations stay flat as history grows?
 
     python -m bench.history [--backend postgres|sqlite|all] [--sizes 0,10000,100000,1000000]
-                            [--parked 100000] [--samples 200] [--leases 20] [--dir DIR]
-                            [--pg-url URL]
+                            [--parked 100000] [--samples 200] [--rounds 3] [--leases 20]
+                            [--dir DIR] [--pg-url URL]
 
 For each size, a fresh database (PostgreSQL: ``CREATE DATABASE bench_aetheris_<random>``,
 dropped afterwards; SQLite: a new file) is migrated by the store, filled in bulk SQL with that
@@ -10,8 +10,8 @@ many ended jobs plus ``--parked`` parked ones, five events each (``bench.history
 ANALYZEd. Then, through the store's own API (``aetheris.store.create_store``), in this order:
 
 * **start**: ``create_job`` of a new job (a pending job and its ``job_created`` event);
-* **claim**: ``claim`` right after each start, which takes that fresh pending job (the claim
-  serves the agents of the history too, so it also looks for expired leases and due timers);
+* **claim**: ``claim`` right after each start, which takes that fresh pending job (having
+  looked for expired leases and due timers first, as every claim does);
 * **heartbeat**: ``heartbeat`` of a worker holding ``--leases`` of those claimed jobs;
 * **park**: ``commit`` of each other claimed job parking to wait for a signal (which also
   checks that what it waits for is not already there);
@@ -21,16 +21,19 @@ ANALYZEd. Then, through the store's own API (``aetheris.store.create_store``), i
 * **signal**: ``send_signal`` to a parked job that waits for it, which wakes it (checked after:
   every one is pending).
 
-Each is timed ``--samples`` times (after 10 untimed runs) with ``time.perf_counter()`` around
-the awaited call. The table gives median and p99 per size in µs and the ratio of each median
-to the first size's (0: the empty history; the target is at most 1.5x). Everything goes to
-``bench/results/history-<UTC date time>.json``.
+Every database is filled first; then each is measured in turn, ``--rounds`` times round the
+sizes (so that whatever else loads the machine weighs alike on every size). Each operation
+is timed ``--samples`` times in all (after 10 untimed runs per round) with
+``time.perf_counter()`` around the awaited call. The table gives median and p99 per size in
+µs and the ratio of each median to the first size's (0: the empty history; the target is at
+most 1.5x). Everything goes to ``bench/results/history-<UTC date time>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -38,6 +41,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +53,13 @@ from aetheris.models import Job, JobStatus, NewJob, ParkReason
 from aetheris.store import create_store
 from aetheris.store.port import ClaimFilter, Commit, Head, Lease, StatusWrite, Store
 from bench.harness import Record, fresh_database, machine, percentile, version, write_results
-from bench.history_fill import AGENTS, PARKED_WAIT, fill
+from bench.history_fill import PARKED_WAIT, fill
 from bench.peers import common
 
 AGENT = "bench_history"
-WHERE = ClaimFilter(agents=[AGENT, *(f"history_a{i}" for i in range(AGENTS))])
+WHERE = ClaimFilter(agents=[AGENT])
 OWNER = "bench-history-worker"
+LEASE_S = 7_200.0  # the claimed jobs stay running, unexpired, until the run ends
 WARMUP = 10
 PAGE = 50
 OPS = ("start", "claim", "heartbeat", "park", "list first", "list later", "list parked", "signal")
@@ -85,7 +90,7 @@ async def measure(store: Store, url: str, samples: int, leases: int) -> dict[str
     async def start(i: int) -> None:
         await store.create_job(NewJob(new_job_id(), AGENT, {"n": i}))
         begin = time.perf_counter()
-        claim = await store.claim(OWNER, 600.0, WHERE)
+        claim = await store.claim(OWNER, LEASE_S, WHERE)
         if i >= WARMUP:
             claim_s.append(time.perf_counter() - begin)
         if claim is None or claim.job.agent != AGENT:
@@ -101,7 +106,7 @@ async def measure(store: Store, url: str, samples: int, leases: int) -> dict[str
     mine = held[:leases]
 
     async def beat(_: int) -> None:
-        lost = (await store.heartbeat(mine, 600.0)).lost
+        lost = (await store.heartbeat(mine, LEASE_S)).lost
         if lost:
             raise SystemExit(f"heartbeat lost leases {sorted(lost)}")
 
@@ -162,29 +167,52 @@ def middle_cursor(url: str) -> tuple[float, str]:
 
 def parked_jobs(url: str, n: int) -> list[str]:
     """``n`` parked jobs spread over the history (not timed)."""
-    sql = "SELECT id FROM jobs WHERE status = 'parked' AND wake_on = 'signal:approve' ORDER BY id"
-    ids = [row[0] for row in _query(url, sql, ())]
+    sql = (
+        "SELECT id FROM jobs WHERE status = 'parked' AND wake_on = %s AND agent LIKE 'history_a%%'"
+        " ORDER BY id"
+    )
+    ids = [row[0] for row in _query(url, sql, (PARKED_WAIT,))]
     if len(ids) < n:
         raise SystemExit(f"--parked must be at least {n} (--samples + {WARMUP}): got {len(ids)}")
     stride = len(ids) / n
     return [ids[int(i * stride)] for i in range(n)]
 
 
-async def one_size(backend: str, size: int, args: argparse.Namespace, workdir: Path) -> Record:
-    with fresh_database(backend, None, workdir, name=f"history{size}", admin_url=args.pg_url) as db:
-        store = create_store(db.url)
-        await store.open()  # migrates
-        await store.close()
-        seconds = fill(db.url, size, args.parked, lambda line: say(f"{backend} {size:,}: {line}"))
-        say(f"{backend} {size:,}: filled in {seconds:.0f} s")
-        store = create_store(db.url)
-        await store.open()
-        try:
-            found = await measure(store, db.url, args.samples, args.leases)
-        finally:
+async def one_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[Record]:
+    """Fill a database per size, then measure them round-robin (``--rounds``), so that what
+    else runs on the machine weighs alike on every size."""
+    runs: list[Record] = []
+    with contextlib.ExitStack() as stack:
+        urls = []
+        for size in args.sizes:
+            say(f"{backend}: {size:,} ended + {args.parked:,} parked jobs")
+            db = stack.enter_context(
+                fresh_database(backend, None, workdir, f"history{size}", args.pg_url)
+            )
+            store = create_store(db.url)
+            await store.open()  # migrates
             await store.close()
-        load = os.getloadavg()
-    return {"backend": backend, "size": size, "fill_s": seconds, "load": load, "samples": found}
+            progress = partial(lambda s, line: say(f"{backend} {s:,}: {line}"), size)
+            seconds = fill(db.url, size, args.parked, progress)
+            say(f"{backend} {size:,}: filled in {seconds:.0f} s")
+            urls.append(db.url)
+            runs.append({"backend": backend, "size": size, "fill_s": seconds, "load": []})
+            runs[-1]["samples"] = {op: [] for op in OPS}
+        stores = [create_store(url) for url in urls]
+        for store in stores:
+            await store.open()
+        try:
+            for turn in range(args.rounds):
+                for run, store, url in zip(runs, stores, urls, strict=True):
+                    say(f"{backend} {run['size']:,}: round {turn + 1} of {args.rounds}")
+                    found = await measure(store, url, args.samples // args.rounds, args.leases)
+                    for op, samples in found.items():
+                        run["samples"][op].extend(samples)
+                    run["load"].append(os.getloadavg())
+        finally:
+            for store in stores:
+                await store.close()
+    return runs
 
 
 def stats(samples: list[float]) -> tuple[float, float]:
@@ -216,6 +244,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parked", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--leases", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--pg-url", default=os.environ.get("AETHERIS_TEST_POSTGRES_URL", ""))
     args = parser.parse_args(argv)
@@ -225,8 +254,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--sizes must be comma-separated job counts, got {args.sizes!r}")
     if any(s < 0 for s in args.sizes) or args.parked < 0:
         parser.error("--sizes and --parked must not be negative")
-    if args.samples < 1 or not 1 <= args.leases <= WARMUP + args.samples:
-        parser.error("--samples must be at least 1, --leases between 1 and --samples + 10")
+    if args.rounds < 1 or args.samples < args.rounds:
+        parser.error("--rounds must be at least 1 and --samples at least --rounds")
+    if not 1 <= args.leases <= WARMUP + args.samples // args.rounds:
+        parser.error("--leases must be between 1 and --samples / --rounds + 10")
     return args
 
 
@@ -237,10 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     started = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-history-", dir=args.dir) as tmp:
         for backend in backends:
-            for size in args.sizes:
-                say(f"{backend}: {size:,} ended + {args.parked:,} parked jobs")
-                runs.append(asyncio.run(one_size(backend, size, args, Path(tmp))))
-                say(f"{backend} {size:,}: done, load {runs[-1]['load'][0]:.2f}")
+            runs += asyncio.run(one_backend(backend, args, Path(tmp)))
         info = machine(Path(tmp))
     lines = table(runs)
     print("\n".join(lines))
