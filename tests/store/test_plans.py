@@ -94,7 +94,7 @@ def _fill_postgres(url: str) -> None:
                                 "updated_at) FROM STDIN") as copy:  # fmt: skip
             for row in _rows(now):
                 copy.write_row((*row, "{}", "default", 0, "h", row[4]))
-        # One ended job in eight received a signal: the wake-up's inbox lookups see history.
+        # One ended job in ten received a signal: the wake-up's inbox lookups see history.
         conn.execute(
             "INSERT INTO signals (job_id, seq, name, signal_id, payload, created_at,"
             " consumed_position) SELECT id, 1, 'approve', id, '{}', created_at, 1 FROM jobs"
@@ -147,7 +147,7 @@ def test_postgres_hot_queries_use_their_indexes(pg_history: str, name: str, gene
         plan = _explain(conn, name, generic)
         assert pg_problems(plan, PG_CASES[name]) == [], plan
         for drop in PG_DROP[name]:  # in a transaction rolled back below
-            conn.execute(drop)  # type: ignore[arg-type]
+            conn.execute(drop)
         without = pg_problems(_explain(conn, name, generic), PG_CASES[name])
         conn.rollback()
     assert without, f"{name}: the plan did not change when its index was dropped"
