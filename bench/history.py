@@ -22,7 +22,8 @@ ANALYZEd. Then, through the store's own API (``aetheris.store.create_store``), i
   every one is pending).
 
 Every database is filled first; then each is measured in turn, ``--rounds`` times round the
-sizes (so that whatever else loads the machine weighs alike on every size). Each operation
+sizes, every other round from the largest (so that whatever else loads the machine weighs
+alike on every size). Each operation
 is timed ``--samples`` times in all (after 10 untimed runs per round) with
 ``time.perf_counter()`` around the awaited call. The table gives median and p99 per size in
 µs and the ratio of each median to the first size's (0: the empty history; the target is at
@@ -179,8 +180,8 @@ def parked_jobs(url: str, n: int) -> list[str]:
 
 
 async def one_backend(backend: str, args: argparse.Namespace, workdir: Path) -> list[Record]:
-    """Fill a database per size, then measure them round-robin (``--rounds``), so that what
-    else runs on the machine weighs alike on every size."""
+    """Fill a database per size, then measure them round-robin (``--rounds``; every other
+    round backwards), so that what else runs on the machine weighs alike on every size."""
     runs: list[Record] = []
     with contextlib.ExitStack() as stack:
         urls = []
@@ -203,7 +204,8 @@ async def one_backend(backend: str, args: argparse.Namespace, workdir: Path) -> 
             await store.open()
         try:
             for turn in range(args.rounds):
-                for run, store, url in zip(runs, stores, urls, strict=True):
+                order = list(zip(runs, stores, urls, strict=True))
+                for run, store, url in order if turn % 2 == 0 else reversed(order):
                     say(f"{backend} {run['size']:,}: round {turn + 1} of {args.rounds}")
                     found = await measure(store, url, args.samples // args.rounds, args.leases)
                     for op, samples in found.items():
