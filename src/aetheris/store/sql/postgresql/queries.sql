@@ -55,6 +55,8 @@ SELECT id FROM jobs WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
 SELECT * FROM jobs WHERE tenant = %(tenant)s AND idempotency_key = %(key)s
 
 -- name: list_jobs
+-- A later page starts at its cursor: the bound on created_at alone is what the index can seek
+-- to in a generic plan too (the OR below it cannot), so a page costs the same at any depth.
 SELECT * FROM jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(agent)s::text IS NULL OR agent = %(agent)s)
@@ -62,6 +64,7 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(until)s::float8 IS NULL OR created_at < %(until)s)
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
   AND (%(park_reason)s::text IS NULL OR park_reason = %(park_reason)s)
+  AND created_at <= coalesce(%(after_at)s::float8, 'infinity')
   AND (%(after_at)s::float8 IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s::text))
   AND (%(idempotency_key)s::text IS NULL OR idempotency_key = %(idempotency_key)s)
 ORDER BY created_at DESC, id DESC
@@ -406,12 +409,16 @@ WHERE id = %(id)s AND status = 'parked' AND wake_on = %(wake_on)s
 -- Right after a job parks: if what it waits for is already there, or a cancel was requested
 -- while it ran, it must not sleep on it. A separate statement after the parking one: it sees
 -- what committed before it started (those who wake a job lock it first, so nothing is missed).
+-- What it waits for is looked up by key (the signal's name, the child's id, cut out of
+-- wake_on), never by an expression of every row's columns: index probes, however many jobs
+-- and signals the tables hold.
 UPDATE jobs SET status = 'pending', run_at = aetheris_now(), wake_on = NULL, wake_at = NULL
 WHERE id = %(id)s AND status = 'parked' AND (
     control = 'cancel'
     OR EXISTS (SELECT 1 FROM signals s WHERE s.job_id = jobs.id AND s.consumed_position IS NULL
-               AND 'signal:' || s.name = jobs.wake_on)
-    OR EXISTS (SELECT 1 FROM jobs c WHERE 'job:' || c.id = jobs.wake_on
+               AND starts_with(jobs.wake_on, 'signal:') AND s.name = substr(jobs.wake_on, 8))
+    OR EXISTS (SELECT 1 FROM jobs c WHERE starts_with(jobs.wake_on, 'job:')
+               AND c.id = substr(jobs.wake_on, 5)
                AND c.status IN ('succeeded', 'failed', 'cancelled', 'compensated')))
 
 -- name: consume_signal

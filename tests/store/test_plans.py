@@ -1,0 +1,309 @@
+"""The hot queries stay index lookups however much history the jobs table holds.
+
+A worker claims, heartbeats and parks all day, and every signal wakes a job: the claim, the
+heartbeat and the wake-up statements must reach their rows through an index, never by reading
+the jobs table. Each test fills a database with thousands of jobs (mostly ended ones, as months
+of use leave them), ANALYZEs it, and reads the plan of the exact statement the store runs
+(``queries.sql``): PostgreSQL's ``EXPLAIN`` as the store runs it (custom plan) and as a
+prepared statement may run it after a few executions (``plan_cache_mode =
+force_generic_plan``), SQLite's ``EXPLAIN QUERY PLAN``. Then, in a transaction rolled back
+after, it drops the index the statement relies on and checks that the same check now fails:
+the checks can tell an index lookup from a scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import ClientCursor
+
+from aetheris.store import create_store, sql
+
+JOBS = 20_000  # of which PENDING pending, RUNNING running, PARKED parked, the rest ended
+PENDING, RUNNING, PARKED = 200, 200, 2_000
+AGENTS = ["a0", "a1", "a2"]
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _rows(now: float) -> Iterator[tuple[Any, ...]]:
+    """(id, agent, status, run_at, created_at, lease_expires_at, wake_on, wake_at) per job,
+    oldest first; ids are time-ordered like the store's."""
+    for g in range(JOBS):
+        at = now - 90 * 86_400 + g * 60.0
+        status, expires, wake_on, wake_at = TERMINAL[g % 3], None, None, None
+        if g >= JOBS - PENDING:
+            status = "pending"
+        elif g >= JOBS - PENDING - RUNNING:
+            status, expires = "running", now + 600
+        elif g % 9 == 0 and g < PARKED * 9:
+            status, wake_on = "parked", "signal:approve"
+            wake_at = now + 86_400 if g % 2 else None
+        yield (f"{g:08d}-job", AGENTS[g % 3], status, at, at, expires, wake_on, wake_at)
+
+
+COLUMNS = "id, agent, status, run_at, created_at, lease_expires_at, wake_on, wake_at"
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+PG_PARAMS: dict[str, Any] = {
+    "agents": AGENTS,
+    "queues": None,
+    "versions": None,
+    "skip": None,
+    "owner": "w1",
+    "ttl": 30.0,
+    "ids": ["00019900-job", "00019901-job"],
+    "epochs": [1, 1],
+    "id": "00000009-job",
+    "wake_on": "signal:approve",
+}
+# The claim, the heartbeat and the wake-ups: per statement, groups of indexes of jobs, one of
+# each group used. The heartbeat may find its few rows by id or among the running jobs (the
+# planner's choice by their number): either way it reads no ended job.
+PG_CASES: dict[str, list[set[str]]] = {
+    "claim": [{"jobs_running"}, {"jobs_due"}, {"jobs_pending"}, {"jobs_pkey"}],
+    "heartbeat": [{"jobs_pkey", "jobs_running", "jobs_by_status"}],
+    "wake": [{"jobs_pkey"}],
+    "wake_if_ready": [{"jobs_pkey"}],
+    "next_wake": [{"jobs_due"}],
+}
+_NO_PKEY = "ALTER TABLE jobs DROP CONSTRAINT jobs_pkey"
+# What to drop to take each statement's index (or its indexes) away.
+PG_DROP = {
+    "claim": ["DROP INDEX jobs_pending"],
+    "heartbeat": [_NO_PKEY, "DROP INDEX jobs_running", "DROP INDEX jobs_by_status"],
+    "wake": [_NO_PKEY],
+    "wake_if_ready": [_NO_PKEY],
+    "next_wake": ["DROP INDEX jobs_due"],
+}
+
+
+def _fill_postgres(url: str) -> None:
+    now = time.time()
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.cursor().copy(f"COPY jobs ({COLUMNS}, input, queue, priority, head_hash, "
+                                "updated_at) FROM STDIN") as copy:  # fmt: skip
+            for row in _rows(now):
+                copy.write_row((*row, "{}", "default", 0, "h", row[4]))
+        # One ended job in ten received a signal: the wake-up's inbox lookups see history.
+        conn.execute(
+            "INSERT INTO signals (job_id, seq, name, signal_id, payload, created_at,"
+            " consumed_position) SELECT id, 1, 'approve', id, '{}', created_at, 1 FROM jobs"
+            " WHERE status IN ('succeeded', 'failed', 'cancelled') AND right(id, 5) LIKE '%0-job'"
+        )
+        conn.execute("VACUUM ANALYZE")
+
+
+def _pg_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _pg_nodes(child)
+
+
+def pg_problems(plan: dict[str, Any], groups: list[set[str]]) -> list[str]:
+    """What is wrong with a JSON plan: a sequential scan of jobs, a read of jobs through an
+    index of none of the groups (such as the status index over every ended job), or a group
+    none of whose indexes is used."""
+    nodes = list(_pg_nodes(plan))
+    scans = [n for n in nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "jobs"]
+    problems = [f"Seq Scan on jobs (as {n['Alias']})" for n in scans]
+    used = {n["Index Name"] for n in nodes if n.get("Index Name", "").startswith("jobs_")}
+    problems += [f"index {name} used" for name in sorted(used - set().union(*groups))]
+    problems += [f"none of {sorted(g)} used" for g in groups if not g & used]
+    return problems
+
+
+def _numbered(query: str) -> tuple[str, list[str]]:
+    """The query with ``%(name)s`` placeholders as ``$1``.., and the names in that order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, query), names
+
+
+@pytest.fixture
+def pg_history(pg_url: str) -> str:
+    _fill_postgres(pg_url)
+    return pg_url
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+@pytest.mark.parametrize("name", sorted(PG_CASES))
+def test_postgres_hot_queries_use_their_indexes(pg_history: str, name: str, generic: bool) -> None:
+    with psycopg.connect(pg_history) as conn:
+        plan = _explain(conn, name, generic)
+        assert pg_problems(plan, PG_CASES[name]) == [], plan
+        for drop in PG_DROP[name]:  # in a transaction rolled back below
+            conn.execute(drop)
+        without = pg_problems(_explain(conn, name, generic), PG_CASES[name])
+        conn.rollback()
+    assert without, f"{name}: the plan did not change when its index was dropped"
+
+
+def _explain(conn: psycopg.Connection[Any], name: str, generic: bool) -> dict[str, Any]:
+    query = sql.queries("postgresql")[name]
+    cur = ClientCursor(conn)
+    if generic:
+        numbered, names = _numbered(query)
+        cur.execute(f"PREPARE plan_check AS {numbered}")
+        cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        args = f"({', '.join(['%s'] * len(names))})" if names else ""
+        cur.execute(
+            f"EXPLAIN (FORMAT JSON) EXECUTE plan_check{args}", [PG_PARAMS[n] for n in names]
+        )
+    else:
+        cur.execute(f"EXPLAIN (FORMAT JSON) {query}", PG_PARAMS)
+    row = cur.fetchone()
+    if generic:
+        cur.execute("DEALLOCATE plan_check")
+    assert row is not None
+    plan: dict[str, Any] = row[0][0]["Plan"]
+    return plan
+
+
+# -- SQLite -----------------------------------------------------------------------------------
+
+LITE_PARAMS: dict[str, Any] = {
+    "agents": '["a0", "a1", "a2"]',
+    "queues": None,
+    "versions": None,
+    "skip": None,
+    "owner": "w1",
+    "expires": 0.0,
+    "epoch": 1,
+    "id": "00000009-job",
+    "wake_on": "signal:approve",
+}
+# The claim's three candidate lookups and its update, the heartbeat, the wake-ups: the index
+# each must read jobs through.
+LITE_CASES = {
+    "expired_candidate": ({"jobs_running"}, "DROP INDEX jobs_running"),
+    "due_candidate": ({"jobs_due"}, "DROP INDEX jobs_due"),
+    "pending_candidate": ({"jobs_pending"}, "DROP INDEX jobs_pending"),
+    "claim": ({"sqlite_autoindex_jobs_1"}, None),
+    "heartbeat": ({"sqlite_autoindex_jobs_1"}, None),
+    "wake": ({"sqlite_autoindex_jobs_1"}, None),
+    "wake_if_ready": ({"sqlite_autoindex_jobs_1"}, None),
+    "next_wake": ({"jobs_due"}, "DROP INDEX jobs_due"),
+}
+JOBS_ALIASES = ("jobs", "c", "j")  # how the statements name the jobs table
+
+
+def lite_problems(details: list[str], indexes: set[str]) -> list[str]:
+    """A scan of jobs (``SCAN jobs``; along an index only if it is one of ``indexes``, such as
+    the partial index of pending jobs), a read of jobs through another index, or none through
+    one of ``indexes``."""
+
+    def of_jobs(kind: str) -> list[str]:
+        return [d for d in details if d.split(" ")[:2] in ([kind, a] for a in JOBS_ALIASES)]
+
+    reads = {d: re.search(r"USING (?:COVERING )?INDEX (\w+)", d) for d in of_jobs("SCAN")}
+    reads |= {d: re.search(r"USING (?:COVERING )?INDEX (\w+)", d) for d in of_jobs("SEARCH")}
+    problems = [d for d, index in reads.items() if index is None or index[1] not in indexes]
+    if not any(index and index[1] in indexes for index in reads.values()):
+        problems.append(f"jobs read through none of {sorted(indexes)}")
+    problems += [d for d in details if d.startswith("error:")]
+    return problems
+
+
+def lite_plan(conn: sqlite3.Connection, name: str) -> list[str]:
+    query = sql.queries("sqlite")[name]
+    params = {n: LITE_PARAMS.get(n, time.time()) for n in re.findall(r":(\w+)", query)}
+    try:
+        return [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", params)]
+    except sqlite3.OperationalError as exc:  # e.g. the index it names is gone
+        return [f"error: {exc}"]
+
+
+@pytest.fixture(scope="module")
+def lite_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("plans") / "aetheris.db"
+
+    async def migrate() -> None:
+        store = create_store(f"sqlite:///{path}")
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(
+            f"INSERT INTO jobs ({COLUMNS}, input, queue, priority, head_hash, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, X'7B7D', 'default', 0, 'h', ?)",
+            [(*row, row[4]) for row in _rows(time.time())],
+        )
+        conn.execute(
+            "INSERT INTO signals (job_id, seq, name, signal_id, payload, created_at,"
+            " consumed_position) SELECT id, 1, 'approve', id, X'7B7D', created_at, 1 FROM jobs"
+            " WHERE status IN ('succeeded', 'failed', 'cancelled') AND id LIKE '%0-job'"
+        )
+    conn.execute("ANALYZE")
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(LITE_CASES))
+def test_sqlite_hot_queries_use_their_indexes(lite_history: Path, name: str) -> None:
+    indexes, drop = LITE_CASES[name]
+    conn = sqlite3.connect(lite_history, isolation_level=None, cached_statements=0)
+    try:
+        details = lite_plan(conn, name)
+        assert lite_problems(details, indexes) == [], details
+        conn.execute("BEGIN")
+        if drop is None:  # the primary key's index cannot be dropped: rebuild jobs without it
+            conn.execute("ALTER TABLE jobs RENAME TO jobs_keyed")
+            conn.execute("CREATE TABLE jobs AS SELECT * FROM jobs_keyed")
+        else:
+            for statement in drop.split(";"):
+                conn.execute(statement)
+        without = lite_problems(lite_plan(conn, name), indexes)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert without, f"{name}: the plan did not change when its index was dropped"
+
+
+def test_sqlite_claims_by_its_index_whatever_the_statistics(tmp_path: Path) -> None:
+    """Statistics gathered while no job was pending make every row look pending: the claim
+    still reads the pending jobs' index, and takes the one pending job at once."""
+    path = tmp_path / "aetheris.db"
+
+    async def migrate() -> None:
+        store = create_store(f"sqlite:///{path}")
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    conn = sqlite3.connect(path, isolation_level=None, cached_statements=0)
+    try:
+        rows = [r for r in _rows(time.time()) if r[2] == "parked"]
+        conn.executemany(
+            f"INSERT INTO jobs ({COLUMNS}, input, queue, priority, head_hash, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, X'7B7D', 'default', 0, 'h', ?)",
+            [(*row, row[4]) for row in rows],
+        )
+        conn.execute("ANALYZE")  # no job pending now
+        conn.execute(
+            f"INSERT INTO jobs ({COLUMNS}, input, queue, priority, head_hash, updated_at) "
+            "VALUES ('new', 'a0', 'pending', 0, 0, NULL, NULL, NULL, X'7B7D', 'default', 0, 'h', 0)"
+        )
+        details = lite_plan(conn, "pending_candidate")
+        assert lite_problems(details, {"jobs_pending"}) == [], details
+        query = sql.queries("sqlite")["pending_candidate"]
+        params = {n: LITE_PARAMS.get(n, time.time()) for n in re.findall(r":(\w+)", query)}
+        assert conn.execute(query, params).fetchone()[0] == "new"
+    finally:
+        conn.close()
