@@ -121,7 +121,9 @@ def test_unknown_url_options_are_refused() -> None:
 
     store = PostgresStore("postgresql://u@h/db?aetheris_reap_grace=2&sslmode=disable")
     assert store.reap_grace == 2.0
-    assert store.url == "postgresql://u@h/db?sslmode=disable"
+    # The aetheris_ option is taken out; the driver's own stay (with the process's name added).
+    assert store.url.startswith("postgresql://u@h/db?sslmode=disable")
+    assert "aetheris_" not in store.url
     with pytest.raises(ConfigurationError, match="typo"):
         PostgresStore("postgresql://u@h/db?aetheris_typo=1")
 
