@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from aetheris.store import create_store
-from aetheris.store.sql import queries
+from aetheris.store.postgres_pruning import PICK
 
 SEED = """
 INSERT INTO jobs (id, agent, input, status, queue, priority, run_at, head_hash, created_at,
@@ -40,7 +40,7 @@ async def test_a_prune_batch_reads_the_ended_jobs_index(pg_url: str, agent: str 
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute(SEED)
         await conn.execute("ANALYZE jobs")
-        explain = "EXPLAIN (FORMAT JSON) " + queries("postgresql")["prune_pick"]
+        explain = "EXPLAIN (FORMAT JSON) " + PICK
         cur = await conn.execute(explain, params)  # type: ignore[arg-type]
         row = await cur.fetchone()
     assert row is not None

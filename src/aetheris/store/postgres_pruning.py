@@ -30,6 +30,9 @@ from aetheris.store.pruning import (
 )
 
 Q = sql.queries("postgresql")
+# The batch's pick: prune_candidates locked for the batch's transaction; rows another
+# transaction holds are passed over (a prune never waits on a job, nor makes one wait long).
+PICK = Q["prune_candidates"] + "\nFOR UPDATE SKIP LOCKED"
 Row = dict[str, Any]
 # The statements that delete a batch's rows, dependents first, the jobs' rows last.
 _DELETES = [(t, f"prune_{t}") for t in TABLES[1:] if t != "kv"] + [("jobs", "prune_jobs")]
@@ -62,7 +65,7 @@ class PostgresPruning:
             async with self._conn() as conn:
                 return await _count(conn, params)
         async with self._tx() as conn:
-            chosen = await _candidates(conn, "prune_pick", params)
+            chosen = await _candidates(conn, PICK, params)
             if not chosen:
                 return Pruned.of([], {})
             ids = {"ids": [c.id for c in chosen]}
@@ -80,9 +83,9 @@ class PostgresPruning:
 
 
 async def _candidates(
-    conn: psycopg.AsyncConnection[Row], query: str, params: dict[str, Any]
+    conn: psycopg.AsyncConnection[Row], statement: str, params: dict[str, Any]
 ) -> list[Candidate]:
-    rows = await (await conn.execute(Q[query], params)).fetchall()
+    rows = await (await conn.execute(statement, params)).fetchall()
     return [
         Candidate(r["id"], r["tenant"], r["agent"], r["status"], int(r["events"]), r["head"],
                   float(r["ended_at"]))
@@ -105,7 +108,7 @@ async def _kv(conn: psycopg.AsyncConnection[Row], chosen: Sequence[Candidate], q
 
 
 async def _count(conn: psycopg.AsyncConnection[Row], params: dict[str, Any]) -> Pruned:
-    chosen = await _candidates(conn, "prune_candidates", params)
+    chosen = await _candidates(conn, Q["prune_candidates"], params)
     ids = {"ids": [c.id for c in chosen]}
     row = await _one(await conn.execute(Q["prune_count"], ids))
     counts = {t: int(row[t]) for t in TABLES[1:-1]}

@@ -63,7 +63,7 @@ class SQLitePruning:
         return await self._write(lambda conn: self._prune(conn, params))
 
     def _prune(self, conn: sqlite3.Connection, params: dict[str, Any]) -> Pruned:
-        chosen = _candidates(conn, "prune_pick", params)
+        chosen = _candidates(conn, params)
         if not chosen:
             return Pruned.of([], {})
         ids = {"ids": json.dumps([c.id for c in chosen])}
@@ -80,8 +80,9 @@ class SQLitePruning:
         return {r["job_id"]: tombstone_of(r) for r in rows}
 
 
-def _candidates(conn: sqlite3.Connection, query: str, params: dict[str, Any]) -> list[Candidate]:
-    rows = conn.execute(Q[query], params).fetchall()
+def _candidates(conn: sqlite3.Connection, params: dict[str, Any]) -> list[Candidate]:
+    """The batch: in its write transaction when it deletes (SQLite has one writer at a time)."""
+    rows = conn.execute(Q["prune_candidates"], params).fetchall()
     return [
         Candidate(r["id"], r["tenant"], r["agent"], r["status"], int(r["events"]), r["head"],
                   float(r["ended_at"]))
@@ -98,7 +99,7 @@ def _kv(conn: sqlite3.Connection, chosen: Sequence[Candidate], query: str) -> in
 
 
 def _count(conn: sqlite3.Connection, params: dict[str, Any]) -> Pruned:
-    chosen = _candidates(conn, "prune_candidates", params)
+    chosen = _candidates(conn, params)
     row = conn.execute(Q["prune_count"], {"ids": json.dumps([c.id for c in chosen])}).fetchone()
     counts = {t: int(row[t]) for t in TABLES[1:-1]} | {"kv": _kv(conn, chosen, "prune_count_kv")}
     return Pruned.of(chosen, counts)

@@ -689,23 +689,6 @@ WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
 ORDER BY updated_at, id
 LIMIT %(limit)s
 
--- name: prune_pick
--- prune_candidates, locked for the batch's transaction; rows another transaction holds are
--- passed over (a prune never waits on a job, nor makes one wait long).
-SELECT id, tenant, agent, status, event_count AS events, head_hash AS head,
-       updated_at AS ended_at
-FROM jobs j
-WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
-  AND updated_at < %(before)s
-  AND (%(agent)s::text IS NULL OR agent = %(agent)s::text)
-  AND agent <> ALL(%(skip)s::text[])
-  AND (parent_id IS NULL OR coalesce((
-      SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
-      FROM jobs p WHERE p.id = j.parent_id), true))
-ORDER BY updated_at, id
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
-
 -- name: prune_count
 -- What deleting jobs :ids would remove from each table (a dry run).
 SELECT

@@ -499,21 +499,6 @@ WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
 ORDER BY updated_at, id
 LIMIT :limit
 
--- name: prune_pick
--- prune_candidates, in the batch's write transaction (SQLite has one writer at a time).
-SELECT id, tenant, agent, status, event_count AS events, head_hash AS head,
-       updated_at AS ended_at
-FROM jobs j
-WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
-  AND updated_at < :before
-  AND (:agent IS NULL OR agent = :agent)
-  AND agent NOT IN (SELECT value FROM json_each(:skip))
-  AND (parent_id IS NULL OR coalesce((
-      SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
-      FROM jobs p WHERE p.id = j.parent_id), true))
-ORDER BY updated_at, id
-LIMIT :limit
-
 -- name: prune_count
 -- What deleting jobs :ids would remove from each table (a dry run).
 SELECT
