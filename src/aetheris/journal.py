@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from aetheris.errors import EncodingError
 
 GENESIS_HASH = "0" * 64
@@ -157,9 +159,22 @@ _DECODER = json.JSONDecoder()
 
 
 def decode(data: bytes | str) -> Any:
-    """Decode bytes written by :func:`canonical` (always UTF-8: no encoding to detect, which
-    ``json.loads`` of bytes does first; a resume decodes every event of the journal)."""
+    """Decode bytes written by :func:`canonical`. A resume decodes every event of the journal,
+    so the common case goes through orjson (about four times faster than ``json``). Whatever
+    orjson reads differently goes to ``json``: a run of 20 digits may be an integer beyond 64
+    bits (orjson makes it a float), and what orjson refuses (a ``NaN``) ``json`` may read."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if _TWENTY_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     return _DECODER.decode(data if isinstance(data, str) else str(data, "utf-8"))
+
+
+# Every digit as "0", every other byte as "x": a run of 20 digits is one substring search.
+_DIGITS_AS_ZERO = bytes(b"0"[0] if chr(i).isdigit() and i < 128 else b"x"[0] for i in range(256))
+_TWENTY_DIGITS = b"0" * 20
 
 
 def sha256_hex(data: bytes) -> str:
@@ -378,10 +393,11 @@ def open_event(
 ) -> Event:
     """Rebuild an :class:`Event` from stored bytes (the hash is checked by :func:`verify_chain`)."""
     doc = decode(body)
+    kind = doc["type"]
     return Event(
         job_id=job_id,
         seq=seq,
-        type=EventType(doc["type"]),
+        type=_EVENT_TYPES.get(kind) or EventType(kind),  # a dict lookup: an enum call is slow
         position=doc["position"],
         at=doc["at"],
         data=doc["data"],
@@ -390,6 +406,9 @@ def open_event(
         body=body,
         anchor=anchor,
     )
+
+
+_EVENT_TYPES = {t.value: t for t in EventType}
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,21 +129,40 @@ class _Record:
         return {"kind": self.kind, "name": self.name, "args_hash": self.args_hash}
 
 
-def _records(events: Sequence[Event]) -> dict[int, _Record]:
-    """Per position, the most telling record: a result, else an intent, else a wait."""
-    rank = {EventType.WAIT: 0, EventType.INTENT: 1, EventType.OP: 2}
-    found: dict[int, tuple[int, _Record]] = {}
-    for event in events:
-        level = rank.get(event.type)
-        if event.position is None or level is None:
-            continue
-        if event.position in found and found[event.position][0] > level:
-            continue
-        data = event.data
-        holds = _HOLDS[event.type]
-        record = _Record(data.get("kind"), data.get("name"), data.get("args_hash"), holds)
-        found[event.position] = (level, record)
-    return {position: record for position, (_, record) in found.items()}
+_RANK = {EventType.WAIT: 0, EventType.INTENT: 1, EventType.OP: 2}
+
+
+@dataclass(slots=True)
+class _Journal:
+    """What a journal holds by position, read in one pass at the claim: the recorded results
+    (``ops``), the waits that began, and per position the most telling record (a result,
+    else an intent, else a wait)."""
+
+    ops: dict[int, OpRecord]
+    waits: dict[int, dict[str, Any]]
+    records: dict[int, _Record]
+
+    @classmethod
+    def read(cls, events: Sequence[Event]) -> _Journal:
+        ops: dict[int, OpRecord] = {}
+        waits: dict[int, dict[str, Any]] = {}
+        found: dict[int, tuple[int, _Record]] = {}
+        for event in events:
+            position, level = event.position, _RANK.get(event.type)
+            if position is None or level is None:
+                continue
+            data = event.data
+            if level == 2:
+                ops[position] = OpRecord.from_data(data)
+            elif level == 0:
+                waits[position] = data
+            if position in found and found[position][0] > level:
+                continue
+            holds = _HOLDS[event.type]
+            record = _Record(data.get("kind"), data.get("name"), data.get("args_hash"), holds)
+            found[position] = (level, record)
+        records = {position: record for position, (_, record) in found.items()}
+        return cls(ops, waits, records)
 
 
 def _created(events: Sequence[Event]) -> Mapping[str, Any]:
@@ -223,17 +242,8 @@ class JobRun:
 
     def _index(self, events: Sequence[Event], effects: Sequence[Effect]) -> None:
         """What the journal and the ledger hold, by position (read once, at the claim)."""
-        self._ops = {
-            e.position: OpRecord.from_data(e.data)
-            for e in events
-            if e.type is EventType.OP and e.position is not None
-        }
-        self._records = _records(events)
-        self.waits: dict[int, dict[str, Any]] = {
-            e.position: e.data
-            for e in events
-            if e.type is EventType.WAIT and e.position is not None
-        }
+        journal = _Journal.read(events)
+        self._ops, self._records, self.waits = journal.ops, journal.records, journal.waits
         self._has_children = any(r.kind == "child" for r in self._records.values())
         # Not interrupted while replaying: a cancel then takes effect where the replay ends,
         # with every effect the journal holds known (and so compensated).

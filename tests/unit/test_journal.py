@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import json
 
 import pytest
 from pydantic import BaseModel
@@ -14,6 +15,7 @@ from aetheris.journal import (
     EventType,
     args_hash,
     canonical,
+    decode,
     open_event,
     seal,
     verify_chain,
@@ -60,6 +62,28 @@ def test_canonical_converts_models_dataclasses_enums_dates() -> None:
 def test_canonical_refuses_what_json_cannot_hold(bad: object) -> None:
     with pytest.raises(EncodingError):
         canonical(bad)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": [1, 2.5, -0.0, 1e-300, 10**30, -(2**64)], "a": None, "c": True},
+        {"text": "caf\u00e9 \u2603 \U0001f600", "big": 2**63, "bigger": 2**64 + 1},
+        [1.7976931348623157e308, 5e-324, 0.1, 123456789012345678],
+    ],
+)
+def test_decode_reads_back_what_canonical_wrote(value: object) -> None:
+    # orjson reads most bodies; what it refuses (integers beyond 64 bits) json reads: the
+    # values are those json alone would give, whichever decoded them.
+    body = canonical(value)
+    assert decode(body) == json.loads(body) == value
+    assert decode(body.decode("utf-8")) == value
+
+
+def test_decode_fails_as_json_does_on_bad_input() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        decode(b'{"a": ')
+    assert decode(b"[NaN]")[0] != decode(b"[NaN]")[0]  # json's NaN literal, still read
 
 
 def test_args_hash_is_stable_and_distinguishes_args() -> None:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from aetheris import crashpoints
@@ -496,7 +496,8 @@ class PostgresStore(
     ) -> list[Event]:
         params = {"job_id": job_id, "after": after, "limit": limit}
         async with self._conn() as conn:  # binary: bodies as bytes, not hex text to decode
-            rows = await (await conn.execute(Q["events"], params, binary=True)).fetchall()
+            cur = conn.cursor(row_factory=tuple_row, binary=True)
+            rows = await (await cur.execute(Q["events"], params)).fetchall()
         return [event_from(job_id, r) for r in rows]
 
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:

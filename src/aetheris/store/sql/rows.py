@@ -188,16 +188,18 @@ def event_row(event: Event) -> dict[str, Any]:
     }
 
 
-def event_from(job_id: str, row: Row) -> Event:
-    """An event read back: its stored bytes, hashes and anchor."""
-    body = row["body"]
+def event_from(job_id: str, row: Sequence[Any]) -> Event:
+    """An event read back: its stored bytes, hashes and anchor, from a row of the ``events``
+    query by position (seq, body, prev_hash, hash, anchor_key, anchor_sig): a resume reads
+    every event of the journal, and a tuple row is cheaper to build than a mapping."""
+    seq, body, prev_hash, stored_hash, key, sig = row
     return open_event(
         job_id,
-        row["seq"],
+        seq,
         body if type(body) is bytes else bytes(body),
-        row["prev_hash"],
-        row["hash"],
-        anchor_from(row),
+        prev_hash,
+        stored_hash,
+        Anchor(key, sig) if key is not None and sig is not None else None,
     )
 
 
