@@ -8,9 +8,10 @@ with plain-function bodies, which the runtime runs in a thread), agents in ``ben
 in-process worker, concurrency 1, under pyinstrument's sampling profiler, and prints:
 
 * the µs per step without and with the profiler (its overhead shows as the difference);
-* the floor on this disk: µs per bare ``sqlite3`` commit of what a pure step writes (the fenced
+* the floor: on SQLite, µs per bare ``sqlite3`` commit of what a pure step writes (the fenced
   job-row UPDATE and one event INSERT, same schema and pragmas, no runtime), and the fsync
-  probe's p50;
+  probe's p50; on PostgreSQL, µs per commit of the store's own ``commit_step`` statement
+  (prepared) from a bare synchronous psycopg loop;
 * the share of the sampled time per **kind of work**: SQLite (inside the ``sqlite3`` C calls,
   fsync included), canonical JSON, sha256, asyncio's event loop, the runtime's own Python code
   (``aetheris``), the agent's loop, the rest;
@@ -61,8 +62,8 @@ async def run_w4(url: str, turns: int) -> float:
     return await w4_turns(url, turns)
 
 
-async def _floor_db(path: Path) -> None:
-    store = create_store(f"sqlite:///{path}")
+async def _floor_db(url: str) -> None:
+    store = create_store(url)
     await store.open()
     await store.create_job(NewJob(id="floor", agent="a", input={}))
     await store.close()
@@ -73,7 +74,7 @@ def sqlite_floor(tmp: str, synchronous: str, commits: int) -> tuple[float, float
     INSERT in a ``BEGIN IMMEDIATE`` transaction) on the store's schema, no runtime; and the fsync
     probe's p50 (4 KiB write + fsync) in the same directory."""
     path = Path(tmp) / "floor.sqlite"
-    asyncio.run(_floor_db(path))
+    asyncio.run(_floor_db(f"sqlite:///{path}"))
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -128,6 +129,32 @@ def walk(frame: Any, self_times: Counter[tuple[str, str, int]], kinds: Counter[s
             walk(child, self_times, kinds)
 
 
+def postgres_floor(url: str, commits: int) -> float:
+    """µs per bare commit of a pure step on PostgreSQL: the store's own ``commit_step``
+    statement (fence, one event), prepared, from a plain synchronous psycopg loop, no runtime."""
+    import psycopg
+
+    from aetheris.store import sql
+
+    asyncio.run(_floor_db(url))
+    statement = sql.queries("postgresql")["commit_step"]
+    body = b'{"kind":"step","name":"s#1","args_hash":"' + b"0" * 64 + b'","result":1}'
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "UPDATE jobs SET status = 'running', lease_epoch = 1 WHERE id = 'floor' "
+            "RETURNING event_count"
+        ).fetchone()
+        count = row[0] if row else 0
+        began = time.perf_counter()
+        for seq in range(count, count + commits):
+            params = {"id": "floor", "epoch": 1, "expect": seq, "count": seq + 1,
+                      "hash": f"{seq + 1:064x}", "code": None, "recovery": 0, "seq": seq,
+                      "type": "op", "position": seq, "body": body, "prev": f"{seq:064x}",
+                      "b_hashes": None, "b_bodies": None}  # fmt: skip
+            conn.execute(statement, params, prepare=True)
+        return (time.perf_counter() - began) / commits * 1e6
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
@@ -146,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
             urls = [f"sqlite:///{tmp}/{name}.sqlite{suffix}" for name in ("plain", "profiled")]
             floor, fsync = sqlite_floor(tmp, args.synchronous, min(args.steps, 5_000))
         else:
-            urls = [stack.enter_context(fresh_postgres_db("profile")) for _ in range(2)]
+            urls = [stack.enter_context(fresh_postgres_db("profile")) for _ in range(3)]
+            floor = postgres_floor(urls[2], min(args.steps, 5_000))
         plain = asyncio.run(run(urls[0], args.steps))
         began = time.perf_counter()
         profiler.start()
@@ -181,6 +209,11 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"floor: a bare commit of a pure step's writes (fenced UPDATE + INSERT, no runtime) "
             f"{floor:.1f} µs; the fsync probe (4 KiB write + fsync) p50 {fsync:.1f} µs\n"
+        )
+    elif floor is not None:
+        print(
+            f"floor: the commit_step statement alone (fence + one event, prepared) in a bare "
+            f"psycopg loop, no runtime: {floor:.1f} µs per commit\n"
         )
     print(f"share of sampled time by kind of work (µs/{unit}: that share of the profiled {unit};")
     print("the profiler's per-call hook inflates Python's share, not the time inside C calls):")

@@ -34,6 +34,9 @@ POSTGRESQL_ONLY = {
     # The claim's event goes in a second, pipelined statement; SQLite seals the event before
     # its claim statement moves the head, then inserts it with `insert_events`.
     "claim_event": "claim",
+    # One pure step's commit with scalar parameters (fewer to dump and bind than `commit`'s
+    # arrays); SQLite's commit is several statements run in-process, with no such cost.
+    "commit_step": "commit",
     # Rate limits across workers: SQLite's buckets are per process (LocalRateLimits).
     "take_token": "a tool's token bucket, shared by every worker",
 }
@@ -96,3 +99,29 @@ def test_every_postgresql_query_fits_psycopgs_statement_cache() -> None:
         params = set(re.findall(r"%\((\w+)\)s", text))
         assert size <= _queries.MAX_CACHED_STATEMENT_LENGTH, (name, size)
         assert len(params) <= _queries.MAX_CACHED_STATEMENT_PARAMS, (name, len(params))
+
+
+def test_a_lone_step_or_model_call_commits_with_the_short_statement() -> None:
+    """``commit_step`` writes one event and its blobs; anything else a commit carries (a status,
+    ledger rows, webhook notices, anchors, several events) goes through ``commit``."""
+    from aetheris.store.sql.rows import commit_form
+
+    one = {
+        "id": "j", "epoch": 1, "expect": 3, "count": 4, "hash": "h", "code": "c",
+        "recovery": 0, "status": None, "e_positions": None, "n_ids": None, "a_keys": None,
+        "seqs": [3], "types": ["op"], "positions": [1], "bodies": [b"{}"], "prevs": ["p"],
+        "b_hashes": None, "b_bodies": None,
+    }  # fmt: skip
+    name, args = commit_form(one)
+    assert name == "commit_step"
+    assert (args["seq"], args["type"], args["position"], args["prev"]) == (3, "op", 1, "p")
+    assert commit_form({**one, "b_hashes": ["x"], "b_bodies": [b"y"]})[0] == "commit_step"
+    for other in (
+        {"status": "succeeded"},
+        {"e_positions": [1]},
+        {"n_ids": ["e"]},
+        {"a_keys": ["k"]},
+        {"seqs": [3, 4]},
+        {"seqs": None},
+    ):
+        assert commit_form({**one, **other}) == ("commit", {**one, **other})

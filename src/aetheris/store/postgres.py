@@ -93,6 +93,7 @@ from aetheris.store.postgres_webhooks import PostgresWebhooks
 from aetheris.store.sql import steps
 from aetheris.store.sql.rows import (
     POSTGRESQL,
+    commit_form,
     commit_params,
     effect_from,
     event_columns,
@@ -385,8 +386,9 @@ class PostgresStore(
             return 1
 
     async def _commit_one(self, params: dict[str, Any]) -> int:
+        name, args = commit_form(params)
         async with self._conn() as conn:
-            cur = await conn.execute(Q["commit"], params, prepare=prepare_commit(conn))
+            cur = await conn.execute(Q[name], args, prepare=prepare_commit(conn))
             return int(row["fenced"]) if (row := await cur.fetchone()) else 0
 
     async def _commit_many(self, batch: list[dict[str, Any]]) -> list[int | BaseException]:

@@ -279,6 +279,37 @@ def commit_params(lease: Lease, commit: Commit, sealed: Sequence[Event]) -> dict
     return params
 
 
+# What a commit of one pure step or model call leaves empty: its status, ledger rows, webhook
+# notices and anchors (see commit_form).
+_STEP_EMPTY = ("status", "e_positions", "n_ids", "a_keys")
+
+
+def commit_form(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The statement of a commit and its parameters: ``commit_step`` (14 parameters, the
+    event's as scalars) for the most common write, one event and its blobs if any (a pure
+    step, a model call), else ``commit`` (39, most of them arrays). Fewer parameters to dump
+    and bind: the worker's CPU is most of a PostgreSQL step's time."""
+    seqs = params["seqs"]
+    if seqs is None or len(seqs) != 1 or any(params[n] is not None for n in _STEP_EMPTY):
+        return "commit", params
+    return "commit_step", {
+        "id": params["id"],
+        "epoch": params["epoch"],
+        "expect": params["expect"],
+        "count": params["count"],
+        "hash": params["hash"],
+        "code": params["code"],
+        "recovery": params["recovery"],
+        "seq": params["seqs"][0],
+        "type": params["types"][0],
+        "position": params["positions"][0],
+        "body": params["bodies"][0],
+        "prev": params["prevs"][0],
+        "b_hashes": params["b_hashes"],
+        "b_bodies": params["b_bodies"],
+    }
+
+
 def blob_columns(blobs: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
     """Blobs as PostgreSQL arrays (``b_hashes``, ``b_bodies``)."""
     return {"b_hashes": [h for h, _ in blobs], "b_bodies": [b for _, b in blobs]}

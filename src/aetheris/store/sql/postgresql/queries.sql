@@ -327,6 +327,32 @@ WITH fence AS (
 )
 SELECT count(*) AS fenced FROM fence
 
+-- name: commit_step
+-- The commit of one pure step or model call (see rows.commit_form): the fence of commit, then
+-- its one event and its blobs; no status, ledger row, webhook delivery or anchor to write.
+WITH fence AS (
+    UPDATE jobs SET
+        event_count = %(count)s,
+        head_hash = %(hash)s,
+        updated_at = aetheris_now(),
+        recoveries = recoveries + %(recovery)s,
+        code_version = coalesce(%(code)s, code_version)
+    WHERE id = %(id)s AND lease_epoch = %(epoch)s AND status = 'running'
+      AND event_count = %(expect)s
+    RETURNING id
+), written AS (
+    INSERT INTO events (job_id, seq, type, position, body, prev_hash, hash)
+    SELECT fence.id, %(seq)s::bigint, %(type)s::text, %(position)s::integer, %(body)s::bytea,
+           %(prev)s::text, %(hash)s::text
+    FROM fence
+), written_blobs AS (
+    INSERT INTO blobs (job_id, hash, body)
+    SELECT fence.id, b.hash, b.body
+    FROM fence, unnest(%(b_hashes)s::text[], %(b_bodies)s::bytea[]) AS b(hash, body)
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) AS fenced FROM fence
+
 -- name: claim
 -- Expired leases first (their jobs were already running), then parked jobs that are due,
 -- then pending jobs; SKIP LOCKED so claimers never wait on each other. A later branch is
