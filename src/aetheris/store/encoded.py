@@ -65,6 +65,19 @@ def no_secrets(kind: str, name: str) -> frozenset[str]:
     return frozenset()
 
 
+def _as_is(commit: Commit) -> bool:
+    """A commit that, with no codec, is stored exactly as it comes: operation entries only,
+    none a tool's (whose result may have secret fields to mark) or holding a park detail; no
+    ledger row, status or new job. Most commits of a run are such: a step, a model call."""
+    if commit.effects or commit.status is not None or commit.create:
+        return False
+    for draft in commit.events:
+        data = draft.data
+        if draft.type is not EventType.OP or data.get("kind") == "tool" or "detail" in data:
+            return False
+    return True
+
+
 class Payloads:
     """Encoding and decoding of one kind of value, for one reader's view."""
 
@@ -301,6 +314,8 @@ class EncodedStore:
         return self._seen(found[0]) if same and found[0].agent == new.agent else None
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
+        if self.payloads.codec is None and _as_is(commit):
+            return await self.inner.commit(lease, commit)  # nothing to encode or mark
         tenant, agent = await self._owner(lease.job_id)
         encoded = self._commit(commit, PayloadScope(tenant, lease.job_id), agent)
         sealed = await self.inner.commit(lease, encoded)
