@@ -68,7 +68,10 @@ PG_PARAMS: dict[str, Any] = {
 }
 # The claim, the heartbeat and the wake-ups: per statement, groups of indexes of jobs, one of
 # each group used. The heartbeat may find its few rows by id or among the running jobs (the
-# planner's choice by their number): either way it reads no ended job.
+# planner's choice by their number): either way it reads no ended job. The claim's expired
+# branch reads the running jobs through jobs_running (by lease owner, a column a heartbeat
+# leaves alone, so that heartbeats are heap-only updates) and checks their lease times on the
+# rows: as many rows as jobs run, never the history.
 PG_CASES: dict[str, list[set[str]]] = {
     "claim": [{"jobs_running"}, {"jobs_due"}, {"jobs_pending"}, {"jobs_pkey"}],
     "heartbeat": [{"jobs_pkey", "jobs_running", "jobs_by_status"}],
@@ -77,13 +80,14 @@ PG_CASES: dict[str, list[set[str]]] = {
     "next_wake": [{"jobs_due"}],
 }
 _NO_PKEY = "ALTER TABLE jobs DROP CONSTRAINT jobs_pkey"
-# What to drop to take each statement's index (or its indexes) away.
+# What to drop to take each statement's index (or its indexes) away; for the claim, each of
+# its branches' indexes in turn.
 PG_DROP = {
-    "claim": ["DROP INDEX jobs_pending"],
-    "heartbeat": [_NO_PKEY, "DROP INDEX jobs_running", "DROP INDEX jobs_by_status"],
-    "wake": [_NO_PKEY],
-    "wake_if_ready": [_NO_PKEY],
-    "next_wake": ["DROP INDEX jobs_due"],
+    "claim": [["DROP INDEX jobs_pending"], ["DROP INDEX jobs_running"], ["DROP INDEX jobs_due"]],
+    "heartbeat": [[_NO_PKEY, "DROP INDEX jobs_running", "DROP INDEX jobs_by_status"]],
+    "wake": [[_NO_PKEY]],
+    "wake_if_ready": [[_NO_PKEY]],
+    "next_wake": [["DROP INDEX jobs_due"]],
 }
 
 
@@ -146,11 +150,12 @@ def test_postgres_hot_queries_use_their_indexes(pg_history: str, name: str, gene
     with psycopg.connect(pg_history) as conn:
         plan = _explain(conn, name, generic)
         assert pg_problems(plan, PG_CASES[name]) == [], plan
-        for drop in PG_DROP[name]:  # in a transaction rolled back below
-            conn.execute(drop)
-        without = pg_problems(_explain(conn, name, generic), PG_CASES[name])
-        conn.rollback()
-    assert without, f"{name}: the plan did not change when its index was dropped"
+        for drops in PG_DROP[name]:
+            for drop in drops:  # in a transaction rolled back below
+                conn.execute(drop)
+            without = pg_problems(_explain(conn, name, generic), PG_CASES[name])
+            conn.rollback()
+            assert without, f"{name}: the plan did not change without {drops}"
 
 
 def _explain(conn: psycopg.Connection[Any], name: str, generic: bool) -> dict[str, Any]:
