@@ -65,6 +65,7 @@ PG_PARAMS: dict[str, Any] = {
     "epochs": [1, 1],
     "id": "00000009-job",
     "wake_on": "signal:approve",
+    "owners": ["w1", "w2"],
 }
 # The claim, the heartbeat and the wake-ups: per statement, groups of indexes of jobs, one of
 # each group used. The heartbeat may find its few rows by id or among the running jobs (the
@@ -78,6 +79,9 @@ PG_CASES: dict[str, list[set[str]]] = {
     "wake": [{"jobs_pkey"}],
     "wake_if_ready": [{"jobs_pkey"}],
     "next_wake": [{"jobs_due"}],
+    # the reaper: the owners of running jobs, and expiring the leases of dead ones
+    "running_owners": [{"jobs_running"}],
+    "expire_owners": [{"jobs_running"}],
 }
 _NO_PKEY = "ALTER TABLE jobs DROP CONSTRAINT jobs_pkey"
 # What to drop to take each statement's index (or its indexes) away; for the claim, each of
@@ -88,6 +92,8 @@ PG_DROP = {
     "wake": [[_NO_PKEY]],
     "wake_if_ready": [[_NO_PKEY]],
     "next_wake": [["DROP INDEX jobs_due"]],
+    "running_owners": [["DROP INDEX jobs_running"]],
+    "expire_owners": [["DROP INDEX jobs_running"]],
 }
 
 
@@ -191,6 +197,8 @@ LITE_PARAMS: dict[str, Any] = {
     "epoch": 1,
     "id": "00000009-job",
     "wake_on": "signal:approve",
+    "agent": None,
+    "limit": 500,
 }
 # The claim's three candidate lookups and its update, the heartbeat, the wake-ups: the index
 # each must read jobs through.
@@ -203,6 +211,7 @@ LITE_CASES = {
     "wake": ({"sqlite_autoindex_jobs_1"}, None),
     "wake_if_ready": ({"sqlite_autoindex_jobs_1"}, None),
     "next_wake": ({"jobs_due"}, "DROP INDEX jobs_due"),
+    "prune_candidates": ({"jobs_ended"}, "DROP INDEX jobs_ended"),  # a prune batch's pick
 }
 JOBS_ALIASES = ("jobs", "c", "j")  # how the statements name the jobs table
 
