@@ -7,9 +7,9 @@ were those updates to write into every index of jobs, each would cost an insert 
 level deeper as history grows), and the dead entries of past lease times would pile up in
 front of the claim. So: no index of jobs has a column that a step commit, a fence or a
 heartbeat changes, jobs leaves room on its pages (fillfactor), and ``pg_stat_user_tables``
-counts nearly every update of a claimed job as HOT. The same run with the indexes of
-migration 0013 back (on ``lease_expires_at`` and ``updated_at``) counts almost none, so the
-check can tell.
+counts nearly every update of a claimed job as HOT. The same run with the indexes from
+before migration 0014 back (on ``lease_expires_at`` and ``updated_at``) counts almost none,
+so the check can tell.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ HOT_COLUMNS = (
     "updated_at", "event_count", "head_hash", "lease_expires_at", "code_version", "recoveries",
 )  # fmt: skip
 HEARTBEATS, STEPS = 60, 6
-# The indexes of migration 0013 that kept these updates from being HOT.
+# The indexes before migration 0014 that kept these updates from being HOT.
 OLD_INDEXES = [
     "CREATE INDEX old_running ON jobs (lease_expires_at) WHERE status = 'running'",
     "CREATE INDEX old_ended ON jobs (updated_at, id)"
