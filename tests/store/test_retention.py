@@ -196,6 +196,27 @@ async def test_jobs_that_have_not_ended_stay_whatever_their_age(store: Store) ->
     assert len(await store.events("parked")) == 4 and await store.signals("parked", pending=False)
 
 
+async def test_a_long_job_created_before_the_cutoff_that_ended_after_it_stays(
+    store: Store,
+) -> None:
+    """Ended jobs are found by creation time (the index), but the cutoff is on the end time."""
+    await full_job(store, "short")  # created and ended before the cutoff
+    lease = await claimed(store, "long", agent="b")  # created before the cutoff, still running
+    await asyncio.sleep(0.05)
+    cutoff = time.time()
+    await asyncio.sleep(0.05)
+    done = StatusWrite(JobStatus.SUCCEEDED, result=1)
+    end = EventDraft(EventType.JOB_SUCCEEDED, {"result": 1})
+    await store.commit(lease, Commit([end], status=done, head=await head(store, "long")))
+    long = await store.get_job("long")
+    assert long is not None and long.created_at < cutoff < long.updated_at
+    assert (await store.prune_ended(cutoff, dry_run=True)).by_agent == {"a": 1}
+    pruned = await store.prune_ended(cutoff, limit=None)
+    assert pruned.by_agent == {"a": 1} and await store.get_job("long") is not None
+    assert await store.tombstones(["long"]) == {}
+    assert (await store.prune_ended(time.time() + 1)).by_agent == {"b": 1}, "it goes later"
+
+
 async def test_a_dry_run_counts_and_deletes_nothing(store: Store) -> None:
     await full_job(store, "j1")
     await full_job(store, "j2", agent="b")

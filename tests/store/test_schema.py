@@ -54,6 +54,9 @@ _PG_CATALOG = [
        ORDER BY 1""",
     """SELECT proname, pg_get_functiondef(oid) FROM pg_proc
        WHERE pronamespace = 'public'::regnamespace ORDER BY 1""",
+    # storage parameters, such as the fillfactor of jobs
+    """SELECT relname, reloptions FROM pg_class
+       WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL ORDER BY 1""",
 ]
 
 

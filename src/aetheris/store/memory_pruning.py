@@ -78,12 +78,13 @@ class MemoryPruning:
             j
             for j in self._jobs.values()
             if j.status in TERMINAL_STATUSES
+            and j.created_at < before  # as the SQL stores' index range: implied by the next
             and j.updated_at < before
             and (agent is None or j.agent == agent)
             and j.agent not in skip
             and (j.parent_id is None or ended(self._jobs.get(j.parent_id)))
         ]
-        found.sort(key=lambda j: (j.updated_at, j.id))
+        found.sort(key=lambda j: (j.created_at, j.id))  # the order of the SQL stores' jobs_ended
         return [
             Candidate(j.id, j.tenant, j.agent, j.status.value, j.event_count, j.head_hash,
                       j.updated_at)

@@ -162,7 +162,7 @@ class Pruning(Protocol):
         dry_run: bool = False,
     ) -> Pruned:
         """Delete one batch, at most ``limit`` jobs (``None``: all), of the jobs that ended
-        before ``ended_before`` (Unix seconds), oldest first: of ``agent`` when given, of
+        before ``ended_before`` (Unix seconds), oldest created first: of ``agent`` when given, of
         no agent in ``skip_agents``. In one short transaction, with every row keyed by them,
         leaving a :class:`Tombstone` each. ``dry_run``: delete nothing, count what would go.
         A batch smaller than ``limit`` was the last one."""

@@ -700,19 +700,23 @@ SELECT key_id, public_key, first_seen FROM signing_keys ORDER BY first_seen, key
 
 -- name: prune_candidates
 -- Ended jobs whose last update is before :before (of :agent when given, of no agent in
--- :skip), oldest first, except children whose parent has not ended (a scalar subquery: one
--- lookup of the parent by its key per candidate, never a scan of jobs); a NULL :limit: all.
+-- :skip), oldest created first, except children whose parent has not ended (a scalar
+-- subquery: one lookup of the parent by its key per candidate, never a scan of jobs);
+-- a NULL :limit: all. Read along jobs_ended, which is by creation time (on updated_at, which
+-- every step commit sets, it kept PostgreSQL's updates of running jobs from being
+-- heap-only): a job ends after it is created, so created_at < :before bounds the range, and
+-- updated_at < :before, checked on the row, keeps the meaning: ended before the cutoff.
 SELECT id, tenant, agent, status, event_count AS events, head_hash AS head,
        updated_at AS ended_at
 FROM jobs j
 WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated')
-  AND updated_at < %(before)s
+  AND created_at < %(before)s AND updated_at < %(before)s
   AND (%(agent)s::text IS NULL OR agent = %(agent)s::text)
   AND agent <> ALL(%(skip)s::text[])
   AND (parent_id IS NULL OR coalesce((
       SELECT p.status IN ('succeeded', 'failed', 'cancelled', 'compensated')
       FROM jobs p WHERE p.id = j.parent_id), true))
-ORDER BY updated_at, id
+ORDER BY created_at, id
 LIMIT %(limit)s
 
 -- name: prune_count

@@ -222,8 +222,9 @@ CREATE TABLE signing_keys (
     first_seen REAL NOT NULL
 );
 
--- Retention: ended jobs by end time; a tombstone per job pruned (see migration 0013).
-CREATE INDEX jobs_ended ON jobs (updated_at, id)
+-- Retention: ended jobs by creation time (a job ends after it is created; see migration 0014);
+-- a tombstone per job pruned (see migration 0013).
+CREATE INDEX jobs_ended ON jobs (created_at, id)
 WHERE status IN ('succeeded', 'failed', 'cancelled', 'compensated');
 
 CREATE TABLE pruned_jobs (
