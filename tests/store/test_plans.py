@@ -68,14 +68,13 @@ PG_PARAMS: dict[str, Any] = {
     "owners": ["w1", "w2"],
 }
 # The claim, the heartbeat and the wake-ups: per statement, groups of indexes of jobs, one of
-# each group used. The heartbeat may find its few rows by id or among the running jobs (the
-# planner's choice by their number): either way it reads no ended job. The claim's expired
+# each group used. The heartbeat finds its few rows by id, one per lease. The claim's expired
 # branch reads the running jobs through jobs_running (by lease owner, a column a heartbeat
 # leaves alone, so that heartbeats are heap-only updates) and checks their lease times on the
 # rows: as many rows as jobs run, never the history.
 PG_CASES: dict[str, list[set[str]]] = {
     "claim": [{"jobs_running"}, {"jobs_due"}, {"jobs_pending"}, {"jobs_pkey"}],
-    "heartbeat": [{"jobs_pkey", "jobs_running", "jobs_by_status"}],
+    "heartbeat": [{"jobs_pkey"}],
     "wake": [{"jobs_pkey"}],
     "wake_if_ready": [{"jobs_pkey"}],
     "next_wake": [{"jobs_due"}],
@@ -88,7 +87,7 @@ _NO_PKEY = "ALTER TABLE jobs DROP CONSTRAINT jobs_pkey"
 # its branches' indexes in turn.
 PG_DROP = {
     "claim": [["DROP INDEX jobs_pending"], ["DROP INDEX jobs_running"], ["DROP INDEX jobs_due"]],
-    "heartbeat": [[_NO_PKEY, "DROP INDEX jobs_running", "DROP INDEX jobs_by_status"]],
+    "heartbeat": [[_NO_PKEY]],
     "wake": [[_NO_PKEY]],
     "wake_if_ready": [[_NO_PKEY]],
     "next_wake": [["DROP INDEX jobs_due"]],

@@ -94,17 +94,20 @@ GROUP BY e.state
 -- name: heartbeat
 -- The rows are locked in id order first (byte order, as the store sorts a group commit's jobs),
 -- then updated: an UPDATE ... FROM locks rows in whatever order its join happens to run, and a
--- heartbeat and a group commit that lock two jobs in opposite orders deadlock.
+-- heartbeat and a group commit that lock two jobs in opposite orders deadlock. Neither step
+-- filters on the status column, so each reaches its rows by primary key, one per lease,
+-- whatever the statistics say of the running jobs (filtering on it, a planner that believed
+-- few jobs run read them all through the status index, their rows scattered over the
+-- history's pages); the status is checked on the locked row.
 WITH mine AS (
-    SELECT j.id FROM jobs AS j
+    SELECT j.id, j.status FROM jobs AS j
     JOIN unnest(%(ids)s::text[], %(epochs)s::bigint[]) AS l(id, epoch)
       ON j.id = l.id AND j.lease_epoch = l.epoch
-    WHERE j.status = 'running'
     ORDER BY j.id COLLATE "C"
     FOR UPDATE OF j
 )
 UPDATE jobs AS j SET lease_expires_at = aetheris_now() + %(ttl)s
-FROM mine WHERE j.id = mine.id
+FROM mine WHERE j.id = mine.id AND mine.status = 'running'
 RETURNING j.id, j.control
 
 -- name: fence
