@@ -48,6 +48,7 @@ from bench.workers_probe import CpuClock, Sampler, counter_deltas, database_coun
 
 HOLD_S = 10**7  # held jobs wait this far ahead until released
 AGENT = "w2_job"
+EVENT_COLUMNS = ("seq", "body", "prev_hash", "hash", "anchor_key", "anchor_sig")  # event_from()
 CLAIMS = """
 SELECT e.job_id, e.seq, e.body, e.prev_hash, e.hash, e.anchor_key, e.anchor_sig, j.created_at
 FROM events e JOIN jobs j ON j.id = e.job_id WHERE e.type = 'job_claimed'
@@ -210,7 +211,7 @@ def journal(url: str, released: float) -> dict[str, Any]:
     per_owner: Counter[str] = Counter()
     waits = []
     for row in rows:
-        event = event_from(row["job_id"], row)
+        event = event_from(row["job_id"], [row[column] for column in EVENT_COLUMNS])
         per_job[event.job_id] += 1
         per_owner[event.data["owner"]] += 1
         waits.append(event.at - max(released, float(row["created_at"])))
