@@ -203,12 +203,6 @@ def event_from(job_id: str, row: Sequence[Any]) -> Event:
     )
 
 
-def anchor_from(row: Row) -> Anchor | None:
-    """The anchor stored with an event row, if it has one."""
-    key, sig = row["anchor_key"], row["anchor_sig"]
-    return Anchor(key, sig) if key is not None and sig is not None else None
-
-
 def list_params(
     status: JobStatus | None,
     agent: str | None,
