@@ -65,19 +65,6 @@ def no_secrets(kind: str, name: str) -> frozenset[str]:
     return frozenset()
 
 
-def _as_is(commit: Commit) -> bool:
-    """A commit that, with no codec, is stored exactly as it comes: operation entries only,
-    none a tool's (whose result may have secret fields to mark) or holding a park detail; no
-    ledger row, status or new job. Most commits of a run are such: a step, a model call."""
-    if commit.effects or commit.status is not None or commit.create:
-        return False
-    for draft in commit.events:
-        data = draft.data
-        if draft.type is not EventType.OP or data.get("kind") == "tool" or "detail" in data:
-            return False
-    return True
-
-
 class Payloads:
     """Encoding and decoding of one kind of value, for one reader's view."""
 
@@ -144,6 +131,21 @@ class Payloads:
             return detail
         call = {k: mark(v, names) if k in ("args", "kwargs") else v for k, v in payload.items()}
         return {**detail, "payload": call}
+
+    def as_is(self, commit: Commit) -> bool:
+        """Whether ``commit`` would be stored exactly as it comes: no codec to encode with, and
+        nothing :meth:`marked` or :meth:`request` would mark (operation entries only, none a
+        tool's or holding a park detail; no ledger row, status or new job). Most commits of a
+        run are such, a step or a model call, and skip rebuilding the commit."""
+        if self.codec is not None or commit.effects or commit.status is not None:
+            return False
+        if commit.create:
+            return False
+        for draft in commit.events:
+            data = draft.data
+            if draft.type is not EventType.OP or data.get("kind") == "tool" or "detail" in data:
+                return False
+        return True
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -314,7 +316,7 @@ class EncodedStore:
         return self._seen(found[0]) if same and found[0].agent == new.agent else None
 
     async def commit(self, lease: Lease, commit: Commit) -> list[Event]:
-        if self.payloads.codec is None and _as_is(commit):
+        if self.payloads.as_is(commit):
             return await self.inner.commit(lease, commit)  # nothing to encode or mark
         tenant, agent = await self._owner(lease.job_id)
         encoded = self._commit(commit, PayloadScope(tenant, lease.job_id), agent)
