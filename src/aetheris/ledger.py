@@ -271,9 +271,13 @@ async def pace(run: JobRun, call: Call) -> None:
 
 def deliver(call: Call, record: OpRecord, adapter: TypeAdapter[Any] | None) -> Any:
     """Return a recorded (or just recorded) result, or raise its recorded failure."""
+    return _delivered(call.name, call.slot.position, record, adapter)
+
+
+def _delivered(name: str, position: int, record: OpRecord, adapter: TypeAdapter[Any] | None) -> Any:
     error = record.error
     if error is not None:
-        raise ToolFailed(call.name, error["type"], error["message"], position=call.slot.position)
+        raise ToolFailed(name, error["type"], error["message"], position=position)
     return revive(adapter, record.result)
 
 
@@ -312,11 +316,11 @@ async def step(
     """``ctx.step(name, fn, *args)``: a pure, journaled call of ``fn``."""
     ahash = _hash_args(run, "step", name, args, kwargs)
     slot = run.next_op("step", name, ahash)
+    adapter = return_adapter(fn)
+    if slot.recorded is not None:  # replayed: nothing runs (a resume replays every step)
+        return _delivered(name, slot.position, slot.recorded, adapter)
     is_async = asyncio.iscoroutinefunction(fn)
     call = Call("step", name, fn, is_async, args, kwargs, ahash, NO_RETRY, EffectClass.PURE, slot)
-    adapter = return_adapter(fn)
-    if slot.recorded is not None:
-        return deliver(call, slot.recorded, adapter)
     try:  # only the step's own outcome reaches agent code (see JobRun.guarded)
         return await run_pure(run, call, adapter)
     except FOR_THE_AGENT:

@@ -52,7 +52,16 @@ from aetheris.errors import (
     UnknownAgent,
     WaitError,
 )
-from aetheris.journal import Event, EventDraft, EventType, OpRecord, canonical, to_jsonable
+from aetheris.journal import (
+    Event,
+    EventDraft,
+    EventType,
+    JournalIndex,
+    OpRecord,
+    canonical,
+    names_op,
+    to_jsonable,
+)
 from aetheris.models import Budget, Spend
 from aetheris.observe import NOOP, Observer
 from aetheris.probe import Probe
@@ -96,11 +105,6 @@ _SMALL = frozenset({int, float, bool, type(None)})
 # What agent code may see from a durable operation: its own recorded outcome or its own misuse
 # (input that does not validate, a child agent nobody serves).
 FOR_THE_AGENT = (ToolFailed, WaitError, InvalidInput, UnknownAgent)
-_HOLDS = {
-    EventType.OP: "a recorded result",
-    EventType.INTENT: "an effect intent (dispatched, outcome not recorded)",
-    EventType.WAIT: "a wait that began",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,59 +114,6 @@ class Slot:
     position: int
     ordinal: int
     recorded: OpRecord | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """The operation a journal position names, whatever kind of entry names it."""
-
-    kind: str | None
-    name: str | None
-    args_hash: str | None
-    holds: str
-
-    def matches(self, kind: str, name: str, digest: str) -> bool:
-        # A wait journaled before waits named their operation cannot be compared.
-        return self.kind is None or (self.kind, self.name, self.args_hash) == (kind, name, digest)
-
-    def shown(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "args_hash": self.args_hash}
-
-
-_RANK = {EventType.WAIT: 0, EventType.INTENT: 1, EventType.OP: 2}
-
-
-@dataclass(slots=True)
-class _Journal:
-    """What a journal holds by position, read in one pass at the claim: the recorded results
-    (``ops``), the waits that began, and per position the most telling record (a result,
-    else an intent, else a wait)."""
-
-    ops: dict[int, OpRecord]
-    waits: dict[int, dict[str, Any]]
-    records: dict[int, _Record]
-
-    @classmethod
-    def read(cls, events: Sequence[Event]) -> _Journal:
-        ops: dict[int, OpRecord] = {}
-        waits: dict[int, dict[str, Any]] = {}
-        found: dict[int, tuple[int, _Record]] = {}
-        for event in events:
-            position, level = event.position, _RANK.get(event.type)
-            if position is None or level is None:
-                continue
-            data = event.data
-            if level == 2:
-                ops[position] = OpRecord.from_data(data)
-            elif level == 0:
-                waits[position] = data
-            if position in found and found[position][0] > level:
-                continue
-            holds = _HOLDS[event.type]
-            record = _Record(data.get("kind"), data.get("name"), data.get("args_hash"), holds)
-            found[position] = (level, record)
-        records = {position: record for position, (_, record) in found.items()}
-        return cls(ops, waits, records)
 
 
 def _created(events: Sequence[Event]) -> Mapping[str, Any]:
@@ -242,12 +193,12 @@ class JobRun:
 
     def _index(self, events: Sequence[Event], effects: Sequence[Effect]) -> None:
         """What the journal and the ledger hold, by position (read once, at the claim)."""
-        journal = _Journal.read(events)
-        self._ops, self._records, self.waits = journal.ops, journal.records, journal.waits
-        self._has_children = any(r.kind == "child" for r in self._records.values())
+        self._journal = journal = JournalIndex.read(events)
+        self.waits = journal.waits
+        self._has_children = any(d.get("kind") == "child" for d in journal.ops.values())
         # Not interrupted while replaying: a cancel then takes effect where the replay ends,
         # with every effect the journal holds known (and so compensated).
-        self._replayed_to = max(self._records, default=-1)
+        self._replayed_to = max(journal.positions(), default=-1)
         self._ledger = {e.position: _as_write(e) for e in effects}
 
     # -- the journal cursor -----------------------------------------------------------------
@@ -269,18 +220,22 @@ class JobRun:
         self._position += 1
         ordinal = self._ordinals.get(name, 0) + 1
         self._ordinals[name] = ordinal
-        record = self._records.get(position)
-        if record is not None and record.kind == "compensation" and not self.compensating:
+        journal = self._journal
+        data = journal.entry(position)
+        if data is not None and data.get("kind") == "compensation" and not self.compensating:
             # An earlier run was cancelled (or ran out of time) here and began compensating:
             # this one ends at the same position, whatever the code was about to do.
             self._position = position
             self._ordinals[name] = ordinal - 1
             self._end_where_compensation_began(position)
-        if record is not None and not record.matches(kind, name, args_digest):
+        if data is not None and not names_op(data, kind, name, args_digest):
+            record = journal.at(position)
+            assert record is not None
             self.diverged(
                 position, record.shown(), {"kind": kind, "name": name, "args_hash": args_digest}
             )
-        recorded = self._ops.get(position)
+        op = journal.ops.get(position)
+        recorded = None if op is None else OpRecord.from_data(op)
         if recorded is not None and self.probe.on:
             self.probe.replayed(position, recorded)
         if recorded is None:
@@ -373,15 +328,16 @@ class JobRun:
     def held(self, position: int) -> tuple[str | None, str | None] | None:
         """(kind, name) the journal holds at ``position``; (None, None) for no record there
         but one after (a replayed position); ``None`` past the recorded prefix (live)."""
-        record = self._records.get(position)
+        record = self._journal.at(position)
         if record is None:
             return None if position > self._replayed_to else (None, None)
         return record.kind, record.name
 
     def leftover(self) -> tuple[int, dict[str, Any]] | None:
         """The first record past the position reached, if the code stopped short of it."""
-        later = sorted(p for p in self._records if p >= self._position)
-        return (later[0], self._records[later[0]].shown()) if later else None
+        later = [p for p in self._journal.positions() if p >= self._position]
+        record = self._journal.at(min(later)) if later else None
+        return None if record is None else (min(later), record.shown())
 
     def open_intents(self) -> list[EffectWrite]:
         """Ledger rows with an intent and no outcome, by position."""
@@ -401,8 +357,8 @@ class JobRun:
     def diverged(self, position: int, expected: Mapping[str, Any], got: Mapping[str, Any]) -> None:
         """The code no longer matches the journal: park, never continue on a wrong prefix."""
 
-        record = self._records.get(position)
-        holds = f" ({record.holds})" if record is not None and record.holds else ""
+        record = self._journal.at(position)
+        holds = f" ({record.holds})" if record is not None else ""
         diff, location = callsite.divergence(position, expected, got, holds)
         detail = {"position": position, "expected": dict(expected), "got": dict(got), "diff": diff}
         detail |= {"location": location}
