@@ -46,8 +46,8 @@ async def _compensate(run: JobRun, tool: ToolDef, request: CompensationRequest) 
         EffectClass.IDEMPOTENT,
         slot,
     )
-    if slot.recorded is not None:
-        _raise_if_failed(call, slot.recorded)
+    if slot.replayed is not None:
+        _raise_if_failed(call, slot.recorded())
         return
     key = request.idempotency_key + ":compensate"
     row = run.ledger_row(slot.position)

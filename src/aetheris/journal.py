@@ -135,7 +135,10 @@ def _dumps(jsonable: Any) -> bytes:
         raise EncodingError(
             "value contains a NUL character (\\u0000), which no Aetheris store can keep"
         )
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodingError(f"value is not valid Unicode (a lone surrogate): {exc}") from None
 
 
 def _has_nul(value: Any) -> bool:
@@ -536,6 +539,11 @@ class JournalIndex:
             if data is not None:
                 return Entry(data, holds)
         return None
+
+    def holds(self, kind: str) -> bool:
+        """Whether any entry is of an operation of ``kind``."""
+        every = (self.ops, self.intents, self.waits)
+        return any(data.get("kind") == kind for entries in every for data in entries.values())
 
     def positions(self) -> set[int]:
         return self.ops.keys() | self.intents.keys() | self.waits.keys()

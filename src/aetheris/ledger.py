@@ -271,14 +271,19 @@ async def pace(run: JobRun, call: Call) -> None:
 
 def deliver(call: Call, record: OpRecord, adapter: TypeAdapter[Any] | None) -> Any:
     """Return a recorded (or just recorded) result, or raise its recorded failure."""
-    return _delivered(call.name, call.slot.position, record, adapter)
+    return _delivered(call.name, call.slot.position, record.error, record.result, adapter)
 
 
-def _delivered(name: str, position: int, record: OpRecord, adapter: TypeAdapter[Any] | None) -> Any:
-    error = record.error
+def _delivered(
+    name: str,
+    position: int,
+    error: Mapping[str, Any] | None,
+    result: Any,
+    adapter: TypeAdapter[Any] | None,
+) -> Any:
     if error is not None:
         raise ToolFailed(name, error["type"], error["message"], position=position)
-    return revive(adapter, record.result)
+    return revive(adapter, result)
 
 
 def _deliver_live(
@@ -317,8 +322,10 @@ async def step(
     ahash = _hash_args(run, "step", name, args, kwargs)
     slot = run.next_op("step", name, ahash)
     adapter = return_adapter(fn)
-    if slot.recorded is not None:  # replayed: nothing runs (a resume replays every step)
-        return _delivered(name, slot.position, slot.recorded, adapter)
+    replayed = slot.replayed
+    if replayed is not None:  # nothing runs; read straight from the entry: a resume replays
+        error = replayed.get("error")  # every step, and an OpRecord costs more than the rest
+        return _delivered(name, slot.position, error, replayed.get("result"), adapter)
     is_async = asyncio.iscoroutinefunction(fn)
     call = Call("step", name, fn, is_async, args, kwargs, ahash, NO_RETRY, EffectClass.PURE, slot)
     try:  # only the step's own outcome reaches agent code (see JobRun.guarded)
@@ -414,9 +421,10 @@ async def _call_tool(
         await approval(run, f"tool:{tool.name}", request, tool.approval_timeout, None)
     slot = run.next_op("tool", tool.name, ahash)
     call = Call.of_tool(tool, args, kwargs, slot, ahash)
-    if slot.recorded is not None:
-        value = deliver(call, slot.recorded, tool.adapter)
-        remember_compensation(run, tool, call, slot.recorded)
+    if slot.replayed is not None:
+        recorded = slot.recorded()
+        value = deliver(call, recorded, tool.adapter)
+        remember_compensation(run, tool, call, recorded)
         return value
     await pace(run, call)  # before the intent: a crash while waiting leaves nothing in doubt
     if tool.effect is EffectClass.PURE:

@@ -102,8 +102,8 @@ async def _journaled(
     params = _params(request, blobs)
     digest = sha256_hex(canonical({"messages": [head, count], "model": model, "params": params}))
     slot = run.next_op("llm", model, digest)
-    if slot.recorded is not None:
-        reply = await _replayed(run, slot.recorded, slot.position)
+    if slot.replayed is not None:
+        reply = await _replayed(run, slot.recorded(), slot.position)
     else:
         extra = {
             "provider": provider,

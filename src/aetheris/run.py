@@ -113,7 +113,12 @@ class Slot:
 
     position: int
     ordinal: int
-    recorded: OpRecord | None
+    replayed: dict[str, Any] | None  # the data of the result the journal holds here, if any
+
+    def recorded(self) -> OpRecord:
+        """The result the journal holds here (``replayed`` must be set), read from its data."""
+        assert self.replayed is not None
+        return OpRecord.from_data(self.replayed)
 
 
 def _created(events: Sequence[Event]) -> Mapping[str, Any]:
@@ -195,7 +200,7 @@ class JobRun:
         """What the journal and the ledger hold, by position (read once, at the claim)."""
         self._journal = journal = JournalIndex.read(events)
         self.waits = journal.waits
-        self._has_children = any(d.get("kind") == "child" for d in journal.ops.values())
+        self._has_children = journal.holds("child")
         # Not interrupted while replaying: a cancel then takes effect where the replay ends,
         # with every effect the journal holds known (and so compensated).
         self._replayed_to = max(journal.positions(), default=-1)
@@ -235,17 +240,16 @@ class JobRun:
                 position, record.shown(), {"kind": kind, "name": name, "args_hash": args_digest}
             )
         op = journal.ops.get(position)
-        recorded = None if op is None else OpRecord.from_data(op)
-        if recorded is not None and self.probe.on:
-            self.probe.replayed(position, recorded)
-        if recorded is None:
+        if op is not None and self.probe.on:
+            self.probe.replayed(position, OpRecord.from_data(op))
+        if op is None:
             if self._replay_only:
                 raise ReplayEnded(position)
             if not self.compensating:
                 if self._closing is not None:
                     raise self._closing  # the run is ending: a parallel branch starts nothing
                 self._honour_control(position)
-        return Slot(position, ordinal, recorded)
+        return Slot(position, ordinal, op)
 
     def _end_where_compensation_began(self, position: int) -> None:
         if self.control is Control.CANCEL:
@@ -598,8 +602,8 @@ class JobRun:
         which always precedes anything the value can influence outside the process.
         """
         slot = self.next_op(kind, name or kind, "")
-        if slot.recorded is not None:
-            return slot.recorded.result
+        if slot.replayed is not None:
+            return slot.recorded().result
         value = produce()
         record = OpRecord(kind, name or kind, slot.ordinal, "", result=value)
         self._pending.append(record.draft(slot.position))

@@ -78,14 +78,14 @@ def approval_signal(position: int) -> str:
 
 def _recorded(slot: Slot) -> Any:
     """A wait's recorded outcome: its result, or its failure raised again as it was."""
-    assert slot.recorded is not None
-    error = slot.recorded.error
+    recorded = slot.recorded()
+    error = recorded.error
     if error is not None and error["type"] == "UnknownAgent":
         raise UnknownAgent(error["detail"]["agent"], error["detail"]["known"])
     if error is not None:
         kind = _ERRORS.get(error["type"], WaitError)
         raise kind(error["message"], position=slot.position, detail=error.get("detail"))
-    return slot.recorded.result
+    return recorded.result
 
 
 def _op(
@@ -181,7 +181,7 @@ class _Wait:
 
 async def wait_for_signal(run: JobRun, name: str, timeout: float | None) -> Any:
     slot = run.next_op("signal", name, "")
-    if slot.recorded is not None:
+    if slot.replayed is not None:
         return _recorded(slot)
     deadline = _deadline(run, slot.position, timeout)
     signal = await run.take_signal(name)
@@ -223,7 +223,7 @@ async def wait_for_keyed(run: JobRun, name: str, key: str, timeout: float | None
     check_text(key, "signal key")
     digest = args_hash([name], {"key": key})
     slot = run.next_op("signal", name, digest)
-    if slot.recorded is not None:
+    if slot.replayed is not None:
         return _recorded(slot)
     deadline = _deadline(run, slot.position, timeout)
     await _hold_key(run, slot, name, key, digest)
@@ -271,7 +271,7 @@ async def _hold_key(run: JobRun, slot: Slot, name: str, key: str, digest: str) -
 async def sleep(run: JobRun, seconds: float) -> None:
     digest = args_hash([seconds], {})
     slot = run.next_op("sleep", "sleep", digest)
-    if slot.recorded is not None:
+    if slot.replayed is not None:
         return
     until = _deadline(run, slot.position, seconds)
     assert until is not None
@@ -299,7 +299,7 @@ async def approval(
     digest = args_hash([name], {"payload": body})
     slot = run.next_op("approval", name, digest)
     request_id = f"{run.job.id}:{slot.position}"
-    if slot.recorded is not None:
+    if slot.replayed is not None:
         return Approval(request_id=request_id, **_recorded(slot))
     wait = run.wait_record(slot.position) or {}
     deadline = _deadline(run, slot.position, timeout)
@@ -380,7 +380,7 @@ async def run_agent(run: JobRun, agent: str, data: Mapping[str, Any], job_id: st
     canonical(body)  # what has no stored form is the caller's mistake, refused here
     digest = args_hash([agent], body)
     slot = run.next_op("child", agent, digest)
-    if slot.recorded is not None:
+    if slot.replayed is not None:
         return _recorded(slot)
     child_id = job_id or f"{run.job.id}.{slot.position}"
     known = run.agents.get(agent)
@@ -460,7 +460,7 @@ async def budget_raised(run: JobRun, why: str) -> Budget:
     """The job's budget is spent (``why``): take an operator's raise from the inbox, journaled
     at this position, or park with reason ``budget`` until one arrives."""
     slot = run.next_op("budget", "budget", "")
-    if slot.recorded is not None:
+    if slot.replayed is not None:
         return _raised(run, _recorded(slot))
     signal = await run.take_signal(BUDGET_SIGNAL)
     if signal is not None:

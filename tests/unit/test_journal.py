@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import hashlib
 import json
 
 import pytest
@@ -90,6 +91,37 @@ def test_args_hash_is_stable_and_distinguishes_args() -> None:
     assert args_hash([1], {"a": 2}) == args_hash((1,), {"a": 2})
     assert args_hash([1], {"a": 2}) != args_hash([2], {"a": 1})
     assert len(args_hash([], {})) == 64
+
+
+def _every_code_point() -> list[str]:
+    """Every Unicode code point but NUL and the lone surrogates, in strings of 4,096."""
+    points = [c for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF]
+    return ["".join(map(chr, points[i : i + 4096])) for i in range(0, len(points), 4096)]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [_every_code_point()[0]],  # the control characters and their escapes
+        _every_code_point(),
+        [0, -1, 2**63 - 1, -(2**63), 2**64 - 1, True, False, None, "", '"\\/'],
+        [2**64, -(2**63) - 1],  # beyond 64 bits: orjson refuses them, canonical JSON does not
+        ["a\u2028b\u2029c\x7f"],
+        [1e16, 1.5e-7, 0.1, -0.0],  # orjson writes 1e16 and 1.5e-7: floats keep json's path
+    ],
+    ids=["controls", "every-code-point", "scalars", "big-ints", "separators", "floats"],
+)
+def test_args_hash_is_the_hash_of_the_canonical_bytes(values: list[object]) -> None:
+    # Arguments of plain scalar types take a faster encoder: its bytes must be canonical JSON's,
+    # or a journal written before it would no longer match its own code on replay.
+    expected = hashlib.sha256(canonical({"args": values, "kwargs": {}})).hexdigest()
+    assert args_hash(values, {}) == expected
+
+
+@pytest.mark.parametrize("bad", [["a\x00b"], ["\ud800"]], ids=["nul", "lone-surrogate"])
+def test_args_hash_refuses_what_no_store_keeps(bad: list[object]) -> None:
+    with pytest.raises(EncodingError):
+        args_hash(bad, {})
 
 
 def chain(n: int) -> list:

@@ -56,6 +56,8 @@ from aetheris.store.port import (
 )
 
 CODEC = "$codec"
+# What a stored event's bytes hold when it has something to decode (a resume asks of each).
+_CODEC_KEY, _SECRET_KEY = (f'"{key}"'.encode() for key in (CODEC, SECRET))
 ENCRYPTED = "[encrypted]"  # an encoded payload, read where no codec is configured
 SEALED = ("input", "result", "payload", "output", "comment")
 Secrets = Callable[[str, str], frozenset[str]]  # ("tool" | "agent", name) -> secret fields
@@ -198,9 +200,7 @@ class Payloads:
 
     def plain(self, body: bytes) -> bool:
         """Whether an event's stored bytes hold nothing to decode for this view."""
-        return b'"' + CODEC.encode() + b'"' not in body and (
-            self.view == "keep" or b'"' + SECRET.encode() + b'"' not in body
-        )
+        return _CODEC_KEY not in body and (self.view == "keep" or _SECRET_KEY not in body)
 
     def event(self, event: Event) -> Event:
         if self.plain(event.body):
