@@ -5,6 +5,7 @@ import datetime as dt
 import enum
 import hashlib
 import json
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -12,8 +13,10 @@ from pydantic import BaseModel
 from aetheris.errors import EncodingError
 from aetheris.journal import (
     GENESIS_HASH,
+    Event,
     EventDraft,
     EventType,
+    JournalIndex,
     args_hash,
     canonical,
     decode,
@@ -124,7 +127,50 @@ def test_args_hash_refuses_what_no_store_keeps(bad: list[object]) -> None:
         args_hash(bad, {})
 
 
-def chain(n: int) -> list:
+def _entries(*entries: tuple[EventType, int | None, dict[str, Any]]) -> list[Event]:
+    """Sealed events of (type, position, data), chained in this order."""
+    events, prev = [], GENESIS_HASH
+    for seq, (kind, position, data) in enumerate(entries):
+        event = seal("j", seq, prev, EventDraft(kind, data, position), 1.0)
+        events.append(event)
+        prev = event.hash
+    return events
+
+
+def test_the_journal_index_holds_the_most_telling_entry_of_each_position() -> None:
+    op = {"kind": "tool", "name": "pay", "args_hash": "h", "result": 1}
+    intent = {"kind": "tool", "name": "pay", "args_hash": "h"}
+    wait, later_wait = {"kind": "signal", "name": "go"}, {"kind": "signal", "name": "go", "n": 2}
+    index = JournalIndex.read(
+        _entries(
+            (EventType.JOB_CREATED, None, {}),
+            (EventType.WAIT, 0, wait),
+            (EventType.WAIT, 0, later_wait),  # the last of a kind at a position wins
+            (EventType.OP, 1, op),
+            (EventType.INTENT, 1, intent),  # an intent after the result does not hide it
+            (EventType.INTENT, 2, intent),
+            (EventType.WAIT, 2, wait),  # nor a wait after an intent
+        )
+    )
+    at = {p: index.at(p) for p in range(4)}
+    assert [(e.holds, e.data) if e else None for e in at.values()] == [
+        ("a wait that began", later_wait),
+        ("a recorded result", op),
+        ("an effect intent (dispatched, outcome not recorded)", intent),
+        None,
+    ]
+    assert [index.entry(p) for p in range(4)] == [later_wait, op, intent, None]
+    assert index.positions() == {0, 1, 2}
+    assert index.ops == {1: op} and index.waits == {0: later_wait, 2: wait}
+    assert index.holds("signal") and index.holds("tool") and not index.holds("child")
+
+
+def test_a_child_at_position_zero_is_held() -> None:
+    child = {"kind": "child", "name": "helper", "args_hash": "h"}
+    assert JournalIndex.read(_entries((EventType.WAIT, 0, child))).holds("child")
+
+
+def chain(n: int) -> list[Event]:
     events, prev = [], GENESIS_HASH
     for seq in range(n):
         event = seal("j", seq, prev, EventDraft(EventType.OP, {"i": seq}, seq), 1.0)
