@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import tuple_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from aetheris import crashpoints
@@ -73,11 +73,10 @@ from aetheris.store.port import (
 from aetheris.store.postgres_directory import PostgresDirectory
 from aetheris.store.postgres_keyed import PostgresKeyed
 from aetheris.store.postgres_kv import PostgresKeyValue
-from aetheris.store.postgres_pooling import open_pool, pooling_from, settle, with_application_name
+from aetheris.store.postgres_pooling import pooling_from, settle, with_application_name
 from aetheris.store.postgres_pruning import PostgresPruning
 from aetheris.store.postgres_session import (
     CommitGroup,
-    KeptConnection,
     Listener,
     Presence,
     lock_is_free,
@@ -156,7 +155,7 @@ class PostgresStore(
         self._listener: Listener | None = None
         self._free_since: dict[str, float] = {}
         self._presence = Presence()
-        self._group, self._kept = CommitGroup(self), KeptConnection()
+        self._group = CommitGroup(self)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -165,7 +164,23 @@ class PostgresStore(
             return
         await probe(self.url, self._connect_timeout)
         self.pooling = await settle(self.url, self.pooling, self._connect_timeout)
-        self._pool = await open_pool(self.url, self.pooling, self._connect_timeout)
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
+            self.url,
+            min_size=self.pooling.min_size,
+            max_size=self.pooling.max_size,
+            open=False,
+            timeout=self._connect_timeout,
+            kwargs={"autocommit": True, "row_factory": dict_row, **self.pooling.connect_kwargs()},
+            name="aetheris",
+        )
+        try:
+            await pool.open(wait=True, timeout=self._connect_timeout)
+        except (PoolTimeout, psycopg.Error) as exc:
+            await pool.close()
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {safe_url(self.url)}: {exc}"
+            ) from exc
+        self._pool = pool
         if migrate:
             try:
                 await self.migrate()
@@ -177,18 +192,16 @@ class PostgresStore(
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
-        await self._kept.give_back()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
 
     @contextlib.asynccontextmanager
-    async def _conn(self, kept: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
-        """A pooled connection; ``kept``: the one the commit path keeps (see KeptConnection)."""
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
         if self._pool is None:
             raise StoreError(f"store {safe_url(self.url)} is not open")
         try:
-            async with self._kept.use(self._pool) if kept else self._pool.connection() as conn:
+            async with self._pool.connection() as conn:
                 yield conn
         except PoolTimeout as exc:
             raise StoreUnavailable(f"PostgreSQL: no connection available: {exc}") from exc
@@ -374,7 +387,7 @@ class PostgresStore(
 
     async def _commit_one(self, params: dict[str, Any]) -> int:
         name, args = commit_form(params)
-        async with self._conn(kept=True) as conn:
+        async with self._conn() as conn:
             cur = await conn.execute(Q[name], args, prepare=prepare_commit(conn))
             return int(row["fenced"]) if (row := await cur.fetchone()) else 0
 
@@ -382,7 +395,7 @@ class PostgresStore(
         """Several jobs' commits in one transaction: one round trip, one WAL flush."""
         ordered = sorted(range(len(batch)), key=lambda i: batch[i]["id"])  # one lock order
         try:
-            async with self._conn(kept=True) as conn, conn.pipeline(), conn.transaction():
+            async with self._conn() as conn, conn.pipeline(), conn.transaction():
                 cursors = [await conn.execute(Q["commit"], batch[i]) for i in ordered]
             fenced: list[int | BaseException] = [0] * len(batch)
             for i, cursor in zip(ordered, cursors, strict=True):

@@ -39,8 +39,6 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from aetheris.errors import ConfigurationError, StoreUnavailable
 from aetheris.store import safe_url, sql
@@ -222,22 +220,3 @@ async def _pid(conn: psycopg.AsyncConnection[Any]) -> int:
     row = await (await conn.execute(Q["backend_pid"])).fetchone()
     assert row is not None
     return int(row[0])
-
-
-async def open_pool(url: str, pooling: Pooling, connect_timeout: float) -> AsyncConnectionPool[Any]:
-    """The store's pool, open with its ``min_size`` connections (autocommit, rows as dicts)."""
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        url,
-        min_size=pooling.min_size,
-        max_size=pooling.max_size,
-        open=False,
-        timeout=connect_timeout,
-        kwargs={"autocommit": True, "row_factory": dict_row, **pooling.connect_kwargs()},
-        name="aetheris",
-    )
-    try:
-        await pool.open(wait=True, timeout=connect_timeout)
-    except (PoolTimeout, psycopg.Error) as exc:
-        await pool.close()
-        raise StoreUnavailable(f"cannot connect to PostgreSQL at {safe_url(url)}: {exc}") from exc
-    return pool

@@ -9,12 +9,10 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from aetheris.bell import Bell
 from aetheris.errors import SchemaMismatch, StoreError, StoreUnavailable
@@ -193,46 +191,6 @@ class CommitGroup:
                 future.set_exception(result)
             else:
                 future.set_result(result)
-
-
-class KeptConnection:
-    """The pooled connection the commit path keeps from one commit to the next.
-
-    A process's commits never run two at a time (:class:`CommitGroup` sends one batch at a
-    time), so one connection serves them all. Keeping it saves taking it from the pool and
-    giving it back at every step, and its commit statements are prepared and planned once,
-    not once per pooled connection (the pool hands its connections out in turn). Nothing is
-    kept from a pool of fewer than two: the rest of the store would have none. A statement
-    that fails gives the connection back (the pool drops it if broken) and the next commit
-    takes another.
-    """
-
-    def __init__(self) -> None:
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._pool: AsyncConnectionPool[Any] | None = None
-
-    @contextlib.asynccontextmanager
-    async def use(self, pool: AsyncConnectionPool[Any]) -> AsyncIterator[Any]:
-        if pool.max_size < 2:
-            async with pool.connection() as conn:
-                yield conn
-            return
-        if self._pool is not pool:
-            await self.give_back()
-        if self._conn is None:
-            self._conn, self._pool = await pool.getconn(), pool
-        try:
-            yield self._conn
-        except BaseException:
-            await self.give_back()
-            raise
-
-    async def give_back(self) -> None:
-        """Return the kept connection to its pool (before the pool closes)."""
-        conn, pool = self._conn, self._pool
-        self._conn = self._pool = None
-        if conn is not None and pool is not None:
-            await pool.putconn(conn)
 
 
 class Listener:
