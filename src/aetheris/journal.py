@@ -515,34 +515,39 @@ class JournalIndex:
     @classmethod
     def read(cls, events: Sequence[Event]) -> JournalIndex:
         journal = cls({}, {}, {})
-        by_type = {EventType.OP: journal.ops, EventType.INTENT: journal.intents}
-        by_type |= {EventType.WAIT: journal.waits}
+        kinds = (EventType.OP, EventType.INTENT, EventType.WAIT)  # the order of _tables()
+        by_type = dict(zip(kinds, journal._tables(), strict=True))
         for event in events:
             position, entries = event.position, by_type.get(event.type)
             if position is not None and entries is not None:
                 entries[position] = event.data
         return journal
 
+    def _tables(self) -> tuple[dict[int, dict[str, Any]], ...]:
+        """The entries by kind, most telling first (in the order of ``_HOLDS``)."""
+        return self.ops, self.intents, self.waits
+
+    def _find(self, position: int) -> tuple[int, dict[str, Any]] | None:
+        """The most telling entry at ``position``: its kind's rank and its data."""
+        for rank, entries in enumerate(self._tables()):
+            data = entries.get(position)
+            if data is not None:
+                return rank, data
+        return None
+
     def entry(self, position: int) -> Mapping[str, Any] | None:
         """The data of the most telling entry at ``position`` (see :meth:`at`)."""
-        data = self.ops.get(position)
-        if data is None:
-            data = self.intents.get(position)
-            if data is None:
-                data = self.waits.get(position)
-        return data
+        found = self._find(position)
+        return None if found is None else found[1]
 
     def at(self, position: int) -> Entry | None:
         """The most telling entry at ``position``: a result, else an intent, else a wait."""
-        for holds, entries in zip(_HOLDS, (self.ops, self.intents, self.waits), strict=True):
-            data = entries.get(position)
-            if data is not None:
-                return Entry(data, holds)
-        return None
+        found = self._find(position)
+        return None if found is None else Entry(found[1], _HOLDS[found[0]])
 
     def holds(self, kind: str) -> bool:
         """Whether any entry is of an operation of ``kind``."""
-        every = (self.ops, self.intents, self.waits)
+        every = self._tables()
         return any(data.get("kind") == kind for entries in every for data in entries.values())
 
     def positions(self) -> set[int]:

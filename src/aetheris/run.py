@@ -199,7 +199,6 @@ class JobRun:
     def _index(self, events: Sequence[Event], effects: Sequence[Effect]) -> None:
         """What the journal and the ledger hold, by position (read once, at the claim)."""
         self._journal = journal = JournalIndex.read(events)
-        self.waits = journal.waits
         self._has_children = journal.holds("child")
         # Not interrupted while replaying: a cancel then takes effect where the replay ends,
         # with every effect the journal holds known (and so compensated).
@@ -327,7 +326,7 @@ class JobRun:
 
     def wait_record(self, position: int) -> dict[str, Any] | None:
         """What the journal recorded when the wait at ``position`` first parked, if it did."""
-        return self.waits.get(position)
+        return self._journal.waits.get(position)
 
     def held(self, position: int) -> tuple[str | None, str | None] | None:
         """(kind, name) the journal holds at ``position``; (None, None) for no record there
@@ -340,8 +339,12 @@ class JobRun:
     def leftover(self) -> tuple[int, dict[str, Any]] | None:
         """The first record past the position reached, if the code stopped short of it."""
         later = [p for p in self._journal.positions() if p >= self._position]
-        record = self._journal.at(min(later)) if later else None
-        return None if record is None else (min(later), record.shown())
+        if not later:
+            return None
+        first = min(later)
+        record = self._journal.at(first)
+        assert record is not None  # a position of the journal holds an entry
+        return first, record.shown()
 
     def open_intents(self) -> list[EffectWrite]:
         """Ledger rows with an intent and no outcome, by position."""
