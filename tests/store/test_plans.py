@@ -26,6 +26,7 @@ import pytest
 from psycopg import ClientCursor
 
 from aetheris.store import create_store, sql
+from aetheris.store.postgres_session import read_journal
 
 JOBS = 20_000  # of which PENDING pending, RUNNING running, PARKED parked, the rest ended
 PENDING, RUNNING, PARKED = 200, 200, 2_000
@@ -163,7 +164,9 @@ def test_postgres_hot_queries_use_their_indexes(pg_history: str, name: str, gene
             assert without, f"{name}: the plan did not change without {drops}"
 
 
-def _explain(conn: psycopg.Connection[Any], name: str, generic: bool) -> dict[str, Any]:
+def _explain(
+    conn: psycopg.Connection[Any], name: str, generic: bool, params: dict[str, Any] = PG_PARAMS
+) -> dict[str, Any]:
     query = sql.queries("postgresql")[name]
     cur = ClientCursor(conn)
     if generic:
@@ -171,17 +174,83 @@ def _explain(conn: psycopg.Connection[Any], name: str, generic: bool) -> dict[st
         cur.execute(f"PREPARE plan_check AS {numbered}")
         cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         args = f"({', '.join(['%s'] * len(names))})" if names else ""
-        cur.execute(
-            f"EXPLAIN (FORMAT JSON) EXECUTE plan_check{args}", [PG_PARAMS[n] for n in names]
-        )
+        cur.execute(f"EXPLAIN (FORMAT JSON) EXECUTE plan_check{args}", [params[n] for n in names])
     else:
-        cur.execute(f"EXPLAIN (FORMAT JSON) {query}", PG_PARAMS)
+        cur.execute(f"EXPLAIN (FORMAT JSON) {query}", params)
     row = cur.fetchone()
     if generic:
         cur.execute("DEALLOCATE plan_check")
     assert row is not None
     plan: dict[str, Any] = row[0][0]["Plan"]
     return plan
+
+
+# -- the journal read ---------------------------------------------------------------------------
+
+LONG, SHORT, SHORT_EVENTS = 5_000, 3_000, 5  # one long journal among many short ones
+
+
+def _fill_journals(url: str, analyze: bool) -> None:
+    """One long journal, written in one run of steps, then many short ones."""
+    body = b'{"data":{}}' + b" " * 360  # about an op entry's size
+    rows = [("long-job", seq) for seq in range(LONG)]
+    rows += [(f"{k:05d}-job", seq) for k in range(SHORT) for seq in range(SHORT_EVENTS)]
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.cursor().copy(
+            "COPY events (job_id, seq, type, position, body, prev_hash, hash) FROM STDIN"
+        ) as copy:
+            for job_id, seq in rows:
+                copy.write_row((job_id, seq, "op", seq, body, "p", "h"))
+        if analyze:
+            conn.execute("ANALYZE events")
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+@pytest.mark.parametrize("analyzed", [False, True], ids=["never-analyzed", "analyzed"])
+def test_a_long_journal_is_read_by_walking_its_key(
+    pg_url: str, analyzed: bool, generic: bool
+) -> None:
+    """A resume reads its whole journal in order: along the primary key, with no sort (which
+    spills to disk past ``work_mem``) and no parallel workers, whatever the statistics say."""
+    _fill_journals(pg_url, analyzed)
+    params = {"job_id": "long-job", "after": -1, "limit": None}
+
+    def kinds(plan: dict[str, Any]) -> list[str]:
+        return [f"{n['Node Type']} {n.get('Index Name', '')}".strip() for n in _pg_nodes(plan)]
+
+    with psycopg.connect(pg_url) as conn:  # in a transaction, as the store reads it
+        conn.execute(sql.queries("postgresql")["walk_the_journal_key"])
+        walked = kinds(_explain(conn, "events", generic, params))
+        conn.rollback()
+        left_alone = kinds(_explain(conn, "events", generic, params))
+    assert [k for k in walked if k != "Limit"] == ["Index Scan events_pkey"], walked
+    if not generic:  # a generic plan walks the key anyway; a custom one (the first five
+        # executions on a connection, a fresh worker's) sorts what a scan of the table found
+        assert "Sort" in left_alone, f"the check cannot tell a walk from a sort: {left_alone}"
+
+
+async def test_the_store_reads_a_journal_by_walking_its_key_on_a_fresh_connection(
+    pg_url: str,
+) -> None:
+    """The store's own read, on a new connection (a custom plan, as a fresh worker's first
+    resumes get), by ``auto_explain``'s report of the plan it ran; the same query sent bare
+    on that connection sorts, so the report can tell."""
+    _fill_journals(pg_url, analyze=True)
+    plans: list[str] = []
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        await conn.execute("LOAD 'auto_explain'")
+        await conn.execute("SET auto_explain.log_min_duration = 0")
+        await conn.execute("SET auto_explain.log_level = notice")
+        params = {"job_id": "long-job", "after": -1, "limit": None}
+        rows = await read_journal(conn, params)
+        assert [r[0] for r in rows] == list(range(LONG))
+        read, plans[:] = [p for p in plans if "FROM events" in p], []
+        await conn.execute(sql.queries("postgresql")["events"], params)
+        bare = [p for p in plans if "FROM events" in p]
+    assert len(read) == 1 and "Index Scan using events_pkey" in read[0], read
+    assert "Sort" not in read[0], read[0]
+    assert len(bare) == 1 and "Sort" in bare[0], f"the report cannot tell: {bare}"
 
 
 # -- SQLite -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from aetheris import crashpoints
@@ -83,6 +83,7 @@ from aetheris.store.postgres_session import (
     lock_key,
     prepare_commit,
     probe,
+    read_journal,
     safe_url,
     schema_mismatch,
     schema_state,
@@ -497,9 +498,8 @@ class PostgresStore(
         self, job_id: str, *, after: int = -1, limit: int | None = None
     ) -> list[Event]:
         params = {"job_id": job_id, "after": after, "limit": limit}
-        async with self._conn() as conn:  # binary: bodies as bytes, not hex text to decode
-            cur = conn.cursor(row_factory=tuple_row, binary=True)
-            rows = await (await cur.execute(Q["events"], params)).fetchall()
+        async with self._conn() as conn:
+            rows = await read_journal(conn, params)
         return [event_from(job_id, r) for r in rows]
 
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:

@@ -161,6 +161,11 @@ SET status = %(status)s, park_reason = %(park_reason)s, park_detail = %(park_det
     updated_at = aetheris_now()
 WHERE id = %(id)s
 
+-- name: walk_the_journal_key
+-- Before `events`, in its transaction: the journal is read by walking the primary key (see
+-- aetheris.store.postgres_session.read_journal).
+SET LOCAL enable_sort = off
+
 -- name: events
 SELECT seq, body, prev_hash, hash, anchor_key, anchor_sig FROM events
 WHERE job_id = %(job_id)s AND seq > %(after)s
