@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from aetheris import crashpoints
@@ -73,7 +72,7 @@ from aetheris.store.port import (
 from aetheris.store.postgres_directory import PostgresDirectory
 from aetheris.store.postgres_keyed import PostgresKeyed
 from aetheris.store.postgres_kv import PostgresKeyValue
-from aetheris.store.postgres_pooling import pooling_from, settle, with_application_name
+from aetheris.store.postgres_pooling import new_pool, pooling_from, settle, with_application_name
 from aetheris.store.postgres_pruning import PostgresPruning
 from aetheris.store.postgres_session import (
     CommitGroup,
@@ -165,15 +164,7 @@ class PostgresStore(
             return
         await probe(self.url, self._connect_timeout)
         self.pooling = await settle(self.url, self.pooling, self._connect_timeout)
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
-            self.url,
-            min_size=self.pooling.min_size,
-            max_size=self.pooling.max_size,
-            open=False,
-            timeout=self._connect_timeout,
-            kwargs={"autocommit": True, "row_factory": dict_row, **self.pooling.connect_kwargs()},
-            name="aetheris",
-        )
+        pool = new_pool(self.url, self.pooling, self._connect_timeout)
         try:
             await pool.open(wait=True, timeout=self._connect_timeout)
         except (PoolTimeout, psycopg.Error) as exc:
