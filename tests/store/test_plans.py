@@ -253,6 +253,16 @@ async def test_the_store_reads_a_journal_by_walking_its_key_on_a_fresh_connectio
     assert len(bare) == 1 and "Sort" in bare[0], f"the report cannot tell: {bare}"
 
 
+async def test_a_failed_journal_read_leaves_its_connection_idle(pg_url: str) -> None:
+    """A read the server refuses inside its transaction is rolled back: the connection goes
+    back to the pool idle, and the next read on it works."""
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            await read_journal(conn, {"job_id": "j", "after": "not a number", "limit": None})
+        assert conn.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
+        assert await read_journal(conn, {"job_id": "j", "after": -1, "limit": None}) == []
+
+
 # -- SQLite -----------------------------------------------------------------------------------
 
 LITE_PARAMS: dict[str, Any] = {

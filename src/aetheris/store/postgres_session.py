@@ -130,11 +130,21 @@ async def read_journal(
     (psycopg prepares a statement at its sixth), so a fresh worker taking over a crashed one's
     long jobs paid it on every resume. ``enable_sort = off`` for this transaction leaves the
     walk of the key as the only plan without a sort. BEGIN, the setting, the query and COMMIT
-    go as one pipeline: one round trip, as the query alone."""
-    async with conn.pipeline(), conn.transaction():
-        await conn.execute(Q["walk_the_journal_key"])
-        cur = conn.cursor(row_factory=tuple_row, binary=True)  # bodies as bytes, not hex
-        await cur.execute(Q["events"], params)
+    go as one pipeline with one sync: one round trip, as the query alone (about 50 µs more for
+    a short journal; psycopg's ``transaction()`` syncs at its own end, about 250 µs more). On a
+    failure the transaction is rolled back here, so the pool gets the connection back idle."""
+    try:
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            await conn.execute(Q["walk_the_journal_key"])
+            cur = conn.cursor(row_factory=tuple_row, binary=True)  # bodies as bytes, not hex
+            await cur.execute(Q["events"], params)
+            await conn.execute("COMMIT")
+    except BaseException:
+        if not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+        raise
     return await cur.fetchall()
 
 
