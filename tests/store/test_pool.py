@@ -3,12 +3,11 @@ commits go through one warm connection; the others stay idle."""
 
 from __future__ import annotations
 
-from aetheris.store.postgres_pooling import Pooling, new_pool
+from aetheris.store.postgres_pooling import Pooling, open_pool
 
 
 async def test_the_connection_given_back_last_is_handed_out_first(pg_url: str) -> None:
-    pool = new_pool(pg_url, Pooling(3, 3, "none"), 10.0)
-    await pool.open(wait=True)
+    pool = await open_pool(pg_url, Pooling(3, 3, "none"), 10.0)
     try:
         first, second, third = [await pool.getconn() for _ in range(3)]
         for conn in (first, second, third):

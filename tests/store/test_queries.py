@@ -37,7 +37,7 @@ POSTGRESQL_ONLY = {
     # One pure step's commit with scalar parameters (fewer to dump and bind than `commit`'s
     # arrays); SQLite's commit is several statements run in-process, with no such cost.
     "commit_step": "commit",
-    # A long journal's read walks the key, not a bitmap scan and a sort (SQLite's plan does).
+    # A long journal's read walks the key, not a scan and a sort (SQLite's planner walks it).
     "walk_the_journal_key": "events",
     # Rate limits across workers: SQLite's buckets are per process (LocalRateLimits).
     "take_token": "a tool's token bucket, shared by every worker",

@@ -72,7 +72,7 @@ from aetheris.store.port import (
 from aetheris.store.postgres_directory import PostgresDirectory
 from aetheris.store.postgres_keyed import PostgresKeyed
 from aetheris.store.postgres_kv import PostgresKeyValue
-from aetheris.store.postgres_pooling import new_pool, pooling_from, settle, with_application_name
+from aetheris.store.postgres_pooling import open_pool, pooling_from, settle, with_application_name
 from aetheris.store.postgres_pruning import PostgresPruning
 from aetheris.store.postgres_session import (
     CommitGroup,
@@ -164,15 +164,7 @@ class PostgresStore(
             return
         await probe(self.url, self._connect_timeout)
         self.pooling = await settle(self.url, self.pooling, self._connect_timeout)
-        pool = new_pool(self.url, self.pooling, self._connect_timeout)
-        try:
-            await pool.open(wait=True, timeout=self._connect_timeout)
-        except (PoolTimeout, psycopg.Error) as exc:
-            await pool.close()
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL at {safe_url(self.url)}: {exc}"
-            ) from exc
-        self._pool = pool
+        self._pool = await open_pool(self.url, self.pooling, self._connect_timeout)
         if migrate:
             try:
                 await self.migrate()

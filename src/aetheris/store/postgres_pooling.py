@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from psycopg_pool.abc import ACT
 
 from aetheris.errors import ConfigurationError, StoreUnavailable
@@ -138,11 +138,11 @@ class RecentFirstPool(AsyncConnectionPool[ACT]):
         return await super()._get_ready_connection(timeout)
 
 
-def new_pool(
+async def open_pool(
     url: str, pooling: Pooling, timeout: float
 ) -> AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]]:
-    """The store's pool, not open yet: every connection in autocommit, rows as dicts."""
-    return RecentFirstPool(
+    """The store's pool, open with its ``min_size`` connections (autocommit, rows as dicts)."""
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, Any]]] = RecentFirstPool(
         url,
         min_size=pooling.min_size,
         max_size=pooling.max_size,
@@ -151,6 +151,12 @@ def new_pool(
         kwargs={"autocommit": True, "row_factory": dict_row, **pooling.connect_kwargs()},
         name="aetheris",
     )
+    try:
+        await pool.open(wait=True, timeout=timeout)
+    except (PoolTimeout, psycopg.Error) as exc:
+        await pool.close()
+        raise StoreUnavailable(f"cannot connect to PostgreSQL at {safe_url(url)}: {exc}") from exc
+    return pool
 
 
 def statement_refused(why: str) -> ConfigurationError:

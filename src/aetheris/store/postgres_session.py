@@ -122,15 +122,15 @@ async def read_journal(
 ) -> list[tuple[Any, ...]]:
     """A journal's rows (the ``events`` query), in order, by walking the primary key.
 
-    Left to itself the planner reads a long journal with a bitmap heap scan and a sort: on a
-    never-analyzed table, or one of many short journals where the statistics say a job has few
-    events, the sort of a 10,000-event journal (5 MB, past the default ``work_mem``) goes to
-    disk, or parallel workers are started for it; three times the time of walking the key,
+    Left to itself the planner reads a long journal with a scan and a sort: a bitmap heap scan
+    on a never-analyzed table; a sequential (or parallel) scan of the whole table where the
+    statistics say most jobs are short. The sort of a 10,000-event journal (5 MB, past the
+    default ``work_mem``) goes to disk; all of it, three times the time of walking the key,
     which returns the rows in order already. A connection's first executions get such a plan
     (psycopg prepares a statement at its sixth), so a fresh worker taking over a crashed one's
     long jobs paid it on every resume. ``enable_sort = off`` for this transaction leaves the
     walk of the key as the only plan without a sort. BEGIN, the setting, the query and COMMIT
-    go as one pipeline with one sync: one round trip, as the query alone (about 50 µs more for
+    go as one pipeline with one sync: one round trip, as the query alone (about 60 µs more for
     a short journal; psycopg's ``transaction()`` syncs at its own end, about 250 µs more). On a
     failure the transaction is rolled back here, so the pool gets the connection back idle."""
     try:
