@@ -107,9 +107,12 @@ _SMALL = frozenset({int, float, bool, type(None)})
 FOR_THE_AGENT = (ToolFailed, WaitError, InvalidInput, UnknownAgent)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Slot:
-    """The journal position an operation takes, and what the journal holds there."""
+    """The journal position an operation takes, and what the journal holds there.
+
+    Read-only by convention, not frozen: every operation takes one, a replayed one too, and a
+    frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``."""
 
     position: int
     ordinal: int
@@ -225,7 +228,8 @@ class JobRun:
         ordinal = self._ordinals.get(name, 0) + 1
         self._ordinals[name] = ordinal
         journal = self._journal
-        data = journal.entry(position)
+        op = journal.ops.get(position)  # a result: the most telling entry, and a replay's case
+        data = op if op is not None else journal.entry(position)
         if data is not None and data.get("kind") == "compensation" and not self.compensating:
             # An earlier run was cancelled (or ran out of time) here and began compensating:
             # this one ends at the same position, whatever the code was about to do.
@@ -238,7 +242,6 @@ class JobRun:
             self.diverged(
                 position, record.shown(), {"kind": kind, "name": name, "args_hash": args_digest}
             )
-        op = journal.ops.get(position)
         if op is not None and self.probe.on:
             self.probe.replayed(position, OpRecord.from_data(op))
         if op is None:

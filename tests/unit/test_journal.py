@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from aetheris.errors import EncodingError
 from aetheris.journal import (
     GENESIS_HASH,
+    Anchor,
     Event,
     EventDraft,
     EventType,
@@ -184,6 +185,18 @@ def test_chain_verifies_over_stored_bytes() -> None:
     reopened = [open_event("j", e.seq, e.body, e.prev_hash, e.hash) for e in events]
     report = verify_chain("j", reopened)
     assert report.ok and report.events == 5 and report.head == events[-1].hash
+
+
+def test_a_reopened_event_is_the_event_sealed_and_as_frozen() -> None:
+    anchor = Anchor("key-1", "c2ln")
+    sealed = dataclasses.replace(chain(3)[2], anchor=anchor)
+    reopened = open_event("j", 2, sealed.body, sealed.prev_hash, sealed.hash, anchor)
+    assert reopened == sealed
+    assert [getattr(reopened, f.name) for f in dataclasses.fields(Event)] == [
+        getattr(sealed, f.name) for f in dataclasses.fields(Event)
+    ]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        reopened.seq = 7  # type: ignore[misc]
 
 
 def test_chain_detects_a_changed_byte() -> None:
