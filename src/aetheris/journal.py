@@ -164,10 +164,11 @@ _DECODER = json.JSONDecoder()
 def decode(data: bytes | str) -> Any:
     """Decode bytes written by :func:`canonical`. A resume decodes every event of the journal,
     so the common case goes through orjson (about four times faster than ``json``). Whatever
-    orjson reads differently goes to ``json``: a run of 20 digits may be an integer beyond 64
-    bits (orjson makes it a float), and what orjson refuses (a ``NaN``) ``json`` may read."""
+    orjson reads differently goes to ``json``: a run of 19 digits may be an integer beyond 64
+    bits (orjson makes it a float; ``-(2**63) - 1`` has 19 digits), and what orjson refuses (a
+    ``NaN``) ``json`` may read."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    if _TWENTY_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
+    if _NINETEEN_DIGITS not in raw.translate(_DIGITS_AS_ZERO):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -175,9 +176,10 @@ def decode(data: bytes | str) -> Any:
     return _DECODER.decode(data if isinstance(data, str) else str(data, "utf-8"))
 
 
-# Every digit as "0", every other byte as "x": a run of 20 digits is one substring search.
+# Every digit as "0", every other byte as "x": a run of 19 digits is one substring search. An
+# integer of 18 digits or fewer is within 64 bits, signed; one of 19 may not be, if negative.
 _DIGITS_AS_ZERO = bytes(b"0"[0] if chr(i).isdigit() and i < 128 else b"x"[0] for i in range(256))
-_TWENTY_DIGITS = b"0" * 20
+_NINETEEN_DIGITS = b"0" * 19
 
 
 def sha256_hex(data: bytes) -> str:

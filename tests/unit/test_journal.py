@@ -85,6 +85,20 @@ def test_decode_reads_back_what_canonical_wrote(value: object) -> None:
     assert decode(body.decode("utf-8")) == value
 
 
+@pytest.mark.parametrize(
+    "number",
+    [2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**19 - 1, 10**19, -(2**63), -(2**63) - 1,
+     -(10**19) + 1, -(2**64)],
+)  # fmt: skip
+def test_decode_keeps_an_integer_an_integer_at_the_edges_of_64_bits(number: int) -> None:
+    # orjson reads an integer outside its 64-bit ranges as a float: -(2**63) - 1 has only 19
+    # digits, and 2**64 as a float still compares equal, so the type is checked too.
+    for body in (canonical([number]), canonical({"r": number, "at": 1.5})):
+        decoded = decode(body)
+        value = decoded[0] if isinstance(decoded, list) else decoded["r"]
+        assert type(value) is int and value == number
+
+
 def test_decode_fails_as_json_does_on_bad_input() -> None:
     with pytest.raises(json.JSONDecodeError):
         decode(b'{"a": ')
