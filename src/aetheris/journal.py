@@ -20,7 +20,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -447,6 +447,58 @@ _job_id, _seq, _type, _position, _at, _data, _prev_hash, _hash, _body, _anchor =
 )  # fmt: skip
 
 
+class EventLike(Protocol):
+    """What a run reads of a journal event: an :class:`Event`, or a :class:`Recorded`."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def type(self) -> EventType: ...
+    @property
+    def position(self) -> int | None: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+    @property
+    def body(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A journal event as a run reads it at its claim: an :class:`Event` without its place in
+    the chain. A run appends at the head its job's row holds and never checks the chain (an
+    audit does, from :class:`Event`), and a resume reads every event: the two 64-digit hashes
+    were a quarter of the bytes sent and two strings built per event."""
+
+    seq: int
+    type: EventType
+    position: int | None
+    at: float
+    data: dict[str, Any]
+    body: bytes
+
+
+def open_recorded(seq: int, body: bytes) -> Recorded:
+    """Rebuild a :class:`Recorded` from stored bytes, its slots filled as :func:`open_event`
+    fills an event's."""
+    doc = decode(body)
+    kind = doc["type"]
+    record = _new_event(Recorded)
+    _r_seq(record, seq)
+    _r_type(record, _EVENT_TYPES.get(kind) or EventType(kind))
+    _r_position(record, doc["position"])
+    _r_at(record, doc["at"])
+    _r_data(record, doc["data"])
+    _r_body(record, body)
+    return record
+
+
+_r_seq, _r_type, _r_position, _r_at, _r_data, _r_body = (
+    getattr(Recorded, name).__set__ for name in ("seq", "type", "position", "at", "data", "body")
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ChainReport:
     ok: bool
@@ -529,7 +581,7 @@ class JournalIndex:
     waits: dict[int, dict[str, Any]]
 
     @classmethod
-    def read(cls, events: Sequence[Event]) -> JournalIndex:
+    def read(cls, events: Sequence[EventLike]) -> JournalIndex:
         journal = cls({}, {}, {})
         kinds = (EventType.OP, EventType.INTENT, EventType.WAIT)  # the order of _tables()
         by_type = dict(zip(kinds, journal._tables(), strict=True))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aetheris.clock import Clock
-from aetheris.journal import Event, EventDraft, EventType, OpRecord
+from aetheris.journal import EventDraft, EventLike, EventType, OpRecord
 from aetheris.observe import (
     NOOP,
     SILENT,
@@ -36,7 +36,7 @@ class Probe:
         observer: Observer,
         job_id: str,
         epoch: int,
-        events: Sequence[Event],
+        events: Sequence[EventLike],
         clock: Clock,
     ) -> None:
         self.observer = observer

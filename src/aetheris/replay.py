@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from aetheris.app import App
 from aetheris.errors import JobNotFound
-from aetheris.journal import Event
+from aetheris.journal import EventLike
 from aetheris.store.port import Effect, Job
 from aetheris.versions import ReplayReport, replay_journal
 
@@ -33,7 +33,7 @@ async def replay(app: App, job_id: str) -> ReplayReport:
 async def replay_history(
     app: App,
     job: Job,
-    events: Sequence[Event],
+    events: Sequence[EventLike],
     effects: Sequence[Effect],
     blobs: Mapping[str, bytes] | None = None,
 ) -> ReplayReport:

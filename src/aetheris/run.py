@@ -55,6 +55,7 @@ from aetheris.errors import (
 from aetheris.journal import (
     Event,
     EventDraft,
+    EventLike,
     EventType,
     JournalIndex,
     OpRecord,
@@ -124,7 +125,7 @@ class Slot:
         return OpRecord.from_data(self.replayed)
 
 
-def _created(events: Sequence[Event]) -> Mapping[str, Any]:
+def _created(events: Sequence[EventLike]) -> Mapping[str, Any]:
     """The job's ``job_created`` event data (the first event), or nothing."""
     if events and events[0].type is EventType.JOB_CREATED:
         return events[0].data
@@ -155,7 +156,7 @@ class JobRun:
         lease: Lease,
         agent: AgentDef,
         store: Committer,
-        events: Sequence[Event],
+        events: Sequence[EventLike],
         effects: Sequence[Effect],
         lease_deadline: Callable[[], float],
         max_payload_bytes: int,
@@ -199,7 +200,7 @@ class JobRun:
         self._budget_read = bool(events)  # a first run reads no events: read it when needed
         self.memo: dict[str, Any] = {}
 
-    def _index(self, events: Sequence[Event], effects: Sequence[Effect]) -> None:
+    def _index(self, events: Sequence[EventLike], effects: Sequence[Effect]) -> None:
         """What the journal and the ledger hold, by position (read once, at the claim)."""
         self._journal = journal = JournalIndex.read(events)
         self._has_children = journal.holds("child")

@@ -32,7 +32,7 @@ from aetheris.errors import (
     RuntimeFailure,
     SimulatedCrash,
 )
-from aetheris.journal import Event, EventDraft, EventType
+from aetheris.journal import EventDraft, EventLike, EventType, Recorded
 from aetheris.observe import (
     INTERRUPTED,
     NOOP,
@@ -412,7 +412,7 @@ class Worker:
 
     async def _open(
         self, store: Store, claim: Claim, active: _Active
-    ) -> tuple[JobRun, list[Event]]:
+    ) -> tuple[JobRun, list[Recorded]]:
         """The run of a claimed job, over its journal and ledger as they stand now."""
         job = claim.job
         agent = self.registry.agent_def(job.agent)
@@ -421,7 +421,7 @@ class Worker:
             # replay. (A fork's first claim finds the entries it was created with.)
             events, effects = [], []
         else:
-            events = await store.events(job.id)
+            events = await store.journal(job.id)
             effects = await store.effects(job_id=job.id)
         run = active.run = JobRun(
             job=job,
@@ -622,7 +622,7 @@ def _check_options(concurrency: int, lease_ttl: float, poll_interval: float, gra
         raise ConfigurationError(f"grace must be zero or more seconds, got {grace}")
 
 
-def _last_failure(events: Sequence[Event]) -> str | None:
+def _last_failure(events: Sequence[EventLike]) -> str | None:
     """What cut the job's last run short, if the runtime failed (for the PoisonJob error)."""
     for event in reversed(events):
         if event.type is EventType.JOB_RELEASED and isinstance(event.data.get("error"), dict):
@@ -631,7 +631,7 @@ def _last_failure(events: Sequence[Event]) -> str | None:
     return None
 
 
-def _how_claimed(claim: Claim, events: Sequence[Event], owner: str) -> str:
+def _how_claimed(claim: Claim, events: Sequence[EventLike], owner: str) -> str:
     """How a run begins, for the log: the job's first run, or after what it resumes."""
     if claim.job.attempts == 1:
         return "started"

@@ -44,7 +44,7 @@ from aetheris import runner
 from aetheris.agents import AgentDef
 from aetheris.clock import Clock
 from aetheris.errors import ConfigurationError, ReplayEnded
-from aetheris.journal import CODED, Event, EventDraft, EventType
+from aetheris.journal import CODED, Event, EventDraft, EventLike, EventType
 from aetheris.run import JobRun
 from aetheris.store.port import (
     ClaimFilter,
@@ -151,7 +151,7 @@ _END_EVENTS = (
 )
 
 
-def _end(entries: Sequence[Event | EventDraft]) -> dict[str, Any] | None:
+def _end(entries: Sequence[EventLike | EventDraft]) -> dict[str, Any] | None:
     """How a run ended (its last end event), without the traceback, which may differ."""
     ends = [e for e in entries if e.type in _END_EVENTS]
     if not ends:
@@ -165,7 +165,7 @@ def _end(entries: Sequence[Event | EventDraft]) -> dict[str, Any] | None:
 async def replay_journal(
     agent: AgentDef,
     job: Job,
-    events: Sequence[Event],
+    events: Sequence[EventLike],
     effects: Sequence[Effect],
     blobs: Mapping[str, bytes] | None = None,
     *,
@@ -210,7 +210,7 @@ async def replay_journal(
     )
 
 
-def written_by(job: Job, events: Sequence[Event], code: str) -> str | None:
+def written_by(job: Job, events: Sequence[EventLike], code: str) -> str | None:
     """The version that wrote ``job``'s journal when it is not ``code`` (``unknown``: entries
     that name none); ``None`` when ``code`` wrote it, or nothing did."""
     if job.code_version is not None:
@@ -256,7 +256,7 @@ class CodeGate:
         )
 
     async def admit(
-        self, store: Store, run: JobRun, events: Sequence[Event]
+        self, store: Store, run: JobRun, events: Sequence[EventLike]
     ) -> runner.Outcome | None:
         """``None``: run the claimed job. Else it was handed back (how, for the worker's log)."""
         job = run.job
@@ -290,7 +290,7 @@ class CodeGate:
         return await _hand_back(run, other, report)
 
 
-def _handed_back(events: Sequence[Event], code: str) -> int:
+def _handed_back(events: Sequence[EventLike], code: str) -> int:
     """How many times code ``code`` handed the job back for diverging from its journal."""
     return sum(
         1

@@ -75,6 +75,10 @@ async def test_payloads_are_ciphertext_in_the_database_and_verify_without_the_ke
     # The code replays it, from the database and from a saved journal of the stored bytes
     # (secrets whole, as the worker read them); without the key, the saved journal is refused.
     assert (await replay(app, handle.job_id)).outcome == "matched"
+    worker_view = await app.open_store(view="reveal")  # as a worker reads it at a claim
+    journal = await worker_view.journal(handle.job_id)
+    assert [r.data for r in journal] == [e.data for e in await worker_view.events(handle.job_id)]
+    assert "PAYMENT-RECEIPT" in json.dumps([r.data for r in journal])
     saved = tmp_path / "journal.json"
     bundle = await export_bundle(await app.open_store(view="raw"), handle.job_id)
     saved.write_text(json.dumps(journal_doc(bundle)))

@@ -186,6 +186,20 @@ async def test_events_are_read_from_a_seq_a_page_at_a_time(store: Store) -> None
     assert (await store.events("j1", after=3))[0] == whole[4]
 
 
+async def test_the_journal_a_run_reads_is_its_events_without_their_hashes(store: Store) -> None:
+    await store.create_job(new_job("j1"))
+    claim = await store.claim("w1", 30.0, ALL)
+    assert claim is not None
+    results = [1, {"x": [1, 2.5, None]}, -(2**63) - 1, "caf\u00e9"]
+    await store.commit(claim.lease, Commit([op(i, result=r) for i, r in enumerate(results)]))
+    events = await store.events("j1")
+    journal = await store.journal("j1")
+    said = [(e.seq, e.type, e.position, e.at, e.data, e.body) for e in events]
+    assert [(r.seq, r.type, r.position, r.at, r.data, r.body) for r in journal] == said
+    assert [r.data["result"] for r in journal if r.type is EventType.OP] == results
+    assert await store.journal("nope") == []
+
+
 async def test_commit_after_the_job_left_running_is_fenced(store: Store) -> None:
     await store.create_job(new_job("j1"))
     claim = await store.claim("w1", 30.0, ALL)

@@ -229,8 +229,15 @@ def test_a_long_journal_is_read_by_walking_its_key(
         assert "Sort" in left_alone, f"the check cannot tell a walk from a sort: {left_alone}"
 
 
+@pytest.mark.parametrize(
+    ("query", "params"),
+    [
+        ("events", {"job_id": "long-job", "after": -1, "limit": None}),  # a reader's
+        ("journal", {"job_id": "long-job"}),  # a run's at its claim
+    ],
+)
 async def test_the_store_reads_a_journal_by_walking_its_key_on_a_fresh_connection(
-    pg_url: str,
+    pg_url: str, query: str, params: dict[str, Any]
 ) -> None:
     """The store's own read, on a new connection (a custom plan, as a fresh worker's first
     resumes get), by ``auto_explain``'s report of the plan it ran; the same query sent bare
@@ -242,11 +249,10 @@ async def test_the_store_reads_a_journal_by_walking_its_key_on_a_fresh_connectio
         await conn.execute("LOAD 'auto_explain'")
         await conn.execute("SET auto_explain.log_min_duration = 0")
         await conn.execute("SET auto_explain.log_level = notice")
-        params = {"job_id": "long-job", "after": -1, "limit": None}
-        rows = await read_journal(conn, params)
+        rows = await read_journal(conn, query, params)
         assert [r[0] for r in rows] == list(range(LONG))
         read, plans[:] = [p for p in plans if "FROM events" in p], []
-        await conn.execute(sql.queries("postgresql")["events"], params)
+        await conn.execute(sql.queries("postgresql")[query], params)
         bare = [p for p in plans if "FROM events" in p]
     assert len(read) == 1 and "Index Scan using events_pkey" in read[0], read
     assert "Sort" not in read[0], read[0]
@@ -258,9 +264,9 @@ async def test_a_failed_journal_read_leaves_its_connection_idle(pg_url: str) -> 
     back to the pool idle, and the next read on it works."""
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InvalidTextRepresentation):
-            await read_journal(conn, {"job_id": "j", "after": "not a number", "limit": None})
+            await read_journal(conn, "events", {"job_id": "j", "after": "x", "limit": None})
         assert conn.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
-        assert await read_journal(conn, {"job_id": "j", "after": -1, "limit": None}) == []
+        assert await read_journal(conn, "journal", {"job_id": "j"}) == []
 
 
 # -- SQLite -----------------------------------------------------------------------------------

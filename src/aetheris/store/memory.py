@@ -18,7 +18,7 @@ from typing import Any
 
 from aetheris.anchor import SigningKey
 from aetheris.errors import Conflict, IdempotencyConflict, JobNotFound, LeaseLost
-from aetheris.journal import GENESIS_HASH, Event, to_jsonable
+from aetheris.journal import GENESIS_HASH, Event, Recorded, to_jsonable
 from aetheris.store import sql
 from aetheris.store._shared import (
     LocalRateLimits,
@@ -449,6 +449,12 @@ class MemoryStore(
         with self._lock:
             found = self._events.get(job_id, [])[max(after + 1, 0) :]
             return list(found if limit is None else found[:limit])
+
+    async def journal(self, job_id: str) -> list[Recorded]:
+        return [
+            Recorded(e.seq, e.type, e.position, e.at, e.data, e.body)
+            for e in await self.events(job_id)
+        ]
 
     async def effects(
         self,

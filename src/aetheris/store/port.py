@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aetheris.journal import Event, EventDraft, stamp_code
+from aetheris.journal import Event, EventDraft, Recorded, stamp_code
 from aetheris.models import (
     DEFAULT_TENANT,
     TERMINAL_STATUSES,
@@ -405,6 +405,11 @@ class Store(Pruning, Protocol):
     ) -> list[Event]:
         """The job's journal in order (empty for an unknown job): the events whose seq is
         over ``after``, at most ``limit`` of them."""
+        ...
+
+    async def journal(self, job_id: str) -> list[Recorded]:
+        """The job's journal in order as a run reads it at its claim: its events without their
+        hashes (see :class:`~aetheris.journal.Recorded`)."""
         ...
 
     async def effects(

@@ -118,9 +118,10 @@ def prepare_commit(conn: psycopg.AsyncConnection[Any]) -> bool | None:
 
 
 async def read_journal(
-    conn: psycopg.AsyncConnection[Any], params: dict[str, Any]
+    conn: psycopg.AsyncConnection[Any], query: str, params: dict[str, Any]
 ) -> list[tuple[Any, ...]]:
-    """A journal's rows (the ``events`` query), in order, by walking the primary key.
+    """A journal's rows (the ``events`` or ``journal`` query), in order, by walking the
+    primary key.
 
     Left to itself the planner reads a long journal with a scan and a sort: a bitmap heap scan
     on a never-analyzed table; a sequential (or parallel) scan of the whole table where the
@@ -138,7 +139,7 @@ async def read_journal(
             await conn.execute("BEGIN")
             await conn.execute(Q["walk_the_journal_key"])
             cur = conn.cursor(row_factory=tuple_row, binary=True)  # bodies as bytes, not hex
-            await cur.execute(Q["events"], params)
+            await cur.execute(Q[query], params)
             await conn.execute("COMMIT")
     except BaseException:
         if not conn.closed:

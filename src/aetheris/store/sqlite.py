@@ -31,7 +31,7 @@ from aetheris.errors import (
     StoreError,
     StoreUnavailable,
 )
-from aetheris.journal import GENESIS_HASH, Event, EventDraft, canonical
+from aetheris.journal import GENESIS_HASH, Event, EventDraft, Recorded, canonical, open_recorded
 from aetheris.store import sql
 from aetheris.store._shared import (
     LocalRateLimits,
@@ -433,6 +433,10 @@ class SQLiteStore(
         params = {"job_id": job_id, "after": after, "limit": -1 if limit is None else limit}
         rows = self._read(lambda conn: conn.execute(Q["events"], params).fetchall())
         return [event_from(job_id, r) for r in rows]
+
+    async def journal(self, job_id: str) -> list[Recorded]:
+        rows = self._read(lambda conn: conn.execute(Q["journal"], {"job_id": job_id}).fetchall())
+        return [open_recorded(seq, bytes(body)) for seq, body in rows]
 
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
         params = {"job_id": job_id, "hashes": None if hashes is None else json.dumps(list(hashes))}

@@ -171,6 +171,10 @@ SELECT seq, body, prev_hash, hash, anchor_key, anchor_sig FROM events
 WHERE job_id = %(job_id)s AND seq > %(after)s
 ORDER BY seq LIMIT %(limit)s
 
+-- name: journal
+-- A run's read of the journal at its claim: `events` without the hashes.
+SELECT seq, body FROM events WHERE job_id = %(job_id)s ORDER BY seq
+
 -- name: get_effect
 SELECT state FROM effects WHERE job_id = %(job_id)s AND position = %(position)s
 
