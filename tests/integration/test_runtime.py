@@ -23,7 +23,9 @@ class Order(BaseModel):
     amount: float
 
 
-def build(url: str, world: World, *, lease_ttl: float = 0.5) -> App:
+def build(url: str, world: World, *, lease_ttl: float = 1.0) -> App:
+    # Beats are at least 0.25 s apart: a 1 s lease outlasts three missed beats on a loaded
+    # machine, where 0.5 s (two beats) once expired under a live run before its planned crash.
     app = App(url, lease_ttl=lease_ttl)
 
     @app.tool
