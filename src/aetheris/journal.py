@@ -18,7 +18,7 @@ import enum
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -188,22 +188,27 @@ def sha256_hex(data: bytes) -> str:
 
 def args_hash(args: Iterable[Any], kwargs: Mapping[str, Any]) -> str:
     """Hash of a call's arguments, recorded with every operation and bound into approvals."""
-    values = list(args)
-    if not kwargs and _AS_JSON_WRITES.issuperset(map(type, values)):
-        # orjson writes these exactly as canonical() does (every code point was compared) in a
-        # tenth of the time; what it refuses (an integer beyond 64 bits, a lone surrogate) and
-        # a NUL take the path below, which keeps or refuses it with its own error.
-        try:
-            body = orjson.dumps({"args": values, "kwargs": {}})
-        except orjson.JSONEncodeError:
-            body = b"\\u0000"
-        if b"\\u0000" not in body:
-            return hashlib.sha256(body).hexdigest()
+    values = args if type(args) is tuple else tuple(args)
+    if not kwargs:
+        for value in values:
+            if type(value) not in _AS_JSON_WRITES:
+                break
+        else:
+            # orjson writes these exactly as canonical() does (every code point was compared)
+            # in a tenth of the time; what it refuses (an integer beyond 64 bits, a lone
+            # surrogate) and a NUL take the path below, which keeps or refuses it with its own
+            # error. A replay hashes every step's arguments again: this is most of its cost.
+            try:
+                body = b'{"args":%b,"kwargs":{}}' % orjson.dumps(values)
+            except orjson.JSONEncodeError:
+                body = b"\\u0000"
+            if b"\\u0000" not in body:
+                return hashlib.sha256(body).hexdigest()
     if not kwargs and all(type(v) in _PLAIN for v in values):
         # Already plain JSON, keys in order: the same bytes as canonical() without its walk
         # (every step and every replayed step hashes its arguments).
-        return sha256_hex(_dumps({"args": values, "kwargs": {}}))
-    return sha256_hex(canonical({"args": values, "kwargs": dict(kwargs)}))
+        return sha256_hex(_dumps({"args": list(values), "kwargs": {}}))
+    return sha256_hex(canonical({"args": list(values), "kwargs": dict(kwargs)}))
 
 
 # Floats are not among them: orjson writes 1e16 where json writes 1e+16.
@@ -464,39 +469,55 @@ class EventLike(Protocol):
     def body(self) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
 class Recorded:
     """A journal event as a run reads it at its claim: an :class:`Event` without its place in
-    the chain. A run appends at the head its job's row holds and never checks the chain (an
-    audit does, from :class:`Event`), and a resume reads every event: the two 64-digit hashes
-    were a quarter of the bytes sent and two strings built per event."""
+    the chain, its time and data decoded from its stored bytes when asked for, each time.
 
-    seq: int
-    type: EventType
-    position: int | None
-    at: float
-    data: dict[str, Any]
-    body: bytes
+    A run appends at the head its job's row holds and never checks the chain (an audit does,
+    from :class:`Event`), and a resume reads every event: the two 64-digit hashes were a
+    quarter of the bytes sent. Decoding every event at the claim built the data of the whole
+    journal at once, in memory touched for the first time (a page of it costs microseconds on
+    a virtual machine); decoded as the replay reaches each one, an entry's data is dropped once
+    replayed and the next one reuses its memory. Read-only by convention (see :class:`Slot`)."""
 
+    __slots__ = ("_said", "body", "position", "seq", "type")
 
-def open_recorded(seq: int, body: bytes) -> Recorded:
-    """Rebuild a :class:`Recorded` from stored bytes, its slots filled as :func:`open_event`
-    fills an event's."""
-    doc = decode(body)
-    kind = doc["type"]
-    record = _new_event(Recorded)
-    _r_seq(record, seq)
-    _r_type(record, _EVENT_TYPES.get(kind) or EventType(kind))
-    _r_position(record, doc["position"])
-    _r_at(record, doc["at"])
-    _r_data(record, doc["data"])
-    _r_body(record, body)
-    return record
+    def __init__(
+        self,
+        seq: int,
+        type: EventType,
+        position: int | None,
+        body: bytes,
+        said: tuple[float, dict[str, Any]] | None = None,
+    ) -> None:
+        self.seq, self.type, self.position, self.body = seq, type, position, body
+        self._said = said  # (at, data) when known already: not decoded again
 
+    @classmethod
+    def stored(cls, seq: int, kind: str, position: int | None, body: bytes) -> Recorded:
+        """One from a row of the ``journal`` query."""
+        return cls(seq, _EVENT_TYPES.get(kind) or EventType(kind), position, body)
 
-_r_seq, _r_type, _r_position, _r_at, _r_data, _r_body = (
-    getattr(Recorded, name).__set__ for name in ("seq", "type", "position", "at", "data", "body")
-)
+    @property
+    def at(self) -> float:
+        return self._open()[0]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self._open()[1]
+
+    def _open(self) -> tuple[float, dict[str, Any]]:
+        if self._said is not None:
+            return self._said
+        doc = decode(self.body)
+        return doc["at"], doc["data"]
+
+    def with_data(self, data: dict[str, Any]) -> Recorded:
+        """The same event, read with ``data`` (its payloads decoded)."""
+        return Recorded(self.seq, self.type, self.position, self.body, (self.at, data))
+
+    def __repr__(self) -> str:
+        return f"Recorded(seq={self.seq}, type={self.type.value}, position={self.position})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,95 +549,3 @@ def verify_chain(job_id: str, events: Iterable[Event]) -> ChainReport:
             return ChainReport(False, count, prev, problem, event.seq)
         prev = event.hash
     return ChainReport(True, count, prev)
-
-
-# -- the journal by position (what a resume replays) ------------------------------------------
-
-
-_HOLDS = (  # what a position's most telling entry is: an op, else an intent, else a wait
-    "a recorded result",
-    "an effect intent (dispatched, outcome not recorded)",
-    "a wait that began",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """The operation a journal position names (``data``: its entry's), whatever kind of
-    entry names it (``holds``: which)."""
-
-    data: Mapping[str, Any]
-    holds: str
-
-    @property
-    def kind(self) -> str | None:
-        return self.data.get("kind")
-
-    @property
-    def name(self) -> str | None:
-        return self.data.get("name")
-
-    def shown(self) -> dict[str, Any]:
-        return {key: self.data.get(key) for key in ("kind", "name", "args_hash")}
-
-
-def names_op(data: Mapping[str, Any], kind: str, name: str, digest: str) -> bool:
-    """Whether a journal entry's data names this operation. A wait journaled before waits
-    named their operation (no ``kind``) cannot be compared."""
-    recorded = data.get("kind")
-    return recorded is None or (
-        recorded == kind and data.get("name") == name and data.get("args_hash") == digest
-    )
-
-
-@dataclass(slots=True)
-class JournalIndex:
-    """What a journal holds by position, read in one pass at the claim: the entries' data by
-    kind of entry (the last of a kind at a position wins). A resume reads every entry of the
-    journal, so nothing is built per entry here: records are made when a position is asked
-    for (:meth:`at`), and an ``op`` entry's :class:`OpRecord` when it is replayed."""
-
-    ops: dict[int, dict[str, Any]]
-    intents: dict[int, dict[str, Any]]
-    waits: dict[int, dict[str, Any]]
-
-    @classmethod
-    def read(cls, events: Sequence[EventLike]) -> JournalIndex:
-        journal = cls({}, {}, {})
-        kinds = (EventType.OP, EventType.INTENT, EventType.WAIT)  # the order of _tables()
-        by_type = dict(zip(kinds, journal._tables(), strict=True))
-        for event in events:
-            position, entries = event.position, by_type.get(event.type)
-            if position is not None and entries is not None:
-                entries[position] = event.data
-        return journal
-
-    def _tables(self) -> tuple[dict[int, dict[str, Any]], ...]:
-        """The entries by kind, most telling first (in the order of ``_HOLDS``)."""
-        return self.ops, self.intents, self.waits
-
-    def _find(self, position: int) -> tuple[int, dict[str, Any]] | None:
-        """The most telling entry at ``position``: its kind's rank and its data."""
-        for rank, entries in enumerate(self._tables()):
-            data = entries.get(position)
-            if data is not None:
-                return rank, data
-        return None
-
-    def entry(self, position: int) -> Mapping[str, Any] | None:
-        """The data of the most telling entry at ``position`` (see :meth:`at`)."""
-        found = self._find(position)
-        return None if found is None else found[1]
-
-    def at(self, position: int) -> Entry | None:
-        """The most telling entry at ``position``: a result, else an intent, else a wait."""
-        found = self._find(position)
-        return None if found is None else Entry(found[1], _HOLDS[found[0]])
-
-    def holds(self, kind: str) -> bool:
-        """Whether any entry is of an operation of ``kind``."""
-        every = self._tables()
-        return any(data.get("kind") == kind for entries in every for data in entries.values())
-
-    def positions(self) -> set[int]:
-        return self.ops.keys() | self.intents.keys() | self.waits.keys()

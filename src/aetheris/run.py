@@ -57,14 +57,13 @@ from aetheris.journal import (
     EventDraft,
     EventLike,
     EventType,
-    JournalIndex,
     OpRecord,
     canonical,
-    names_op,
     to_jsonable,
 )
 from aetheris.models import Budget, Spend
 from aetheris.observe import NOOP, Observer
+from aetheris.positions import JournalIndex, names_op
 from aetheris.probe import Probe
 from aetheris.store.port import (
     Commit,
@@ -203,7 +202,7 @@ class JobRun:
     def _index(self, events: Sequence[EventLike], effects: Sequence[Effect]) -> None:
         """What the journal and the ledger hold, by position (read once, at the claim)."""
         self._journal = journal = JournalIndex.read(events)
-        self._has_children = journal.holds("child")
+        self._has_children = journal.may_hold("child")  # a yes: one more query as it ends
         # Not interrupted while replaying: a cancel then takes effect where the replay ends,
         # with every effect the journal holds known (and so compensated).
         self._replayed_to = max(journal.positions(), default=-1)
@@ -225,11 +224,20 @@ class JobRun:
     def next_op(self, kind: str, name: str, args_digest: str) -> Slot:
         """Take the next position; check whatever the journal holds there against the code."""
         position = self._position
-        self._position += 1
+        self._position = position + 1
         ordinal = self._ordinals.get(name, 0) + 1
         self._ordinals[name] = ordinal
         journal = self._journal
-        op = journal.ops.get(position)  # a result: the most telling entry, and a replay's case
+        op = journal.op(position)  # a result: the most telling entry, and a replay's case
+        if (
+            op is not None
+            and op.get("args_hash") == args_digest
+            and op.get("name") == name
+            and op.get("kind") == kind != "compensation"
+        ):  # the operation it recorded, called again: a resume's every step
+            if self.probe.on:
+                self.probe.replayed(position, OpRecord.from_data(op))
+            return Slot(position, ordinal, op)
         data = op if op is not None else journal.entry(position)
         if data is not None and data.get("kind") == "compensation" and not self.compensating:
             # An earlier run was cancelled (or ran out of time) here and began compensating:
@@ -330,7 +338,7 @@ class JobRun:
 
     def wait_record(self, position: int) -> dict[str, Any] | None:
         """What the journal recorded when the wait at ``position`` first parked, if it did."""
-        return self._journal.waits.get(position)
+        return self._journal.wait(position)
 
     def held(self, position: int) -> tuple[str | None, str | None] | None:
         """(kind, name) the journal holds at ``position``; (None, None) for no record there

@@ -17,7 +17,7 @@ from aetheris.journal import (
     Event,
     EventDraft,
     EventType,
-    JournalIndex,
+    Recorded,
     args_hash,
     canonical,
     decode,
@@ -25,6 +25,7 @@ from aetheris.journal import (
     seal,
     verify_chain,
 )
+from aetheris.positions import JournalIndex
 
 
 class Color(enum.Enum):
@@ -176,13 +177,31 @@ def test_the_journal_index_holds_the_most_telling_entry_of_each_position() -> No
     ]
     assert [index.entry(p) for p in range(4)] == [later_wait, op, intent, None]
     assert index.positions() == {0, 1, 2}
-    assert index.ops == {1: op} and index.waits == {0: later_wait, 2: wait}
-    assert index.holds("signal") and index.holds("tool") and not index.holds("child")
+    assert [index.op(p) for p in range(3)] == [None, op, None]
+    assert [index.wait(p) for p in range(3)] == [later_wait, None, wait]
+    assert index.may_hold("signal") and index.may_hold("tool") and not index.may_hold("child")
 
 
 def test_a_child_at_position_zero_is_held() -> None:
     child = {"kind": "child", "name": "helper", "args_hash": "h"}
-    assert JournalIndex.read(_entries((EventType.WAIT, 0, child))).holds("child")
+    assert JournalIndex.read(_entries((EventType.WAIT, 0, child))).may_hold("child")
+
+
+def test_a_value_that_only_names_a_kind_is_not_an_entry_of_it() -> None:
+    # The stored bytes are searched: a string holding the words is escaped there.
+    said = {"kind": "tool", "name": "t", "args_hash": "h", "result": '"kind":"child"'}
+    assert not JournalIndex.read(_entries((EventType.OP, 0, said))).may_hold("child")
+
+
+def test_a_recorded_entry_is_decoded_when_asked_for_each_time() -> None:
+    # A resume holds the stored bytes; what a position holds is decoded when it is replayed,
+    # and not kept: the index holds no decoded data.
+    event = _entries((EventType.OP, 0, {"kind": "step", "name": "s", "result": [1]}))[0]
+    read = Recorded.stored(event.seq, event.type.value, event.position, event.body)
+    index = JournalIndex.read([read])
+    first, again = index.op(0), index.op(0)
+    assert first == again == event.data and first is not again
+    assert (read.at, read.type, read.position) == (event.at, event.type, event.position)
 
 
 def chain(n: int) -> list[Event]:

@@ -206,7 +206,10 @@ class Payloads:
     def event(self, event: _E) -> _E:
         if self.plain(event.body):
             return event
-        return dataclasses.replace(event, data=self.read_data(event.data))
+        data = self.read_data(event.data)
+        if isinstance(event, Recorded):
+            return event.with_data(data)
+        return dataclasses.replace(event, data=data)
 
     def events(self, events: list[_E]) -> list[_E]:
         """:meth:`event` of each. Most journals hold nothing to decode, and one search of all

@@ -452,7 +452,7 @@ class MemoryStore(
 
     async def journal(self, job_id: str) -> list[Recorded]:
         return [
-            Recorded(e.seq, e.type, e.position, e.at, e.data, e.body)
+            Recorded(e.seq, e.type, e.position, e.body, (e.at, e.data))
             for e in await self.events(job_id)
         ]
 

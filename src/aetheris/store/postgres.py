@@ -36,7 +36,7 @@ from aetheris.errors import (
     StoreError,
     StoreUnavailable,
 )
-from aetheris.journal import GENESIS_HASH, Event, EventDraft, Recorded, open_recorded
+from aetheris.journal import GENESIS_HASH, Event, EventDraft, Recorded
 from aetheris.store import sql
 from aetheris.store._shared import (
     check_commit,
@@ -488,7 +488,7 @@ class PostgresStore(
     async def journal(self, job_id: str) -> list[Recorded]:
         async with self._conn() as conn:
             rows = await read_journal(conn, "journal", {"job_id": job_id})
-        return [open_recorded(seq, body) for seq, body in rows]
+        return [Recorded.stored(*row) for row in rows]
 
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
         params = {"job_id": job_id, "hashes": None if hashes is None else list(hashes)}

@@ -31,7 +31,7 @@ from aetheris.errors import (
     StoreError,
     StoreUnavailable,
 )
-from aetheris.journal import GENESIS_HASH, Event, EventDraft, Recorded, canonical, open_recorded
+from aetheris.journal import GENESIS_HASH, Event, EventDraft, Recorded, canonical
 from aetheris.store import sql
 from aetheris.store._shared import (
     LocalRateLimits,
@@ -436,7 +436,7 @@ class SQLiteStore(
 
     async def journal(self, job_id: str) -> list[Recorded]:
         rows = self._read(lambda conn: conn.execute(Q["journal"], {"job_id": job_id}).fetchall())
-        return [open_recorded(seq, bytes(body)) for seq, body in rows]
+        return [Recorded.stored(s, k, p, bytes(b)) for s, k, p, b in rows]
 
     async def blobs(self, job_id: str, hashes: Sequence[str] | None = None) -> dict[str, bytes]:
         params = {"job_id": job_id, "hashes": None if hashes is None else json.dumps(list(hashes))}

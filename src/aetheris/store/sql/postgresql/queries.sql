@@ -173,7 +173,7 @@ ORDER BY seq LIMIT %(limit)s
 
 -- name: journal
 -- A run's read of the journal at its claim: `events` without the hashes.
-SELECT seq, body FROM events WHERE job_id = %(job_id)s ORDER BY seq
+SELECT seq, type, position, body FROM events WHERE job_id = %(job_id)s ORDER BY seq
 
 -- name: get_effect
 SELECT state FROM effects WHERE job_id = %(job_id)s AND position = %(position)s

@@ -190,7 +190,7 @@ ORDER BY seq LIMIT :limit
 
 -- name: journal
 -- A run's read of the journal at its claim: `events` without the hashes.
-SELECT seq, body FROM events WHERE job_id = :job_id ORDER BY seq
+SELECT seq, type, position, body FROM events WHERE job_id = :job_id ORDER BY seq
 
 -- name: get_effect
 SELECT state FROM effects WHERE job_id = :job_id AND position = :position
