@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid as uuid_module
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, overload
 
 from aetheris import ledger, waits
@@ -99,26 +99,28 @@ class Context:
         return str(self._run.clock.uuid4())
 
     @overload
-    async def step(
+    def step(
         self, name: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
-    ) -> T: ...
+    ) -> Coroutine[Any, Any, T]: ...
     @overload
-    async def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+    def step(
+        self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> Coroutine[Any, Any, T]: ...
 
-    async def step(
+    def step(
         self,
         name: str,
         fn: Callable[..., Awaitable[T]] | Callable[..., T],
         *args: Any,
         **kwargs: Any,
-    ) -> T:
-        """Run ``fn(*args, **kwargs)`` as a journaled step named ``name``.
+    ) -> Coroutine[Any, Any, T]:
+        """Run ``fn(*args, **kwargs)`` as a journaled step named ``name``; await it.
 
         A step is pure: if the worker dies before its result is recorded, it runs again. Use a
-        tool with ``effect="at_most_once"`` for anything that must not happen twice.
+        tool with ``effect="at_most_once"`` for anything that must not happen twice. (The
+        step's own coroutine, not one around it: a resume replays every step.)
         """
-        result: T = await ledger.step(self._run, name, fn, args, kwargs)
-        return result
+        return ledger.step(self._run, name, fn, args, kwargs)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep durably: the job parks (holding no worker) and wakes when due, anywhere."""

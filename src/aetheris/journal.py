@@ -18,7 +18,7 @@ import enum
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -480,7 +480,7 @@ class Recorded:
     a virtual machine); decoded as the replay reaches each one, an entry's data is dropped once
     replayed and the next one reuses its memory. Read-only by convention (see :class:`Slot`)."""
 
-    __slots__ = ("_said", "body", "position", "seq", "type")
+    __slots__ = ("_said", "body", "position", "reader", "seq", "type")
 
     def __init__(
         self,
@@ -492,6 +492,8 @@ class Recorded:
     ) -> None:
         self.seq, self.type, self.position, self.body = seq, type, position, body
         self._said = said  # (at, data) when known already: not decoded again
+        # What a store's view does to the data as it is read (see ``Payloads.journal``).
+        self.reader: Callable[[bytes, dict[str, Any]], dict[str, Any]] | None = None
 
     @classmethod
     def stored(cls, seq: int, kind: str, position: int | None, body: bytes) -> Recorded:
@@ -508,13 +510,12 @@ class Recorded:
 
     def _open(self) -> tuple[float, dict[str, Any]]:
         if self._said is not None:
-            return self._said
-        doc = decode(self.body)
-        return doc["at"], doc["data"]
-
-    def with_data(self, data: dict[str, Any]) -> Recorded:
-        """The same event, read with ``data`` (its payloads decoded)."""
-        return Recorded(self.seq, self.type, self.position, self.body, (self.at, data))
+            at, data = self._said
+        else:
+            doc = decode(self.body)
+            at, data = doc["at"], doc["data"]
+        reader = self.reader
+        return (at, data) if reader is None else (at, reader(self.body, data))
 
     def __repr__(self) -> str:
         return f"Recorded(seq={self.seq}, type={self.type.value}, position={self.position})"

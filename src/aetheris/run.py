@@ -202,7 +202,8 @@ class JobRun:
     def _index(self, events: Sequence[EventLike], effects: Sequence[Effect]) -> None:
         """What the journal and the ledger hold, by position (read once, at the claim)."""
         self._journal = journal = JournalIndex.read(events)
-        self._has_children = journal.may_hold("child")  # a yes: one more query as it ends
+        # Children an earlier run created: asked only as the job ends (see _may_have_children).
+        self._has_children = False
         # Not interrupted while replaying: a cancel then takes effect where the replay ends,
         # with every effect the journal holds known (and so compensated).
         self._replayed_to = max(journal.positions(), default=-1)
@@ -400,6 +401,13 @@ class JobRun:
         """The ledger row at ``position`` as this run knows it (loaded, then as it wrote it)."""
         return self._ledger.get(position)
 
+    def _may_have_children(self) -> bool:
+        """Whether the job may have children to cancel as it ends: created by this run, or
+        named by an entry of the journal (searched in its bytes, not decoded; a false yes
+        costs one statement of the final commit). Not asked at the claim: a resume that
+        parks or hands back never needs it."""
+        return self._has_children or self._journal.may_hold("child")
+
     def create_child(self, new: NewJob) -> None:
         """Create ``new`` in the next fenced commit (with any value it was built from)."""
         self._children.append(new)
@@ -518,7 +526,7 @@ class JobRun:
                 consume,
                 wake,
                 create=children,
-                cancel_children=ends and self._has_children,
+                cancel_children=ends and self._may_have_children(),
                 blobs=blobs,
                 correlate=correlate,
             ).by_code(self.code)

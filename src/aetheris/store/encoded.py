@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from aetheris.codec import (
     KEY_DIR_ENV,
@@ -58,10 +58,12 @@ from aetheris.store.port import (
 CODEC = "$codec"
 # What a stored event's bytes hold when it has something to decode (a resume asks of each).
 _CODEC_KEY, _SECRET_KEY = (f'"{key}"'.encode() for key in (CODEC, SECRET))
+# The first character of every mark's key: bytes without it hold no mark, and one memchr tells.
+_MARKED = b"$"
+assert all(key.startswith(_MARKED.decode()) for key in (CODEC, SECRET))
 ENCRYPTED = "[encrypted]"  # an encoded payload, read where no codec is configured
 SEALED = ("input", "result", "payload", "output", "comment")
 Secrets = Callable[[str, str], frozenset[str]]  # ("tool" | "agent", name) -> secret fields
-_E = TypeVar("_E", Event, Recorded)
 
 
 def no_secrets(kind: str, name: str) -> frozenset[str]:
@@ -201,17 +203,30 @@ class Payloads:
 
     def plain(self, body: bytes) -> bool:
         """Whether an event's stored bytes hold nothing to decode for this view."""
+        if _MARKED not in body:  # most bodies
+            return True
         return _CODEC_KEY not in body and (self.view == "keep" or _SECRET_KEY not in body)
 
-    def event(self, event: _E) -> _E:
+    def event(self, event: Event) -> Event:
         if self.plain(event.body):
             return event
-        data = self.read_data(event.data)
-        if isinstance(event, Recorded):
-            return event.with_data(data)
-        return dataclasses.replace(event, data=data)
+        return dataclasses.replace(event, data=self.read_data(event.data))
 
-    def events(self, events: list[_E]) -> list[_E]:
+    def journal(self, records: list[Recorded]) -> list[Recorded]:
+        """The journal a run reads, an entry that may hold a mark opened for this view as the
+        run reaches it. Every mark's key begins with ``$``, which one ``memchr`` finds: a
+        10,000-step journal is looked through in about a millisecond, where joining its bytes
+        (first-touched memory) and searching them for the keys cost 5 ms of each resume."""
+        reader = self._opened
+        for record in records:
+            if _MARKED in record.body:
+                record.reader = reader
+        return records
+
+    def _opened(self, body: bytes, data: dict[str, Any]) -> dict[str, Any]:
+        return data if self.plain(body) else self.read_data(data)
+
+    def events(self, events: list[Event]) -> list[Event]:
         """:meth:`event` of each. Most journals hold nothing to decode, and one search of all
         their bytes tells (a key cannot span two bodies: each is a JSON object): 3 ms for a
         journal of 10,000 steps against 6 searching each event's."""
@@ -407,7 +422,7 @@ class EncodedStore:
         return self.payloads.events(found)
 
     async def journal(self, job_id: str) -> list[Recorded]:
-        return self.payloads.events(await self.inner.journal(job_id))
+        return self.payloads.journal(await self.inner.journal(job_id))
 
     async def effects(self, **filters: Any) -> list[Effect]:
         p = self.payloads
