@@ -302,10 +302,14 @@ def _hash_args(
     try:
         return args_hash(args, kwargs)
     except EncodingError as exc:
-        raise EncodingError(
-            f"the arguments of {kind} {name!r} (journal position {run.next_position}) cannot "
-            f"be journaled: {exc}; pass JSON values or pydantic models"
-        ) from None
+        raise _unjournaled(run, kind, name, exc) from None
+
+
+def _unjournaled(run: JobRun, kind: str, name: str, exc: EncodingError) -> EncodingError:
+    return EncodingError(
+        f"the arguments of {kind} {name!r} (journal position {run.next_position}) cannot "
+        f"be journaled: {exc}; pass JSON values or pydantic models"
+    )
 
 
 # -- steps and pure tools ----------------------------------------------------------------------
@@ -319,13 +323,18 @@ async def step(
     kwargs: dict[str, Any],
 ) -> Any:
     """``ctx.step(name, fn, *args)``: a pure, journaled call of ``fn``."""
-    ahash = _hash_args(run, "step", name, args, kwargs)
+    try:  # (what _hash_args does, inline: a resume replays every step)
+        ahash = args_hash(args, kwargs)
+    except EncodingError as exc:
+        raise _unjournaled(run, "step", name, exc) from None
     slot = run.next_op("step", name, ahash)
     adapter = return_adapter(fn)
     replayed = slot.replayed
     if replayed is not None:  # nothing runs; read straight from the entry: a resume replays
         error = replayed.get("error")  # every step, and an OpRecord costs more than the rest
-        return _delivered(name, slot.position, error, replayed.get("result"), adapter)
+        if error is None:
+            return revive(adapter, replayed.get("result"))
+        return _delivered(name, slot.position, error, None, adapter)
     is_async = asyncio.iscoroutinefunction(fn)
     call = Call("step", name, fn, is_async, args, kwargs, ahash, NO_RETRY, EffectClass.PURE, slot)
     try:  # only the step's own outcome reaches agent code (see JobRun.guarded)
