@@ -229,8 +229,7 @@ class JobRun:
         ordinal = self._ordinals.get(name, 0) + 1
         self._ordinals[name] = ordinal
         journal = self._journal
-        found = journal.ops.get(position)  # a result: the most telling entry, a replay's case
-        op = None if found is None else found.data
+        op = journal.op(position)  # a result: the most telling entry, and a replay's case
         if (
             op is not None
             and op.get("args_hash") == args_digest
