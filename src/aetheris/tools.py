@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydantic import PydanticUserError, TypeAdapter, create_model
 from pydantic.errors import PydanticSchemaGenerationError
@@ -201,6 +201,7 @@ _adapters: weakref.WeakKeyDictionary[Callable[..., Any], TypeAdapter[Any] | None
 # Functions defined at a module's or class's top level (no ``<locals>``, ``<lambda>`` in their
 # name): a plain dict, three times faster to ask than the weak one, and they never go away.
 _named_adapters: dict[Callable[..., Any], TypeAdapter[Any] | None] = {}
+_UNKNOWN = object()
 
 
 def return_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
@@ -210,14 +211,14 @@ def return_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
     annotation that cannot be resolved or validated is a :class:`ConfigurationError` here, at
     registration, not a replay that quietly returns other types than the live run did.
     """
-    try:
-        return _named_adapters[fn]
-    except (KeyError, TypeError):
-        pass
-    try:
-        return _adapters[fn]
-    except (KeyError, TypeError):
-        pass
+    try:  # .get, not [] and KeyError: a closure's every call misses the first dict
+        found = _named_adapters.get(fn, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = _adapters.get(fn, _UNKNOWN)
+    except TypeError:  # unhashable, or not weakly referenceable (a builtin)
+        found = _UNKNOWN
+    if found is not _UNKNOWN:
+        return cast("TypeAdapter[Any] | None", found)
     adapter = _build_adapter(fn)
     if type(fn) is types.FunctionType and "<" not in fn.__qualname__:
         _named_adapters[fn] = adapter  # a function of a module or class lives as long as it
