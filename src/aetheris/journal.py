@@ -109,6 +109,10 @@ def _to_jsonable_slow(value: Any) -> Any:
 
 def canonical(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON bytes."""
+    if _orjson_writes_it(value):
+        body = _orjson_dumps(value)
+        if body is not None:
+            return body
     return _dumps(to_jsonable(value))
 
 
@@ -125,6 +129,10 @@ def _dumps(jsonable: Any) -> bytes:
     ``jsonb`` or ``text``, and a value one store keeps and another refuses would make a job's
     fate depend on the database.
     """
+    if _orjson_writes_it(jsonable):
+        body = _orjson_dumps(jsonable)
+        if body is not None:
+            return body
     try:
         text = _ENCODER.encode(jsonable)
     except ValueError as exc:
@@ -139,6 +147,69 @@ def _dumps(jsonable: Any) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise EncodingError(f"value is not valid Unicode (a lone surrogate): {exc}") from None
+
+
+# -- the same bytes, ten times faster ------------------------------------------------------------
+#
+# Every event is sealed and every model call hashes its messages: json's encoder took most of
+# that time. orjson writes the same bytes for dicts with string keys (sorted the same way: by
+# code point), lists, tuples, strings (every code point was compared), integers, booleans and
+# None, and for floats but those of magnitude under 1e-4 (it writes 1e-5 as 0.00001 and 1e-7 as
+# 1e-7 where json writes 1e-05 and 1e-07). What it writes otherwise (NaN as null, a subclass, a
+# date) or refuses (an integer beyond 64 bits, a lone surrogate) takes json's path, which keeps
+# or refuses it with its own error; so does a NUL, refused there.
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+_SMALLEST, _LARGEST = 1e-4, 1.7976931348623157e308  # inf and NaN fail the range check too
+
+
+def _orjson_writes_it(value: Any) -> bool:
+    """Whether orjson writes ``value`` exactly as :func:`_dumps` does."""
+    try:
+        return _same_in_orjson(value)
+    except RecursionError:  # nested deeper than the interpreter goes: json's path says so
+        return False
+
+
+def _same_in_orjson(value: Any) -> bool:
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind in _SCALARS:
+                continue
+            if kind is float:
+                if item != 0.0 and not _SMALLEST <= abs(item) <= _LARGEST:
+                    return False
+            elif not _same_in_orjson(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            kind = type(item)
+            if kind in _SCALARS:
+                continue
+            if kind is float:
+                if item != 0.0 and not _SMALLEST <= abs(item) <= _LARGEST:
+                    return False
+            elif not _same_in_orjson(item):
+                return False
+        return True
+    if kind in _SCALARS:
+        return True
+    return kind is float and (value == 0.0 or _SMALLEST <= abs(value) <= _LARGEST)
+
+
+def _orjson_dumps(value: Any) -> bytes | None:
+    """orjson's bytes of a value :func:`_orjson_writes_it` passed; ``None`` where json's path
+    must decide (it refuses a NUL, writes an integer beyond 64 bits, refuses a surrogate)."""
+    try:
+        body = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return None
+    return None if b"\\u0000" in body else body
 
 
 def _has_nul(value: Any) -> bool:

@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from aetheris.errors import EncodingError
@@ -135,6 +137,72 @@ def test_args_hash_is_the_hash_of_the_canonical_bytes(values: list[object]) -> N
     # or a journal written before it would no longer match its own code on replay.
     expected = hashlib.sha256(canonical({"args": values, "kwargs": {}})).hexdigest()
     assert args_hash(values, {}) == expected
+
+
+# What canonical JSON has always been: json's encoder, keys sorted, compact, UTF-8. A faster
+# encoder writes most values; it must write these bytes, or a journal written before it would
+# no longer match its own code (args hashes, conversation hashes) on replay.
+_JSON_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
+def _as_json_writes(value: object) -> bytes:
+    return _JSON_ENCODER.encode(value).encode("utf-8")
+
+
+_FLOATS = st.floats(allow_nan=False, allow_infinity=False) | st.sampled_from(
+    [1e-4, 9.999999999999999e-05, 1e-5, 1.5e-7, 1e-9, 1e-10, 1e15, 1e16, 1.5e16, 5e-324, -0.0]
+)
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | _FLOATS
+    | st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]))
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(
+            st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"])),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=500)
+@given(_VALUES)
+def test_canonical_writes_the_bytes_json_always_wrote(value: object) -> None:
+    expected = _as_json_writes(value)
+    assert canonical(value) == expected
+    draft = EventDraft(EventType.OP, {"result": value}, 0)
+    event = seal("j", 1, GENESIS_HASH, draft, 1.5)
+    assert event.body == _as_json_writes(
+        {"at": 1.5, "data": {"result": value}, "job_id": "j", "position": 0, "seq": 1, "type": "op"}
+    )
+
+
+def test_canonical_writes_every_code_point_as_json_does() -> None:
+    for text in _every_code_point():
+        value = {text: [text, {"k": text}], text[::-1]: text[: len(text) // 2]}
+        assert canonical(value) == _as_json_writes(value)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"a": float("nan")}, [float("inf")], {"a": ["x\x00"]}, {"a": "\udc00"}, {"a": {1: 2}}],
+    ids=["nan", "inf", "nul", "lone-surrogate", "int-key"],
+)
+def test_canonical_refuses_inside_containers_what_json_refuses(bad: object) -> None:
+    with pytest.raises(EncodingError):
+        canonical(bad)
 
 
 @pytest.mark.parametrize("bad", [["a\x00b"], ["\ud800"]], ids=["nul", "lone-surrogate"])
