@@ -41,6 +41,7 @@ from aetheris.journal import EventDraft, EventType, OpRecord, args_hash, to_json
 from aetheris.observe import Ended
 from aetheris.run import FOR_THE_AGENT, JobRun, Slot, current_run
 from aetheris.store.port import EffectClass, EffectState, EffectWrite, ParkReason
+from aetheris.threads import BODY_THREADS
 from aetheris.tools import (
     NO_RETRY,
     Committed,
@@ -86,7 +87,8 @@ class Tool(Generic[P, R]):
 async def invoke(
     fn: Callable[..., Any], is_async: bool, ctx: ToolContext | None, args: Any, kwargs: Any
 ) -> Any:
-    """Call a tool or step body with its tool context set; sync bodies run in a thread.
+    """Call a tool or step body with its tool context set; sync bodies run in a thread
+    (:data:`aetheris.threads.BODY_THREADS`).
 
     The run is hidden meanwhile, so that a tool called from inside a tool runs directly.
     """
@@ -94,7 +96,7 @@ async def invoke(
     try:
         if is_async:
             return await fn(*args, **kwargs)
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await BODY_THREADS.run(fn, *args, **kwargs)
     finally:
         if tokens is not None:
             current_run.reset(tokens[1])

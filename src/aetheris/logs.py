@@ -5,7 +5,7 @@ a context variable (:data:`aetheris.observe.where`: the worker binds it for a ru
 for each operation it dispatches), and :class:`ContextFilter`, on a handler, copies it onto
 every record as ``job_id``, ``position`` and ``fencing_token`` (the lease epoch): the lines of
 the worker, of the runtime, of tools and of the libraries they call alike, in threads too
-(``asyncio.to_thread`` copies the context).
+(the threads of plain-function bodies run in a copy of the context).
 
 Two formats (:func:`configure`, ``--log-format`` of ``aetheris worker`` and ``server``, env
 ``AETHERIS_LOG_FORMAT``):
