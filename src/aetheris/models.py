@@ -110,6 +110,13 @@ class Job:
     code_version: str | None = None  # the agent's version that last wrote journal entries
 
     @property
+    def first_run(self) -> bool:
+        """Claimed for its first run, with a journal of its creation and that claim only:
+        nothing to replay, no journal to read. (A fork's first claim finds the entries it was
+        created with.)"""
+        return self.attempts == 1 and self.event_count <= 2
+
+    @property
     def waiting_for(self) -> str | None:
         """The signal the job waits for when parked (``approval:<position>`` for an
         approval), else ``None``."""

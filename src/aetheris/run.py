@@ -467,6 +467,10 @@ class JobRun:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    def budget_is(self, budget: Budget | None) -> None:
+        """The job's budget as its first claim read it: no read at its first model call."""
+        self.budget, self._budget_read = budget, True
+
     async def limits(self) -> Budget | None:
         """The job's budget as it stands in this run (read from its first event once)."""
         if not self._budget_read:

@@ -416,9 +416,7 @@ class Worker:
         """The run of a claimed job, over its journal and ledger as they stand now."""
         job = claim.job
         agent = self.registry.agent_def(job.agent)
-        if job.attempts == 1 and job.event_count <= 2:
-            # First claim of a job whose journal is its creation and this claim: nothing to
-            # replay. (A fork's first claim finds the entries it was created with.)
+        if job.first_run:  # nothing to replay
             events, effects = [], []
         else:
             events = await store.journal(job.id)
@@ -436,6 +434,8 @@ class Worker:
             clock=self.clock,
             observer=self._observer,
         )
+        if claim.budget_read:
+            run.budget_is(claim.budget)
         return run, events
 
     def _enforce_deadline(self, active: _Active, deadline: float) -> None:

@@ -115,6 +115,28 @@ async def test_an_exhausted_budget_parks_the_job_until_an_operator_raises_it(
     await app.close()
 
 
+async def test_a_first_run_has_its_budget_from_its_claim_and_reads_no_events(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = ScriptedModel(tokens=10)
+    app = conversation_app(store_url, model, turns=4)
+    store, reads = await app.open_store(), []
+    read_events = type(store).events
+
+    async def events(self: Any, job_id: str, **kw: Any) -> Any:
+        reads.append(job_id)
+        return await read_events(self, job_id, **kw)
+
+    monkeypatch.setattr(type(store), "events", events)
+    handle = await app.start("chat", {"topic": "tides"}, budget={"tokens": 25})
+    async with running_worker(app, poll_interval=0.01):
+        parked = await wait_for(app, handle.job_id, JobStatus.PARKED)
+    assert parked.park_reason is not None and parked.park_reason.value == "budget"
+    assert model.calls == 3, "the budget held: the fourth call was not made"
+    assert handle.job_id not in reads
+    await app.close()
+
+
 async def test_a_cost_budget_with_an_unpriced_model_parks_rather_than_guess(
     store_url: str,
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 from aetheris.errors import Conflict, IdempotencyConflict, JobNotFound, LeaseLost
 from aetheris.journal import GENESIS_HASH, EventDraft, EventType, verify_chain
 from aetheris.store.port import (
+    Budget,
     ClaimFilter,
     Commit,
     EffectClass,
@@ -84,6 +85,21 @@ async def test_claim_bumps_epoch_and_records_owner(store: Store) -> None:
     events = await store.events("j1")
     assert events[-1].type is EventType.JOB_CLAIMED
     assert events[-1].data == {"owner": "w1", "epoch": 1, "attempt": 1, "recovered_from": None}
+
+
+async def test_a_first_claim_reads_the_budget_the_job_was_created_with(store: Store) -> None:
+    await store.create_job(new_job("j1", budget=Budget(tokens=500, cost=None)))
+    await store.create_job(new_job("j2", priority=-1))
+    first = await store.claim("w1", 0.01, ALL)
+    assert first is not None and first.job.id == "j1" and first.job.first_run
+    assert (first.budget_read, first.budget) == (True, Budget(tokens=500, cost=None))
+    unbudgeted = await store.claim("w1", 30.0, ClaimFilter(["a"], skip=["j1"]))
+    assert unbudgeted is not None and unbudgeted.job.id == "j2"
+    assert (unbudgeted.budget_read, unbudgeted.budget) == (True, None)
+    await asyncio.sleep(0.05)  # j1's lease expires: a second run reads its journal instead
+    again = await store.claim("w2", 30.0, ALL)
+    assert again is not None and again.job.id == "j1" and not again.job.first_run
+    assert (again.budget_read, again.budget) == (False, None)
 
 
 async def test_a_claimed_job_is_not_claimed_again(store: Store) -> None:

@@ -13,8 +13,10 @@ from typing import Any
 
 from aetheris.anchor import SigningKey
 from aetheris.errors import Conflict, IdempotencyConflict, LeaseLost, StoreError
-from aetheris.journal import Event, EventDraft, EventType, seal, to_jsonable
+from aetheris.journal import Event, EventDraft, EventType, decode, seal, to_jsonable
 from aetheris.store.port import (
+    Budget,
+    Claim,
     ClaimFilter,
     Commit,
     Control,
@@ -53,6 +55,15 @@ def seal_all(
         last = sealed[-1]
         sealed[-1] = dataclasses.replace(last, anchor=signer.anchor(job_id, last.seq, last.hash))
     return sealed
+
+
+def with_created_budget(claim: Claim, body: bytes | None) -> Claim:
+    """``claim`` with the budget its job was created with, from the stored bytes of its
+    ``job_created`` event (``None``: not read)."""
+    if body is None:
+        return claim
+    budget = Budget.of(decode(body)["data"].get("budget"))
+    return dataclasses.replace(claim, budget_read=True, budget=budget)
 
 
 def created_draft(new: NewJob) -> EventDraft:

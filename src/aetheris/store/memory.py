@@ -47,6 +47,7 @@ from aetheris.store.memory_webhooks import MemoryWebhooks
 from aetheris.store.port import (
     WORKER_ALIVE_WINDOW,
     WORKER_FORGET_AFTER,
+    Budget,
     Claim,
     ClaimFilter,
     Commit,
@@ -250,7 +251,11 @@ class MemoryStore(
             code = where.versions.get(job.agent)
             draft = claimed_draft(owner, epoch, job.attempts + 1, recovered, code)
             self._append(job.id, [draft], now)
-            return Claim(self._jobs[job.id], Lease(job.id, epoch, owner), recovered)
+            claim = Claim(self._jobs[job.id], Lease(job.id, epoch, owner), recovered)
+            if not claim.job.first_run:
+                return claim
+            budget = Budget.of(self._events[job.id][0].data.get("budget"))
+            return dataclasses.replace(claim, budget_read=True, budget=budget)
 
     def _pick(self, now: float, where: ClaimFilter) -> Job | None:
         agents = set(where.agents)

@@ -37,6 +37,7 @@ from aetheris.models import (
     TERMINAL_STATUSES,
     ApiKey,
     AttemptOutcome,
+    Budget,
     Control,
     DeliveryAttempt,
     DeliveryClaim,
@@ -64,6 +65,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "ApiKey",
     "AttemptOutcome",
+    "Budget",
     "Control",
     "DeliveryAttempt",
     "DeliveryClaim",
@@ -234,9 +236,15 @@ class ForkedJob(NewJob):
 
 @dataclass(frozen=True, slots=True)
 class Claim:
+    """A claimed job and its lease. On a job's first run (:attr:`Job.first_run`) the store also
+    reads the budget it was created with (``budget_read``; ``budget`` ``None``: none), so that
+    its first model call reads no events."""
+
     job: Job
     lease: Lease
     recovered_from: str | None = None
+    budget_read: bool = False
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from aetheris.store._shared import (
     refusal,
     seal_all,
     signal_refusal,
+    with_created_budget,
     worker_info,
 )
 from aetheris.store.port import (
@@ -93,6 +94,7 @@ from aetheris.store.postgres_webhooks import PostgresWebhooks
 from aetheris.store.sql import steps
 from aetheris.store.sql.rows import (
     POSTGRESQL,
+    claim_event_params,
     commit_form,
     commit_params,
     effect_from,
@@ -293,29 +295,26 @@ class PostgresStore(
             "owner": owner,
             "ttl": lease_ttl,
         }
-        # Two round trips: BEGIN + claim, then the claim's event + COMMIT (pipelined).
-        async with self._conn() as conn, conn.pipeline(), conn.transaction():
-            row = await (await conn.execute(Q["claim"], params)).fetchone()
-            if row is None:
-                return None
-            job = job_from(row, POSTGRESQL)
-            code = where.versions.get(job.agent)
-            draft = claimed_draft(owner, job.lease_epoch, job.attempts, row["previous_owner"], code)
-            head = (job.event_count, job.head_hash)
-            sealed = seal_all(job.id, *head, [draft], time.time(), self.signer)
-            await conn.execute(
-                Q["claim_event"],
-                {
-                    **event_columns(sealed),
-                    "id": job.id,
-                    "epoch": job.lease_epoch,
-                    "expect": job.event_count,
-                    "count": job.event_count + 1,
-                    "hash": sealed[-1].hash,
-                },
-            )
-        job = dataclasses.replace(job, event_count=job.event_count + 1, head_hash=sealed[-1].hash)
-        return Claim(job, Lease(job.id, job.lease_epoch, owner), row["previous_owner"])
+        # Two round trips: BEGIN + claim, then the claim's event + COMMIT (pipelined); on a
+        # first run, its job_created event too (the budget: its first model call reads none).
+        async with self._conn() as conn:
+            async with conn.pipeline(), conn.transaction():
+                row = await (await conn.execute(Q["claim"], params)).fetchone()
+                if row is None:
+                    return None
+                job, previous = job_from(row, POSTGRESQL), row["previous_owner"]
+                code = where.versions.get(job.agent)
+                draft = claimed_draft(owner, job.lease_epoch, job.attempts, previous, code)
+                head = (job.event_count, job.head_hash)
+                sealed = seal_all(job.id, *head, [draft], time.time(), self.signer)
+                await conn.execute(Q["claim_event"], claim_event_params(job, sealed))
+                job = dataclasses.replace(
+                    job, event_count=job.event_count + 1, head_hash=sealed[-1].hash
+                )
+                created = job.first_run and await conn.execute(Q["created_event"], {"id": job.id})
+            body = await created.fetchone() if created else None  # read at the COMMIT's sync
+        claim = Claim(job, Lease(job.id, job.lease_epoch, owner), previous)
+        return with_created_budget(claim, body["body"] if body else None)
 
     async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat:
         if not leases:

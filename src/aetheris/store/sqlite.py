@@ -46,6 +46,7 @@ from aetheris.store._shared import (
     refusal,
     seal_all,
     signal_refusal,
+    with_created_budget,
     worker_info,
 )
 from aetheris.store.outbox import notices
@@ -308,7 +309,9 @@ class SQLiteStore(
         ).fetchone()
         _insert_events(conn, sealed)
         job = job_from(row, SQLITE)
-        return Claim(job, Lease(job.id, job.lease_epoch, owner), found["lease_owner"])
+        claim = Claim(job, Lease(job.id, job.lease_epoch, owner), found["lease_owner"])
+        created = job.first_run and conn.execute(Q["created_event"], {"id": job.id}).fetchone()
+        return with_created_budget(claim, created[0] if created else None)
 
     async def heartbeat(self, leases: Sequence[Lease], lease_ttl: float) -> Heartbeat:
         if not leases:

@@ -173,6 +173,19 @@ def event_columns(sealed: Sequence[Event]) -> dict[str, list[Any]]:
     }
 
 
+def claim_event_params(job: Job, sealed: Sequence[Event]) -> dict[str, Any]:
+    """The ``claim_event`` statement's parameters: the claim's event, fenced on the epoch the
+    claim set (``job`` as the claim returned it) and the head it read."""
+    return {
+        **event_columns(sealed),
+        "id": job.id,
+        "epoch": job.lease_epoch,
+        "expect": job.event_count,
+        "count": job.event_count + 1,
+        "hash": sealed[-1].hash,
+    }
+
+
 def event_row(event: Event) -> dict[str, Any]:
     """One event's parameters (a statement that inserts one row, run once per event)."""
     return {

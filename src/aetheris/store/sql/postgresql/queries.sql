@@ -421,6 +421,10 @@ FROM candidate
 WHERE jobs.id = candidate.id
 RETURNING jobs.*, candidate.lease_owner AS previous_owner
 
+-- name: created_event
+-- A job's first event (job_created), read with its first claim for the budget it names.
+SELECT body FROM events WHERE job_id = %(id)s AND seq = 0
+
 -- name: claim_event
 -- The claim's own event, in a second statement pipelined with the claim: fenced on the epoch
 -- the claim set and the head it read.

@@ -122,6 +122,10 @@ SET status = 'running', lease_epoch = :epoch, lease_owner = :owner,
 WHERE id = :id AND lease_epoch = :epoch - 1
 RETURNING *
 
+-- name: created_event
+-- A job's first event (job_created), read with its first claim for the budget it names.
+SELECT body FROM events WHERE job_id = :id AND seq = 0
+
 -- name: heartbeat
 UPDATE jobs SET lease_expires_at = :expires
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
