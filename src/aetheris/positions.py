@@ -109,3 +109,8 @@ class JournalIndex:
 
     def positions(self) -> set[int]:
         return self.ops.keys() | self.intents.keys() | self.waits.keys()
+
+    def last(self) -> int:
+        """The highest position the journal holds (-1: none), without building
+        :meth:`positions` (a resume of 10,000 entries asks it once)."""
+        return max(max(table, default=-1) for table in self._tables())

@@ -206,7 +206,7 @@ class JobRun:
         self._has_children = False
         # Not interrupted while replaying: a cancel then takes effect where the replay ends,
         # with every effect the journal holds known (and so compensated).
-        self._replayed_to = max(journal.positions(), default=-1)
+        self._replayed_to = journal.last()
         self._ledger = {e.position: _as_write(e) for e in effects}
 
     # -- the journal cursor -----------------------------------------------------------------

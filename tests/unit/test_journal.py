@@ -244,7 +244,9 @@ def test_the_journal_index_holds_the_most_telling_entry_of_each_position() -> No
         None,
     ]
     assert [index.entry(p) for p in range(4)] == [later_wait, op, intent, None]
-    assert index.positions() == {0, 1, 2}
+    assert index.positions() == {0, 1, 2} and index.last() == 2
+    assert JournalIndex.read(_entries((EventType.JOB_CREATED, None, {}))).last() == -1
+    assert JournalIndex.read(_entries((EventType.INTENT, 7, intent))).last() == 7
     assert [index.op(p) for p in range(3)] == [None, op, None]
     assert [index.wait(p) for p in range(3)] == [later_wait, None, wait]
     assert index.may_hold("signal") and index.may_hold("tool") and not index.may_hold("child")
