@@ -174,32 +174,28 @@ def _orjson_writes_it(value: Any) -> bool:
 def _same_in_orjson(value: Any) -> bool:
     kind = type(value)
     if kind is dict:
-        for key, item in value.items():
+        for key in value:
             if type(key) is not str:
                 return False
-            kind = type(item)
-            if kind in _SCALARS:
-                continue
-            if kind is float:
-                if item != 0.0 and not _SMALLEST <= abs(item) <= _LARGEST:
-                    return False
-            elif not _same_in_orjson(item):
+        items: Iterable[Any] = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    else:
+        return kind in _SCALARS or (kind is float and _writes_alike(value))
+    for item in items:
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is float:
+            if not _writes_alike(item):
                 return False
-        return True
-    if kind is list or kind is tuple:
-        for item in value:
-            kind = type(item)
-            if kind in _SCALARS:
-                continue
-            if kind is float:
-                if item != 0.0 and not _SMALLEST <= abs(item) <= _LARGEST:
-                    return False
-            elif not _same_in_orjson(item):
-                return False
-        return True
-    if kind in _SCALARS:
-        return True
-    return kind is float and (value == 0.0 or _SMALLEST <= abs(value) <= _LARGEST)
+        elif not _same_in_orjson(item):
+            return False
+    return True
+
+
+def _writes_alike(number: float) -> bool:
+    return number == 0.0 or _SMALLEST <= abs(number) <= _LARGEST
 
 
 def _orjson_dumps(value: Any) -> bytes | None:
