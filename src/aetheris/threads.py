@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import contextvars
 import itertools
+import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 R = TypeVar("R")
+
+log = logging.getLogger("aetheris.threads")
 
 MAX_THREADS = 256
 IDLE_SECONDS = 60.0
@@ -45,6 +48,7 @@ class BodyThreads:
         self._backlog: collections.deque[_Call] = collections.deque()
         self._threads = 0
         self._names = itertools.count(1)
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
     @property
     def threads(self) -> int:
@@ -54,6 +58,11 @@ class BodyThreads:
     async def run(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
         """``fn(*args, **kwargs)`` in a thread, in a copy of the caller's context."""
         loop = asyncio.get_running_loop()
+        if loop not in self._loops:
+            # A loop that takes nothing from other threads (a simulation's) refuses here, to
+            # the caller, before any thread starts; once per loop.
+            loop.call_soon_threadsafe(_nothing)
+            self._loops.add(loop)
         future: asyncio.Future[R] = loop.create_future()
         context = contextvars.copy_context()
         call: _Call = (loop, future, lambda: context.run(fn, *args, **kwargs))
@@ -94,10 +103,24 @@ class BodyThreads:
                     following = self._backlog.popleft() if self._backlog else None
                     if following is None:
                         self._idle.append(inbox)
-                # RuntimeError: the loop closed meanwhile, and nobody waits any more.
-                with contextlib.suppress(RuntimeError):
-                    if outcome is not None:
-                        loop.call_soon_threadsafe(_settle, future, *outcome)
+                if outcome is not None:
+                    _hand_back(loop, future, outcome)
+
+
+def _hand_back(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    outcome: tuple[Any, BaseException | None],
+) -> None:
+    try:
+        loop.call_soon_threadsafe(_settle, future, *outcome)
+    except RuntimeError:
+        if not loop.is_closed():  # nobody waits on a closed loop; otherwise say why
+            log.exception("the outcome of a body could not be handed back to its event loop")
+
+
+def _nothing() -> None:
+    pass
 
 
 def _outcome(

@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,21 @@ async def test_an_idle_thread_ends() -> None:
         await asyncio.sleep(0.02)
     assert pool.threads == 0
     assert await pool.run(int, "7") == 7  # and a new one starts for the next call
+
+
+class _NoThreadsLoop(asyncio.SelectorEventLoop):
+    """A loop that takes nothing from other threads, as the simulator's refuses them."""
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any, context: Any = None) -> Any:
+        raise RuntimeError("this loop runs no threads")
+
+
+def test_a_loop_that_takes_nothing_from_threads_refuses_before_any_thread_starts() -> None:
+    pool, ran = BodyThreads(), []
+    loop = _NoThreadsLoop()
+    try:
+        with pytest.raises(RuntimeError, match="runs no threads"):
+            loop.run_until_complete(pool.run(ran.append, "body"))
+    finally:
+        loop.close()
+    assert ran == [] and pool.threads == 0
