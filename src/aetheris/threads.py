@@ -12,7 +12,7 @@ back to the caller's loop: 45 to 60 µs. A thread is started when no thread is i
 :data:`MAX_THREADS`; past that, calls wait in a backlog that the first thread to finish takes
 from. A thread idle for :data:`IDLE_SECONDS` ends. The threads are daemons: a body still
 running when the process exits does not hold it (a worker that stops waits for its jobs first,
-within its grace).
+within its grace). A child forked from the process starts threads of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import collections
 import contextvars
 import itertools
 import logging
+import os
 import queue
 import threading
 import weakref
@@ -49,6 +50,13 @@ class BodyThreads:
         self._threads = 0
         self._names = itertools.count(1)
         self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+    def forget(self) -> None:
+        """Forget every thread (in a child process after ``fork``: the parent's threads did
+        not come along, and a call put in one's inbox would wait forever)."""
+        self._lock = threading.Lock()
+        self._idle, self._backlog, self._threads = [], collections.deque(), 0
+        self._loops = weakref.WeakSet()
 
     @property
     def threads(self) -> int:
@@ -149,3 +157,4 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 BODY_THREADS = BodyThreads()
 """The process's threads for plain-function bodies of tools and steps."""
+os.register_at_fork(after_in_child=BODY_THREADS.forget)

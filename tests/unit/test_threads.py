@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import signal
 import threading
 import time
 from typing import Any
 
 import pytest
 
-from aetheris.threads import BodyThreads
+from aetheris.threads import BODY_THREADS, BodyThreads
 
 who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 
@@ -119,3 +121,18 @@ def test_a_loop_that_takes_nothing_from_threads_refuses_before_any_thread_starts
     finally:
         loop.close()
     assert ran == [] and pool.threads == 0
+
+
+def test_a_forked_child_starts_threads_of_its_own() -> None:
+    # The parent's threads do not come along into a forked child: an idle one's inbox there
+    # would take a call and never answer it.
+    async def call() -> int:
+        return await BODY_THREADS.run(int, "7")
+
+    assert asyncio.run(call()) == 7 and BODY_THREADS.threads >= 1
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its call is answered
+        signal.alarm(10)
+        os._exit(0 if asyncio.run(call()) == 7 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
