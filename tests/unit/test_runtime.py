@@ -26,12 +26,14 @@ from aetheris.errors import (
     ToolFailed,
     UnknownAgent,
 )
-from aetheris.journal import GENESIS_HASH, Event, EventType, OpRecord, args_hash
+from aetheris.journal import GENESIS_HASH, Event, EventDraft, EventType, OpRecord, args_hash
 from aetheris.ledger import call_tool, step
 from aetheris.run import JobRun
 from aetheris.runner import execute
-from aetheris.store._shared import seal_all
+from aetheris.store._shared import seal_all, with_created_budget
 from aetheris.store.port import (
+    Budget,
+    Claim,
     Commit,
     Control,
     EffectClass,
@@ -416,3 +418,26 @@ async def _intent_of(definition: ToolDef, position: int = 0) -> Any:
     call = Call.of_tool(definition, (5,), {}, slot, _hash((5,)))
     await write_intent(run, call, idempotency_key("j1", position, call.args_hash), 1, None)
     return replace(run.ledger_row(position))  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(
+    ("budget", "read"),
+    [
+        ({"tokens": 5, "cost": None}, Budget(5, None)),
+        (None, None),
+        ({"tokens": 5, "x": 1}, "unread"),
+    ],
+    ids=["budget", "none", "malformed"],
+)
+def test_a_claim_reads_the_created_budget_or_leaves_it_to_the_run(
+    budget: dict[str, Any] | None, read: object
+) -> None:
+    data = {"agent": "a", "input": {}} | ({"budget": budget} if budget is not None else {})
+    created = seal_all("j1", 0, GENESIS_HASH, [EventDraft(EventType.JOB_CREATED, data)], 1.0)
+    claim = Claim(make_job(), Lease("j1", 1, "w"))
+    got = with_created_budget(claim, created[0].body)
+    if read == "unread":  # the run reads it at its first model call, and fails as it did
+        assert got is claim and not got.budget_read
+    else:
+        assert (got.budget_read, got.budget) == (True, read)
+    assert with_created_budget(claim, None) is claim

@@ -62,7 +62,10 @@ def with_created_budget(claim: Claim, body: bytes | None) -> Claim:
     ``job_created`` event (``None``: not read)."""
     if body is None:
         return claim
-    budget = Budget.of(decode(body)["data"].get("budget"))
+    try:
+        budget = Budget.of(decode(body)["data"].get("budget"))
+    except (ValueError, TypeError, KeyError):  # the run reads it and fails as it always did
+        return claim
     return dataclasses.replace(claim, budget_read=True, budget=budget)
 
 
