@@ -109,11 +109,7 @@ def _to_jsonable_slow(value: Any) -> Any:
 
 def canonical(value: Any) -> bytes:
     """Encode ``value`` as canonical JSON bytes."""
-    if _orjson_writes_it(value):
-        body = _orjson_dumps(value)
-        if body is not None:
-            return body
-    return _dumps(to_jsonable(value))
+    return _orjson_dumps(value) or _dumps(to_jsonable(value))
 
 
 # One encoder for every call: json.dumps with options builds a new encoder each time.
@@ -129,10 +125,9 @@ def _dumps(jsonable: Any) -> bytes:
     ``jsonb`` or ``text``, and a value one store keeps and another refuses would make a job's
     fate depend on the database.
     """
-    if _orjson_writes_it(jsonable):
-        body = _orjson_dumps(jsonable)
-        if body is not None:
-            return body
+    body = _orjson_dumps(jsonable)
+    if body is not None:
+        return body
     try:
         text = _ENCODER.encode(jsonable)
     except ValueError as exc:
@@ -199,8 +194,11 @@ def _writes_alike(number: float) -> bool:
 
 
 def _orjson_dumps(value: Any) -> bytes | None:
-    """orjson's bytes of a value :func:`_orjson_writes_it` passed; ``None`` where json's path
-    must decide (it refuses a NUL, writes an integer beyond 64 bits, refuses a surrogate)."""
+    """orjson's bytes of ``value`` where they are canonical JSON's; ``None`` where json's path
+    must decide (:func:`_orjson_writes_it` says no; a NUL, which it refuses; an integer beyond
+    64 bits, which it writes; a lone surrogate, which it refuses)."""
+    if not _orjson_writes_it(value):
+        return None
     try:
         body = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
@@ -271,10 +269,6 @@ def args_hash(args: Iterable[Any], kwargs: Mapping[str, Any]) -> str:
                 body = b"\\u0000"
             if b"\\u0000" not in body:
                 return hashlib.sha256(body).hexdigest()
-    if not kwargs and all(type(v) in _PLAIN for v in values):
-        # Already plain JSON, keys in order: the same bytes as canonical() without its walk
-        # (every step and every replayed step hashes its arguments).
-        return sha256_hex(_dumps({"args": list(values), "kwargs": {}}))
     return sha256_hex(canonical({"args": list(values), "kwargs": dict(kwargs)}))
 
 
