@@ -33,8 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from aetheris.store import create_store
-from aetheris.store.port import NewJob
+from bench.floor import floor_db, sync_commits
 from bench.peers.common import fresh_postgres_db, fsync_p50_us
 from bench.workloads import w1_job, w4_turns
 
@@ -62,19 +61,12 @@ async def run_w4(url: str, turns: int) -> float:
     return await w4_turns(url, turns)
 
 
-async def _floor_db(url: str) -> None:
-    store = create_store(url)
-    await store.open()
-    await store.create_job(NewJob(id="floor", agent="a", input={}))
-    await store.close()
-
-
 def sqlite_floor(tmp: str, synchronous: str, commits: int) -> tuple[float, float]:
     """µs per bare commit of what a pure step writes (the fenced job-row UPDATE and one event
     INSERT in a ``BEGIN IMMEDIATE`` transaction) on the store's schema, no runtime; and the fsync
     probe's p50 (4 KiB write + fsync) in the same directory."""
     path = Path(tmp) / "floor.sqlite"
-    asyncio.run(_floor_db(f"sqlite:///{path}"))
+    asyncio.run(floor_db(f"sqlite:///{path}"))
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -131,28 +123,10 @@ def walk(frame: Any, self_times: Counter[tuple[str, str, int]], kinds: Counter[s
 
 def postgres_floor(url: str, commits: int) -> float:
     """µs per bare commit of a pure step on PostgreSQL: the store's own ``commit_step``
-    statement (fence, one event), prepared, from a plain synchronous psycopg loop, no runtime."""
-    import psycopg
-
-    from aetheris.store import sql
-
-    asyncio.run(_floor_db(url))
-    statement = sql.queries("postgresql")["commit_step"]
-    body = b'{"kind":"step","name":"s#1","args_hash":"' + b"0" * 64 + b'","result":1}'
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "UPDATE jobs SET status = 'running', lease_epoch = 1 WHERE id = 'floor' "
-            "RETURNING event_count"
-        ).fetchone()
-        count = row[0] if row else 0
-        began = time.perf_counter()
-        for seq in range(count, count + commits):
-            params = {"id": "floor", "epoch": 1, "expect": seq, "count": seq + 1,
-                      "hash": f"{seq + 1:064x}", "code": None, "recovery": 0, "seq": seq,
-                      "type": "op", "position": seq, "body": body, "prev": f"{seq:064x}",
-                      "b_hashes": None, "b_bodies": None}  # fmt: skip
-            conn.execute(statement, params, prepare=True)
-        return (time.perf_counter() - began) / commits * 1e6
+    statement (fence, one event), prepared, from a plain synchronous psycopg loop, no runtime
+    (``python -m bench.floor`` sets it beside the round trip and the asyncio loop)."""
+    asyncio.run(floor_db(url))
+    return sync_commits(url, commits)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,6 +40,7 @@ REQUIRED = [
     "bench.app",
     "bench.codec",
     "bench.core",
+    "bench.floor",
     "bench.harness",
     "bench.history",
     "bench.history_fill",
