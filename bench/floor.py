@@ -1,7 +1,7 @@
 """What one durable step costs on PostgreSQL before any runtime runs: the floors under W1 and W4.
 
 ``python -m bench.floor [--commits 3000] [--rounds 3]`` creates a fresh database with the store's
-schema and one running job, then times, in alternating rounds on the same connection kind:
+schema and one running job, then times, in alternating rounds:
 
 * **round trip**: ``SELECT 1`` (prepared) from a synchronous psycopg loop: the client library,
   the loopback socket and the server's protocol handling, nothing written;
@@ -66,8 +66,10 @@ def step_params(seq: int) -> dict[str, Any]:
             "b_hashes": None, "b_bodies": None}  # fmt: skip
 
 
-_RUNNING = "UPDATE jobs SET status = 'running', lease_epoch = 1 WHERE id = 'floor' RETURNING 1"
-_COUNT = "SELECT event_count FROM jobs WHERE id = 'floor'"
+# The floor job running at epoch 1; returns the journal's length, where the next step goes.
+_RUNNING = (
+    "UPDATE jobs SET status = 'running', lease_epoch = 1 WHERE id = 'floor' RETURNING event_count"
+)
 
 
 def _timed(commits: int, one: Callable[[int], object], first: int = 0) -> float:
@@ -88,8 +90,7 @@ def sync_commits(url: str, commits: int, *, flush: bool = True) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         if not flush:
             conn.execute("SET synchronous_commit = off")
-        conn.execute(_RUNNING)
-        row = conn.execute(_COUNT).fetchone()
+        row = conn.execute(_RUNNING).fetchone()
         first = int(row[0]) if row else 0
 
         def one(seq: int) -> object:
@@ -101,8 +102,7 @@ def sync_commits(url: str, commits: int, *, flush: bool = True) -> float:
 async def async_commits(url: str, commits: int) -> float:
     """µs per ``commit_step`` from ``psycopg.AsyncConnection`` on an asyncio loop."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute(_RUNNING)
-        row = await (await conn.execute(_COUNT)).fetchone()
+        row = await (await conn.execute(_RUNNING)).fetchone()
         first = int(row[0]) if row else 0
         began = time.perf_counter()
         for seq in range(first, first + commits):
